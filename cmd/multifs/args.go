@@ -1,0 +1,237 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"multifs/perms"
+)
+
+const usage = `usage: multifs [flags] [PATH | multi://[PATH][[KEY=VALUE[/KEY=VALUE]...]]]
+
+Serve a VDE multilink (one host, any number of links) whose control
+directory is a FUSE mount at PATH (default /tmp/vdenode_$USER).
+
+  -f, --foreground        stay in the foreground (default: daemonize once ready)
+  -o KEY=VALUE[,...]      mode=OCTAL, dirmode=OCTAL, grp=GROUP (as in libvdeplug_multi)
+      --mode OCTAL        permissions of the sockets (default 0600)
+      --dirmode OCTAL     permissions of the directories (default 02700, or derived from mode)
+      --grp GROUP         group owning the multilink (name or number)
+      --sockdir DIR       where the real sockets go (default: PATH's hidden sibling .NAME.multifs)
+      --log-level LEVEL   trace, debug, info, warn, error (default info)
+      --log-format FMT    text or json (default text)
+      --log-file FILE     append logs to FILE (a daemon without it discards its logs)
+      --version           print the version and exit
+  -h, --help              print this help and exit
+
+Join:  vde_plug PATH ...          (a link)
+       vde_plug PATH/host ...     (the host; qemu: -netdev vde,sock=PATH/host)
+Close: echo 1 > PATH/links/N/close
+Stop:  fusermount -u PATH, or SIGTERM
+`
+
+// options is everything the command line says.
+type options struct {
+	path       string
+	spec       perms.Spec
+	sockdir    string
+	foreground bool
+	logLevel   string
+	logFormat  string
+	logFile    string
+	help       bool
+	version    bool
+}
+
+// errUsage wraps command-line mistakes.
+var errUsage = errors.New("usage")
+
+func usageErr(format string, a ...any) error {
+	return fmt.Errorf("%w: %s", errUsage, fmt.Sprintf(format, a...))
+}
+
+// parseArgs reads the command line. Flags may come before or after PATH.
+func parseArgs(args []string) (*options, error) {
+	o := &options{logLevel: "info", logFormat: "text"}
+	var positional []string
+	// valued flags and where their values go
+	valued := map[string]func(string) error{
+		"o":          func(v string) error { return o.setKeys(v, ",", "-o") },
+		"mode":       func(v string) error { return o.setKey("mode", v, "--mode") },
+		"dirmode":    func(v string) error { return o.setKey("dirmode", v, "--dirmode") },
+		"grp":        func(v string) error { return o.setKey("grp", v, "--grp") },
+		"sockdir":    func(v string) error { o.sockdir = v; return nil },
+		"log-level":  func(v string) error { o.logLevel = v; return nil },
+		"log-format": func(v string) error { o.logFormat = v; return nil },
+		"log-file":   func(v string) error { o.logFile = v; return nil },
+	}
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			positional = append(positional, args[i+1:]...)
+			break
+		}
+		if !strings.HasPrefix(a, "-") || a == "-" {
+			positional = append(positional, a)
+			continue
+		}
+		name := strings.TrimLeft(a, "-")
+		value, hasValue := "", false
+		if k, v, ok := strings.Cut(name, "="); ok {
+			name, value, hasValue = k, v, true
+		} else if strings.HasPrefix(a, "-o") && len(a) > 2 && !strings.HasPrefix(a, "--") {
+			name, value, hasValue = "o", a[2:], true // -omode=0660, as mount(8) allows
+		}
+		switch name {
+		case "f", "foreground":
+			o.foreground = true
+			continue
+		case "h", "help":
+			o.help = true
+			continue
+		case "version", "V":
+			o.version = true
+			continue
+		}
+		set, ok := valued[name]
+		if !ok {
+			return nil, usageErr("unknown flag %s", a)
+		}
+		if !hasValue {
+			if i+1 >= len(args) {
+				return nil, usageErr("flag %s needs a value", a)
+			}
+			i++
+			value = args[i]
+		}
+		if err := set(value); err != nil {
+			return nil, err
+		}
+	}
+	if o.help || o.version {
+		return o, nil
+	}
+	switch len(positional) {
+	case 0:
+	case 1:
+		if err := o.setPath(positional[0]); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, usageErr("one PATH at most, got %d: %s", len(positional), strings.Join(positional, " "))
+	}
+	if o.path == "" {
+		o.path = defaultPath()
+	}
+	abs, err := absPath(o.path)
+	if err != nil {
+		return nil, err
+	}
+	o.path = abs
+	if o.sockdir != "" {
+		if o.sockdir, err = filepath.Abs(o.sockdir); err != nil {
+			return nil, err
+		}
+	}
+	switch o.logFormat {
+	case "text", "json":
+	default:
+		return nil, usageErr("--log-format %q: want text or json", o.logFormat)
+	}
+	return o, nil
+}
+
+// setPath takes PATH or a multi:// URL, with an optional [KEY=VALUE/...]
+// suffix as in vde_plug URLs.
+func (o *options) setPath(arg string) error {
+	p := arg
+	if rest, ok := strings.CutPrefix(p, "multi://"); ok {
+		p = rest
+	} else if strings.Contains(p, "://") {
+		return usageErr("%s: only multi:// URLs name a multilink", arg)
+	}
+	if i := strings.IndexByte(p, '['); i >= 0 {
+		if !strings.HasSuffix(p, "]") {
+			return usageErr("%s: options must end with ']'", arg)
+		}
+		if err := o.setKeys(p[i+1:len(p)-1], "/", arg); err != nil {
+			return err
+		}
+		p = p[:i]
+	}
+	o.path = p
+	return nil
+}
+
+// setKeys applies "k=v<sep>k=v" from the source named src.
+func (o *options) setKeys(s, sep, src string) error {
+	for _, kv := range strings.Split(s, sep) {
+		if kv == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return usageErr("%s: %q is not KEY=VALUE", src, kv)
+		}
+		if err := o.setKey(k, v, src); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (o *options) setKey(k, v, src string) error {
+	switch k {
+	case "mode":
+		m, err := perms.ParseMode("mode", v)
+		if err != nil {
+			return usageErr("%v", err)
+		}
+		o.spec.Mode, o.spec.ModeSet = m, true
+	case "dirmode":
+		m, err := perms.ParseMode("dirmode", v)
+		if err != nil {
+			return usageErr("%v", err)
+		}
+		o.spec.Dirmode, o.spec.DirmodeSet = m, true
+	case "grp":
+		if v == "" {
+			return usageErr("grp: empty value, want a group name or number")
+		}
+		o.spec.Group = v
+	default:
+		return usageErr("%s: unknown option %q (known: mode, dirmode, grp)", src, k)
+	}
+	return nil
+}
+
+// defaultPath is the seed's /tmp/vdenode_$USER.
+func defaultPath() string {
+	uid := os.Geteuid()
+	if u, err := user.LookupId(strconv.Itoa(uid)); err == nil && u.Username != "" {
+		return "/tmp/vdenode_" + u.Username
+	}
+	return "/tmp/vdenode_u" + strconv.Itoa(uid)
+}
+
+// absPath makes p absolute the way the seed does: the parent is resolved,
+// the last element kept as given.
+func absPath(p string) (string, error) {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", err
+	}
+	if abs == "/" {
+		return "", usageErr("PATH cannot be /")
+	}
+	dir, base := filepath.Split(abs)
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real
+	}
+	return filepath.Join(dir, base), nil
+}

@@ -1,0 +1,52 @@
+// Command multifs serves a VDE multilink whose control directory is a FUSE
+// mount. This package is the command line only: parsing, daemonizing,
+// signals and exit codes. The multilink, the sockets and the tree live in
+// their own packages.
+//
+// Exit codes: 0 a clean stop (SIGTERM, SIGINT, unmount) or --help/--version;
+// 1 anything that kept multifs from serving, with one line on stderr;
+// 2 a command-line mistake.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+)
+
+const version = "0.1.0"
+
+func main() {
+	opts, err := parseArgs(os.Args[1:])
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "multifs: %v\n", trimUsage(err))
+		if errors.Is(err, errUsage) {
+			fmt.Fprintln(os.Stderr, "Try 'multifs --help'.")
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+	switch {
+	case opts.help:
+		fmt.Print(usage)
+		return
+	case opts.version:
+		fmt.Printf("multifs %s\n", version)
+		return
+	}
+	if !opts.foreground && os.Getenv(readyFDEnv) == "" {
+		os.Exit(daemonize(opts))
+	}
+	if err := run(opts); err != nil {
+		fmt.Fprintf(os.Stderr, "multifs: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func trimUsage(err error) string {
+	s := err.Error()
+	if errors.Is(err, errUsage) {
+		s = s[len(errUsage.Error())+2:]
+	}
+	return s
+}

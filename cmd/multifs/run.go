@@ -1,0 +1,245 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+
+	"multifs/control"
+	"multifs/fsys"
+	"multifs/multilink"
+	"multifs/perms"
+)
+
+// run serves the multilink until it is stopped. Errors before readiness are
+// returned (and reach the parent's terminal); a clean stop returns nil.
+func run(opts *options) error {
+	notify := newReadyNotifier()
+	err := serve(opts, notify)
+	if err != nil {
+		notify.fail(err)
+	}
+	return err
+}
+
+func newLogger(opts *options) (*logrus.Logger, error) {
+	log := logrus.New()
+	lvl, err := logrus.ParseLevel(opts.logLevel)
+	if err != nil {
+		return nil, usageErr("--log-level %q: want trace, debug, info, warn or error", opts.logLevel)
+	}
+	log.SetLevel(lvl)
+	if opts.logFormat == "json" {
+		log.SetFormatter(&logrus.JSONFormatter{})
+	}
+	if opts.logFile != "" {
+		f, err := os.OpenFile(opts.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("log file: %w", err)
+		}
+		log.SetOutput(f)
+	}
+	return log, nil
+}
+
+// serve sets everything up in an order that leaves nothing behind on
+// failure, reports ready, then waits for a stop.
+func serve(opts *options, notify *readyNotifier) (err error) {
+	logger, err := newLogger(opts)
+	if err != nil {
+		return err
+	}
+	log := logrus.NewEntry(logger).WithField("path", opts.path)
+
+	p, err := perms.Resolve(opts.spec, uint32(os.Geteuid()), uint32(os.Getegid()))
+	if err != nil {
+		return err
+	}
+	sockdir := opts.sockdir
+	if sockdir == "" {
+		sockdir = control.DefaultSockDir(opts.path)
+	}
+
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
+
+	created, err := prepareMountpoint(opts.path, sockdir, log)
+	if err != nil {
+		return err
+	}
+	if created {
+		undo = append(undo, func() { os.Remove(opts.path) })
+	}
+	if err := control.CreateSockDir(sockdir, p); err != nil {
+		return err
+	}
+	undo = append(undo, func() { control.RemoveSockDir(sockdir) })
+
+	ml := multilink.New(log)
+	srv := control.NewServer(sockdir, p, ml, log)
+	if err := srv.Listen(); err != nil {
+		return err
+	}
+	undo = append(undo, srv.Close)
+
+	fuseSrv, err := fsys.Mount(opts.path, fsys.Config{
+		Multilink: ml, Perms: p, LinkCtl: srv.LinkCtl(), HostCtl: srv.HostCtl(), Log: log,
+	})
+	if err != nil {
+		return mountError(err, p)
+	}
+	srv.Serve()
+	log.WithFields(logrus.Fields{"sockdir": sockdir, "pid": os.Getpid(), "version": version}).Info("serving")
+	notify.ready()
+
+	stopped := waitForStop(fuseSrv, opts.path, log)
+
+	srv.Close()
+	ml.Close() // every peer sees EOF
+	if !stopped {
+		// A lazy unmount left the kernel connection to whoever still uses
+		// the mount; our exit aborts it.
+		log.Warn("mount was busy: detached lazily")
+	}
+	if err := control.RemoveSockDir(sockdir); err != nil {
+		log.WithError(err).Warn("removing socket directory")
+	}
+	if created {
+		if err := os.Remove(opts.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			log.WithError(err).Warn("removing mountpoint")
+		}
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// waitForStop returns when the mount is gone: unmounted from outside
+// (fusermount -u, umount) or by us on SIGTERM/SIGINT. It reports false when
+// only a lazy unmount could be done.
+func waitForStop(fuseSrv *fuse.Server, path string, log *logrus.Entry) bool {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	unmounted := make(chan struct{})
+	go func() {
+		fuseSrv.Wait()
+		close(unmounted)
+	}()
+	select {
+	case <-unmounted:
+		log.Info("unmounted from outside")
+		return true
+	case s := <-sigs:
+		log.WithField("signal", s.String()).Info("stopping")
+	}
+	for i := 0; i < 10; i++ {
+		if err := fuseSrv.Unmount(); err == nil {
+			<-unmounted
+			return true
+		} else {
+			log.WithError(err).Debug("unmount failed; retrying")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	lazyUnmount(path, log)
+	return false
+}
+
+func lazyUnmount(path string, log *logrus.Entry) {
+	if err := unix.Unmount(path, unix.MNT_DETACH); err == nil {
+		return
+	}
+	if out, err := exec.Command("fusermount3", "-uz", path).CombinedOutput(); err != nil {
+		log.WithError(err).Warnf("lazy unmount: %s", strings.TrimSpace(string(out)))
+	}
+}
+
+// prepareMountpoint checks PATH and creates it if missing. A multifs that
+// died (kill -9) leaves a dead FUSE mount: it is detached here, since
+// nothing answers on its socket directory.
+func prepareMountpoint(path, sockdir string, log *logrus.Entry) (created bool, err error) {
+	if fstype, ok := mountType(path); ok {
+		if fstype != "fuse.multifs" {
+			return false, fmt.Errorf("%s: already a mount point (%s)", path, fstype)
+		}
+		if control.Alive(sockdir) {
+			return false, fmt.Errorf("%s: already served by a live multifs", path)
+		}
+		log.Warn("detaching the stale mount of a multifs that died")
+		lazyUnmount(path, log)
+	}
+	fi, err := os.Lstat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := os.Mkdir(path, 0o700); err != nil {
+			return false, fmt.Errorf("creating mountpoint: %w", err)
+		}
+		return true, nil
+	case err != nil:
+		return false, fmt.Errorf("%s: %w", path, err)
+	case !fi.IsDir():
+		return false, fmt.Errorf("%s: not a directory", path)
+	}
+	entries, err := os.ReadDir(path)
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(entries) > 0 {
+		return false, fmt.Errorf("%s: directory not empty (holds %s)", path, entries[0].Name())
+	}
+	return false, nil
+}
+
+// mountType returns the filesystem type mounted exactly at path, if any.
+func mountType(path string) (string, bool) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return "", false
+	}
+	defer f.Close()
+	found, fstype := false, ""
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// id parent maj:min root mountpoint opts [optional...] - fstype source superopts
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 || unescapeMountPath(fields[4]) != path {
+			continue
+		}
+		for i, fl := range fields {
+			if fl == "-" && i+1 < len(fields) {
+				found, fstype = true, fields[i+1] // the last mount on top wins
+			}
+		}
+	}
+	return fstype, found
+}
+
+func unescapeMountPath(s string) string {
+	r := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
+	return r.Replace(s)
+}
+
+// mountError explains the most common mount failure in words.
+func mountError(err error, p perms.Perms) error {
+	if p.NeedsAllowOther() && os.Geteuid() != 0 && strings.Contains(err.Error(), "allow_other") {
+		return fmt.Errorf("mount: the modes give access to other users, which needs allow_other, and /etc/fuse.conf lacks user_allow_other: %w", err)
+	}
+	return fmt.Errorf("mount: %w", err)
+}

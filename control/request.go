@@ -1,0 +1,128 @@
+package control
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// The vde-2 switch protocol's connection request (protocols.md §2). Fields
+// are in the host's byte order; on every platform multifs runs on that is
+// little-endian, as the request is produced by the same kernel's clients.
+const (
+	reqMagic     = 0xfeedface
+	reqVersion   = 3
+	reqNewCtl    = 0 // REQ_NEW_CONTROL
+	sunPathLen   = 108
+	sockaddrLen  = 2 + sunPathLen // struct sockaddr_un on Linux
+	reqHeaderLen = 4 + 4 + 4 + sockaddrLen
+	maxDescr     = 128
+	// MaxRequestLen is the largest request a well-behaved client sends.
+	MaxRequestLen = reqHeaderLen + maxDescr
+)
+
+var byteOrder = binary.LittleEndian
+
+// Request is a parsed vde-2 connection request.
+type Request struct {
+	Type        uint32 // low byte of the type field
+	Port        uint32 // what old clients put in the upper bits
+	SockPath    string // the client's data socket
+	Description string
+}
+
+// Request parse errors; each names what a hostile or broken client did.
+var (
+	ErrShortRequest = errors.New("request shorter than the vde-2 header")
+	ErrLongRequest  = errors.New("request longer than the vde-2 maximum")
+	ErrBadMagic     = errors.New("bad magic")
+	ErrBadVersion   = errors.New("unsupported version")
+	ErrBadType      = errors.New("unsupported request type")
+	ErrBadFamily    = errors.New("data socket address is not AF_UNIX")
+	ErrBadPath      = errors.New("bad data socket path")
+)
+
+// ParseRequest validates and decodes one request. It never panics, whatever
+// the input.
+func ParseRequest(b []byte) (Request, error) {
+	if len(b) < reqHeaderLen {
+		return Request{}, fmt.Errorf("%w: %d bytes", ErrShortRequest, len(b))
+	}
+	if len(b) > MaxRequestLen {
+		return Request{}, fmt.Errorf("%w: %d bytes", ErrLongRequest, len(b))
+	}
+	if m := byteOrder.Uint32(b[0:]); m != reqMagic {
+		return Request{}, fmt.Errorf("%w 0x%08x", ErrBadMagic, m)
+	}
+	if v := byteOrder.Uint32(b[4:]); v != reqVersion {
+		return Request{}, fmt.Errorf("%w %d", ErrBadVersion, v)
+	}
+	typ := byteOrder.Uint32(b[8:])
+	r := Request{Type: typ & 0xff, Port: typ >> 8}
+	if r.Type != reqNewCtl {
+		return Request{}, fmt.Errorf("%w %d", ErrBadType, r.Type)
+	}
+	sa := b[12 : 12+sockaddrLen]
+	if fam := byteOrder.Uint16(sa); fam != 1 /* AF_UNIX */ {
+		return Request{}, fmt.Errorf("%w (family %d)", ErrBadFamily, fam)
+	}
+	path := sa[2:]
+	if path[0] == 0 {
+		return Request{}, fmt.Errorf("%w: abstract or empty address", ErrBadPath)
+	}
+	end := bytes.IndexByte(path, 0)
+	if end < 0 {
+		return Request{}, fmt.Errorf("%w: not NUL-terminated", ErrBadPath)
+	}
+	r.SockPath = string(path[:end])
+	if r.SockPath[0] != '/' {
+		return Request{}, fmt.Errorf("%w: %q is not absolute", ErrBadPath, r.SockPath)
+	}
+	d := b[reqHeaderLen:]
+	if i := bytes.IndexByte(d, 0); i >= 0 {
+		d = d[:i]
+	}
+	r.Description = string(d)
+	return r, nil
+}
+
+// Encode renders the request as a client sends it.
+func (r Request) Encode() []byte {
+	b := make([]byte, reqHeaderLen, MaxRequestLen)
+	byteOrder.PutUint32(b[0:], reqMagic)
+	byteOrder.PutUint32(b[4:], reqVersion)
+	byteOrder.PutUint32(b[8:], r.Type&0xff|r.Port<<8)
+	putSockaddr(b[12:12+sockaddrLen], r.SockPath)
+	d := r.Description
+	if len(d) > maxDescr {
+		d = d[:maxDescr]
+	}
+	return append(b, d...)
+}
+
+// putSockaddr writes a struct sockaddr_un for path into b (sockaddrLen bytes).
+func putSockaddr(b []byte, path string) {
+	byteOrder.PutUint16(b, 1)
+	copy(b[2:2+sunPathLen-1], path)
+}
+
+// encodeSockaddr returns the 110-byte sockaddr_un the server replies with.
+func encodeSockaddr(path string) []byte {
+	b := make([]byte, sockaddrLen)
+	putSockaddr(b, path)
+	return b
+}
+
+// decodeSockaddr parses the server's reply.
+func decodeSockaddr(b []byte) (string, error) {
+	if len(b) != sockaddrLen || byteOrder.Uint16(b) != 1 {
+		return "", fmt.Errorf("%w: bad reply", ErrBadPath)
+	}
+	p := b[2:]
+	end := bytes.IndexByte(p, 0)
+	if end <= 0 {
+		return "", fmt.Errorf("%w: bad reply path", ErrBadPath)
+	}
+	return string(p[:end]), nil
+}

@@ -1,0 +1,304 @@
+// Package control is multifs's socket side: the socket directory beside the
+// mount, the vde-2 switch protocol's server (how vde_plug, qemu and friends
+// join), and a client for the same protocol that tests and the benchmark use.
+//
+// A join goes: accept on a listening SOCK_STREAM socket (SOCKDIR/ctl for
+// links, SOCKDIR/host.ctl for the host); read one request (bounded in size
+// and time, in its own goroutine so a stalled client blocks nobody); make a
+// SOCK_DGRAM data socket connected to the client's, bound in SOCKDIR; reply
+// with its address; hand the data socket to the multilink. The control
+// stream then carries nothing; its EOF, from either side, ends the peer.
+package control
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+
+	"multifs/multilink"
+	"multifs/perms"
+)
+
+// HandshakeTimeout bounds how long a client may take to send its request.
+const HandshakeTimeout = 5 * time.Second
+
+// Names of the listening sockets inside the socket directory.
+const (
+	LinkCtlName = "ctl"
+	HostCtlName = "host.ctl"
+)
+
+// Server accepts vde-2 peers into a multilink.
+type Server struct {
+	dir   string
+	perms perms.Perms
+	ml    *multilink.Multilink
+	log   *logrus.Entry
+
+	listeners []*net.UnixListener
+	seq       atomic.Uint64 // names data sockets; independent of link ids
+	wg        sync.WaitGroup
+	closing   atomic.Bool
+}
+
+// NewServer returns a server that will place its sockets in dir, which
+// must exist (see SockDir).
+func NewServer(dir string, p perms.Perms, ml *multilink.Multilink, log *logrus.Entry) *Server {
+	return &Server{dir: dir, perms: p, ml: ml, log: log}
+}
+
+// LinkCtl is the path of the links' listening socket.
+func (s *Server) LinkCtl() string { return filepath.Join(s.dir, LinkCtlName) }
+
+// HostCtl is the path of the host's listening socket.
+func (s *Server) HostCtl() string { return filepath.Join(s.dir, HostCtlName) }
+
+// Listen creates the listening sockets. Errors here reach the terminal,
+// since the CLI listens before it reports ready.
+func (s *Server) Listen() error {
+	for _, path := range []string{s.LinkCtl(), s.HostCtl()} {
+		l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+		if err != nil {
+			s.closeListeners()
+			return fmt.Errorf("listen on %s: %w", path, err)
+		}
+		if err := s.perms.Apply(path, s.perms.SocketMode()); err != nil {
+			l.Close()
+			s.closeListeners()
+			return err
+		}
+		s.listeners = append(s.listeners, l)
+	}
+	return nil
+}
+
+// Serve accepts peers until Close. It returns at once; work runs in
+// goroutines.
+func (s *Server) Serve() {
+	for i, l := range s.listeners {
+		s.wg.Add(1)
+		go s.acceptLoop(l, i == 1)
+	}
+}
+
+// Close stops accepting. Peers already joined belong to the multilink.
+func (s *Server) Close() {
+	s.closing.Store(true)
+	s.closeListeners()
+	s.wg.Wait()
+}
+
+func (s *Server) closeListeners() {
+	for _, l := range s.listeners {
+		l.Close()
+	}
+}
+
+func (s *Server) acceptLoop(l *net.UnixListener, isHost bool) {
+	defer s.wg.Done()
+	for {
+		c, err := l.AcceptUnix()
+		if err != nil {
+			if s.closing.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			s.log.WithError(err).Warn("accept failed")
+			time.Sleep(10 * time.Millisecond) // e.g. EMFILE: don't spin
+			continue
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.join(c, isHost)
+		}()
+	}
+}
+
+// peerCred returns SO_PEERCRED of a connected unix socket.
+func peerCred(c *net.UnixConn) (*unix.Ucred, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := rc.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return nil, err
+	}
+	return cred, cerr
+}
+
+// join runs one client's handshake and, on success, hands it over.
+func (s *Server) join(c *net.UnixConn, isHost bool) {
+	role := "link"
+	if isHost {
+		role = "host"
+	}
+	log := s.log.WithField("role", role)
+	cred, err := peerCred(c)
+	if err != nil {
+		log.WithError(err).Warn("refused: no peer credentials")
+		c.Close()
+		return
+	}
+	log = log.WithFields(logrus.Fields{"pid": cred.Pid, "uid": cred.Uid})
+
+	req, err := readRequest(c)
+	if err != nil {
+		log.WithError(err).Warn("refused: bad handshake")
+		c.Close()
+		return
+	}
+	log = log.WithField("peer", req.Description)
+	if isHost && s.ml.HostAttached() {
+		log.Warn("refused: a host is already attached")
+		c.Close()
+		return
+	}
+	if err := checkClientSocket(req.SockPath, cred); err != nil {
+		log.WithError(err).Warn("refused: bad data socket")
+		c.Close()
+		return
+	}
+
+	name := fmt.Sprintf("%s.%d", role, s.seq.Add(1))
+	data, dataPath, err := s.dataSocket(name, req.SockPath)
+	if err != nil {
+		log.WithError(err).Warn("refused: cannot make data socket")
+		c.Close()
+		return
+	}
+	cleanup := func() {
+		c.Close()
+		os.Remove(dataPath)
+	}
+	if _, err := c.Write(encodeSockaddr(dataPath)); err != nil {
+		log.WithError(err).Warn("client left during handshake")
+		data.Close()
+		cleanup()
+		return
+	}
+	c.SetDeadline(time.Time{})
+
+	info := multilink.PeerInfo{
+		Transport: "vde", Description: req.Description,
+		PID: cred.Pid, UID: cred.Uid, GID: cred.Gid, Since: time.Now(),
+	}
+	var port *multilink.Port
+	if isHost {
+		port, err = s.ml.AttachHost(info, data, cleanup)
+	} else {
+		port, err = s.ml.AddLink(info, data, cleanup)
+	}
+	if err != nil {
+		log.WithError(err).Warn("refused")
+		data.Close()
+		cleanup()
+		return
+	}
+	// The stream's watcher lives as long as the peer, not the handshake,
+	// so Close (which waits for handshakes) must not wait for it.
+	go watchStream(c, port)
+}
+
+// watchStream waits for the control stream to end, which ends the peer.
+// Nothing is expected on it; anything sent is discarded.
+func watchStream(c *net.UnixConn, port *multilink.Port) {
+	var buf [256]byte
+	for {
+		if _, err := c.Read(buf[:]); err != nil {
+			port.Close()
+			return
+		}
+	}
+}
+
+// readRequest reads one vde-2 request: the fixed header robustly (it may
+// arrive in pieces), then whatever description came with it, all within
+// HandshakeTimeout and MaxRequestLen.
+func readRequest(c *net.UnixConn) (Request, error) {
+	c.SetDeadline(time.Now().Add(HandshakeTimeout))
+	buf := make([]byte, MaxRequestLen+1)
+	n := 0
+	for n < reqHeaderLen {
+		m, err := c.Read(buf[n:])
+		n += m
+		if err != nil {
+			return Request{}, fmt.Errorf("after %d bytes: %w", n, err)
+		}
+	}
+	// The description has no length field: take what the client sent
+	// together with the header, without waiting for more.
+	if n <= MaxRequestLen {
+		rc, err := c.SyscallConn()
+		if err == nil {
+			rc.Read(func(fd uintptr) bool {
+				m, _, rerr := unix.Recvfrom(int(fd), buf[n:], unix.MSG_DONTWAIT)
+				if rerr == nil && m > 0 {
+					n += m
+				}
+				return true
+			})
+		}
+	}
+	return ParseRequest(buf[:n])
+}
+
+// checkClientSocket refuses data socket paths that are not sockets, or that
+// belong to someone other than the connecting process (unless it is root):
+// otherwise any client could make multifs send frames to a third party's
+// socket (the confused deputy).
+func checkClientSocket(path string, cred *unix.Ucred) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return fmt.Errorf("%s: not a socket", path)
+	}
+	if cred.Uid != 0 && st.Uid != cred.Uid {
+		return fmt.Errorf("%s: owned by uid %d, not by the peer (uid %d)", path, st.Uid, cred.Uid)
+	}
+	return nil
+}
+
+// dataSocket makes the server's end of a vde-2 data channel: a datagram
+// socket bound at SOCKDIR/name, with the multilink's mode and group, and
+// connected to the client's socket.
+func (s *Server) dataSocket(name, peer string) (*pollFD, string, error) {
+	path := filepath.Join(s.dir, name)
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		return nil, "", fmt.Errorf("socket: %w", err)
+	}
+	fail := func(err error) (*pollFD, string, error) {
+		unix.Close(fd)
+		os.Remove(path)
+		return nil, "", err
+	}
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		return fail(fmt.Errorf("bind %s: %w", path, err))
+	}
+	if err := s.perms.Apply(path, s.perms.SocketMode()); err != nil {
+		return fail(err)
+	}
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: peer}); err != nil {
+		return fail(fmt.Errorf("connect to %s: %w", peer, err))
+	}
+	p, err := newPollFD(fd, path)
+	if err != nil {
+		os.Remove(path)
+		return nil, "", err
+	}
+	return p, path, nil
+}

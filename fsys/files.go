@@ -1,0 +1,131 @@
+package fsys
+
+import (
+	"context"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"multifs/multilink"
+)
+
+func sortEntries(e []fuse.DirEntry) {
+	sort.Slice(e, func(i, j int) bool { return e[i].Name < e[j].Name })
+}
+
+func wantsWrite(flags uint32) bool {
+	return flags&syscall.O_ACCMODE != syscall.O_RDONLY
+}
+
+// statsFile renders key: value text afresh for every read from offset 0.
+type statsFile struct {
+	node
+	render func() string
+}
+
+var (
+	_ = (fs.NodeOpener)((*statsFile)(nil))
+	_ = (fs.NodeReader)((*statsFile)(nil))
+	_ = (fs.NodeGetattrer)((*statsFile)(nil))
+)
+
+// statsHandle keeps the rendering that a read at offset 0 produced, so the
+// rest of one `cat` reads the same text.
+type statsHandle struct {
+	mu   sync.Mutex
+	text []byte
+}
+
+func (f *statsFile) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	f.fillAttr(&out.Attr, syscall.S_IFREG|f.t.Perms.StatsMode(), uint64(len(f.render())), f.t.start)
+	return 0
+}
+
+func (f *statsFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if wantsWrite(flags) || flags&syscall.O_TRUNC != 0 {
+		return nil, 0, syscall.EACCES
+	}
+	return &statsHandle{}, fuse.FOPEN_DIRECT_IO, 0
+}
+
+func (f *statsFile) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	h, ok := fh.(*statsHandle)
+	if !ok {
+		return nil, syscall.EBADF
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if off == 0 || h.text == nil {
+		h.text = []byte(f.render())
+	}
+	if off >= int64(len(h.text)) {
+		return fuse.ReadResultData(nil), 0
+	}
+	end := off + int64(len(dest))
+	if end > int64(len(h.text)) {
+		end = int64(len(h.text))
+	}
+	return fuse.ReadResultData(h.text[off:end]), 0
+}
+
+// closeFile closes its link when "1" is written to it.
+type closeFile struct {
+	node
+	port *multilink.Port
+}
+
+var (
+	_ = (fs.NodeOpener)((*closeFile)(nil))
+	_ = (fs.NodeWriter)((*closeFile)(nil))
+	_ = (fs.NodeSetattrer)((*closeFile)(nil))
+	_ = (fs.NodeGetattrer)((*closeFile)(nil))
+)
+
+func (f *closeFile) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	f.fillAttr(&out.Attr, syscall.S_IFREG|f.t.Perms.CloseMode(), 0, f.port.Info.Since)
+	return 0
+}
+
+func (f *closeFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if !wantsWrite(flags) {
+		return nil, 0, syscall.EACCES
+	}
+	return nil, fuse.FOPEN_DIRECT_IO, 0
+}
+
+// Setattr accepts only truncation to zero (what `echo 1 >` does first).
+func (f *closeFile) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	const harmless = fuse.FATTR_SIZE | fuse.FATTR_FH | fuse.FATTR_LOCKOWNER |
+		fuse.FATTR_ATIME | fuse.FATTR_MTIME | fuse.FATTR_ATIME_NOW | fuse.FATTR_MTIME_NOW | fuse.FATTR_CTIME
+	size, hasSize := in.GetSize()
+	if in.Valid&^harmless != 0 || !hasSize {
+		return syscall.EPERM
+	}
+	if size != 0 {
+		return syscall.EINVAL
+	}
+	f.fillAttr(&out.Attr, syscall.S_IFREG|f.t.Perms.CloseMode(), 0, f.port.Info.Since)
+	return 0
+}
+
+func (f *closeFile) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+	cmd := strings.TrimSuffix(string(data), "\n")
+	log := f.t.Log.WithField("link", f.port.ID)
+	if caller, ok := fuse.FromContext(ctx); ok {
+		log = log.WithField("pid", caller.Pid)
+	}
+	if off != 0 || cmd != "1" {
+		if len(cmd) > 32 {
+			cmd = cmd[:32] + "..."
+		}
+		log.WithField("offset", off).Warnf("close: refused write %q (want \"1\" at offset 0)", cmd)
+		return 0, syscall.EINVAL
+	}
+	log.Info("close requested through the control file")
+	f.port.Close()
+	return uint32(len(data)), 0
+}

@@ -1,0 +1,226 @@
+// Package multilink is the heart of multifs: one host and any number of links,
+// and the forwarding rule between them.
+//
+//	host ──frame──▶ every link        (so two open links mean duplicates)
+//	link ──frame──▶ host only         (never link to link)
+//
+// A Multilink knows nothing about sockets, handshakes or FUSE: a peer is a
+// Conn (one frame per message) that the control package hands over once the
+// peer has joined. The Multilink owns the peer from then on: it runs the
+// peer's reader goroutine, counts its traffic, and closes it exactly once, by
+// whichever way comes first (the close file, the peer's EOF, a socket error,
+// shutdown).
+//
+// Sends never block. A peer whose socket is full loses the frame, counted in
+// its tx_dropped, so one stuck peer cannot stall the host or the other links.
+package multilink
+
+import (
+	"errors"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"github.com/sirupsen/logrus"
+)
+
+// Frame size limits (protocols.md §1).
+const (
+	MinFrame = 14            // an Ethernet header; anything shorter is dropped
+	MaxFrame = 9216 + 14 + 4 // VDE_ETHBUFSIZE; never truncate below this
+)
+
+// Errors returned by the registry.
+var (
+	ErrHostAttached = errors.New("a host is already attached")
+	ErrClosed       = errors.New("multilink is shut down")
+	ErrNoLink       = errors.New("no such link")
+)
+
+// Multilink is one host plus its links.
+type Multilink struct {
+	log *logrus.Entry
+
+	// host is read on every frame from a link; swapped on attach/detach.
+	host atomic.Pointer[Port]
+	// linkSnap is the copy-on-write list the host's reader fans out to, so
+	// the per-frame path takes no lock.
+	linkSnap atomic.Pointer[[]*Port]
+
+	linksTotal    atomic.Uint64
+	droppedNoHost atomic.Uint64
+	droppedNoLink atomic.Uint64
+	hostsTotal    atomic.Uint64
+
+	mu struct {
+		sync.Mutex
+		links  map[uint64]*Port
+		nextID uint64
+		closed bool
+	}
+	wg sync.WaitGroup // reader goroutines
+}
+
+// New returns an empty multilink.
+func New(log *logrus.Entry) *Multilink {
+	m := &Multilink{log: log}
+	m.mu.links = make(map[uint64]*Port)
+	m.linkSnap.Store(&[]*Port{})
+	return m
+}
+
+// AddLink registers a joined peer as a new link and starts forwarding its
+// frames to the host. onClose runs once when the link ends, after its Conn
+// is closed; it is where the control side closes the peer's control stream.
+func (m *Multilink) AddLink(info PeerInfo, conn Conn, onClose func()) (*Port, error) {
+	m.mu.Lock()
+	if m.mu.closed {
+		m.mu.Unlock()
+		return nil, ErrClosed
+	}
+	m.mu.nextID++
+	p := newPort(m, m.mu.nextID, false, info, conn, onClose)
+	m.mu.links[p.ID] = p
+	m.publishLinksLocked()
+	m.mu.Unlock()
+
+	m.linksTotal.Add(1)
+	p.log.Info("link joined")
+	m.wg.Add(1)
+	go p.readLoop()
+	return p, nil
+}
+
+// AttachHost registers a peer as the host. Only one host at a time.
+func (m *Multilink) AttachHost(info PeerInfo, conn Conn, onClose func()) (*Port, error) {
+	m.mu.Lock()
+	if m.mu.closed {
+		m.mu.Unlock()
+		return nil, ErrClosed
+	}
+	p := newPort(m, 0, true, info, conn, onClose)
+	if !m.host.CompareAndSwap(nil, p) {
+		m.mu.Unlock()
+		return nil, ErrHostAttached
+	}
+	m.mu.Unlock()
+
+	m.hostsTotal.Add(1)
+	p.log.Info("host attached")
+	m.wg.Add(1)
+	go p.readLoop()
+	return p, nil
+}
+
+// HostAttached reports whether a host is attached now.
+func (m *Multilink) HostAttached() bool { return m.host.Load() != nil }
+
+// Host returns the attached host, or nil.
+func (m *Multilink) Host() *Port { return m.host.Load() }
+
+// Link returns the open link with this id, or nil.
+func (m *Multilink) Link(id uint64) *Port {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.mu.links[id]
+}
+
+// Links returns the open links ordered by id.
+func (m *Multilink) Links() []*Port {
+	snap := *m.linkSnap.Load()
+	return append([]*Port(nil), snap...)
+}
+
+// CloseLink closes the open link with this id and returns once it is gone:
+// its Conn and control stream are closed and it is no longer listed.
+func (m *Multilink) CloseLink(id uint64) error {
+	p := m.Link(id)
+	if p == nil {
+		return ErrNoLink
+	}
+	p.Close()
+	return nil
+}
+
+// Close ends every peer and refuses new ones; it waits for the readers.
+func (m *Multilink) Close() {
+	m.mu.Lock()
+	m.mu.closed = true
+	links := make([]*Port, 0, len(m.mu.links))
+	for _, p := range m.mu.links {
+		links = append(links, p)
+	}
+	m.mu.Unlock()
+	if h := m.host.Load(); h != nil {
+		h.Close()
+	}
+	for _, p := range links {
+		p.Close()
+	}
+	m.wg.Wait()
+}
+
+// Totals is a snapshot of the multilink-wide counters.
+type Totals struct {
+	Links         int
+	LinksTotal    uint64
+	HostAttached  bool
+	HostsTotal    uint64
+	DroppedNoHost uint64 // frames from links while no host was attached
+	DroppedNoLink uint64 // frames from the host while no link was open
+}
+
+// Totals returns the current multilink-wide counters.
+func (m *Multilink) Totals() Totals {
+	return Totals{
+		Links:         len(*m.linkSnap.Load()),
+		LinksTotal:    m.linksTotal.Load(),
+		HostAttached:  m.HostAttached(),
+		HostsTotal:    m.hostsTotal.Load(),
+		DroppedNoHost: m.droppedNoHost.Load(),
+		DroppedNoLink: m.droppedNoLink.Load(),
+	}
+}
+
+// remove unregisters a port; called once from Port.Close.
+func (m *Multilink) remove(p *Port) {
+	if p.isHost {
+		m.host.CompareAndSwap(p, nil)
+		return
+	}
+	m.mu.Lock()
+	delete(m.mu.links, p.ID)
+	m.publishLinksLocked()
+	m.mu.Unlock()
+}
+
+func (m *Multilink) publishLinksLocked() {
+	snap := make([]*Port, 0, len(m.mu.links))
+	for _, p := range m.mu.links {
+		snap = append(snap, p)
+	}
+	sort.Slice(snap, func(i, j int) bool { return snap[i].ID < snap[j].ID })
+	m.linkSnap.Store(&snap)
+}
+
+// fromLink delivers a frame that arrived on a link: to the host only.
+func (m *Multilink) fromLink(frame []byte) {
+	h := m.host.Load()
+	if h == nil {
+		m.droppedNoHost.Add(1)
+		return
+	}
+	h.send(frame)
+}
+
+// fromHost delivers a frame that arrived from the host: to every link.
+func (m *Multilink) fromHost(frame []byte) {
+	links := *m.linkSnap.Load()
+	if len(links) == 0 {
+		m.droppedNoLink.Add(1)
+		return
+	}
+	for _, l := range links {
+		l.send(frame)
+	}
+}

@@ -1,0 +1,185 @@
+package multilink
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// Conn is a peer's data channel: one Ethernet frame per message.
+//
+// Recv blocks until a message arrives and returns its full length, which may
+// exceed len(buf) (the message was then truncated and must be dropped).
+// TrySend never blocks: a full socket is an error. After Close, Recv returns
+// an error promptly, so the reader goroutine ends.
+type Conn interface {
+	Recv(buf []byte) (n int, err error)
+	TrySend(frame []byte) error
+	Close() error
+}
+
+// PeerInfo is who a peer is, as learnt at join time.
+type PeerInfo struct {
+	Transport   string // "vde" or "seqpacket"
+	Description string // the peer's own words (vde-2 request), may be empty
+	PID         int32  // SO_PEERCRED of the connecting process
+	UID         uint32
+	GID         uint32
+	Since       time.Time
+}
+
+// Port is an attached peer: the host or one link.
+type Port struct {
+	ID     uint64 // link id (1, 2, ...); 0 for the host
+	Info   PeerInfo
+	isHost bool
+
+	ml      *Multilink
+	conn    Conn
+	onClose func()
+	log     *logrus.Entry
+
+	rxPackets, rxBytes, rxDropped atomic.Uint64
+	txPackets, txBytes, txDropped atomic.Uint64
+
+	closeOnce sync.Once
+	closed    atomic.Bool
+	done      chan struct{}
+}
+
+func newPort(m *Multilink, id uint64, isHost bool, info PeerInfo, conn Conn, onClose func()) *Port {
+	if info.Since.IsZero() {
+		info.Since = time.Now()
+	}
+	p := &Port{ID: id, Info: info, isHost: isHost, ml: m, conn: conn, onClose: onClose, done: make(chan struct{})}
+	fields := logrus.Fields{"pid": info.PID, "peer": info.Description, "transport": info.Transport}
+	if isHost {
+		fields["link"] = "host"
+	} else {
+		fields["link"] = id
+	}
+	p.log = m.log.WithFields(fields)
+	return p
+}
+
+// IsHost reports whether this port is the host.
+func (p *Port) IsHost() bool { return p.isHost }
+
+// Closed reports whether the port has been closed.
+func (p *Port) Closed() bool { return p.closed.Load() }
+
+// Done is closed once the port is closed.
+func (p *Port) Done() <-chan struct{} { return p.done }
+
+// Close ends the port: unregisters it, closes its Conn and runs onClose.
+// It is idempotent and returns only when all of that is done.
+func (p *Port) Close() {
+	p.closeOnce.Do(func() {
+		p.closed.Store(true)
+		p.ml.remove(p)
+		if err := p.conn.Close(); err != nil {
+			p.log.WithError(err).Debug("closing data socket")
+		}
+		if p.onClose != nil {
+			p.onClose()
+		}
+		close(p.done)
+		if p.isHost {
+			p.log.Info("host detached")
+		} else {
+			p.log.Info("link closed")
+		}
+	})
+}
+
+func (p *Port) readLoop() {
+	defer p.ml.wg.Done()
+	// One extra byte lets Recv report an oversized frame instead of silently
+	// delivering a truncated one.
+	buf := make([]byte, MaxFrame+1)
+	for {
+		n, err := p.conn.Recv(buf)
+		if err != nil {
+			if !p.Closed() && !isClosedErr(err) {
+				p.log.WithError(err).Warn("receive failed; closing")
+			}
+			p.Close()
+			return
+		}
+		if n < MinFrame || n > MaxFrame {
+			p.rxDropped.Add(1)
+			p.log.WithField("len", n).Debug("dropping frame of bad size")
+			continue
+		}
+		p.rxPackets.Add(1)
+		p.rxBytes.Add(uint64(n))
+		if p.isHost {
+			p.ml.fromHost(buf[:n])
+		} else {
+			p.ml.fromLink(buf[:n])
+		}
+	}
+}
+
+func (p *Port) send(frame []byte) {
+	if err := p.conn.TrySend(frame); err != nil {
+		if p.txDropped.Add(1) == 1 {
+			p.log.WithError(err).Debug("first frame dropped towards this peer")
+		}
+		return
+	}
+	p.txPackets.Add(1)
+	p.txBytes.Add(uint64(len(frame)))
+}
+
+func isClosedErr(err error) bool {
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed)
+}
+
+// Counters is a snapshot of a port's traffic counters.
+type Counters struct {
+	RxPackets, RxBytes, RxDropped uint64
+	TxPackets, TxBytes, TxDropped uint64
+}
+
+// Counters returns the port's current counters.
+func (p *Port) Counters() Counters {
+	return Counters{
+		RxPackets: p.rxPackets.Load(), RxBytes: p.rxBytes.Load(), RxDropped: p.rxDropped.Load(),
+		TxPackets: p.txPackets.Load(), TxBytes: p.txBytes.Load(), TxDropped: p.txDropped.Load(),
+	}
+}
+
+// Stats renders the port's stats file: identity, then counters.
+func (p *Port) Stats() string {
+	var b strings.Builder
+	if !p.isHost {
+		fmt.Fprintf(&b, "id: %d\n", p.ID)
+	}
+	c := p.Counters()
+	fmt.Fprintf(&b, "transport: %s\n", p.Info.Transport)
+	fmt.Fprintf(&b, "description: %s\n", sanitize(p.Info.Description))
+	fmt.Fprintf(&b, "pid: %d\nuid: %d\ngid: %d\n", p.Info.PID, p.Info.UID, p.Info.GID)
+	fmt.Fprintf(&b, "since: %s\n", p.Info.Since.UTC().Format(time.RFC3339))
+	fmt.Fprintf(&b, "rx_packets: %d\nrx_bytes: %d\nrx_dropped: %d\n", c.RxPackets, c.RxBytes, c.RxDropped)
+	fmt.Fprintf(&b, "tx_packets: %d\ntx_bytes: %d\ntx_dropped: %d\n", c.TxPackets, c.TxBytes, c.TxDropped)
+	return b.String()
+}
+
+// sanitize keeps a peer's description on one printable line: it is the
+// peer's text, and must not forge extra "key: value" lines.
+func sanitize(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+}
