@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -183,3 +184,6 @@ func sanitize(s string) string {
 		return r
 	}, s)
 }
+
+// IDString is the link's name in the tree.
+func (p *Port) IDString() string { return strconv.FormatUint(p.ID, 10) }

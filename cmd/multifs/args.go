@@ -82,10 +82,10 @@ func parseArgs(args []string) (*options, error) {
 		}
 		name := strings.TrimLeft(a, "-")
 		value, hasValue := "", false
-		if k, v, ok := strings.Cut(name, "="); ok {
-			name, value, hasValue = k, v, true
-		} else if strings.HasPrefix(a, "-o") && len(a) > 2 && !strings.HasPrefix(a, "--") {
+		if strings.HasPrefix(a, "-o") && len(a) > 2 {
 			name, value, hasValue = "o", a[2:], true // -omode=0660, as mount(8) allows
+		} else if k, v, ok := strings.Cut(name, "="); ok {
+			name, value, hasValue = k, v, true
 		}
 		switch name {
 		case "f", "foreground":

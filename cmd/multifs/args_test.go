@@ -1,0 +1,69 @@
+package main
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestParseArgs(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		check   func(*options) bool
+		wantErr string
+	}{
+		{"path", []string{"/tmp/vm1"}, func(o *options) bool { return o.path == "/tmp/vm1" && !o.foreground }, ""},
+		{"default path", nil, func(o *options) bool { return strings.HasPrefix(o.path, "/tmp/vdenode_") }, ""},
+		{"flags after path", []string{"/tmp/vm1", "-f"}, func(o *options) bool { return o.foreground }, ""},
+		{"-o", []string{"-o", "mode=0660,grp=0", "/x"}, func(o *options) bool {
+			return o.spec.ModeSet && o.spec.Mode == 0o660 && o.spec.Group == "0"
+		}, ""},
+		{"-o glued", []string{"-omode=0666", "/x"}, func(o *options) bool { return o.spec.Mode == 0o666 }, ""},
+		{"url", []string{"multi:///tmp/m[mode=0666/dirmode=02750]"}, func(o *options) bool {
+			return o.path == "/tmp/m" && o.spec.Mode == 0o666 && o.spec.Dirmode == 0o2750 && o.spec.DirmodeSet
+		}, ""},
+		{"url no path", []string{"multi://"}, func(o *options) bool { return strings.HasPrefix(o.path, "/tmp/vdenode_") }, ""},
+		{"url options only", []string{"multi://[mode=0600]"}, func(o *options) bool {
+			return strings.HasPrefix(o.path, "/tmp/vdenode_") && o.spec.ModeSet
+		}, ""},
+		{"long flags", []string{"--mode=0640", "--dirmode", "0750", "--sockdir", "/run/x", "--foreground", "/x"}, func(o *options) bool {
+			return o.spec.Mode == 0o640 && o.spec.Dirmode == 0o750 && o.sockdir == "/run/x" && o.foreground
+		}, ""},
+		{"relative made absolute", []string{"rel"}, func(o *options) bool { return strings.HasPrefix(o.path, "/") && strings.HasSuffix(o.path, "/rel") }, ""},
+		{"help", []string{"-h"}, func(o *options) bool { return o.help }, ""},
+		{"version", []string{"--version"}, func(o *options) bool { return o.version }, ""},
+		{"bad mode", []string{"-o", "mode=999", "/x"}, nil, "mode=999"},
+		{"empty mode", []string{"-o", "mode=", "/x"}, nil, "mode: empty"},
+		{"unknown key", []string{"-o", "foo=1", "/x"}, nil, `unknown option "foo"`},
+		{"unknown key in url", []string{"multi:///x[bogus=1]"}, nil, `unknown option "bogus"`},
+		{"unterminated url options", []string{"multi:///x[mode=0600"}, nil, "must end with"},
+		{"not key=value", []string{"-o", "mode", "/x"}, nil, "not KEY=VALUE"},
+		{"unknown flag", []string{"--frobnicate", "/x"}, nil, "unknown flag --frobnicate"},
+		{"missing value", []string{"/x", "--sockdir"}, nil, "needs a value"},
+		{"two paths", []string{"/x", "/y"}, nil, "one PATH at most"},
+		{"other url scheme", []string{"vde:///x"}, nil, "only multi://"},
+		{"bad log format", []string{"--log-format", "xml", "/x"}, nil, "--log-format"},
+		{"root", []string{"/"}, nil, "cannot be /"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			o, err := parseArgs(tc.args)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want one containing %q", err, tc.wantErr)
+				}
+				if !errors.Is(err, errUsage) {
+					t.Fatalf("err %v is not a usage error", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tc.check(o) {
+				t.Fatalf("unexpected options %+v", o)
+			}
+		})
+	}
+}

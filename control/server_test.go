@@ -1,0 +1,252 @@
+package control
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"multifs/multilink"
+	"multifs/perms"
+)
+
+// serve starts a server on a fresh socket directory and returns a dir that
+// looks like a multifs mount to the client: DIR/ctl and DIR/host/ctl.
+func serve(t *testing.T) (root string, ml *multilink.Multilink, srv *Server) {
+	t.Helper()
+	base := t.TempDir()
+	sockdir := filepath.Join(base, "sock")
+	p, err := perms.Resolve(perms.Spec{}, uint32(os.Geteuid()), uint32(os.Getegid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := CreateSockDir(sockdir, p); err != nil {
+		t.Fatal(err)
+	}
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	ml = multilink.New(logrus.NewEntry(log))
+	srv = NewServer(sockdir, p, ml, logrus.NewEntry(log))
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	srv.Serve()
+	root = filepath.Join(base, "mnt")
+	os.MkdirAll(filepath.Join(root, "host"), 0o700)
+	os.Symlink(srv.LinkCtl(), filepath.Join(root, "ctl"))
+	os.Symlink(srv.HostCtl(), filepath.Join(root, "host", "ctl"))
+	t.Cleanup(func() {
+		srv.Close()
+		ml.Close()
+		if err := RemoveSockDir(sockdir); err != nil {
+			t.Errorf("removing socket dir: %v", err)
+		}
+	})
+	return root, ml, srv
+}
+
+func dial(t *testing.T, dir string) *Client {
+	t.Helper()
+	c, err := Dial(dir, "test pid=1")
+	if err != nil {
+		t.Fatalf("dial %s: %v", dir, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func recvFrame(t *testing.T, c *Client) []byte {
+	t.Helper()
+	buf := make([]byte, 16384)
+	n, err := c.Recv(buf, 2*time.Second)
+	if err != nil {
+		t.Fatalf("recv: %v", err)
+	}
+	return buf[:n]
+}
+
+func TestJoinAndForward(t *testing.T) {
+	root, ml, _ := serve(t)
+	host := dial(t, filepath.Join(root, "host"))
+	l1 := dial(t, root)
+	l2 := dial(t, root)
+	if n := len(ml.Links()); n != 2 {
+		t.Fatalf("%d links, want 2", n)
+	}
+	p := ml.Links()[0]
+	if p.Info.PID != int32(os.Getpid()) || p.Info.Description != "test pid=1" || p.Info.Transport != "vde" {
+		t.Fatalf("peer info %+v", p.Info)
+	}
+
+	big := bytes.Repeat([]byte{0xab}, multilink.MaxFrame)
+	if err := host.Send(big); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range []*Client{l1, l2} {
+		if got := recvFrame(t, l); !bytes.Equal(got, big) {
+			t.Fatalf("link got %d bytes, want the %d-byte frame intact", len(got), len(big))
+		}
+	}
+	small := bytes.Repeat([]byte{1}, 60)
+	if err := l1.Send(small); err != nil {
+		t.Fatal(err)
+	}
+	if got := recvFrame(t, host); !bytes.Equal(got, small) {
+		t.Fatalf("host got %x", got)
+	}
+	buf := make([]byte, 100)
+	if _, err := l2.Recv(buf, 100*time.Millisecond); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("link 2 received a frame from link 1 (err %v)", err)
+	}
+}
+
+func TestSecondHostRefused(t *testing.T) {
+	root, ml, _ := serve(t)
+	first := dial(t, filepath.Join(root, "host"))
+	if _, err := Dial(filepath.Join(root, "host"), "second"); err == nil {
+		t.Fatal("a second host was accepted")
+	}
+	if h := ml.Host(); h == nil || h.Info.Description != "test pid=1" {
+		t.Fatal("the first host must stay attached")
+	}
+	first.Close()
+	waitFor(t, "host detach", func() bool { return !ml.HostAttached() })
+	dial(t, filepath.Join(root, "host"))
+}
+
+func TestCloseEndsPeer(t *testing.T) {
+	root, ml, srv := serve(t)
+	c := dial(t, root)
+	id := ml.Links()[0].ID
+	data, _ := filepath.Glob(filepath.Join(srv.dir, "link.*"))
+	if len(data) != 1 {
+		t.Fatalf("data sockets %v", data)
+	}
+	start := time.Now()
+	if err := ml.CloseLink(id); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c.Done():
+	case <-time.After(time.Second):
+		t.Fatal("client did not see EOF within a second")
+	}
+	t.Logf("close to EOF: %v", time.Since(start))
+	if _, err := os.Lstat(data[0]); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("data socket left behind: %v", err)
+	}
+}
+
+func TestClientLeavingClosesLink(t *testing.T) {
+	root, ml, _ := serve(t)
+	c := dial(t, root)
+	c.Close()
+	waitFor(t, "link gone", func() bool { return len(ml.Links()) == 0 })
+}
+
+func TestBadHandshakesAreRefused(t *testing.T) {
+	root, ml, _ := serve(t)
+	notSocket := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(notSocket, nil, 0o600)
+	tests := []struct {
+		name string
+		req  []byte
+	}{
+		{"garbage", bytes.Repeat([]byte{0x55}, 200)},
+		{"short then EOF", validRequest()[:50]},
+		{"path not a socket", Request{SockPath: notSocket}.Encode()},
+		{"path missing", Request{SockPath: "/nonexistent/sock"}.Encode()},
+		{"oversized", append(validRequest(), make([]byte, 300)...)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.Dial("unix", filepath.Join(root, "ctl"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.Write(tc.req)
+			c.(*net.UnixConn).CloseWrite()
+			c.SetReadDeadline(time.Now().Add(2 * time.Second))
+			n, err := c.Read(make([]byte, 200))
+			if n != 0 || err == nil {
+				t.Fatalf("server replied %d bytes (err %v); want the connection closed", n, err)
+			}
+		})
+	}
+	if n := len(ml.Links()); n != 0 {
+		t.Fatalf("%d links after bad handshakes", n)
+	}
+	dial(t, root) // still serving
+}
+
+func TestStalledHandshakeBlocksNobody(t *testing.T) {
+	root, _, _ := serve(t)
+	stalled, err := net.Dial("unix", filepath.Join(root, "ctl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	stalled.Write(validRequest()[:10])
+	start := time.Now()
+	dial(t, root)
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("join took %v behind a stalled client", d)
+	}
+}
+
+func TestStaleSockDir(t *testing.T) {
+	p, _ := perms.Resolve(perms.Spec{}, uint32(os.Geteuid()), uint32(os.Getegid()))
+	dir := filepath.Join(t.TempDir(), "s")
+	if err := CreateSockDir(dir, p); err != nil {
+		t.Fatal(err)
+	}
+	// A dead socket, as a multifs killed with -9 leaves.
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(dir, LinkCtlName), Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := CreateSockDir(dir, p); !errors.Is(err, ErrInUse) {
+		t.Fatalf("live socket dir: %v, want ErrInUse", err)
+	}
+	l.SetUnlinkOnClose(false)
+	l.Close()
+	if err := CreateSockDir(dir, p); err != nil {
+		t.Fatalf("stale socket dir not reused: %v", err)
+	}
+	os.WriteFile(filepath.Join(dir, "precious"), []byte("x"), 0o600)
+	if err := CreateSockDir(dir, p); err == nil {
+		t.Fatal("a socket dir holding a regular file was reused")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "precious")); err != nil {
+		t.Fatalf("multifs deleted a file it did not make: %v", err)
+	}
+}
+
+func TestDefaultSockDir(t *testing.T) {
+	for in, want := range map[string]string{
+		"/tmp/vm1":  "/tmp/.vm1.multifs",
+		"/tmp/vm1/": "/tmp/.vm1.multifs",
+		"/a/b/c":    "/a/b/.c.multifs",
+	} {
+		if got := DefaultSockDir(in); got != want {
+			t.Errorf("DefaultSockDir(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}

@@ -1,0 +1,278 @@
+package fsys
+
+import (
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+
+	"github.com/sirupsen/logrus"
+
+	"multifs/multilink"
+	"multifs/perms"
+)
+
+// nullConn is a peer that never sends and accepts everything.
+type nullConn struct {
+	once   sync.Once
+	closed chan struct{}
+}
+
+func newNullConn() *nullConn { return &nullConn{closed: make(chan struct{})} }
+
+func (c *nullConn) Recv(buf []byte) (int, error) { <-c.closed; return 0, io.EOF }
+func (c *nullConn) TrySend([]byte) error         { return nil }
+func (c *nullConn) Close() error                 { c.once.Do(func() { close(c.closed) }); return nil }
+
+func mount(t *testing.T, spec perms.Spec) (string, *multilink.Multilink, perms.Perms) {
+	t.Helper()
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skip("no /dev/fuse on this machine")
+	}
+	p, err := perms.Resolve(spec, uint32(os.Geteuid()), uint32(os.Getegid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	ml := multilink.New(logrus.NewEntry(l))
+	dir := t.TempDir()
+	srv, err := Mount(dir, Config{Multilink: ml, Perms: p, LinkCtl: "/sock/ctl", HostCtl: "/sock/host.ctl", Log: logrus.NewEntry(l)})
+	if err != nil {
+		t.Fatalf("mount: %v", err)
+	}
+	t.Cleanup(func() {
+		ml.Close()
+		if err := srv.Unmount(); err != nil {
+			t.Errorf("unmount: %v", err)
+		}
+	})
+	return dir, ml, p
+}
+
+func names(t *testing.T, dir string) []string {
+	t.Helper()
+	es, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n []string
+	for _, e := range es {
+		n = append(n, e.Name())
+	}
+	return n
+}
+
+func statKey(t *testing.T, path, key string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ": "); ok && k == key {
+			return v
+		}
+	}
+	t.Fatalf("%s has no key %q:\n%s", path, key, b)
+	return ""
+}
+
+func TestTreeShape(t *testing.T) {
+	dir, _, _ := mount(t, perms.Spec{})
+	if got, want := names(t, dir), []string{"ctl", "host", "links", "stats"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("root lists %v, want %v", got, want)
+	}
+	if got, want := names(t, filepath.Join(dir, "host")), []string{"ctl", "stats"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("host/ lists %v, want %v", got, want)
+	}
+	if got, _ := os.Readlink(filepath.Join(dir, "ctl")); got != "/sock/ctl" {
+		t.Fatalf("ctl -> %q", got)
+	}
+	if got, _ := os.Readlink(filepath.Join(dir, "host", "ctl")); got != "/sock/host.ctl" {
+		t.Fatalf("host/ctl -> %q", got)
+	}
+	if v := statKey(t, filepath.Join(dir, "host", "stats"), "attached"); v != "no" {
+		t.Fatalf("attached: %s", v)
+	}
+	if v := statKey(t, filepath.Join(dir, "stats"), "host"); v != "detached" {
+		t.Fatalf("host: %s", v)
+	}
+}
+
+func TestModes(t *testing.T) {
+	tests := []struct {
+		spec                    perms.Spec
+		dir, stats, close, root uint32
+	}{
+		{perms.Spec{}, 0o2700, 0o400, 0o200, 0o2700},
+		{perms.Spec{Mode: 0o666, ModeSet: true}, 0o2777, 0o444, 0o222, 0o2777},
+		{perms.Spec{Mode: 0o660, ModeSet: true, Dirmode: 0o2750, DirmodeSet: true}, 0o2750, 0o440, 0o220, 0o2750},
+	}
+	for _, tc := range tests {
+		dir, ml, p := mount(t, tc.spec)
+		l, _ := ml.AddLink(multilink.PeerInfo{}, newNullConn(), nil)
+		ln := filepath.Join(dir, "links", "1")
+		for path, want := range map[string]uint32{
+			dir: tc.root, ln: tc.dir, filepath.Join(dir, "links"): tc.dir, filepath.Join(dir, "host"): tc.dir,
+			filepath.Join(ln, "stats"): tc.stats, filepath.Join(ln, "close"): tc.close,
+			filepath.Join(dir, "stats"): tc.stats, filepath.Join(dir, "host", "stats"): tc.stats,
+		} {
+			var st syscall.Stat_t
+			if err := syscall.Stat(path, &st); err != nil {
+				t.Fatal(err)
+			}
+			if st.Mode&0o7777 != want || st.Uid != p.UID || st.Gid != p.GID {
+				t.Errorf("%s: mode %04o uid %d gid %d, want %04o %d %d", path, st.Mode&0o7777, st.Uid, st.Gid, want, p.UID, p.GID)
+			}
+		}
+		l.Close()
+	}
+}
+
+func TestLinksAppearAndVanishAtOnce(t *testing.T) {
+	dir, ml, _ := mount(t, perms.Spec{})
+	links := filepath.Join(dir, "links")
+	var ports []*multilink.Port
+	for i := 0; i < 3; i++ {
+		p, _ := ml.AddLink(multilink.PeerInfo{Transport: "vde", PID: int32(100 + i)}, newNullConn(), nil)
+		ports = append(ports, p)
+		// no sleep: nothing may be cached
+		if _, err := os.Stat(filepath.Join(links, ports[i].IDString())); err != nil {
+			t.Fatalf("link %d not visible at once: %v", p.ID, err)
+		}
+	}
+	if got := names(t, links); !reflect.DeepEqual(got, []string{"1", "2", "3"}) {
+		t.Fatalf("links %v", got)
+	}
+	if v := statKey(t, filepath.Join(links, "2", "stats"), "pid"); v != "101" {
+		t.Fatalf("pid %s", v)
+	}
+	ports[1].Close()
+	if got := names(t, links); !reflect.DeepEqual(got, []string{"1", "3"}) {
+		t.Fatalf("after close: links %v", got)
+	}
+	if _, err := os.Stat(filepath.Join(links, "2")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("stat of a closed link: %v", err)
+	}
+	for _, bad := range []string{"0", "01", "x", "4", "-1"} {
+		if _, err := os.Stat(filepath.Join(links, bad)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("links/%s: %v", bad, err)
+		}
+	}
+	if v := statKey(t, filepath.Join(dir, "stats"), "links"); v != "2" {
+		t.Fatalf("links: %s", v)
+	}
+	if v := statKey(t, filepath.Join(dir, "stats"), "links_total"); v != "3" {
+		t.Fatalf("links_total: %s", v)
+	}
+}
+
+func TestCloseFile(t *testing.T) {
+	dir, ml, _ := mount(t, perms.Spec{})
+	l, _ := ml.AddLink(multilink.PeerInfo{}, newNullConn(), nil)
+	closePath := filepath.Join(dir, "links", "1", "close")
+
+	for _, bad := range []string{"0", "abc", "1 1", "11", "1\n\n", " 1", "\n", strings.Repeat("1", 1<<20)} {
+		err := os.WriteFile(closePath, []byte(bad), 0)
+		if !errors.Is(err, syscall.EINVAL) {
+			t.Errorf("writing %.10q: %v, want EINVAL", bad, err)
+		}
+		if l.Closed() {
+			t.Fatalf("writing %.10q closed the link", bad)
+		}
+	}
+	// A write at an offset is not a command either.
+	f, err := os.OpenFile(closePath, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("1"), 3); !errors.Is(err, syscall.EINVAL) {
+		t.Errorf("write at offset 3: %v, want EINVAL", err)
+	}
+	f.Close()
+	if _, err := os.ReadFile(closePath); !errors.Is(err, syscall.EACCES) {
+		t.Errorf("reading close: %v, want EACCES", err)
+	}
+	if err := os.Truncate(closePath, 5); err == nil {
+		t.Error("truncating close to 5 bytes succeeded")
+	}
+
+	// What `echo 1 > close` does: open with O_TRUNC, write "1\n".
+	if err := os.WriteFile(closePath, []byte("1\n"), 0); err != nil {
+		t.Fatalf("echo 1 > close: %v", err)
+	}
+	if !l.Closed() {
+		t.Fatal("link still open after the write returned")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "links", "1")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("closed link still visible: %v", err)
+	}
+}
+
+func TestStatsAreCurrentAndReadOnly(t *testing.T) {
+	dir, ml, _ := mount(t, perms.Spec{})
+	stats := filepath.Join(dir, "stats")
+	before := statKey(t, stats, "links")
+	ml.AddLink(multilink.PeerInfo{}, newNullConn(), nil)
+	if after := statKey(t, stats, "links"); before != "0" || after != "1" {
+		t.Fatalf("links %s then %s: stale read", before, after)
+	}
+	fi, err := os.Stat(stats)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(stats)
+	if fi.Size() != int64(len(b)) {
+		t.Fatalf("size %d, content %d bytes", fi.Size(), len(b))
+	}
+	for _, path := range []string{stats, filepath.Join(dir, "host", "stats"), filepath.Join(dir, "links", "1", "stats")} {
+		if err := os.WriteFile(path, []byte("x"), 0); err == nil {
+			t.Errorf("writing %s succeeded", path)
+		}
+		if err := os.Truncate(path, 0); err == nil {
+			t.Errorf("truncating %s succeeded", path)
+		}
+	}
+}
+
+func TestTreeCannotBeChanged(t *testing.T) {
+	dir, ml, _ := mount(t, perms.Spec{})
+	ml.AddLink(multilink.PeerInfo{}, newNullConn(), nil)
+	ln := filepath.Join(dir, "links", "1")
+	ops := map[string]func() error{
+		"mkdir":          func() error { return os.Mkdir(filepath.Join(dir, "new"), 0o700) },
+		"mkdir in links": func() error { return os.Mkdir(filepath.Join(dir, "links", "9"), 0o700) },
+		"create":         func() error { return os.WriteFile(filepath.Join(dir, "host", "f"), nil, 0o600) },
+		"rm stats":       func() error { return os.Remove(filepath.Join(dir, "stats")) },
+		"rm ctl":         func() error { return os.Remove(filepath.Join(dir, "ctl")) },
+		"rmdir link":     func() error { return os.Remove(ln) },
+		"rmdir host":     func() error { return os.Remove(filepath.Join(dir, "host")) },
+		"rm close":       func() error { return os.Remove(filepath.Join(ln, "close")) },
+		"rename":         func() error { return os.Rename(filepath.Join(dir, "stats"), filepath.Join(dir, "s2")) },
+		"rename link":    func() error { return os.Rename(ln, filepath.Join(dir, "links", "7")) },
+		"symlink":        func() error { return os.Symlink("/etc", filepath.Join(dir, "l")) },
+		"hard link":      func() error { return os.Link(filepath.Join(dir, "stats"), filepath.Join(dir, "s3")) },
+		"mknod":          func() error { return syscall.Mknod(filepath.Join(dir, "sock"), syscall.S_IFSOCK|0o600, 0) },
+		"chmod":          func() error { return os.Chmod(filepath.Join(dir, "stats"), 0o666) },
+		"chmod dir":      func() error { return os.Chmod(ln, 0o777) },
+		"chown":          func() error { return os.Chown(filepath.Join(dir, "stats"), 1, 1) },
+	}
+	for name, op := range ops {
+		err := op()
+		if !errors.Is(err, syscall.EPERM) && !errors.Is(err, syscall.EACCES) {
+			t.Errorf("%s: %v, want EPERM or EACCES", name, err)
+		}
+	}
+	if got := names(t, dir); !reflect.DeepEqual(got, []string{"ctl", "host", "links", "stats"}) {
+		t.Fatalf("root changed: %v", got)
+	}
+	if got := names(t, ln); !reflect.DeepEqual(got, []string{"close", "stats"}) {
+		t.Fatalf("link dir changed: %v", got)
+	}
+}

@@ -1,0 +1,299 @@
+package multilink
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// fakeConn is an in-memory Conn: frames pushed into in are received, frames
+// sent are recorded; full makes TrySend fail as a full socket would.
+type fakeConn struct {
+	in     chan []byte
+	mu     sync.Mutex
+	sent   [][]byte
+	full   bool
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newFakeConn() *fakeConn {
+	return &fakeConn{in: make(chan []byte, 16), closed: make(chan struct{})}
+}
+
+func (c *fakeConn) Recv(buf []byte) (int, error) {
+	select {
+	case f := <-c.in:
+		return copy(buf, f) + max(0, len(f)-len(buf)), nil
+	case <-c.closed:
+		return 0, io.EOF
+	}
+}
+
+func (c *fakeConn) TrySend(frame []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.full {
+		return errors.New("full")
+	}
+	c.sent = append(c.sent, append([]byte(nil), frame...))
+	return nil
+}
+
+func (c *fakeConn) Close() error {
+	c.once.Do(func() { close(c.closed) })
+	return nil
+}
+
+func (c *fakeConn) sentFrames() [][]byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([][]byte(nil), c.sent...)
+}
+
+func testLog() *logrus.Entry {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	return logrus.NewEntry(l)
+}
+
+func frameOf(n int, b byte) []byte { return bytes.Repeat([]byte{b}, n) }
+
+// eventually polls cond for up to a second.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+func TestForwardingRule(t *testing.T) {
+	m := New(testLog())
+	defer m.Close()
+	hc := newFakeConn()
+	if _, err := m.AttachHost(PeerInfo{Transport: "vde"}, hc, nil); err != nil {
+		t.Fatal(err)
+	}
+	l1c, l2c := newFakeConn(), newFakeConn()
+	l1, _ := m.AddLink(PeerInfo{}, l1c, nil)
+	l2, _ := m.AddLink(PeerInfo{}, l2c, nil)
+
+	// host -> every link
+	hc.in <- frameOf(60, 1)
+	eventually(t, "fan-out", func() bool { return len(l1c.sentFrames()) == 1 && len(l2c.sentFrames()) == 1 })
+
+	// link -> host only, never to the other link
+	l1c.in <- frameOf(60, 2)
+	eventually(t, "link to host", func() bool { return len(hc.sentFrames()) == 1 })
+	time.Sleep(10 * time.Millisecond)
+	if n := len(l2c.sentFrames()); n != 1 {
+		t.Fatalf("link 2 got %d frames; a frame from link 1 must not reach it", n)
+	}
+	if got := hc.sentFrames()[0]; !bytes.Equal(got, frameOf(60, 2)) {
+		t.Fatalf("host got a different frame")
+	}
+	if c := l1.Counters(); c.RxPackets != 1 || c.RxBytes != 60 || c.TxPackets != 1 {
+		t.Fatalf("link 1 counters %+v", c)
+	}
+	if c := l2.Counters(); c.RxPackets != 0 || c.TxPackets != 1 || c.TxBytes != 60 {
+		t.Fatalf("link 2 counters %+v", c)
+	}
+}
+
+func TestFrameSizes(t *testing.T) {
+	tests := []struct {
+		name      string
+		size      int
+		delivered bool
+	}{
+		{"empty", 0, false},
+		{"runt", MinFrame - 1, false},
+		{"header only", MinFrame, true},
+		{"jumbo max", MaxFrame, true},
+		{"too long", MaxFrame + 1, false},
+		{"far too long", 3 * MaxFrame, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m := New(testLog())
+			defer m.Close()
+			hc, lc := newFakeConn(), newFakeConn()
+			m.AttachHost(PeerInfo{}, hc, nil)
+			l, _ := m.AddLink(PeerInfo{}, lc, nil)
+			lc.in <- frameOf(tc.size, 7)
+			lc.in <- frameOf(100, 8) // a marker: once it is through, the first was handled
+			eventually(t, "marker", func() bool { return l.Counters().RxPackets+l.Counters().RxDropped == 2 })
+			got := hc.sentFrames()
+			if tc.delivered {
+				if len(got) != 2 || !bytes.Equal(got[0], frameOf(tc.size, 7)) {
+					t.Fatalf("frame of %d bytes not delivered intact (%d frames)", tc.size, len(got))
+				}
+			} else {
+				if len(got) != 1 || l.Counters().RxDropped != 1 {
+					t.Fatalf("frame of %d bytes: delivered %d, dropped %d", tc.size, len(got), l.Counters().RxDropped)
+				}
+			}
+		})
+	}
+}
+
+func TestDropsAreCountedNotBlocking(t *testing.T) {
+	m := New(testLog())
+	defer m.Close()
+	hc := newFakeConn()
+	h, _ := m.AttachHost(PeerInfo{}, hc, nil)
+	stuck, ok := newFakeConn(), newFakeConn()
+	stuck.full = true
+	sl, _ := m.AddLink(PeerInfo{}, stuck, nil)
+	ol, _ := m.AddLink(PeerInfo{}, ok, nil)
+	for i := 0; i < 10; i++ {
+		hc.in <- frameOf(64, byte(i))
+	}
+	eventually(t, "frames through", func() bool { return h.Counters().RxPackets == 10 })
+	eventually(t, "frames to the healthy link", func() bool { return ol.Counters().TxPackets == 10 })
+	if c := sl.Counters(); c.TxDropped != 10 || c.TxPackets != 0 {
+		t.Fatalf("stuck link counters %+v, want 10 dropped", c)
+	}
+}
+
+func TestNoHostNoLink(t *testing.T) {
+	m := New(testLog())
+	defer m.Close()
+	lc := newFakeConn()
+	l, _ := m.AddLink(PeerInfo{}, lc, nil)
+	lc.in <- frameOf(64, 1)
+	eventually(t, "drop without host", func() bool { return m.Totals().DroppedNoHost == 1 })
+	if l.Closed() {
+		t.Fatal("a link must stay up without a host")
+	}
+	l.Close()
+	hc := newFakeConn()
+	m.AttachHost(PeerInfo{}, hc, nil)
+	hc.in <- frameOf(64, 1)
+	eventually(t, "drop without link", func() bool { return m.Totals().DroppedNoLink == 1 })
+}
+
+func TestOneHostAtATime(t *testing.T) {
+	m := New(testLog())
+	defer m.Close()
+	h1, err := m.AttachHost(PeerInfo{}, newFakeConn(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.AttachHost(PeerInfo{}, newFakeConn(), nil); !errors.Is(err, ErrHostAttached) {
+		t.Fatalf("second host: err %v, want ErrHostAttached", err)
+	}
+	h1.Close()
+	if m.HostAttached() {
+		t.Fatal("host still attached after close")
+	}
+	if _, err := m.AttachHost(PeerInfo{}, newFakeConn(), nil); err != nil {
+		t.Fatalf("a new host after detach: %v", err)
+	}
+}
+
+func TestCloseLink(t *testing.T) {
+	m := New(testLog())
+	defer m.Close()
+	lc := newFakeConn()
+	closed := 0
+	l, _ := m.AddLink(PeerInfo{}, lc, func() { closed++ })
+	if err := m.CloseLink(l.ID); err != nil {
+		t.Fatal(err)
+	}
+	// Synchronous: by the time CloseLink returns, everything is done.
+	if closed != 1 || m.Link(l.ID) != nil || len(m.Links()) != 0 {
+		t.Fatalf("after CloseLink: onClose ran %d times, still listed %v", closed, m.Link(l.ID) != nil)
+	}
+	select {
+	case <-lc.closed:
+	default:
+		t.Fatal("conn not closed")
+	}
+	l.Close()
+	if closed != 1 {
+		t.Fatalf("onClose ran %d times, want once", closed)
+	}
+	if err := m.CloseLink(l.ID); !errors.Is(err, ErrNoLink) {
+		t.Fatalf("closing a closed link: %v", err)
+	}
+}
+
+func TestIDsNeverReused(t *testing.T) {
+	m := New(testLog())
+	defer m.Close()
+	var last uint64
+	for i := 0; i < 5; i++ {
+		l, err := m.AddLink(PeerInfo{}, newFakeConn(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l.ID != last+1 {
+			t.Fatalf("id %d after %d", l.ID, last)
+		}
+		last = l.ID
+		if i%2 == 0 {
+			l.Close()
+		}
+	}
+	ids := []uint64{}
+	for _, l := range m.Links() {
+		ids = append(ids, l.ID)
+	}
+	if len(ids) != 2 || ids[0] != 2 || ids[1] != 4 {
+		t.Fatalf("open links %v, want [2 4]", ids)
+	}
+	if tot := m.Totals(); tot.LinksTotal != 5 || tot.Links != 2 {
+		t.Fatalf("totals %+v", tot)
+	}
+}
+
+func TestPeerEOFClosesPort(t *testing.T) {
+	m := New(testLog())
+	defer m.Close()
+	lc := newFakeConn()
+	l, _ := m.AddLink(PeerInfo{}, lc, nil)
+	lc.Close() // Recv now fails, as on a socket error
+	eventually(t, "port closed", l.Closed)
+	if m.Link(l.ID) != nil {
+		t.Fatal("closed link still listed")
+	}
+}
+
+func TestShutdownClosesEverythingAndRefusesNew(t *testing.T) {
+	m := New(testLog())
+	hc, lc := newFakeConn(), newFakeConn()
+	h, _ := m.AttachHost(PeerInfo{}, hc, nil)
+	l, _ := m.AddLink(PeerInfo{}, lc, nil)
+	m.Close()
+	if !h.Closed() || !l.Closed() {
+		t.Fatal("peers still open after Close")
+	}
+	if _, err := m.AddLink(PeerInfo{}, newFakeConn(), nil); !errors.Is(err, ErrClosed) {
+		t.Fatalf("AddLink after Close: %v", err)
+	}
+	if _, err := m.AttachHost(PeerInfo{}, newFakeConn(), nil); !errors.Is(err, ErrClosed) {
+		t.Fatalf("AttachHost after Close: %v", err)
+	}
+}
+
+func TestStatsText(t *testing.T) {
+	m := New(testLog())
+	defer m.Close()
+	since := time.Date(2026, 11, 27, 10, 11, 12, 0, time.UTC)
+	l, _ := m.AddLink(PeerInfo{Transport: "vde", Description: "vde_plug\nid: 99", PID: 42, UID: 1, GID: 2, Since: since}, newFakeConn(), nil)
+	got := l.Stats()
+	want := "id: 1\ntransport: vde\ndescription: vde_plug id: 99\npid: 42\nuid: 1\ngid: 2\nsince: 2026-11-27T10:11:12Z\n" +
+		"rx_packets: 0\nrx_bytes: 0\nrx_dropped: 0\ntx_packets: 0\ntx_bytes: 0\ntx_dropped: 0\n"
+	if got != want {
+		t.Fatalf("stats:\n%s\nwant:\n%s", got, want)
+	}
+}
