@@ -1,0 +1,55 @@
+# multifs — the two commands a newcomer needs:
+#   make run    installs fuse3 if missing, builds, starts multifs on the default path
+#   make test   installs what the tests need, then runs every check and test
+# Both expect a Debian machine with Go; installing packages needs root.
+
+GO      ?= go
+BIN     := bin
+RUN_PKGS  := fuse3
+TEST_PKGS := fuse3 vdeplug iproute2 iputils-ping psmisc procps util-linux
+
+.PHONY: all build run test deps-run deps-test check unit integration clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/multifs ./cmd/multifs
+	$(GO) build -o $(BIN)/vdeprobe ./test/vdeprobe
+
+# install-missing PKG...: apt-get install only what dpkg lacks.
+define install-missing
+	@need=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || need="$$need $$p"; done; \
+	if [ -n "$$need" ]; then \
+		echo "installing:$$need"; \
+		if [ "$$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$need >/dev/null; \
+	fi
+endef
+
+deps-run:
+	$(call install-missing,$(RUN_PKGS))
+
+deps-test:
+	$(call install-missing,$(TEST_PKGS))
+
+# RUN_PATH=/tmp/vm1 make run serves another path.
+run: deps-run build
+	$(BIN)/multifs $(RUN_PATH)
+	@p="$(or $(RUN_PATH),/tmp/vdenode_$(shell id -un))"; \
+	echo "multifs is serving $$p: join with 'vde_plug $$p', attach a host with 'vde_plug $$p/host ...', stop with 'fusermount -u $$p'"
+
+check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -race -count=1 ./...
+
+integration: build
+	bash test/run.sh
+
+test: deps-test check unit integration
+
+clean:
+	rm -rf $(BIN)
