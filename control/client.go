@@ -90,12 +90,8 @@ func (c *Client) Done() <-chan struct{} { return c.done }
 
 // Send sends one frame, waiting while the daemon's socket is full.
 func (c *Client) Send(frame []byte) error {
-	rc, err := c.data.f.SyscallConn()
-	if err != nil {
-		return err
-	}
 	var serr error
-	err = rc.Write(func(fd uintptr) bool {
+	err := c.data.rc.Write(func(fd uintptr) bool {
 		serr = unix.Send(int(fd), frame, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
 		return serr != unix.EAGAIN
 	})

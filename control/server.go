@@ -292,8 +292,8 @@ func (s *Server) dataSocket(name, peer string) (*pollFD, string, error) {
 	if err := s.perms.Apply(path, s.perms.SocketMode()); err != nil {
 		return fail(err)
 	}
-	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: peer}); err != nil {
-		return fail(fmt.Errorf("connect to %s: %w", peer, err))
+	if err := connectPeer(fd, peer); err != nil {
+		return fail(err)
 	}
 	p, err := newPollFD(fd, path)
 	if err != nil {
@@ -301,4 +301,26 @@ func (s *Server) dataSocket(name, peer string) (*pollFD, string, error) {
 		return nil, "", err
 	}
 	return p, path, nil
+}
+
+// connectPeer connects the data socket to the client's. A client of the
+// daemon's own user may have made its socket 0700 or even 000 (qemu passes
+// 0700); root connects anyway, an ordinary daemon cannot. As vde_switch
+// users expect that to work, the daemon then lends itself write permission
+// on that socket, which it may since it owns it, and which matters for the
+// moment only: the client deletes the file once connected.
+func connectPeer(fd int, peer string) error {
+	err := unix.Connect(fd, &unix.SockaddrUnix{Name: peer})
+	if err == unix.EACCES {
+		var st unix.Stat_t
+		if unix.Lstat(peer, &st) == nil && st.Uid == uint32(os.Geteuid()) {
+			if unix.Chmod(peer, (st.Mode&0o7777)|0o200) == nil {
+				err = unix.Connect(fd, &unix.SockaddrUnix{Name: peer})
+			}
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("connect to %s: %w", peer, err)
+	}
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -15,7 +16,8 @@ var ErrWouldBlock = errors.New("peer socket full")
 // Go's network poller (one cheap goroutine per peer, no thread) while sends
 // stay strictly non-blocking.
 type pollFD struct {
-	f *os.File
+	f  *os.File
+	rc syscall.RawConn
 }
 
 func newPollFD(fd int, name string) (*pollFD, error) {
@@ -23,19 +25,22 @@ func newPollFD(fd int, name string) (*pollFD, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("set non-blocking: %w", err)
 	}
-	return &pollFD{f: os.NewFile(uintptr(fd), name)}, nil
+	f := os.NewFile(uintptr(fd), name)
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &pollFD{f: f, rc: rc}, nil
 }
 
 // Recv reads one message, returning its real length (MSG_TRUNC), which is
-// larger than len(buf) when the message did not fit.
+// larger than len(buf) when the message did not fit. A zero-length datagram
+// is returned as n == 0: the multilink counts it as a too-short frame.
 func (p *pollFD) Recv(buf []byte) (int, error) {
-	rc, err := p.f.SyscallConn()
-	if err != nil {
-		return 0, err
-	}
 	var n int
 	var rerr error
-	err = rc.Read(func(fd uintptr) bool {
+	err := p.rc.Read(func(fd uintptr) bool {
 		n, _, rerr = unix.Recvfrom(int(fd), buf, unix.MSG_TRUNC|unix.MSG_DONTWAIT)
 		return rerr != unix.EAGAIN
 	})
@@ -45,23 +50,13 @@ func (p *pollFD) Recv(buf []byte) (int, error) {
 	if rerr != nil {
 		return 0, rerr
 	}
-	if n == 0 && len(buf) > 0 {
-		// A zero-length datagram is legal but never a frame; on a
-		// connection-oriented socket it means EOF. Callers treat it as a
-		// too-short frame; seqpacket wraps it as EOF itself.
-		return 0, nil
-	}
 	return n, nil
 }
 
 // TrySend sends one message without ever waiting.
 func (p *pollFD) TrySend(frame []byte) error {
-	rc, err := p.f.SyscallConn()
-	if err != nil {
-		return err
-	}
 	var serr error
-	err = rc.Write(func(fd uintptr) bool {
+	err := p.rc.Write(func(fd uintptr) bool {
 		serr = unix.Send(int(fd), frame, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
 		return true // never park: a full socket drops the frame
 	})

@@ -66,6 +66,9 @@ func serve(opts *options, notify *readyNotifier) (err error) {
 	if err != nil {
 		return err
 	}
+	if err := checkAllowOther(p); err != nil {
+		return err
+	}
 	sockdir := opts.sockdir
 	if sockdir == "" {
 		sockdir = control.DefaultSockDir(opts.path)
@@ -103,7 +106,7 @@ func serve(opts *options, notify *readyNotifier) (err error) {
 		Multilink: ml, Perms: p, LinkCtl: srv.LinkCtl(), HostCtl: srv.HostCtl(), Log: log,
 	})
 	if err != nil {
-		return mountError(err, p)
+		return fmt.Errorf("mount %s: %w", opts.path, err)
 	}
 	srv.Serve()
 	log.WithFields(logrus.Fields{"sockdir": sockdir, "pid": os.Getpid(), "version": version}).Info("serving")
@@ -236,10 +239,21 @@ func unescapeMountPath(s string) string {
 	return r.Replace(s)
 }
 
-// mountError explains the most common mount failure in words.
-func mountError(err error, p perms.Perms) error {
-	if p.NeedsAllowOther() && os.Geteuid() != 0 && strings.Contains(err.Error(), "allow_other") {
-		return fmt.Errorf("mount: the modes give access to other users, which needs allow_other, and /etc/fuse.conf lacks user_allow_other: %w", err)
+// checkAllowOther fails early, in words, where fusermount3 would refuse
+// allow_other: a non-root daemon whose modes let other users in needs
+// user_allow_other in /etc/fuse.conf.
+func checkAllowOther(p perms.Perms) error {
+	if !p.NeedsAllowOther() || os.Geteuid() == 0 {
+		return nil
 	}
-	return fmt.Errorf("mount: %w", err)
+	b, err := os.ReadFile("/etc/fuse.conf")
+	if err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.TrimSpace(line) == "user_allow_other" {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("mode %04o/dirmode %04o gives other users access, which needs the FUSE option allow_other, "+
+		"and /etc/fuse.conf does not contain user_allow_other (add it, or run as root)", p.Mode, p.Dirmode)
 }
