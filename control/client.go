@@ -85,7 +85,8 @@ func Dial(dir, description string) (*Client, error) {
 	return c, nil
 }
 
-// Done is closed when the daemon ends the connection (control stream EOF).
+// Done is closed when the daemon ends a vde-2 connection (control stream
+// EOF); nil for seqpacket, where Recv returns io.EOF instead.
 func (c *Client) Done() <-chan struct{} { return c.done }
 
 // Send sends one frame, waiting while the daemon's socket is full.
@@ -117,6 +118,8 @@ func (c *Client) Recv(buf []byte, timeout time.Duration) (int, error) {
 
 // Close leaves the multilink.
 func (c *Client) Close() error {
-	c.ctl.Close()
+	if c.ctl != nil {
+		c.ctl.Close()
+	}
 	return c.data.Close()
 }

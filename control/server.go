@@ -43,10 +43,11 @@ type Server struct {
 	ml    *multilink.Multilink
 	log   *logrus.Entry
 
-	listeners []*net.UnixListener
-	seq       atomic.Uint64 // names data sockets; independent of link ids
-	wg        sync.WaitGroup
-	closing   atomic.Bool
+	listeners    []*net.UnixListener // vde-2: links, host
+	seqListeners []*seqListener      // seqpacket: links, host
+	seq          atomic.Uint64       // names data sockets; independent of link ids
+	wg           sync.WaitGroup
+	closing      atomic.Bool
 }
 
 // NewServer returns a server that will place its sockets in dir, which
@@ -61,6 +62,12 @@ func (s *Server) LinkCtl() string { return filepath.Join(s.dir, LinkCtlName) }
 // HostCtl is the path of the host's listening socket.
 func (s *Server) HostCtl() string { return filepath.Join(s.dir, HostCtlName) }
 
+// LinkSeqpacket is the path of the links' seqpacket entry.
+func (s *Server) LinkSeqpacket() string { return filepath.Join(s.dir, LinkSeqpacketName) }
+
+// HostSeqpacket is the path of the host's seqpacket entry.
+func (s *Server) HostSeqpacket() string { return filepath.Join(s.dir, HostSeqpacketName) }
+
 // Listen creates the listening sockets. Errors here reach the terminal,
 // since the CLI listens before it reports ready.
 func (s *Server) Listen() error {
@@ -70,12 +77,23 @@ func (s *Server) Listen() error {
 			s.closeListeners()
 			return fmt.Errorf("listen on %s: %w", path, err)
 		}
+		s.listeners = append(s.listeners, l)
 		if err := s.perms.Apply(path, s.perms.SocketMode()); err != nil {
-			l.Close()
 			s.closeListeners()
 			return err
 		}
-		s.listeners = append(s.listeners, l)
+	}
+	for _, path := range []string{s.LinkSeqpacket(), s.HostSeqpacket()} {
+		l, err := listenSeqpacket(path)
+		if err != nil {
+			s.closeListeners()
+			return err
+		}
+		s.seqListeners = append(s.seqListeners, l)
+		if err := s.perms.Apply(path, s.perms.SocketMode()); err != nil {
+			s.closeListeners()
+			return err
+		}
 	}
 	return nil
 }
@@ -86,6 +104,10 @@ func (s *Server) Serve() {
 	for i, l := range s.listeners {
 		s.wg.Add(1)
 		go s.acceptLoop(l, i == 1)
+	}
+	for i, l := range s.seqListeners {
+		s.wg.Add(1)
+		go s.acceptSeqLoop(l, i == 1)
 	}
 }
 
@@ -100,6 +122,9 @@ func (s *Server) closeListeners() {
 	for _, l := range s.listeners {
 		l.Close()
 	}
+	for _, l := range s.seqListeners {
+		l.close()
+	}
 }
 
 func (s *Server) acceptLoop(l *net.UnixListener, isHost bool) {
@@ -107,11 +132,9 @@ func (s *Server) acceptLoop(l *net.UnixListener, isHost bool) {
 	for {
 		c, err := l.AcceptUnix()
 		if err != nil {
-			if s.closing.Load() || errors.Is(err, net.ErrClosed) {
+			if s.acceptFailed(err) {
 				return
 			}
-			s.log.WithError(err).Warn("accept failed")
-			time.Sleep(10 * time.Millisecond) // e.g. EMFILE: don't spin
 			continue
 		}
 		s.wg.Add(1)
@@ -120,6 +143,32 @@ func (s *Server) acceptLoop(l *net.UnixListener, isHost bool) {
 			s.join(c, isHost)
 		}()
 	}
+}
+
+func (s *Server) acceptSeqLoop(l *seqListener, isHost bool) {
+	defer s.wg.Done()
+	for {
+		fd, err := l.accept()
+		if err != nil {
+			if s.acceptFailed(err) {
+				return
+			}
+			continue
+		}
+		// Nothing to read before the ack: no goroutine needed.
+		s.joinSeqpacket(fd, isHost)
+	}
+}
+
+// acceptFailed reports whether the accept loop should end; other errors
+// (EMFILE, say) are logged and slowed down so the loop does not spin.
+func (s *Server) acceptFailed(err error) bool {
+	if s.closing.Load() || errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
+		return true
+	}
+	s.log.WithError(err).Warn("accept failed")
+	time.Sleep(10 * time.Millisecond)
+	return false
 }
 
 // peerCred returns SO_PEERCRED of a connected unix socket.
@@ -140,11 +189,8 @@ func peerCred(c *net.UnixConn) (*unix.Ucred, error) {
 
 // join runs one client's handshake and, on success, hands it over.
 func (s *Server) join(c *net.UnixConn, isHost bool) {
-	role := "link"
-	if isHost {
-		role = "host"
-	}
-	log := s.log.WithField("role", role)
+	role := roleName(isHost)
+	log := s.log.WithField("role", role).WithField("transport", "vde")
 	cred, err := peerCred(c)
 	if err != nil {
 		log.WithError(err).Warn("refused: no peer credentials")

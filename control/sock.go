@@ -3,6 +3,7 @@ package control
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"syscall"
 
@@ -18,6 +19,9 @@ var ErrWouldBlock = errors.New("peer socket full")
 type pollFD struct {
 	f  *os.File
 	rc syscall.RawConn
+	// connected marks a SOCK_SEQPACKET socket, where recv returning 0 is
+	// either an empty message or the peer's EOF.
+	connected bool
 }
 
 func newPollFD(fd int, name string) (*pollFD, error) {
@@ -50,7 +54,23 @@ func (p *pollFD) Recv(buf []byte) (int, error) {
 	if rerr != nil {
 		return 0, rerr
 	}
+	if n == 0 && p.connected && p.peerGone() {
+		return 0, io.EOF
+	}
 	return n, nil
+}
+
+// peerGone tells an empty seqpacket message from the peer's EOF: only the
+// latter leaves the socket hung up.
+func (p *pollFD) peerGone() bool {
+	gone := false
+	p.rc.Control(func(fd uintptr) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
+		if n, err := unix.Poll(fds, 0); err == nil && n > 0 {
+			gone = fds[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR) != 0
+		}
+	})
+	return gone
 }
 
 // TrySend sends one message without ever waiting.

@@ -4,9 +4,11 @@
 //
 //	PATH/                 dir (dirmode)         the multilink
 //	PATH/ctl              symlink               -> SOCKDIR/ctl: links join here (vde-2)
+//	PATH/seqpacket        symlink               -> SOCKDIR/seqpacket: links join here (SOCK_SEQPACKET)
 //	PATH/stats            file (r bits of mode) totals: links, links_total, host, drops
 //	PATH/host/            dir (dirmode)         the host's attachment point
 //	PATH/host/ctl         symlink               -> SOCKDIR/host.ctl: the host joins here
+//	PATH/host/seqpacket   symlink               -> SOCKDIR/host.seqpacket: or here
 //	PATH/host/stats       file                  attached: yes|no, then the host's stats
 //	PATH/links/           dir (dirmode)         one directory per open link
 //	PATH/links/N/         dir (dirmode)         link N (decimal id, never reused)
@@ -68,6 +70,8 @@ type Config struct {
 	Perms     perms.Perms
 	LinkCtl   string // target of PATH/ctl
 	HostCtl   string // target of PATH/host/ctl
+	LinkSeq   string // target of PATH/seqpacket
+	HostSeq   string // target of PATH/host/seqpacket
 	Log       *logrus.Entry
 }
 
@@ -80,6 +84,8 @@ const (
 	inoHostCtl
 	inoHostStats
 	inoLinks
+	inoSeq
+	inoHostSeq
 	inoFirstLink = 16
 )
 
@@ -226,9 +232,11 @@ func (r *rootDir) OnAdd(ctx context.Context) {
 	}
 	root := r.EmbeddedInode()
 	add(root, "ctl", &symlink{node: node{t: t}, target: t.LinkCtl}, syscall.S_IFLNK, inoCtl)
+	add(root, "seqpacket", &symlink{node: node{t: t}, target: t.LinkSeq}, syscall.S_IFLNK, inoSeq)
 	add(root, "stats", &statsFile{node: node{t: t}, render: t.rootStats}, syscall.S_IFREG, inoStats)
 	host := add(root, "host", &staticDir{dir: dir{node: node{t: t}}}, syscall.S_IFDIR, inoHost)
 	add(host, "ctl", &symlink{node: node{t: t}, target: t.HostCtl}, syscall.S_IFLNK, inoHostCtl)
+	add(host, "seqpacket", &symlink{node: node{t: t}, target: t.HostSeq}, syscall.S_IFLNK, inoHostSeq)
 	add(host, "stats", &statsFile{node: node{t: t}, render: t.hostStats}, syscall.S_IFREG, inoHostStats)
 	add(root, "links", &linksDir{dir: dir{node: node{t: t}}}, syscall.S_IFDIR, inoLinks)
 }

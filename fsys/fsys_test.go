@@ -42,7 +42,7 @@ func mount(t *testing.T, spec perms.Spec) (string, *multilink.Multilink, perms.P
 	l.SetOutput(io.Discard)
 	ml := multilink.New(logrus.NewEntry(l))
 	dir := t.TempDir()
-	srv, err := Mount(dir, Config{Multilink: ml, Perms: p, LinkCtl: "/sock/ctl", HostCtl: "/sock/host.ctl", Log: logrus.NewEntry(l)})
+	srv, err := Mount(dir, Config{Multilink: ml, Perms: p, LinkCtl: "/sock/ctl", HostCtl: "/sock/host.ctl", LinkSeq: "/sock/seqpacket", HostSeq: "/sock/host.seqpacket", Log: logrus.NewEntry(l)})
 	if err != nil {
 		t.Fatalf("mount: %v", err)
 	}
@@ -85,17 +85,21 @@ func statKey(t *testing.T, path, key string) string {
 
 func TestTreeShape(t *testing.T) {
 	dir, _, _ := mount(t, perms.Spec{})
-	if got, want := names(t, dir), []string{"ctl", "host", "links", "stats"}; !reflect.DeepEqual(got, want) {
+	if got, want := names(t, dir), []string{"ctl", "host", "links", "seqpacket", "stats"}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("root lists %v, want %v", got, want)
 	}
-	if got, want := names(t, filepath.Join(dir, "host")), []string{"ctl", "stats"}; !reflect.DeepEqual(got, want) {
+	if got, want := names(t, filepath.Join(dir, "host")), []string{"ctl", "seqpacket", "stats"}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("host/ lists %v, want %v", got, want)
 	}
 	if got, _ := os.Readlink(filepath.Join(dir, "ctl")); got != "/sock/ctl" {
 		t.Fatalf("ctl -> %q", got)
 	}
-	if got, _ := os.Readlink(filepath.Join(dir, "host", "ctl")); got != "/sock/host.ctl" {
-		t.Fatalf("host/ctl -> %q", got)
+	for link, want := range map[string]string{
+		"host/ctl": "/sock/host.ctl", "seqpacket": "/sock/seqpacket", "host/seqpacket": "/sock/host.seqpacket",
+	} {
+		if got, _ := os.Readlink(filepath.Join(dir, link)); got != want {
+			t.Fatalf("%s -> %q, want %q", link, got, want)
+		}
 	}
 	if v := statKey(t, filepath.Join(dir, "host", "stats"), "attached"); v != "no" {
 		t.Fatalf("attached: %s", v)
@@ -269,7 +273,7 @@ func TestTreeCannotBeChanged(t *testing.T) {
 			t.Errorf("%s: %v, want EPERM or EACCES", name, err)
 		}
 	}
-	if got := names(t, dir); !reflect.DeepEqual(got, []string{"ctl", "host", "links", "stats"}) {
+	if got := names(t, dir); !reflect.DeepEqual(got, []string{"ctl", "host", "links", "seqpacket", "stats"}) {
 		t.Fatalf("root changed: %v", got)
 	}
 	if got := names(t, ln); !reflect.DeepEqual(got, []string{"close", "stats"}) {

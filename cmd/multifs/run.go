@@ -103,7 +103,8 @@ func serve(opts *options, notify *readyNotifier) (err error) {
 	undo = append(undo, srv.Close)
 
 	fuseSrv, err := fsys.Mount(opts.path, fsys.Config{
-		Multilink: ml, Perms: p, LinkCtl: srv.LinkCtl(), HostCtl: srv.HostCtl(), Log: log,
+		Multilink: ml, Perms: p, Log: log,
+		LinkCtl: srv.LinkCtl(), HostCtl: srv.HostCtl(), LinkSeq: srv.LinkSeqpacket(), HostSeq: srv.HostSeqpacket(),
 	})
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", opts.path, err)

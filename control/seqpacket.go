@@ -1,0 +1,151 @@
+package control
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"multifs/multilink"
+)
+
+// The native SOCK_SEQPACKET entries speak the newer vdeplug4 ptp:// protocol
+// (protocols.md §3): on accept the server sends one byte, 0 for "accepted"
+// or an errno (EISCONN when the host entry is taken) before closing. Then
+// one frame per message both ways; EOF ends the peer, no side channel.
+
+// Names of the seqpacket listening sockets inside the socket directory.
+const (
+	LinkSeqpacketName = "seqpacket"
+	HostSeqpacketName = "host.seqpacket"
+)
+
+// seqListener is a listening SOCK_SEQPACKET socket whose Accept parks in
+// the poller and returns when the listener is closed.
+type seqListener struct {
+	*pollFD
+	path string
+}
+
+func listenSeqpacket(path string) (*seqListener, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("socket: %w", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("bind %s: %w", path, err)
+	}
+	if err := unix.Listen(fd, 128); err != nil {
+		unix.Close(fd)
+		os.Remove(path)
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	p, err := newPollFD(fd, path)
+	if err != nil {
+		os.Remove(path)
+		return nil, err
+	}
+	return &seqListener{pollFD: p, path: path}, nil
+}
+
+// accept returns a connected, non-blocking socket.
+func (l *seqListener) accept() (int, error) {
+	var nfd int
+	var aerr error
+	err := l.rc.Read(func(fd uintptr) bool {
+		nfd, _, aerr = unix.Accept4(int(fd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		return aerr != unix.EAGAIN
+	})
+	if err != nil {
+		return -1, err
+	}
+	return nfd, aerr
+}
+
+func (l *seqListener) close() {
+	l.Close()
+	os.Remove(l.path)
+}
+
+// joinSeqpacket admits one seqpacket peer: ack, then hand over.
+func (s *Server) joinSeqpacket(fd int, isHost bool) {
+	log := s.log.WithField("role", roleName(isHost)).WithField("transport", "seqpacket")
+	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+	if err != nil {
+		log.WithError(err).Warn("refused: no peer credentials")
+		unix.Close(fd)
+		return
+	}
+	log = log.WithField("pid", cred.Pid).WithField("uid", cred.Uid)
+	if isHost && s.ml.HostAttached() {
+		log.Warn("refused: a host is already attached")
+		unix.Write(fd, []byte{byte(unix.EISCONN)})
+		unix.Close(fd)
+		return
+	}
+	// The ack goes first, so that no frame can overtake it. The socket is
+	// new, so this one-byte write cannot block.
+	if _, err := unix.Write(fd, []byte{0}); err != nil {
+		log.WithError(err).Warn("client left before the ack")
+		unix.Close(fd)
+		return
+	}
+	conn, err := newPollFD(fd, "seqpacket")
+	if err != nil {
+		log.WithError(err).Warn("refused")
+		return
+	}
+	conn.connected = true
+	info := multilink.PeerInfo{Transport: "seqpacket", PID: cred.Pid, UID: cred.Uid, GID: cred.Gid, Since: time.Now()}
+	if isHost {
+		_, err = s.ml.AttachHost(info, conn, nil)
+	} else {
+		_, err = s.ml.AddLink(info, conn, nil)
+	}
+	if err != nil {
+		// Lost a race for the host slot, or shutting down: the peer sees EOF.
+		log.WithError(err).Warn("refused after ack")
+		conn.Close()
+	}
+}
+
+func roleName(isHost bool) string {
+	if isHost {
+		return "host"
+	}
+	return "link"
+}
+
+// DialSeqpacket joins through a seqpacket entry (PATH/seqpacket or
+// PATH/host/seqpacket) and waits for the ack.
+func DialSeqpacket(path string) (*Client, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("socket: %w", err)
+	}
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("connect to %s: %w", path, err)
+	}
+	tv := unix.NsecToTimeval(int64(HandshakeTimeout))
+	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+	ack := make([]byte, 1)
+	n, err := unix.Read(fd, ack)
+	if err != nil || n != 1 {
+		unix.Close(fd)
+		return nil, fmt.Errorf("no ack from %s (n=%d): %v", path, n, err)
+	}
+	if ack[0] != 0 {
+		unix.Close(fd)
+		return nil, fmt.Errorf("refused by %s: %w", path, unix.Errno(ack[0]))
+	}
+	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{})
+	data, err := newPollFD(fd, path)
+	if err != nil {
+		return nil, err
+	}
+	data.connected = true
+	return &Client{data: data}, nil
+}
