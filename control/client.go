@@ -90,17 +90,7 @@ func Dial(dir, description string) (*Client, error) {
 func (c *Client) Done() <-chan struct{} { return c.done }
 
 // Send sends one frame, waiting while the daemon's socket is full.
-func (c *Client) Send(frame []byte) error {
-	var serr error
-	err := c.data.rc.Write(func(fd uintptr) bool {
-		serr = unix.Send(int(fd), frame, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
-		return serr != unix.EAGAIN
-	})
-	if err != nil {
-		return err
-	}
-	return serr
-}
+func (c *Client) Send(frame []byte) error { return c.data.Send(frame) }
 
 // TrySend sends one frame or fails at once if the socket is full.
 func (c *Client) TrySend(frame []byte) error { return c.data.TrySend(frame) }

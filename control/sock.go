@@ -1,17 +1,15 @@
 package control
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"syscall"
 
 	"golang.org/x/sys/unix"
-)
 
-// ErrWouldBlock is returned by TrySend when the peer's socket is full.
-var ErrWouldBlock = errors.New("peer socket full")
+	"multifs/multilink"
+)
 
 // pollFD wraps a non-blocking socket in an *os.File so that reads park in
 // Go's network poller (one cheap goroutine per peer, no thread) while sends
@@ -84,7 +82,21 @@ func (p *pollFD) TrySend(frame []byte) error {
 		return err
 	}
 	if serr == unix.EAGAIN {
-		return ErrWouldBlock
+		return multilink.ErrWouldBlock
+	}
+	return serr
+}
+
+// Send sends one message, parking in the poller while the socket is full.
+// It fails once the socket is closed.
+func (p *pollFD) Send(frame []byte) error {
+	var serr error
+	err := p.rc.Write(func(fd uintptr) bool {
+		serr = unix.Send(int(fd), frame, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+		return serr != unix.EAGAIN
+	})
+	if err != nil {
+		return err
 	}
 	return serr
 }

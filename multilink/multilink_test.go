@@ -39,10 +39,22 @@ func (c *fakeConn) TrySend(frame []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.full {
-		return errors.New("full")
+		return ErrWouldBlock
 	}
 	c.sent = append(c.sent, append([]byte(nil), frame...))
 	return nil
+}
+
+// Send stands for a socket that stays full while c.full: it waits for close.
+func (c *fakeConn) Send(frame []byte) error {
+	c.mu.Lock()
+	full := c.full
+	c.mu.Unlock()
+	if full {
+		<-c.closed
+		return io.ErrClosedPipe
+	}
+	return c.TrySend(frame)
 }
 
 func (c *fakeConn) Close() error {
@@ -145,7 +157,7 @@ func TestFrameSizes(t *testing.T) {
 	}
 }
 
-func TestDropsAreCountedNotBlocking(t *testing.T) {
+func TestStuckPeerLosesFramesButStallsNobody(t *testing.T) {
 	m := New(testLog())
 	defer m.Close()
 	hc := newFakeConn()
@@ -154,13 +166,58 @@ func TestDropsAreCountedNotBlocking(t *testing.T) {
 	stuck.full = true
 	sl, _ := m.AddLink(PeerInfo{}, stuck, nil)
 	ol, _ := m.AddLink(PeerInfo{}, ok, nil)
-	for i := 0; i < 10; i++ {
+	queued := QueueBytes / 64
+	total := queued + 10
+	for i := 0; i < total; i++ {
 		hc.in <- frameOf(64, byte(i))
 	}
-	eventually(t, "frames through", func() bool { return h.Counters().RxPackets == 10 })
-	eventually(t, "frames to the healthy link", func() bool { return ol.Counters().TxPackets == 10 })
+	eventually(t, "frames through", func() bool { return h.Counters().RxPackets == uint64(total) })
+	eventually(t, "frames to the healthy link", func() bool { return ol.Counters().TxPackets == uint64(total) })
 	if c := sl.Counters(); c.TxDropped != 10 || c.TxPackets != 0 {
-		t.Fatalf("stuck link counters %+v, want 10 dropped", c)
+		t.Fatalf("stuck link counters %+v, want %d queued and 10 dropped", c, queued)
+	}
+}
+
+// burstConn's socket is full until release is closed.
+type burstConn struct {
+	*fakeConn
+	release chan struct{}
+}
+
+func (c *burstConn) TrySend(frame []byte) error {
+	select {
+	case <-c.release:
+		return c.fakeConn.TrySend(frame)
+	default:
+		return ErrWouldBlock
+	}
+}
+
+func (c *burstConn) Send(frame []byte) error {
+	<-c.release
+	return c.fakeConn.TrySend(frame)
+}
+
+func TestBurstIsQueuedInOrder(t *testing.T) {
+	m := New(testLog())
+	defer m.Close()
+	hc := newFakeConn()
+	h, _ := m.AttachHost(PeerInfo{}, hc, nil)
+	lc := &burstConn{fakeConn: newFakeConn(), release: make(chan struct{})}
+	l, _ := m.AddLink(PeerInfo{}, lc, nil)
+	for i := 0; i < 100; i++ {
+		hc.in <- frameOf(64+i, byte(i))
+	}
+	eventually(t, "frames read", func() bool { return h.Counters().RxPackets == 100 })
+	close(lc.release) // the peer catches up
+	eventually(t, "queue drained", func() bool { return l.Counters().TxPackets == 100 })
+	for i, f := range lc.sentFrames() {
+		if !bytes.Equal(f, frameOf(64+i, byte(i))) {
+			t.Fatalf("frame %d out of order or damaged (len %d)", i, len(f))
+		}
+	}
+	if d := l.Counters().TxDropped; d != 0 {
+		t.Fatalf("%d frames dropped from a burst that fits the queue", d)
 	}
 }
 

@@ -18,13 +18,26 @@ import (
 //
 // Recv blocks until a message arrives and returns its full length, which may
 // exceed len(buf) (the message was then truncated and must be dropped).
-// TrySend never blocks: a full socket is an error. After Close, Recv returns
-// an error promptly, so the reader goroutine ends.
+// TrySend never blocks: a full socket returns ErrWouldBlock. Send waits
+// until the socket takes the frame. After Close, Recv and Send return an
+// error promptly, so the goroutines using them end.
 type Conn interface {
 	Recv(buf []byte) (n int, err error)
 	TrySend(frame []byte) error
+	Send(frame []byte) error
 	Close() error
 }
+
+// ErrWouldBlock is what Conn.TrySend returns when the peer's socket is full.
+var ErrWouldBlock = errors.New("peer socket full")
+
+// QueueBytes bounds the frames waiting for one slow peer. A unix datagram
+// socket accepts only a few frames (net.unix.max_dgram_qlen, 10 by default)
+// before the reader drains it, so a burst would lose frames to a peer that
+// is merely a little late; the queue absorbs that. A peer that stays stuck
+// fills its queue and then loses frames (tx_dropped), and never stalls the
+// sender or the other peers.
+const QueueBytes = 256 << 10
 
 // PeerInfo is who a peer is, as learnt at join time.
 type PeerInfo struct {
@@ -49,6 +62,16 @@ type Port struct {
 
 	rxPackets, rxBytes, rxDropped atomic.Uint64
 	txPackets, txBytes, txDropped atomic.Uint64
+
+	// out holds frames the peer's socket could not take at once, in order.
+	// While it is not empty a writer goroutine drains it and every new frame
+	// queues behind it, so frames are never reordered.
+	out struct {
+		sync.Mutex
+		frames  [][]byte
+		bytes   int
+		writing bool
+	}
 
 	closeOnce sync.Once
 	closed    atomic.Bool
@@ -129,15 +152,81 @@ func (p *Port) readLoop() {
 	}
 }
 
+// send delivers a frame to this peer without ever blocking the caller: at
+// once if the socket takes it, else through the bounded queue.
 func (p *Port) send(frame []byte) {
-	if err := p.conn.TrySend(frame); err != nil {
-		if p.txDropped.Add(1) == 1 {
-			p.log.WithError(err).Debug("first frame dropped towards this peer")
+	p.out.Lock()
+	if len(p.out.frames) == 0 {
+		err := p.conn.TrySend(frame)
+		if err == nil {
+			p.out.Unlock()
+			p.countTx(len(frame))
+			return
 		}
+		if !errors.Is(err, ErrWouldBlock) {
+			p.out.Unlock()
+			p.drop(err)
+			return
+		}
+	}
+	if p.out.bytes+len(frame) > QueueBytes || p.Closed() {
+		p.out.Unlock()
+		p.drop(ErrWouldBlock)
 		return
 	}
+	p.out.frames = append(p.out.frames, append([]byte(nil), frame...))
+	p.out.bytes += len(frame)
+	if !p.out.writing {
+		p.out.writing = true
+		go p.drain()
+	}
+	p.out.Unlock()
+}
+
+// drain sends the queued frames, waiting for the socket as needed, and ends
+// when the queue is empty or the port is closed.
+func (p *Port) drain() {
+	for {
+		p.out.Lock()
+		if len(p.out.frames) == 0 {
+			p.out.writing = false
+			p.out.Unlock()
+			return
+		}
+		f := p.out.frames[0]
+		p.out.Unlock()
+
+		err := p.conn.Send(f)
+
+		p.out.Lock()
+		p.out.frames[0] = nil
+		p.out.frames = p.out.frames[1:]
+		p.out.bytes -= len(f)
+		p.out.Unlock()
+		if err == nil {
+			p.countTx(len(f))
+			continue
+		}
+		p.drop(err)
+		if p.Closed() || isClosedErr(err) {
+			p.out.Lock()
+			p.txDropped.Add(uint64(len(p.out.frames)))
+			p.out.frames, p.out.bytes, p.out.writing = nil, 0, false
+			p.out.Unlock()
+			return
+		}
+	}
+}
+
+func (p *Port) countTx(n int) {
 	p.txPackets.Add(1)
-	p.txBytes.Add(uint64(len(frame)))
+	p.txBytes.Add(uint64(n))
+}
+
+func (p *Port) drop(err error) {
+	if p.txDropped.Add(1) == 1 {
+		p.log.WithError(err).Debug("first frame dropped towards this peer")
+	}
 }
 
 func isClosedErr(err error) bool {
