@@ -73,16 +73,19 @@ func Dial(dir, description string) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{ctl: ctl, data: data, done: make(chan struct{})}
-	go func() {
-		var b [64]byte
-		for {
-			if _, err := ctl.Read(b[:]); err != nil {
-				close(c.done)
-				return
-			}
-		}
-	}()
+	go c.watch()
 	return c, nil
+}
+
+// watch closes done when the control stream ends.
+func (c *Client) watch() {
+	var b [64]byte
+	for {
+		if _, err := c.ctl.Read(b[:]); err != nil {
+			close(c.done)
+			return
+		}
+	}
 }
 
 // Done is closed when the daemon ends a vde-2 connection (control stream

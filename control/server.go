@@ -322,6 +322,19 @@ func checkClientSocket(path string, cred *unix.Ucred) error {
 // socket bound at SOCKDIR/name, with the multilink's mode and group, and
 // connected to the client's socket.
 func (s *Server) dataSocket(name, peer string) (*pollFD, string, error) {
+	p, path, err := s.dataSocketRaw(name, peer)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := s.perms.Apply(path, s.perms.SocketMode()); err != nil {
+		p.Close()
+		os.Remove(path)
+		return nil, "", err
+	}
+	return p, path, nil
+}
+
+func (s *Server) dataSocketRaw(name, peer string) (*pollFD, string, error) {
 	path := filepath.Join(s.dir, name)
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 	if err != nil {
@@ -334,9 +347,6 @@ func (s *Server) dataSocket(name, peer string) (*pollFD, string, error) {
 	}
 	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
 		return fail(fmt.Errorf("bind %s: %w", path, err))
-	}
-	if err := s.perms.Apply(path, s.perms.SocketMode()); err != nil {
-		return fail(err)
 	}
 	if err := connectPeer(fd, peer); err != nil {
 		return fail(err)
