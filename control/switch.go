@@ -11,6 +11,7 @@ import (
 // client and returns its data channel. The benchmark uses it as the far end
 // of the reference (`vde_plug multi://... vde://DIR`), so that both sides of
 // a comparison are measured by the same Go code over the same socket hops.
+// Its sockets stay in DIR; the caller removes DIR.
 func Port1(dir string) (*Client, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
@@ -41,7 +42,6 @@ func Port1(dir string) (*Client, error) {
 		c.Close()
 		return nil, err
 	}
-	os.Remove(path) // connected both ways: the name is no longer needed
 	cl := &Client{ctl: c, data: fd, done: make(chan struct{})}
 	go cl.watch()
 	return cl, nil
