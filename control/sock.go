@@ -20,7 +20,10 @@ type pollFD struct {
 	// connected marks a SOCK_SEQPACKET socket, where recv returning 0 is
 	// either an empty message or the peer's EOF.
 	connected bool
+	rx, tx    mmsg // batched I/O scratch (batch.go)
 }
+
+var errEOF = io.EOF
 
 func newPollFD(fd int, name string) (*pollFD, error) {
 	if err := unix.SetNonblock(fd, true); err != nil {
@@ -53,7 +56,7 @@ func (p *pollFD) Recv(buf []byte) (int, error) {
 		return 0, rerr
 	}
 	if n == 0 && p.connected && p.peerGone() {
-		return 0, io.EOF
+		return 0, errEOF
 	}
 	return n, nil
 }

@@ -25,10 +25,13 @@ type nullConn struct {
 
 func newNullConn() *nullConn { return &nullConn{closed: make(chan struct{})} }
 
-func (c *nullConn) Recv(buf []byte) (int, error) { <-c.closed; return 0, io.EOF }
-func (c *nullConn) TrySend([]byte) error         { return nil }
-func (c *nullConn) Send([]byte) error            { return nil }
-func (c *nullConn) Close() error                 { c.once.Do(func() { close(c.closed) }); return nil }
+func (c *nullConn) RecvBatch(func() ([][]byte, []int), func()) (int, error) {
+	<-c.closed
+	return 0, io.EOF
+}
+func (c *nullConn) TrySendBatch(frames [][]byte) (int, error) { return len(frames), nil }
+func (c *nullConn) Send([]byte) error                         { return nil }
+func (c *nullConn) Close() error                              { c.once.Do(func() { close(c.closed) }); return nil }
 
 func mount(t *testing.T, spec perms.Spec) (string, *multilink.Multilink, perms.Perms) {
 	t.Helper()

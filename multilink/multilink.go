@@ -203,24 +203,24 @@ func (m *Multilink) publishLinksLocked() {
 	m.linkSnap.Store(&snap)
 }
 
-// fromLink delivers a frame that arrived on a link: to the host only.
-func (m *Multilink) fromLink(frame []byte) {
+// fromLink delivers frames that arrived on a link: to the host only.
+func (m *Multilink) fromLink(frames [][]byte) {
 	h := m.host.Load()
 	if h == nil {
-		m.droppedNoHost.Add(1)
+		m.droppedNoHost.Add(uint64(len(frames)))
 		return
 	}
-	h.send(frame)
+	h.send(frames)
 }
 
-// fromHost delivers a frame that arrived from the host: to every link.
-func (m *Multilink) fromHost(frame []byte) {
+// fromHost delivers frames that arrived from the host: to every link.
+func (m *Multilink) fromHost(frames [][]byte) {
 	links := *m.linkSnap.Load()
 	if len(links) == 0 {
-		m.droppedNoLink.Add(1)
+		m.droppedNoLink.Add(uint64(len(frames)))
 		return
 	}
 	for _, l := range links {
-		l.send(frame)
+		l.send(frames)
 	}
 }

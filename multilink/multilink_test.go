@@ -12,7 +12,7 @@ import (
 )
 
 // fakeConn is an in-memory Conn: frames pushed into in are received, frames
-// sent are recorded; full makes TrySend fail as a full socket would.
+// sent are recorded; full makes sends fail as a full socket would.
 type fakeConn struct {
 	in     chan []byte
 	mu     sync.Mutex
@@ -26,13 +26,37 @@ func newFakeConn() *fakeConn {
 	return &fakeConn{in: make(chan []byte, 16), closed: make(chan struct{})}
 }
 
-func (c *fakeConn) Recv(buf []byte) (int, error) {
+func (c *fakeConn) RecvBatch(get func() ([][]byte, []int), put func()) (int, error) {
+	var first []byte
 	select {
-	case f := <-c.in:
-		return copy(buf, f) + max(0, len(f)-len(buf)), nil
+	case first = <-c.in:
 	case <-c.closed:
 		return 0, io.EOF
 	}
+	bufs, sizes := get()
+	n := 0
+	for f := first; ; {
+		sizes[n] = copy(bufs[n], f) + max(0, len(f)-len(bufs[n]))
+		n++
+		if n == len(bufs) {
+			return n, nil
+		}
+		select {
+		case f = <-c.in:
+			continue
+		default:
+		}
+		return n, nil
+	}
+}
+
+func (c *fakeConn) TrySendBatch(frames [][]byte) (int, error) {
+	for i, f := range frames {
+		if err := c.TrySend(f); err != nil {
+			return i, err
+		}
+	}
+	return len(frames), nil
 }
 
 func (c *fakeConn) TrySend(frame []byte) error {
@@ -191,6 +215,15 @@ func (c *burstConn) TrySend(frame []byte) error {
 	default:
 		return ErrWouldBlock
 	}
+}
+
+func (c *burstConn) TrySendBatch(frames [][]byte) (int, error) {
+	for i, f := range frames {
+		if err := c.TrySend(f); err != nil {
+			return i, err
+		}
+	}
+	return len(frames), nil
 }
 
 func (c *burstConn) Send(frame []byte) error {

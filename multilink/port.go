@@ -3,6 +3,7 @@ package multilink
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strconv"
@@ -14,16 +15,21 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
-// Conn is a peer's data channel: one Ethernet frame per message.
+// Conn is a peer's data channel: one Ethernet frame per message, moved in
+// batches.
 //
-// Recv blocks until a message arrives and returns its full length, which may
-// exceed len(buf) (the message was then truncated and must be dropped).
-// TrySend never blocks: a full socket returns ErrWouldBlock. Send waits
-// until the socket takes the frame. After Close, Recv and Send return an
-// error promptly, so the goroutines using them end.
+// RecvBatch waits until frames arrive and reads what is there, up to a
+// batch, into buffers it asks get for right before each receive attempt; it
+// calls put when an attempt found nothing, so it holds no buffer while it
+// waits. It puts each frame's real length in sizes (more than its buffer if
+// the frame was truncated). TrySendBatch sends frames in order until one
+// does not fit and never waits; it returns how many went, and ErrWouldBlock
+// if the socket was full. Send waits until the socket takes one frame.
+// After Close every method returns an error promptly, so the goroutines
+// using them end. A Conn has one reader; the multilink serializes senders.
 type Conn interface {
-	Recv(buf []byte) (n int, err error)
-	TrySend(frame []byte) error
+	RecvBatch(get func() (bufs [][]byte, sizes []int), put func()) (int, error)
+	TrySendBatch(frames [][]byte) (int, error)
 	Send(frame []byte) error
 	Close() error
 }
@@ -125,58 +131,84 @@ func (p *Port) Close() {
 
 func (p *Port) readLoop() {
 	defer p.ml.wg.Done()
-	// One extra byte lets Recv report an oversized frame instead of silently
-	// delivering a truncated one.
-	buf := make([]byte, MaxFrame+1)
+	var b *batch
+	get := func() ([][]byte, []int) {
+		b = batchPool.Get().(*batch)
+		return b.bufs, b.sizes
+	}
+	put := func() {
+		batchPool.Put(b)
+		b = nil
+	}
 	for {
-		n, err := p.conn.Recv(buf)
+		n, err := p.conn.RecvBatch(get, put)
 		if err != nil {
-			if !p.Closed() && !isClosedErr(err) {
-				p.log.WithError(err).Warn("receive failed; closing")
+			if b != nil {
+				put()
 			}
-			p.Close()
+			p.readFailed(err)
 			return
 		}
-		if n < MinFrame || n > MaxFrame {
-			p.rxDropped.Add(1)
-			p.log.WithField("len", n).Debug("dropping frame of bad size")
-			continue
+		frames := b.frames[:0]
+		for i := 0; i < n; i++ {
+			size := b.sizes[i]
+			if size < MinFrame || size > MaxFrame {
+				p.rxDropped.Add(1)
+				p.log.WithField("len", size).Debug("dropping frame of bad size")
+				continue
+			}
+			p.rxPackets.Add(1)
+			p.rxBytes.Add(uint64(size))
+			frames = append(frames, b.bufs[i][:size])
 		}
-		p.rxPackets.Add(1)
-		p.rxBytes.Add(uint64(n))
-		if p.isHost {
-			p.ml.fromHost(buf[:n])
-		} else {
-			p.ml.fromLink(buf[:n])
+		if len(frames) > 0 {
+			if p.isHost {
+				p.ml.fromHost(frames)
+			} else {
+				p.ml.fromLink(frames)
+			}
 		}
+		put()
 	}
 }
 
-// send delivers a frame to this peer without ever blocking the caller: at
-// once if the socket takes it, else through the bounded queue.
-func (p *Port) send(frame []byte) {
+func (p *Port) readFailed(err error) {
+	if !p.Closed() && !isClosedErr(err) && !errors.Is(err, io.EOF) {
+		p.log.WithError(err).Warn("receive failed; closing")
+	}
+	p.Close()
+}
+
+// send delivers frames to this peer, in order, without ever blocking the
+// caller: at once as far as the socket takes them, the rest through the
+// bounded queue. frames are the caller's: whatever is queued is copied.
+func (p *Port) send(frames [][]byte) {
 	p.out.Lock()
+	i := 0
 	if len(p.out.frames) == 0 {
-		err := p.conn.TrySend(frame)
-		if err == nil {
-			p.out.Unlock()
-			p.countTx(len(frame))
-			return
+		k, err := p.conn.TrySendBatch(frames)
+		for _, f := range frames[:k] {
+			p.countTx(len(f))
 		}
-		if !errors.Is(err, ErrWouldBlock) {
+		i = k
+		if err != nil && !errors.Is(err, ErrWouldBlock) {
+			// The peer is gone or broken (it will be closed by its
+			// reader): what did not go is lost.
 			p.out.Unlock()
-			p.drop(err)
+			p.drop(err, len(frames)-i)
 			return
 		}
 	}
-	if p.out.bytes+len(frame) > QueueBytes || p.Closed() {
-		p.out.Unlock()
-		p.drop(ErrWouldBlock)
-		return
+	for ; i < len(frames); i++ {
+		f := frames[i]
+		if p.out.bytes+len(f) > QueueBytes || p.Closed() {
+			p.drop(ErrWouldBlock, 1)
+			continue
+		}
+		p.out.frames = append(p.out.frames, append([]byte(nil), f...))
+		p.out.bytes += len(f)
 	}
-	p.out.frames = append(p.out.frames, append([]byte(nil), frame...))
-	p.out.bytes += len(frame)
-	if !p.out.writing {
+	if len(p.out.frames) > 0 && !p.out.writing {
 		p.out.writing = true
 		go p.drain()
 	}
@@ -207,7 +239,7 @@ func (p *Port) drain() {
 			p.countTx(len(f))
 			continue
 		}
-		p.drop(err)
+		p.drop(err, 1)
 		if p.Closed() || isClosedErr(err) {
 			p.out.Lock()
 			p.txDropped.Add(uint64(len(p.out.frames)))
@@ -223,8 +255,11 @@ func (p *Port) countTx(n int) {
 	p.txBytes.Add(uint64(n))
 }
 
-func (p *Port) drop(err error) {
-	if p.txDropped.Add(1) == 1 {
+func (p *Port) drop(err error, n int) {
+	if n <= 0 {
+		return
+	}
+	if p.txDropped.Add(uint64(n)) == uint64(n) {
 		p.log.WithError(err).Debug("first frame dropped towards this peer")
 	}
 }
