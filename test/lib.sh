@@ -1,0 +1,341 @@
+# shellcheck shell=bash
+# lib.sh: common helpers for multifs's shell integration tests.
+#
+# Source it first thing from a test script:
+#
+#	. "$(dirname "$0")/lib.sh"
+#
+# It sets ROOT, MULTIFS, VDEPROBE (building the binaries if they are
+# missing), a per-test scratch directory $SCRATCH, result counters and a
+# cleanup registry run on EXIT/INT/TERM. A script ends with `finish`, which
+# prints "N passed, N failed" and exits non-zero if anything failed.
+
+set -u
+
+TEST_NAME=$(basename "${0%.sh}")
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+MULTIFS=${MULTIFS:-$ROOT/bin/multifs}
+VDEPROBE=${VDEPROBE:-$ROOT/bin/vdeprobe}
+
+PASS=0
+FAIL=0
+_PIDS=()     # processes to kill at exit (vde_plug, probes, ping, multifs -f)
+_DAEMONS=()  # multifs daemons (pids) to stop at exit
+_MOUNTS=()   # mountpoints to unmount at exit
+_NETNS=()    # network namespaces to delete at exit
+_AT_EXIT=()  # shell commands to eval at exit
+_CLEANED=0
+
+# ---------------------------------------------------------------------------
+# results
+
+pass() {
+	PASS=$((PASS + 1))
+	echo "ok   $TEST_NAME: $1"
+}
+
+# fail NAME REASON
+fail() {
+	FAIL=$((FAIL + 1))
+	echo "FAIL $TEST_NAME: $1: ${2:-}"
+}
+
+# check NAME CMD...: pass if CMD succeeds.
+check() {
+	local name=$1 out rc
+	shift
+	out=$("$@" 2>&1)
+	rc=$?
+	if [ "$rc" -eq 0 ]; then
+		pass "$name"
+	else
+		fail "$name" "\`$*\` exited $rc${out:+: $(printf '%s' "$out" | head -c 300)}"
+	fi
+	return "$rc"
+}
+
+# check_fails NAME CMD...: pass if CMD fails.
+check_fails() {
+	local name=$1 rc
+	shift
+	"$@" >/dev/null 2>&1
+	rc=$?
+	if [ "$rc" -ne 0 ]; then
+		pass "$name"
+		return 0
+	fi
+	fail "$name" "\`$*\` succeeded, should have failed"
+	return 1
+}
+
+# check_eq NAME EXPECTED ACTUAL
+check_eq() {
+	if [ "$2" = "$3" ]; then
+		pass "$1"
+		return 0
+	fi
+	fail "$1" "expected '$2', got '$3'"
+	return 1
+}
+
+# note TEXT: informational output, not a result.
+note() { echo "     $TEST_NAME: $*"; }
+
+# ---------------------------------------------------------------------------
+# time and polling
+
+# now_ms: milliseconds since the epoch.
+now_ms() {
+	local t=${EPOCHREALTIME//[.,]/}
+	echo $((t / 1000))
+}
+
+# wait_for 'SHELL COMMAND' TIMEOUT_SECONDS: poll every 50 ms until the command
+# succeeds (0) or the timeout passes (1). The command is eval'ed.
+wait_for() {
+	local cmd=$1 timeout=${2:-2} deadline
+	deadline=$(($(now_ms) + $(awk -v t="$timeout" 'BEGIN { printf "%d", t * 1000 }')))
+	while :; do
+		eval "$cmd" >/dev/null 2>&1 && return 0
+		[ "$(now_ms)" -ge "$deadline" ] && return 1
+		sleep 0.05
+	done
+}
+
+# ---------------------------------------------------------------------------
+# processes
+
+# alive PID: the process exists and is not a zombie.
+alive() {
+	local st
+	[ -n "${1:-}" ] || return 1
+	st=$(awk '/^State:/ { print $2 }' "/proc/$1/status" 2>/dev/null) || return 1
+	[ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
+}
+
+# wait_exit PID TIMEOUT: wait until PID has exited (a zombie counts).
+wait_exit() { wait_for "! alive $1" "${2:-2}"; }
+
+# track PID...: kill these at exit.
+track() { _PIDS+=("$@"); }
+
+# bg CMD...: run CMD in the background, output appended to
+# $SCRATCH/bg.log, and track it. Its pid is left in $LASTPID. It is
+# disowned (bash would report a peer's crash at cleanup as noise); use
+# `cmd & wait $!` instead where the exit status matters.
+bg() {
+	"$@" </dev/null >>"$SCRATCH/bg.log" 2>&1 &
+	LASTPID=$!
+	disown "$LASTPID" 2>/dev/null
+	track "$LASTPID"
+}
+
+# descendants PID: all descendants of PID (by parent pid), deepest first.
+descendants() {
+	local c
+	for c in $(pgrep -P "$1" 2>/dev/null); do
+		descendants "$c"
+		echo "$c"
+	done
+}
+
+# kill_tree PID: TERM the process and its descendants, KILL them after 1 s.
+kill_tree() {
+	local pids p
+	alive "$1" || return 0
+	pids="$(descendants "$1") $1"
+	for p in $pids; do kill -TERM "$p" 2>/dev/null; done
+	for p in $pids; do
+		wait_exit "$p" 1 || kill -KILL "$p" 2>/dev/null
+	done
+}
+
+# ---------------------------------------------------------------------------
+# multifs
+
+# is_mounted PATH
+is_mounted() { awk -v p="$1" '$2 == p { f = 1 } END { exit !f }' /proc/mounts; }
+
+# sockdir_of PATH: the default socket directory, /a/.b.multifs for /a/b.
+sockdir_of() { echo "$(dirname "$1")/.$(basename "$1").multifs"; }
+
+# daemon_pid PATH: the pid of the multifs process (this binary) serving PATH.
+daemon_pid() {
+	local exe want d p args
+	want=$(readlink -f "$MULTIFS")
+	for d in /proc/[0-9]*; do
+		p=${d#/proc/}
+		exe=$(readlink "$d/exe" 2>/dev/null) || continue
+		exe=${exe% (deleted)}
+		[ "$exe" = "$want" ] || continue
+		alive "$p" || continue
+		args=$(tr '\0' '\n' <"$d/cmdline" 2>/dev/null)
+		if printf '%s\n' "$args" | grep -Fxq -- "$1" ||
+			printf '%s\n' "$args" | grep -Fq -- "multi://$1"; then
+			echo "$p"
+			return 0
+		fi
+	done
+	return 1
+}
+
+# track_mount PATH [PID]: unmount PATH and stop its daemon at exit.
+track_mount() {
+	_MOUNTS+=("$1")
+	[ -n "${2:-}" ] && _DAEMONS+=("$2")
+	return 0
+}
+
+# start_multifs PATH [ARGS...]: start a daemonized multifs on PATH (logging
+# to $SCRATCH/NAME.log), track it; its pid is left in $LASTPID.
+start_multifs() {
+	local path=$1 rc
+	shift
+	"$MULTIFS" --log-file "$SCRATCH/$(basename "$path").log" "$@" "$path"
+	rc=$?
+	LASTPID=
+	if [ "$rc" -ne 0 ]; then
+		fail "start multifs $path" "exit status $rc"
+		return 1
+	fi
+	LASTPID=$(daemon_pid "$path")
+	track_mount "$path" "$LASTPID"
+	return 0
+}
+
+# start_multifs_fg PATH [ARGS...]: start `multifs -f` in the background,
+# wait until PATH is mounted; its pid is left in $LASTPID (wait on it for
+# the exit status).
+start_multifs_fg() {
+	local path=$1
+	shift
+	"$MULTIFS" -f "$@" "$path" </dev/null >>"$SCRATCH/$(basename "$path").log" 2>&1 &
+	LASTPID=$!
+	track_mount "$path" "$LASTPID"
+	if ! wait_for "is_mounted '$path' && [ -S '$path/ctl' ]" 5; then
+		fail "start multifs -f $path" "not mounted within 5 s"
+		return 1
+	fi
+	return 0
+}
+
+# stat_key FILE KEY: the value of "KEY: value" in FILE.
+stat_key() { sed -n "s/^$2: //p" "$1" 2>/dev/null | head -n 1; }
+
+# links_of PATH: the open link ids, space-separated.
+links_of() { ls "$1/links" 2>/dev/null | sort -n | tr '\n' ' ' | sed 's/ $//'; }
+
+# ---------------------------------------------------------------------------
+# network namespaces
+
+# track_netns NAME: delete it (and kill what runs inside) at exit.
+track_netns() { _NETNS+=("$1"); }
+
+# ---------------------------------------------------------------------------
+# anything else
+
+# at_exit 'SHELL COMMAND': eval it at exit, after the processes, daemons and
+# mounts are gone and before the namespaces and scratch go; the last
+# registered runs first.
+at_exit() { _AT_EXIT+=("$1"); }
+
+# ---------------------------------------------------------------------------
+# cleanup
+
+cleanup() {
+	local p m n d i
+	[ "$_CLEANED" = 1 ] && return 0
+	_CLEANED=1
+	# 1. Peers and helpers first: a peer started with `ip netns exec` lives
+	# in its own mount namespace, which holds a copy of the FUSE mount.
+	for p in "${_PIDS[@]}"; do kill_tree "$p"; done
+	for n in "${_NETNS[@]}"; do
+		for p in $(ip netns pids "$n" 2>/dev/null); do kill_tree "$p"; done
+	done
+	# 2. The daemons: unmount, which stops them; then insist.
+	for m in "${_MOUNTS[@]}"; do
+		is_mounted "$m" && timeout 5 fusermount -u "$m" 2>/dev/null
+	done
+	for d in "${_DAEMONS[@]}"; do
+		wait_exit "$d" 3 || kill_tree "$d"
+	done
+	for m in "${_MOUNTS[@]}"; do
+		is_mounted "$m" && timeout 5 fusermount -uz "$m" 2>/dev/null
+		is_mounted "$m" && timeout 5 umount -l "$m" 2>/dev/null
+	done
+	# 3. What the test registered, last first.
+	for ((i = ${#_AT_EXIT[@]} - 1; i >= 0; i--)); do
+		eval "${_AT_EXIT[$i]}" >/dev/null 2>&1
+	done
+	# 4. Namespaces.
+	for n in "${_NETNS[@]}"; do ip netns del "$n" 2>/dev/null; done
+	# 5. Scratch, never through a live mount.
+	if [ -n "${SCRATCH:-}" ] && [ -d "$SCRATCH" ]; then
+		for m in $(awk -v s="$SCRATCH/" 'index($2, s) == 1 { print $2 }' /proc/mounts); do
+			umount -l "$m" 2>/dev/null
+		done
+		rm -rf "$SCRATCH"
+	fi
+	return 0
+}
+
+_on_exit() {
+	local rc=$?
+	# Finish the cleanup even if a time limit strikes now (timeout -k
+	# still has the last word).
+	trap - EXIT
+	trap '' INT TERM
+	cleanup
+	if [ "$rc" -ne 0 ] && [ "$FAIL" -eq 0 ]; then
+		fail "script" "exited early with status $rc"
+	fi
+	echo "$PASS passed, $FAIL failed"
+	[ "$FAIL" -eq 0 ] && exit 0
+	exit 1
+}
+
+_on_signal() {
+	fail "script" "interrupted by SIG$1"
+	exit 1
+}
+
+# finish: end the script; the EXIT trap cleans up and prints the summary.
+finish() { exit 0; }
+
+trap _on_exit EXIT
+trap '_on_signal INT' INT
+trap '_on_signal TERM' TERM
+
+# ---------------------------------------------------------------------------
+# setup
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "$TEST_NAME: needs root (FUSE, network namespaces, taps)" >&2
+	FAIL=1
+	exit 1
+fi
+for _tool in vde_plug fusermount ip ping timeout pgrep; do
+	if ! command -v "$_tool" >/dev/null 2>&1; then
+		echo "$TEST_NAME: $_tool is missing (apt-get install vdeplug fuse3 iproute2 iputils-ping psmisc)" >&2
+		FAIL=1
+		exit 1
+	fi
+done
+if [ ! -x "$MULTIFS" ] || [ ! -x "$VDEPROBE" ]; then
+	mkdir -p "$(dirname "$MULTIFS")" "$(dirname "$VDEPROBE")"
+	if [ ! -x "$MULTIFS" ] && ! (cd "$ROOT" && go build -o "$MULTIFS" ./cmd/multifs); then
+		echo "$TEST_NAME: cannot build $MULTIFS" >&2
+		FAIL=1
+		exit 1
+	fi
+	if [ ! -x "$VDEPROBE" ] && ! (cd "$ROOT" && go build -o "$VDEPROBE" ./test/vdeprobe); then
+		echo "$TEST_NAME: cannot build $VDEPROBE" >&2
+		FAIL=1
+		exit 1
+	fi
+fi
+
+SCRATCH=/tmp/mft.$$.${TEST_NAME#t_}
+rm -rf "$SCRATCH"
+mkdir -p "$SCRATCH"
+: >"$SCRATCH/bg.log"

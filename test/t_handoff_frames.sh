@@ -1,0 +1,144 @@
+#!/bin/bash
+# t_handoff_frames.sh: a hand-off under a steady stream of numbered frames
+# loses nothing and damages nothing (vdeprobe), and duplicates show while
+# both links are up; frames of every size up to 9234 bytes pass intact;
+# every frame a host sends reaches the links, even just before it leaves.
+. "$(dirname "$0")/lib.sh"
+
+A=$SCRATCH/A
+B=$SCRATCH/B
+start_multifs "$A" || finish
+start_multifs "$B" || finish
+
+# field LINE KEY: the value of KEY=value in a vdeprobe result line.
+field() { printf '%s\n' "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
+
+# start_recv DIR COUNT: a vdeprobe receiver on DIR, joined when this returns;
+# its pid in $RECV, its output in $SCRATCH/recv.out.
+start_recv() {
+	rm -f "$SCRATCH/ready"
+	"$VDEPROBE" recv -dir "$1" -count "$2" -idle 2s -max 40s -ready "$SCRATCH/ready" >"$SCRATCH/recv.out" 2>&1 &
+	RECV=$!
+	track "$RECV"
+	if ! wait_for "[ -e '$SCRATCH/ready' ]" 3; then
+		fail "vdeprobe recv joins $1" "$(cat "$SCRATCH/recv.out")"
+		return 1
+	fi
+}
+
+# wait_recv NAME: wait for the receiver (bounded), leave its line in $RESULT
+# and its exit status in $RECV_RC.
+wait_recv() {
+	RECV_RC=124
+	if wait_exit "$RECV" 45; then
+		wait "$RECV"
+		RECV_RC=$?
+	else
+		fail "$1: vdeprobe recv ends" "still running"
+	fi
+	RESULT=$(grep '^received=' "$SCRATCH/recv.out" | tail -n 1)
+	note "$1: $RESULT"
+}
+
+# --- the hand-off ------------------------------------------------------------------
+COUNT=20000
+start_recv "$B/host" "$COUNT" || finish
+bg vde_plug "$A" "$B"
+L1=$LASTPID
+wait_for "[ -d '$A/links/1' ] && [ -d '$B/links/1' ]" 2 || fail "link 1 joins A and B" "A: '$(links_of "$A")' B: '$(links_of "$B")'"
+
+"$VDEPROBE" send -dir "$A/host" -count "$COUNT" -rate 5000 >"$SCRATCH/send.out" 2>&1 &
+SEND=$!
+track "$SEND"
+sleep 1
+bg vde_plug "$A" = vde_plug "$B"
+L2=$LASTPID
+if wait_for "[ -d '$A/links/2' ] && [ -d '$B/links/2' ]" 2; then
+	pass "link 2 joins A and B while frames flow"
+else
+	fail "link 2 joins A and B while frames flow" "A: '$(links_of "$A")' B: '$(links_of "$B")'"
+fi
+sleep 1
+t0=$(now_ms)
+if (echo 1 >"$A/links/1/close") 2>"$SCRATCH/err"; then
+	pass "close link 1 through A/links/1/close"
+else
+	fail "close link 1 through A/links/1/close" "$(cat "$SCRATCH/err")"
+fi
+if wait_exit "$L1" 1; then
+	pass "link 1's vde_plug exited $(($(now_ms) - t0)) ms after the close"
+else
+	fail "link 1's vde_plug exits within 1 s of the close" "still running"
+fi
+check_eq "A's links after the close" 2 "$(links_of "$A")"
+if wait_for "[ \"\$(links_of '$B')\" = 2 ]" 1; then
+	pass "B's links after the close: 2"
+else
+	fail "B's links after the close" "'$(links_of "$B")'"
+fi
+
+if wait_exit "$SEND" 20; then
+	wait "$SEND"
+	check_eq "vdeprobe send exit status" 0 "$?"
+else
+	fail "vdeprobe send ends" "still running after 20 s"
+fi
+wait_recv "hand-off"
+check_eq "hand-off: vdeprobe recv exit status (nothing lost or corrupt)" 0 "$RECV_RC"
+check_eq "hand-off: unique frames" "$COUNT" "$(field "$RESULT" unique)"
+check_eq "hand-off: lost" 0 "$(field "$RESULT" lost)"
+check_eq "hand-off: corrupt" 0 "$(field "$RESULT" corrupt)"
+dups=$(field "$RESULT" dups)
+if [ "${dups:-0}" -gt 0 ]; then
+	pass "hand-off: duplicates while both links were up ($dups)"
+else
+	fail "hand-off: duplicates while both links were up" "dups=${dups:-?}"
+fi
+check "link 2's vde_plug still runs" alive "$L2"
+
+# --- frame sizes, through the one link left (link 2) --------------------------------
+for size in 9234 26; do
+	start_recv "$B/host" 200 || continue
+	"$VDEPROBE" send -dir "$A/host" -count 200 -rate 1000 -size "$size" >"$SCRATCH/send.out" 2>&1
+	check_eq "size $size: vdeprobe send exit status" 0 "$?"
+	wait_recv "size $size"
+	check_eq "size $size: all 200 frames intact" "0 0 200" \
+		"$(field "$RESULT" lost) $(field "$RESULT" corrupt) $(field "$RESULT" unique)"
+done
+check_eq "no frame of A's host dropped as oversized or short (A/links/2 rx_dropped)" 0 "$(stat_key "$A/links/2/stats" rx_dropped)"
+
+# --- every frame a peer sends reaches the multilink, even right before it leaves ----
+# Sixty short-lived senders, one after the other, each leaving right after
+# its last frame. Every frame must be handed on: sent, or counted as dropped.
+
+# The host side: A's link 2 gets every frame of 30 senders joining as A's host.
+tx0=$(stat_key "$A/links/2/stats" tx_packets)
+dr0=$(stat_key "$A/links/2/stats" tx_dropped)
+nl0=$(stat_key "$A/stats" dropped_no_link)
+for i in $(seq 60); do
+	"$VDEPROBE" send -dir "$A/host" -count 10 -rate 100000 >/dev/null 2>&1
+done
+sleep 0.2
+tx1=$(stat_key "$A/links/2/stats" tx_packets)
+dr1=$(stat_key "$A/links/2/stats" tx_dropped)
+nl1=$(stat_key "$A/stats" dropped_no_link)
+check_eq "a host's last frames before it leaves reach the link (600 sent by 60 senders; link tx_packets+tx_dropped, dropped_no_link)" 600 \
+	"$((tx1 - tx0 + dr1 - dr0 + nl1 - nl0))"
+
+# The link side: a host on A gets every frame of 30 senders joining as links.
+bg vde_plug "$A/host" null://
+wait_for "[ \"\$(stat_key '$A/host/stats' attached)\" = yes ]" 2 || fail "a vde_plug attaches as A's host" "$(head -n 1 "$A/host/stats")"
+tx0=$(stat_key "$A/host/stats" tx_packets)
+dr0=$(stat_key "$A/host/stats" tx_dropped)
+nh0=$(stat_key "$A/stats" dropped_no_host)
+for i in $(seq 60); do
+	"$VDEPROBE" send -dir "$A" -count 10 -rate 100000 >/dev/null 2>&1
+done
+sleep 0.2
+tx1=$(stat_key "$A/host/stats" tx_packets)
+dr1=$(stat_key "$A/host/stats" tx_dropped)
+nh1=$(stat_key "$A/stats" dropped_no_host)
+check_eq "a link's last frames before it leaves reach the host (600 sent by 60 senders; host tx_packets+tx_dropped, dropped_no_host)" 600 \
+	"$((tx1 - tx0 + dr1 - dr0 + nh1 - nh0))"
+
+finish
