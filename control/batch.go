@@ -59,10 +59,17 @@ func (p *pollFD) RecvBatch(get func() ([][]byte, []int), put func()) (int, error
 		n, errno = mmsgCall(unix.SYS_RECVMMSG, fd, &p.rx, k, unix.MSG_DONTWAIT|unix.MSG_TRUNC)
 		if errno == unix.EAGAIN {
 			put()
+			if p.readShut.Load() {
+				errno = unix.ECONNRESET // drained after shutdownRead: EOF
+				return true
+			}
 			return false // park until readable, holding nothing
 		}
 		return true
 	})
+	if errno == unix.ECONNRESET && p.readShut.Load() {
+		return 0, errEOF
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -75,7 +82,7 @@ func (p *pollFD) RecvBatch(get func() ([][]byte, []int), put func()) (int, error
 			sizes[i] = len(bufs[i]) + 1 // truncated: make sure it reads as too long
 		}
 	}
-	if p.connected && n > 0 && sizes[n-1] == 0 && p.peerGone() {
+	if p.eofOnEmpty.Load() && n > 0 && sizes[n-1] == 0 && p.peerGone() {
 		// At a seqpacket EOF every further receive "succeeds" with 0
 		// bytes: the empty tail is the EOF, not messages.
 		for n > 0 && sizes[n-1] == 0 {

@@ -97,7 +97,7 @@ func (s *Server) joinSeqpacket(fd int, isHost bool) {
 		log.WithError(err).Warn("refused")
 		return
 	}
-	conn.connected = true
+	conn.eofOnEmpty.Store(true)
 	info := multilink.PeerInfo{Transport: "seqpacket", PID: cred.Pid, UID: cred.Uid, GID: cred.Gid, Since: time.Now()}
 	if isHost {
 		_, err = s.ml.AttachHost(info, conn, nil)
@@ -146,6 +146,6 @@ func DialSeqpacket(path string) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	data.connected = true
+	data.eofOnEmpty.Store(true)
 	return &Client{data: data}, nil
 }

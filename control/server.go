@@ -254,19 +254,32 @@ func (s *Server) join(c *net.UnixConn, isHost bool) {
 	}
 	// The stream's watcher lives as long as the peer, not the handshake,
 	// so Close (which waits for handshakes) must not wait for it.
-	go watchStream(c, port)
+	go watchStream(c, port, data)
 }
 
 // watchStream waits for the control stream to end, which ends the peer.
 // Nothing is expected on it; anything sent is discarded.
-func watchStream(c *net.UnixConn, port *multilink.Port) {
+//
+// A peer that leaves (vde_plug exiting) may have sent its last frames just
+// before: they are still queued in our data socket. So its end shuts the
+// data socket's read side instead of closing it: the reader drains what is
+// queued, then reads EOF and closes the port. The timeout only guards
+// against a reader that never wakes.
+func watchStream(c *net.UnixConn, port *multilink.Port, data *pollFD) {
 	var buf [256]byte
 	for {
 		if _, err := c.Read(buf[:]); err != nil {
-			port.Close()
-			return
+			break
 		}
 	}
+	if !port.Closed() {
+		data.shutdownRead()
+		select {
+		case <-port.Done():
+		case <-time.After(time.Second):
+		}
+	}
+	port.Close()
 }
 
 // readRequest reads one vde-2 request: the fixed header robustly (it may

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -17,10 +18,13 @@ import (
 type pollFD struct {
 	f  *os.File
 	rc syscall.RawConn
-	// connected marks a SOCK_SEQPACKET socket, where recv returning 0 is
-	// either an empty message or the peer's EOF.
-	connected bool
-	rx, tx    mmsg // batched I/O scratch (batch.go)
+	// eofOnEmpty marks a SOCK_SEQPACKET socket, where receiving 0 bytes
+	// may mean EOF rather than an empty message.
+	eofOnEmpty atomic.Bool
+	// readShut is set once shutdownRead was called: on a datagram socket
+	// an empty queue then means EOF (the kernel only says EAGAIN).
+	readShut atomic.Bool
+	rx, tx   mmsg // batched I/O scratch (batch.go)
 }
 
 var errEOF = io.EOF
@@ -55,7 +59,7 @@ func (p *pollFD) Recv(buf []byte) (int, error) {
 	if rerr != nil {
 		return 0, rerr
 	}
-	if n == 0 && p.connected && p.peerGone() {
+	if n == 0 && p.eofOnEmpty.Load() && p.peerGone() {
 		return 0, errEOF
 	}
 	return n, nil
@@ -105,3 +109,12 @@ func (p *pollFD) Send(frame []byte) error {
 }
 
 func (p *pollFD) Close() error { return p.f.Close() }
+
+// shutdownRead lets the reader drain what is queued and then see EOF. The
+// shutdown also wakes a reader parked in the poller.
+func (p *pollFD) shutdownRead() {
+	p.readShut.Store(true)
+	p.rc.Control(func(fd uintptr) {
+		unix.Shutdown(int(fd), unix.SHUT_RD)
+	})
+}

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/sirupsen/logrus"
+
 	"multifs/perms"
 )
 
@@ -142,6 +144,9 @@ func parseArgs(args []string) (*options, error) {
 	case "text", "json":
 	default:
 		return nil, usageErr("--log-format %q: want text or json", o.logFormat)
+	}
+	if _, err := logrus.ParseLevel(o.logLevel); err != nil {
+		return nil, usageErr("--log-level %q: want trace, debug, info, warn or error", o.logLevel)
 	}
 	return o, nil
 }

@@ -19,11 +19,11 @@ const version = "0.1.0"
 func main() {
 	opts, err := parseArgs(os.Args[1:])
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "multifs: %v\n", trimUsage(err))
 		if errors.Is(err, errUsage) {
-			fmt.Fprintln(os.Stderr, "Try 'multifs --help'.")
+			fmt.Fprintf(os.Stderr, "multifs: %s (see multifs --help)\n", trimUsage(err))
 			os.Exit(2)
 		}
+		fmt.Fprintf(os.Stderr, "multifs: %v\n", err)
 		os.Exit(1)
 	}
 	switch {

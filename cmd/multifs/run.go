@@ -35,10 +35,7 @@ func run(opts *options) error {
 
 func newLogger(opts *options) (*logrus.Logger, error) {
 	log := logrus.New()
-	lvl, err := logrus.ParseLevel(opts.logLevel)
-	if err != nil {
-		return nil, usageErr("--log-level %q: want trace, debug, info, warn or error", opts.logLevel)
-	}
+	lvl, _ := logrus.ParseLevel(opts.logLevel) // checked by parseArgs
 	log.SetLevel(lvl)
 	if opts.logFormat == "json" {
 		log.SetFormatter(&logrus.JSONFormatter{})
@@ -113,15 +110,15 @@ func serve(opts *options, notify *readyNotifier) (err error) {
 	log.WithFields(logrus.Fields{"sockdir": sockdir, "pid": os.Getpid(), "version": version}).Info("serving")
 	notify.ready()
 
-	stopped := waitForStop(fuseSrv, opts.path, log)
+	waitForStop(fuseSrv, opts.path, log)
 
+	// Peers first: every one sees EOF and exits. That matters beyond
+	// courtesy: a peer started with `ip netns exec` lives in a mount
+	// namespace holding its own copy of our mount, which keeps the FUSE
+	// connection alive until that peer is gone.
 	srv.Close()
-	ml.Close() // every peer sees EOF
-	if !stopped {
-		// A lazy unmount left the kernel connection to whoever still uses
-		// the mount; our exit aborts it.
-		log.Warn("mount was busy: detached lazily")
-	}
+	ml.Close()
+	unmount(fuseSrv, opts.path, log)
 	if err := control.RemoveSockDir(sockdir); err != nil {
 		log.WithError(err).Warn("removing socket directory")
 	}
@@ -134,36 +131,81 @@ func serve(opts *options, notify *readyNotifier) (err error) {
 	return nil
 }
 
-// waitForStop returns when the mount is gone: unmounted from outside
-// (fusermount -u, umount) or by us on SIGTERM/SIGINT. It reports false when
-// only a lazy unmount could be done.
-func waitForStop(fuseSrv *fuse.Server, path string, log *logrus.Entry) bool {
+// waitForStop returns on SIGTERM or SIGINT, or once the mount is gone from
+// outside (fusermount -u, umount). The FUSE server alone does not tell the
+// latter while another mount namespace still holds a copy of the mount, so
+// the mount table is watched too.
+func waitForStop(fuseSrv *fuse.Server, path string, log *logrus.Entry) {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
-	unmounted := make(chan struct{})
+	served := make(chan struct{})
 	go func() {
 		fuseSrv.Wait()
-		close(unmounted)
+		close(served)
 	}()
-	select {
-	case <-unmounted:
-		log.Info("unmounted from outside")
-		return true
-	case s := <-sigs:
-		log.WithField("signal", s.String()).Info("stopping")
-	}
-	for i := 0; i < 10; i++ {
-		if err := fuseSrv.Unmount(); err == nil {
-			<-unmounted
-			return true
-		} else {
-			log.WithError(err).Debug("unmount failed; retrying")
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case s := <-sigs:
+			log.WithField("signal", s.String()).Info("stopping")
+			return
+		case <-served:
+			log.Info("unmounted from outside")
+			return
+		case <-tick.C:
+			if _, mounted := mountType(path); !mounted {
+				log.Info("unmounted from outside")
+				return
+			}
 		}
+	}
+}
+
+// unmount removes the mount if it is still there, retrying while it is busy
+// (a shell cd'd into it) and then detaching it lazily, and waits a little
+// for the FUSE server to finish. It does not use fuse.Server.Unmount, which
+// waits without limit for the kernel connection to end: a copy of the mount
+// in another mount namespace (any `ip netns exec` started after the mount)
+// keeps it alive. Our exit ends the connection in any case.
+func unmount(fuseSrv *fuse.Server, path string, log *logrus.Entry) {
+	for i := 0; i < 10; i++ {
+		if _, mounted := mountType(path); !mounted {
+			break
+		}
+		err := unmountOnce(path)
+		if err == nil {
+			break
+		}
+		log.WithError(err).Debug("unmount failed; retrying")
 		time.Sleep(100 * time.Millisecond)
 	}
-	lazyUnmount(path, log)
-	return false
+	if _, mounted := mountType(path); mounted {
+		log.Warn("mount is busy: detaching it lazily")
+		lazyUnmount(path, log)
+	}
+	done := make(chan struct{})
+	go func() {
+		fuseSrv.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+		log.Info("another mount namespace still holds a copy of the mount; our exit ends it")
+	}
+}
+
+func unmountOnce(path string) error {
+	if os.Geteuid() == 0 {
+		return unix.Unmount(path, 0)
+	}
+	out, err := exec.Command("fusermount3", "-u", path).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%w: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
 }
 
 func lazyUnmount(path string, log *logrus.Entry) {
