@@ -1,6 +1,7 @@
 package control
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -79,19 +80,6 @@ func (s *Server) joinSeqpacket(fd int, isHost bool) {
 		return
 	}
 	log = log.WithField("pid", cred.Pid).WithField("uid", cred.Uid)
-	if isHost && s.ml.HostAttached() {
-		log.Warn("refused: a host is already attached")
-		unix.Write(fd, []byte{byte(unix.EISCONN)})
-		unix.Close(fd)
-		return
-	}
-	// The ack goes first, so that no frame can overtake it. The socket is
-	// new, so this one-byte write cannot block.
-	if _, err := unix.Write(fd, []byte{0}); err != nil {
-		log.WithError(err).Warn("client left before the ack")
-		unix.Close(fd)
-		return
-	}
 	conn, err := newPollFD(fd, "seqpacket")
 	if err != nil {
 		log.WithError(err).Warn("refused")
@@ -99,14 +87,18 @@ func (s *Server) joinSeqpacket(fd int, isHost bool) {
 	}
 	conn.eofOnEmpty.Store(true)
 	info := multilink.PeerInfo{Transport: "seqpacket", PID: cred.Pid, UID: cred.Uid, GID: cred.Gid, Since: time.Now()}
-	if isHost {
-		_, err = s.ml.AttachHost(info, conn, nil)
-	} else {
-		_, err = s.ml.AddLink(info, conn, nil)
+	// The ack is sent inside Admit: after the place is taken, before any
+	// frame can be sent, so no frame overtakes it. The socket is new, so
+	// this one-byte write cannot block.
+	ack := func() error {
+		_, err := unix.Write(fd, []byte{0})
+		return err
 	}
-	if err != nil {
-		// Lost a race for the host slot, or shutting down: the peer sees EOF.
-		log.WithError(err).Warn("refused after ack")
+	if _, err := s.ml.Admit(isHost, info, conn, nil, ack); err != nil {
+		if errors.Is(err, multilink.ErrHostAttached) {
+			unix.Write(fd, []byte{byte(unix.EISCONN)})
+		}
+		log.WithError(err).Warn("refused")
 		conn.Close()
 	}
 }

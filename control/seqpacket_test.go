@@ -110,6 +110,7 @@ func TestSeqpacketBadMessages(t *testing.T) {
 func TestSeqpacketSendBeforeAck(t *testing.T) {
 	_, ml, srv := serve(t)
 	host := dialSeq(t, srv.HostSeqpacket())
+	waitFor(t, "host", ml.HostAttached)
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET, 0)
 	if err != nil {
 		t.Fatal(err)

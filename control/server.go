@@ -228,30 +228,25 @@ func (s *Server) join(c *net.UnixConn, isHost bool) {
 		c.Close()
 		os.Remove(dataPath)
 	}
-	if _, err := c.Write(encodeSockaddr(dataPath)); err != nil {
-		log.WithError(err).Warn("client left during handshake")
-		data.Close()
-		cleanup()
-		return
-	}
-	c.SetDeadline(time.Time{})
-
+	// The reply is written inside Admit: a client holding its reply is a
+	// member (listed, holding the host slot), so a second host racing the
+	// first is refused before it gets a reply, not after.
 	info := multilink.PeerInfo{
 		Transport: "vde", Description: req.Description,
 		PID: cred.Pid, UID: cred.Uid, GID: cred.Gid, Since: time.Now(),
 	}
-	var port *multilink.Port
-	if isHost {
-		port, err = s.ml.AttachHost(info, data, cleanup)
-	} else {
-		port, err = s.ml.AddLink(info, data, cleanup)
+	reply := func() error {
+		_, err := c.Write(encodeSockaddr(dataPath))
+		return err
 	}
+	port, err := s.ml.Admit(isHost, info, data, cleanup, reply)
 	if err != nil {
 		log.WithError(err).Warn("refused")
 		data.Close()
 		cleanup()
 		return
 	}
+	c.SetDeadline(time.Time{})
 	// The stream's watcher lives as long as the peer, not the handshake,
 	// so Close (which waits for handshakes) must not wait for it.
 	go watchStream(c, port, data)

@@ -54,9 +54,10 @@ type Multilink struct {
 
 	mu struct {
 		sync.Mutex
-		links  map[uint64]*Port
-		nextID uint64
-		closed bool
+		links        map[uint64]*Port
+		nextID       uint64
+		hostReserved bool // a host is being admitted (Admit's ready step)
+		closed       bool
 	}
 	wg sync.WaitGroup // reader goroutines
 }
@@ -73,40 +74,70 @@ func New(log *logrus.Entry) *Multilink {
 // frames to the host. onClose runs once when the link ends, after its Conn
 // is closed; it is where the control side closes the peer's control stream.
 func (m *Multilink) AddLink(info PeerInfo, conn Conn, onClose func()) (*Port, error) {
-	m.mu.Lock()
-	if m.mu.closed {
-		m.mu.Unlock()
-		return nil, ErrClosed
-	}
-	m.mu.nextID++
-	p := newPort(m, m.mu.nextID, false, info, conn, onClose)
-	m.mu.links[p.ID] = p
-	m.publishLinksLocked()
-	m.mu.Unlock()
-
-	m.linksTotal.Add(1)
-	p.log.Info("link joined")
-	m.wg.Add(1)
-	go p.readLoop()
-	return p, nil
+	return m.Admit(false, info, conn, onClose, nil)
 }
 
 // AttachHost registers a peer as the host. Only one host at a time.
 func (m *Multilink) AttachHost(info PeerInfo, conn Conn, onClose func()) (*Port, error) {
+	return m.Admit(true, info, conn, onClose, nil)
+}
+
+// Admit registers a peer as the host or as a new link. ready, if not nil,
+// runs once the peer's place is taken (the host slot is reserved, the link
+// id given) and before any frame can flow to it: the control side answers
+// the peer's handshake there, so that a peer holding its answer is a member
+// and no frame overtakes the answer. If ready fails, nothing is registered.
+func (m *Multilink) Admit(asHost bool, info PeerInfo, conn Conn, onClose func(), ready func() error) (*Port, error) {
 	m.mu.Lock()
 	if m.mu.closed {
 		m.mu.Unlock()
 		return nil, ErrClosed
 	}
-	p := newPort(m, 0, true, info, conn, onClose)
-	if !m.host.CompareAndSwap(nil, p) {
-		m.mu.Unlock()
-		return nil, ErrHostAttached
+	var p *Port
+	if asHost {
+		if m.host.Load() != nil || m.mu.hostReserved {
+			m.mu.Unlock()
+			return nil, ErrHostAttached
+		}
+		m.mu.hostReserved = true
+		p = newPort(m, 0, true, info, conn, onClose)
+	} else {
+		m.mu.nextID++
+		p = newPort(m, m.mu.nextID, false, info, conn, onClose)
 	}
 	m.mu.Unlock()
 
-	m.hostsTotal.Add(1)
-	p.log.Info("host attached")
+	var err error
+	if ready != nil {
+		err = ready()
+	}
+
+	m.mu.Lock()
+	if asHost {
+		m.mu.hostReserved = false
+	}
+	if err == nil && m.mu.closed {
+		err = ErrClosed
+	}
+	if err != nil {
+		m.mu.Unlock()
+		return nil, err
+	}
+	if asHost {
+		m.host.Store(p)
+	} else {
+		m.mu.links[p.ID] = p
+		m.publishLinksLocked()
+	}
+	m.mu.Unlock()
+
+	if asHost {
+		m.hostsTotal.Add(1)
+		p.log.Info("host attached")
+	} else {
+		m.linksTotal.Add(1)
+		p.log.Info("link joined")
+	}
 	m.wg.Add(1)
 	go p.readLoop()
 	return p, nil
