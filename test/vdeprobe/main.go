@@ -3,19 +3,32 @@
 // tests can prove that nothing was lost, nothing was damaged, and whether
 // duplicates were seen.
 //
-//	vdeprobe send -dir DIR -count N -rate FPS [-size BYTES]
-//	vdeprobe recv -dir DIR -count N [-idle 3s] [-max 60s]
+//	vdeprobe send   -dir DIR [-transport vde|seqpacket] -count N -rate FPS [-size BYTES]
+//	vdeprobe recv   -dir DIR [-transport ...] -count N [-idle 3s] [-max 60s] [-ready FILE]
+//	vdeprobe hold   -dir DIR [-transport ...] [-ready FILE] [-max 60s]
+//	vdeprobe bridge -a DIR -a-transport T -b DIR -b-transport T [-ready FILE] [-max 60s]
+//
+// DIR is a multifs PATH (join as a link) or PATH/host (join as the host);
+// with -transport seqpacket the probe connects to DIR/seqpacket instead of
+// speaking vde-2 on DIR/ctl.
 //
 // recv prints one line, "received=N unique=N lost=N dups=N corrupt=N", and
-// exits 0 only if every frame 0..N-1 arrived intact at least once.
+// exits 0 only if every frame 0..N-1 arrived intact at least once. hold
+// joins and waits until the daemon ends the connection, then prints "eof"
+// and exits 0 (1 if -max passes first). bridge joins two multilinks and
+// relays frames both ways until either side ends: a link made of a
+// seqpacket side and a vde-2 side, for mixed hand-offs.
 package main
 
 import (
 	"encoding/binary"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -41,6 +54,10 @@ func main() {
 		err = send(os.Args[2:])
 	case "recv":
 		err = recv(os.Args[2:])
+	case "hold":
+		err = hold(os.Args[2:])
+	case "bridge":
+		err = bridge(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -48,6 +65,17 @@ func main() {
 		fmt.Fprintf(os.Stderr, "vdeprobe: %v\n", err)
 		os.Exit(1)
 	}
+}
+
+// join connects to dir with the given transport.
+func join(dir, transport, what string) (*control.Client, error) {
+	switch transport {
+	case "vde":
+		return control.Dial(dir, fmt.Sprintf("vdeprobe %s pid=%d", what, os.Getpid()))
+	case "seqpacket":
+		return control.DialSeqpacket(filepath.Join(dir, "seqpacket"))
+	}
+	return nil, fmt.Errorf("unknown transport %q (want vde or seqpacket)", transport)
 }
 
 // frame builds test frame seq of the given size: broadcast Ethernet header,
@@ -86,11 +114,12 @@ func send(args []string) error {
 	count := fs.Uint64("count", 1000, "frames to send")
 	rate := fs.Int("rate", 1000, "frames per second")
 	size := fs.Int("size", 64, "frame size in bytes")
+	transport := fs.String("transport", "vde", "vde or seqpacket")
 	fs.Parse(args)
 	if *size < minSize {
 		return fmt.Errorf("-size must be at least %d", minSize)
 	}
-	c, err := control.Dial(*dir, fmt.Sprintf("vdeprobe send pid=%d", os.Getpid()))
+	c, err := join(*dir, *transport, "send")
 	if err != nil {
 		return err
 	}
@@ -117,8 +146,9 @@ func recv(args []string) error {
 	idle := fs.Duration("idle", 3*time.Second, "give up after this long without a frame")
 	max := fs.Duration("max", 60*time.Second, "give up after this long in all")
 	ready := fs.String("ready", "", "file to create once joined")
+	transport := fs.String("transport", "vde", "vde or seqpacket")
 	fs.Parse(args)
-	c, err := control.Dial(*dir, fmt.Sprintf("vdeprobe recv pid=%d", os.Getpid()))
+	c, err := join(*dir, *transport, "recv")
 	if err != nil {
 		return err
 	}
@@ -185,4 +215,101 @@ func recv(args []string) error {
 		return fmt.Errorf("%d lost, %d corrupt", lost, corrupt)
 	}
 	return nil
+}
+
+func hold(args []string) error {
+	fs := flag.NewFlagSet("hold", flag.ExitOnError)
+	dir := fs.String("dir", "", "directory to join")
+	transport := fs.String("transport", "vde", "vde or seqpacket")
+	ready := fs.String("ready", "", "file to create once joined")
+	max := fs.Duration("max", 60*time.Second, "give up after this long")
+	fs.Parse(args)
+	c, err := join(*dir, *transport, "hold")
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if *ready != "" {
+		if err := os.WriteFile(*ready, nil, 0o644); err != nil {
+			return err
+		}
+	}
+	deadline := time.Now().Add(*max)
+	buf := make([]byte, 65536)
+	for time.Now().Before(deadline) {
+		if done := c.Done(); done != nil {
+			select {
+			case <-done:
+				fmt.Println("eof")
+				return nil
+			case <-time.After(time.Until(deadline)):
+				return errors.New("no EOF before -max")
+			}
+		}
+		// seqpacket: EOF comes on the data socket itself
+		if _, err := c.Recv(buf, time.Until(deadline)); errors.Is(err, io.EOF) {
+			fmt.Println("eof")
+			return nil
+		} else if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			return err
+		}
+	}
+	return errors.New("no EOF before -max")
+}
+
+func bridge(args []string) error {
+	fs := flag.NewFlagSet("bridge", flag.ExitOnError)
+	a := fs.String("a", "", "first multilink to join as a link")
+	at := fs.String("a-transport", "seqpacket", "vde or seqpacket")
+	b := fs.String("b", "", "second multilink to join as a link")
+	bt := fs.String("b-transport", "vde", "vde or seqpacket")
+	ready := fs.String("ready", "", "file to create once both sides joined")
+	max := fs.Duration("max", 60*time.Second, "stop after this long")
+	fs.Parse(args)
+	ca, err := join(*a, *at, "bridge")
+	if err != nil {
+		return err
+	}
+	defer ca.Close()
+	cb, err := join(*b, *bt, "bridge")
+	if err != nil {
+		return err
+	}
+	defer cb.Close()
+	if *ready != "" {
+		if err := os.WriteFile(*ready, nil, 0o644); err != nil {
+			return err
+		}
+	}
+	ended := make(chan string, 2)
+	relay := func(from, to *control.Client, name string) {
+		buf := make([]byte, 65536)
+		for {
+			n, err := from.Recv(buf, 0)
+			if err != nil {
+				ended <- name + ": " + err.Error()
+				return
+			}
+			if n <= len(buf) {
+				to.Send(buf[:n])
+			}
+		}
+	}
+	go relay(ca, cb, "a")
+	go relay(cb, ca, "b")
+	watch := func(c *control.Client, name string) {
+		if d := c.Done(); d != nil {
+			<-d
+			ended <- name + ": control stream closed"
+		}
+	}
+	go watch(ca, "a")
+	go watch(cb, "b")
+	select {
+	case why := <-ended:
+		fmt.Println("ended", why)
+		return nil
+	case <-time.After(*max):
+		return errors.New("still running at -max")
+	}
 }
