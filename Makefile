@@ -6,7 +6,7 @@
 GO      ?= go
 BIN     := bin
 RUN_PKGS  := fuse3
-TEST_PKGS := fuse3 vdeplug iproute2 iputils-ping psmisc procps util-linux
+TEST_PKGS := fuse3 vdeplug iproute2 iputils-ping psmisc procps util-linux passwd python3
 
 .PHONY: all build run test deps-run deps-test check unit integration clean
 
@@ -53,3 +53,11 @@ test: deps-test check unit integration
 
 clean:
 	rm -rf $(BIN)
+
+# make bench: multifs against the reference (Debian's vde_plug multi://), one
+# table plus bench.json. BENCH_FLAGS=-quick for a short run; see test/bench
+# (iperf3 is only for its optional tap-to-tap TCP figure).
+.PHONY: bench
+bench:
+	$(call install-missing,fuse3 vdeplug iproute2 iputils-ping iperf3)
+	$(GO) run ./test/bench $(BENCH_FLAGS)
