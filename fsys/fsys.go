@@ -52,6 +52,8 @@ package fsys
 import (
 	"context"
 	"fmt"
+	"os"
+	"runtime"
 	"strconv"
 	"syscall"
 	"time"
@@ -247,8 +249,14 @@ func (t *tree) rootStats() string {
 	if tot.HostAttached {
 		host = "attached"
 	}
-	return fmt.Sprintf("links: %d\nlinks_total: %d\nhost: %s\nhosts_total: %d\ndropped_no_host: %d\ndropped_no_link: %d\n",
-		tot.Links, tot.LinksTotal, host, tot.HostsTotal, tot.DroppedNoHost, tot.DroppedNoLink)
+	// goroutines and open_fds let churn tests and operators see that
+	// nothing leaks; they cost a directory read, only when stats is read.
+	fds := -1
+	if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
+		fds = len(ents)
+	}
+	return fmt.Sprintf("links: %d\nlinks_total: %d\nhost: %s\nhosts_total: %d\ndropped_no_host: %d\ndropped_no_link: %d\ngoroutines: %d\nopen_fds: %d\n",
+		tot.Links, tot.LinksTotal, host, tot.HostsTotal, tot.DroppedNoHost, tot.DroppedNoLink, runtime.NumGoroutine(), fds)
 }
 
 func (t *tree) hostStats() string {
