@@ -1,6 +1,7 @@
 package control
 
 import (
+	"fmt"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -54,12 +55,15 @@ func (p *pollFD) RecvBatch(get func() ([][]byte, []int), put func()) (int, error
 	var bufs [][]byte
 	var sizes []int
 	err := p.rc.Read(func(fd uintptr) bool {
+		// Read the flag before receiving: only an empty queue seen after
+		// the shutdown means everything the peer sent has been drained.
+		shut := p.readShut.Load()
 		bufs, sizes = get()
 		k := p.rx.fill(bufs)
 		n, errno = mmsgCall(unix.SYS_RECVMMSG, fd, &p.rx, k, unix.MSG_DONTWAIT|unix.MSG_TRUNC)
 		if errno == unix.EAGAIN {
 			put()
-			if p.readShut.Load() {
+			if shut {
 				errno = unix.ECONNRESET // drained after shutdownRead: EOF
 				return true
 			}
@@ -68,7 +72,7 @@ func (p *pollFD) RecvBatch(get func() ([][]byte, []int), put func()) (int, error
 		return true
 	})
 	if errno == unix.ECONNRESET && p.readShut.Load() {
-		return 0, errEOF
+		return 0, fmt.Errorf("drained: %w", errEOF)
 	}
 	if err != nil {
 		return 0, err

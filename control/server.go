@@ -206,6 +206,14 @@ func (s *Server) join(c *net.UnixConn, isHost bool) {
 		return
 	}
 	log = log.WithField("peer", req.Description)
+	if h := s.ml.Host(); isHost && h != nil && h.Leaving() {
+		// A host that is reattaching (a VM restarting, say) must not be
+		// refused because the old one is still draining its last frames.
+		select {
+		case <-h.Done():
+		case <-time.After(time.Second):
+		}
+	}
 	if isHost && s.ml.HostAttached() {
 		log.Warn("refused: a host is already attached")
 		c.Close()
@@ -268,6 +276,7 @@ func watchStream(c *net.UnixConn, port *multilink.Port, data *pollFD) {
 		}
 	}
 	if !port.Closed() {
+		port.SetLeaving()
 		data.shutdownRead()
 		select {
 		case <-port.Done():

@@ -81,6 +81,7 @@ type Port struct {
 
 	closeOnce sync.Once
 	closed    atomic.Bool
+	leaving   atomic.Bool // the peer is gone; what it sent is being drained
 	done      chan struct{}
 }
 
@@ -105,6 +106,13 @@ func (p *Port) IsHost() bool { return p.isHost }
 // Closed reports whether the port has been closed.
 func (p *Port) Closed() bool { return p.closed.Load() }
 
+// SetLeaving records that the peer has gone and the port is draining what
+// it sent before closing.
+func (p *Port) SetLeaving() { p.leaving.Store(true) }
+
+// Leaving reports whether the port is draining a departed peer.
+func (p *Port) Leaving() bool { return p.leaving.Load() }
+
 // Done is closed once the port is closed.
 func (p *Port) Done() <-chan struct{} { return p.done }
 
@@ -121,10 +129,15 @@ func (p *Port) Close() {
 			p.onClose()
 		}
 		close(p.done)
+		c := p.Counters()
+		log := p.log.WithFields(logrus.Fields{
+			"rx_packets": c.RxPackets, "rx_dropped": c.RxDropped,
+			"tx_packets": c.TxPackets, "tx_dropped": c.TxDropped,
+		})
 		if p.isHost {
-			p.log.Info("host detached")
+			log.Info("host detached")
 		} else {
-			p.log.Info("link closed")
+			log.Info("link closed")
 		}
 	})
 }
@@ -173,6 +186,7 @@ func (p *Port) readLoop() {
 }
 
 func (p *Port) readFailed(err error) {
+	p.log.WithError(err).Debug("reader ended")
 	if !p.Closed() && !isClosedErr(err) && !errors.Is(err, io.EOF) {
 		p.log.WithError(err).Warn("receive failed; closing")
 	}

@@ -115,9 +115,11 @@ check_eq "no frame of A's host dropped as oversized or short (A/links/2 rx_dropp
 tx0=$(stat_key "$A/links/2/stats" tx_packets)
 dr0=$(stat_key "$A/links/2/stats" tx_dropped)
 nl0=$(stat_key "$A/stats" dropped_no_link)
+failed=0
 for i in $(seq 60); do
-	"$VDEPROBE" send -dir "$A/host" -count 10 -rate 100000 >/dev/null 2>&1
+	"$VDEPROBE" send -dir "$A/host" -count 10 -rate 100000 >>"$SCRATCH/senders.log" 2>&1 || failed=$((failed + 1))
 done
+check_eq "all 60 senders joining as the host ran to the end" 0 "$failed"
 sleep 0.2
 tx1=$(stat_key "$A/links/2/stats" tx_packets)
 dr1=$(stat_key "$A/links/2/stats" tx_dropped)
@@ -131,9 +133,11 @@ wait_for "[ \"\$(stat_key '$A/host/stats' attached)\" = yes ]" 2 || fail "a vde_
 tx0=$(stat_key "$A/host/stats" tx_packets)
 dr0=$(stat_key "$A/host/stats" tx_dropped)
 nh0=$(stat_key "$A/stats" dropped_no_host)
+failed=0
 for i in $(seq 60); do
-	"$VDEPROBE" send -dir "$A" -count 10 -rate 100000 >/dev/null 2>&1
+	"$VDEPROBE" send -dir "$A" -count 10 -rate 100000 >>"$SCRATCH/senders.log" 2>&1 || failed=$((failed + 1))
 done
+check_eq "all 60 senders joining as links ran to the end" 0 "$failed"
 sleep 0.2
 tx1=$(stat_key "$A/host/stats" tx_packets)
 dr1=$(stat_key "$A/host/stats" tx_dropped)
