@@ -8,7 +8,7 @@ BIN     := bin
 RUN_PKGS  := fuse3
 TEST_PKGS := fuse3 vdeplug iproute2 iputils-ping psmisc procps util-linux passwd python3
 
-.PHONY: all build run test deps-run deps-test check unit integration clean
+.PHONY: all build run test deps-run deps-test check unit fuzz integration clean
 
 all: build
 
@@ -46,10 +46,16 @@ check:
 unit:
 	$(GO) test -race -count=1 ./...
 
+# Each fuzz target for FUZZTIME, from the seed corpus in control/testdata/fuzz.
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test ./control -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./control -run '^$$' -fuzz '^FuzzSeqpacketEntry$$' -fuzztime $(FUZZTIME)
+
 integration: build
 	bash test/run.sh
 
-test: deps-test check unit integration
+test: deps-test check unit fuzz integration
 
 clean:
 	rm -rf $(BIN)

@@ -1,0 +1,107 @@
+package control
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"multifs/multilink"
+	"multifs/perms"
+)
+
+// fuzzServer is one server shared by every input of a fuzz run: starting
+// one per input would measure setup, not the entry.
+var fuzzServer struct {
+	once sync.Once
+	ml   *multilink.Multilink
+	srv  *Server
+	err  error
+}
+
+func sharedServer(tb testing.TB) (*multilink.Multilink, *Server) {
+	fuzzServer.once.Do(func() {
+		dir, err := os.MkdirTemp("", "multifs-fuzz")
+		if err != nil {
+			fuzzServer.err = err
+			return
+		}
+		p, _ := perms.Resolve(perms.Spec{}, uint32(os.Geteuid()), uint32(os.Getegid()))
+		log := logrus.New()
+		log.SetOutput(io.Discard)
+		fuzzServer.ml = multilink.New(logrus.NewEntry(log))
+		fuzzServer.srv = NewServer(filepath.Join(dir), p, fuzzServer.ml, logrus.NewEntry(log))
+		if fuzzServer.err = fuzzServer.srv.Listen(); fuzzServer.err == nil {
+			fuzzServer.srv.Serve()
+		}
+	})
+	if fuzzServer.err != nil {
+		tb.Fatal(fuzzServer.err)
+	}
+	return fuzzServer.ml, fuzzServer.srv
+}
+
+// FuzzSeqpacketEntry sends arbitrary messages through a seqpacket link: a
+// zero byte splits the input into several messages. Whatever they are, the
+// host gets exactly the well-sized ones, intact, and the entry keeps
+// admitting peers.
+func FuzzSeqpacketEntry(f *testing.F) {
+	f.Add([]byte{})
+	f.Add(bytes.Repeat([]byte{1}, 60))
+	f.Add(append(bytes.Repeat([]byte{2}, 13), 0, 0, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		ml, srv := sharedServer(t)
+		host, err := DialSeqpacket(srv.HostSeqpacket())
+		if err != nil {
+			t.Fatalf("host: %v", err)
+		}
+		defer func() {
+			host.Close()
+			for deadline := time.Now().Add(time.Second); ml.HostAttached() && time.Now().Before(deadline); {
+				time.Sleep(time.Millisecond)
+			}
+		}()
+		link, err := DialSeqpacket(srv.LinkSeqpacket())
+		if err != nil {
+			t.Fatalf("link: %v", err)
+		}
+		defer link.Close()
+		for deadline := time.Now().Add(time.Second); (!ml.HostAttached() || len(ml.Links()) == 0) && time.Now().Before(deadline); {
+			time.Sleep(100 * time.Microsecond)
+		}
+		var want [][]byte
+		for _, msg := range bytes.Split(in, []byte{0}) {
+			if err := link.Send(msg); err != nil {
+				t.Fatalf("send %d bytes: %v", len(msg), err)
+			}
+			if len(msg) >= multilink.MinFrame && len(msg) <= multilink.MaxFrame {
+				want = append(want, msg)
+			}
+		}
+		// An end marker, so that "nothing more arrived" can be known.
+		marker := bytes.Repeat([]byte{0xee}, 42)
+		link.Send(marker)
+		buf := make([]byte, 65536)
+		for i := 0; ; i++ {
+			n, err := host.Recv(buf, 2*time.Second)
+			if err != nil {
+				t.Fatalf("host recv after %d frames: %v", i, err)
+			}
+			got := buf[:n]
+			if bytes.Equal(got, marker) {
+				if i != len(want) {
+					t.Fatalf("host got %d frames, want %d", i, len(want))
+				}
+				return
+			}
+			if i >= len(want) || !bytes.Equal(got, want[i]) {
+				t.Fatalf("frame %d: got %d bytes, not what was sent", i, n)
+			}
+		}
+	})
+}
