@@ -25,6 +25,7 @@ directory is a FUSE mount at PATH (default /tmp/vdenode_$USER).
       --dirmode OCTAL     permissions of the directories (default 02700, or derived from mode)
       --grp GROUP         group owning the multilink (name or number)
       --sockdir DIR       where the real sockets go (default: PATH's hidden sibling .NAME.multifs)
+      --host tap://NAME   open the tap device NAME as the host (one hop less than vde_plug)
       --log-level LEVEL   trace, debug, info, warn, error (default info)
       --log-format FMT    text or json (default text)
       --log-file FILE     append logs to FILE (a daemon without it discards its logs)
@@ -42,6 +43,7 @@ type options struct {
 	path       string
 	spec       perms.Spec
 	sockdir    string
+	host       string // tap://NAME: a tap device multifs opens as the host
 	foreground bool
 	logLevel   string
 	logFormat  string
@@ -63,11 +65,18 @@ func parseArgs(args []string) (*options, error) {
 	var positional []string
 	// valued flags and where their values go
 	valued := map[string]func(string) error{
-		"o":          func(v string) error { return o.setKeys(v, ",", "-o") },
-		"mode":       func(v string) error { return o.setKey("mode", v, "--mode") },
-		"dirmode":    func(v string) error { return o.setKey("dirmode", v, "--dirmode") },
-		"grp":        func(v string) error { return o.setKey("grp", v, "--grp") },
-		"sockdir":    func(v string) error { o.sockdir = v; return nil },
+		"o":       func(v string) error { return o.setKeys(v, ",", "-o") },
+		"mode":    func(v string) error { return o.setKey("mode", v, "--mode") },
+		"dirmode": func(v string) error { return o.setKey("dirmode", v, "--dirmode") },
+		"grp":     func(v string) error { return o.setKey("grp", v, "--grp") },
+		"sockdir": func(v string) error { o.sockdir = v; return nil },
+		"host": func(v string) error {
+			if name, ok := strings.CutPrefix(v, "tap://"); !ok || name == "" {
+				return usageErr("--host %q: want tap://NAME", v)
+			}
+			o.host = v
+			return nil
+		},
 		"log-level":  func(v string) error { o.logLevel = v; return nil },
 		"log-format": func(v string) error { o.logFormat = v; return nil },
 		"log-file":   func(v string) error { o.logFile = v; return nil },

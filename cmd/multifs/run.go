@@ -99,6 +99,18 @@ func serve(opts *options, notify *readyNotifier) (err error) {
 	}
 	undo = append(undo, srv.Close)
 
+	if opts.host != "" {
+		name, _ := control.TapName(opts.host)
+		tap, err := control.OpenTap(name)
+		if err != nil {
+			return err
+		}
+		if _, err := ml.AttachHost(control.TapPeerInfo(name), tap, nil); err != nil {
+			tap.Close()
+			return err
+		}
+		undo = append(undo, ml.Close)
+	}
 	fuseSrv, err := fsys.Mount(opts.path, fsys.Config{
 		Multilink: ml, Perms: p, Log: log,
 		LinkCtl: srv.LinkCtl(), HostCtl: srv.HostCtl(), LinkSeq: srv.LinkSeqpacket(), HostSeq: srv.HostSeqpacket(),
