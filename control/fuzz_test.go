@@ -19,9 +19,24 @@ import (
 // one per input would measure setup, not the entry.
 var fuzzServer struct {
 	once sync.Once
+	dir  string
 	ml   *multilink.Multilink
 	srv  *Server
 	err  error
+}
+
+// TestMain removes the fuzz server's sockets once the tests are done (fuzz
+// workers run it too).
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if fuzzServer.srv != nil {
+		fuzzServer.srv.Close()
+		fuzzServer.ml.Close()
+	}
+	if fuzzServer.dir != "" {
+		os.RemoveAll(fuzzServer.dir)
+	}
+	os.Exit(code)
 }
 
 func sharedServer(tb testing.TB) (*multilink.Multilink, *Server) {
@@ -31,6 +46,7 @@ func sharedServer(tb testing.TB) (*multilink.Multilink, *Server) {
 			fuzzServer.err = err
 			return
 		}
+		fuzzServer.dir = dir
 		p, _ := perms.Resolve(perms.Spec{}, uint32(os.Geteuid()), uint32(os.Getegid()))
 		log := logrus.New()
 		log.SetOutput(io.Discard)
