@@ -1,0 +1,254 @@
+package main
+
+// Scenario 7: tap-to-tap TCP through one link, with iperf3. Two network
+// namespaces of our own, each with a tap on its side's host, 169.254.77.1
+// and .2; iperf3 runs from A to B for one second.
+//
+//	multifs:    tapA ─ vde_plug ─ multifs A ─ vde_plug A B ─ multifs B ─ vde_plug ─ tapB
+//	reference:  tapA ─ vde_plug multi://A ─── vde_plug A B ─── vde_plug multi://B ─ tapB
+//
+// The reference's multilink is the process that owns the tap, so this is
+// the one scenario where multifs has two more hops (the daemons).
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func (b *bench) iperf() error {
+	if _, err := exec.LookPath("iperf3"); err != nil {
+		b.res.notice("iperf3 not found (apt-get install iperf3): scenario 7, tap-to-tap TCP, skipped")
+		return nil
+	}
+	if b.vdePlug == "" {
+		b.res.notice("vde_plug not found: scenario 7, tap-to-tap TCP, skipped")
+		return nil
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		b.res.notice("ip (iproute2) not found: scenario 7, tap-to-tap TCP, skipped")
+		return nil
+	}
+	if os.Geteuid() != 0 {
+		b.res.notice("not root: scenario 7, tap-to-tap TCP (namespaces, taps), skipped")
+		return nil
+	}
+	tag := fmt.Sprintf("%d", os.Getpid()%100000)
+	nsA, nsB := "mfbench-"+tag+"-a", "mfbench-"+tag+"-b"
+	for _, ns := range []string{nsA, nsB} {
+		if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+			return fmt.Errorf("ip netns add %s: %v: %s", ns, err, out)
+		}
+		b.clean.add(func() { exec.Command("ip", "netns", "del", ns).Run() })
+		if err := nsRun(ns, "ip", "link", "set", "lo", "up"); err != nil {
+			return err
+		}
+	}
+
+	type column struct {
+		name  string
+		setup func() (stop func(), err error)
+	}
+	cols := []column{{"multifs", func() (func(), error) { return b.iperfMultifs(nsA, nsB, tag) }}}
+	cols = append(cols, column{"reference", func() (func(), error) { return b.iperfRef(nsA, nsB, tag) }})
+	mbps, retr := perSystem{}, perSystem{}
+	for _, c := range cols {
+		stop, err := c.setup()
+		if err != nil {
+			if stop != nil {
+				stop()
+			}
+			return fmt.Errorf("%s: %w", c.name, err)
+		}
+		// One server for the column's runs (not -1: a failed first
+		// attempt would leave nobody listening).
+		srv, err := b.spawn("iperf3-server-"+c.name+".log", "ip", "netns", "exec", nsB, "iperf3", "-s", "-B", "169.254.77.2")
+		if err != nil {
+			stop()
+			return err
+		}
+		s := &system{name: c.name}
+		for run := 0; run < b.runs; run++ {
+			bps, r, err := iperfOnce(nsA)
+			if err != nil {
+				srv.kill()
+				stop()
+				log, _ := os.ReadFile(filepath.Join(b.tmp, "iperf3-server-"+c.name+".log"))
+				return fmt.Errorf("%s, run %d: %w (server: %q)", c.name, run+1, err, strings.TrimSpace(string(log)))
+			}
+			mbps.put(s, bps/1e6)
+			retr.put(s, r)
+		}
+		srv.kill()
+		stop()
+	}
+	const section = "7. tap-to-tap TCP, iperf3 -t 1 through one link (multifs: 2 more hops, see the notice)"
+	b.addFigure(section, "iperf.mbps", "TCP throughput", "Mbit/s", mbps)
+	b.addFigure(section, "iperf.retransmits", "TCP retransmits", "count", retr)
+	b.res.notice("tap-to-tap TCP: the reference's multilink owns the tap, multifs needs a vde_plug between tap and daemon on each side (2 more socket hops)")
+	return nil
+}
+
+// iperfMultifs makes tapA ─ multifs A ═ link ═ multifs B ─ tapB.
+func (b *bench) iperfMultifs(nsA, nsB, tag string) (func(), error) {
+	a, err := b.startMultifs("ipA")
+	if err != nil {
+		return nil, err
+	}
+	bb, err := b.startMultifs("ipB")
+	if err != nil {
+		a.stop()
+		return nil, err
+	}
+	var procs []*proc
+	stop := func() {
+		for _, p := range procs {
+			p.kill()
+		}
+		a.stop()
+		bb.stop()
+	}
+	for _, side := range []struct{ ns, dir, tap, addr string }{
+		{nsA, a.path, "mfbA" + tag, "169.254.77.1/24"},
+		{nsB, bb.path, "mfbB" + tag, "169.254.77.2/24"},
+	} {
+		p, err := b.spawn("ip-"+side.tap+".log", "ip", "netns", "exec", side.ns, b.vdePlug, filepath.Join(side.dir, "host"), "tap://"+side.tap)
+		if err != nil {
+			return stop, err
+		}
+		procs = append(procs, p)
+		if err := upTap(side.ns, side.tap, side.addr); err != nil {
+			return stop, err
+		}
+	}
+	p, err := b.spawn("ip-link.log", b.vdePlug, a.path, bb.path)
+	if err != nil {
+		return stop, err
+	}
+	procs = append(procs, p)
+	return stop, waitPing(nsA, "169.254.77.2")
+}
+
+// iperfRef makes tapA ─ vde_plug multi://A ═ link ═ vde_plug multi://B ─ tapB.
+func (b *bench) iperfRef(nsA, nsB, tag string) (func(), error) {
+	var procs []*proc
+	stop := func() {
+		for _, p := range procs {
+			p.kill()
+		}
+	}
+	var multis []string
+	for _, side := range []struct{ ns, name, tap, addr string }{
+		{nsA, "ipRefA", "mfbA" + tag, "169.254.77.1/24"},
+		{nsB, "ipRefB", "mfbB" + tag, "169.254.77.2/24"},
+	} {
+		multi := filepath.Join(b.tmp, side.name)
+		p, err := b.spawn(side.name+".log", "ip", "netns", "exec", side.ns, b.vdePlug, "multi://"+multi, "tap://"+side.tap)
+		if err != nil {
+			return stop, err
+		}
+		procs = append(procs, p)
+		if err := waitFor(3*time.Second, func() bool { return exists(filepath.Join(multi, "ctl")) }); err != nil {
+			return stop, fmt.Errorf("vde_plug multi://%s: no ctl", multi)
+		}
+		if err := upTap(side.ns, side.tap, side.addr); err != nil {
+			return stop, err
+		}
+		multis = append(multis, multi)
+	}
+	p, err := b.spawn("ipRef-link.log", b.vdePlug, multis[0], multis[1])
+	if err != nil {
+		return stop, err
+	}
+	procs = append(procs, p)
+	return stop, waitPing(nsA, "169.254.77.2")
+}
+
+func nsRun(ns string, args ...string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("in %s: %s: %v: %s", ns, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// upTap waits for vde_plug to create the tap, then addresses it.
+func upTap(ns, tap, addr string) error {
+	err := waitFor(3*time.Second, func() bool {
+		return exec.Command("ip", "netns", "exec", ns, "ip", "link", "show", tap).Run() == nil
+	})
+	if err != nil {
+		return fmt.Errorf("tap %s did not appear in %s", tap, ns)
+	}
+	if err := nsRun(ns, "ip", "addr", "add", addr, "dev", tap); err != nil {
+		return err
+	}
+	return nsRun(ns, "ip", "link", "set", tap, "up")
+}
+
+// waitPing waits (at most 10 tries of 1 s) until the far side answers.
+func waitPing(ns, addr string) error {
+	for i := 0; i < 10; i++ {
+		if nsRun(ns, "ping", "-c", "1", "-W", "1", addr) == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("no ping reply from %s", addr)
+}
+
+// iperfOnce runs one 1-second TCP test from A to the server in B and
+// returns the receiver's bits/s and the sender's retransmits.
+func iperfOnce(nsA string) (float64, float64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var out []byte
+	var err error
+	for i := 0; i < 10; i++ { // the server may need a moment to listen
+		cli := exec.CommandContext(ctx, "ip", "netns", "exec", nsA, "iperf3", "-c", "169.254.77.2", "-t", "1", "-J", "--connect-timeout", "1000")
+		cli.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if out, err = cli.Output(); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("iperf3: %v: %s", err, iperfError(out))
+	}
+	var r struct {
+		End struct {
+			SumSent struct {
+				Retransmits float64 `json:"retransmits"`
+			} `json:"sum_sent"`
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+		Error string `json:"error"`
+	}
+	if err := json.Unmarshal(out, &r); err != nil {
+		return 0, 0, fmt.Errorf("iperf3 output: %v", err)
+	}
+	if r.Error != "" {
+		return 0, 0, fmt.Errorf("iperf3: %s", r.Error)
+	}
+	return r.End.SumReceived.BitsPerSecond, r.End.SumSent.Retransmits, nil
+}
+
+// iperfError picks the error out of iperf3's JSON output.
+func iperfError(out []byte) string {
+	var r struct {
+		Error string `json:"error"`
+	}
+	json.Unmarshal(out, &r)
+	return r.Error
+}
