@@ -1,7 +1,10 @@
 package control
 
 import (
+	"errors"
 	"fmt"
+	"os"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -124,6 +127,43 @@ func (p *pollFD) TrySendBatch(frames [][]byte) (int, error) {
 		return sent, multilink.ErrWouldBlock
 	}
 	if errno != 0 {
+		return sent, errno
+	}
+	return sent, nil
+}
+
+// SendBatchWait is TrySendBatch that waits for room, up to timeout in all;
+// it returns multilink.ErrWouldBlock if the time ran out first. The wait
+// parks in the poller. Not safe for concurrent use (see TrySendBatch).
+func (p *pollFD) SendBatchWait(frames [][]byte, timeout time.Duration) (int, error) {
+	sent, err := p.TrySendBatch(frames)
+	if !errors.Is(err, multilink.ErrWouldBlock) {
+		return sent, err
+	}
+	p.f.SetWriteDeadline(time.Now().Add(timeout))
+	defer p.f.SetWriteDeadline(time.Time{})
+	var errno unix.Errno
+	werr := p.rc.Write(func(fd uintptr) bool {
+		for sent < len(frames) {
+			k := p.tx.fill(frames[sent:])
+			var n int
+			n, errno = mmsgCall(unix.SYS_SENDMMSG, fd, &p.tx, k, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+			if errno == unix.EAGAIN {
+				return false // park until writable or the deadline
+			}
+			if errno != 0 {
+				return true
+			}
+			sent += n
+		}
+		return true
+	})
+	switch {
+	case errors.Is(werr, os.ErrDeadlineExceeded):
+		return sent, multilink.ErrWouldBlock
+	case werr != nil:
+		return sent, werr
+	case errno != 0:
 		return sent, errno
 	}
 	return sent, nil

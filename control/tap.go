@@ -1,6 +1,7 @@
 package control
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -121,4 +122,31 @@ func (t *tapConn) Send(frame []byte) error {
 		return err
 	}
 	return werr
+}
+
+// SendBatchWait writes frames, waiting for room up to timeout in all.
+func (t *tapConn) SendBatchWait(frames [][]byte, timeout time.Duration) (int, error) {
+	sent, err := t.TrySendBatch(frames)
+	if !errors.Is(err, multilink.ErrWouldBlock) {
+		return sent, err
+	}
+	t.f.SetWriteDeadline(time.Now().Add(timeout))
+	defer t.f.SetWriteDeadline(time.Time{})
+	var werr error
+	err = t.rc.Write(func(fd uintptr) bool {
+		for sent < len(frames) {
+			if _, werr = unix.Write(int(fd), frames[sent]); werr != nil {
+				return werr != unix.EAGAIN
+			}
+			sent++
+		}
+		return true
+	})
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return sent, multilink.ErrWouldBlock
+	case err != nil:
+		return sent, err
+	}
+	return sent, werr
 }

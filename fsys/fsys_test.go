@@ -10,6 +10,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -29,9 +30,10 @@ func (c *nullConn) RecvBatch(func() ([][]byte, []int), func()) (int, error) {
 	<-c.closed
 	return 0, io.EOF
 }
-func (c *nullConn) TrySendBatch(frames [][]byte) (int, error) { return len(frames), nil }
-func (c *nullConn) Send([]byte) error                         { return nil }
-func (c *nullConn) Close() error                              { c.once.Do(func() { close(c.closed) }); return nil }
+func (c *nullConn) TrySendBatch(frames [][]byte) (int, error)              { return len(frames), nil }
+func (c *nullConn) SendBatchWait(f [][]byte, _ time.Duration) (int, error) { return len(f), nil }
+func (c *nullConn) Send([]byte) error                                      { return nil }
+func (c *nullConn) Close() error                                           { c.once.Do(func() { close(c.closed) }); return nil }
 
 func mount(t *testing.T, spec perms.Spec) (string, *multilink.Multilink, perms.Perms) {
 	t.Helper()

@@ -3,6 +3,7 @@ package multilink
 import (
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // loopConn hands out the same full batch on every receive until limit
@@ -32,6 +33,9 @@ func (c *loopConn) TrySendBatch(frames [][]byte) (int, error) {
 	c.sent.Add(int64(len(frames)))
 	return len(frames), nil
 }
+func (c *loopConn) SendBatchWait(frames [][]byte, _ time.Duration) (int, error) {
+	return c.TrySendBatch(frames)
+}
 func (c *loopConn) Send([]byte) error { return nil }
 func (c *loopConn) Close() error      { return nil }
 
@@ -43,6 +47,9 @@ func (c *sinkConn) RecvBatch(func() ([][]byte, []int), func()) (int, error) {
 func (c *sinkConn) TrySendBatch(frames [][]byte) (int, error) {
 	c.sent.Add(int64(len(frames)))
 	return len(frames), nil
+}
+func (c *sinkConn) SendBatchWait(frames [][]byte, _ time.Duration) (int, error) {
+	return c.TrySendBatch(frames)
 }
 func (c *sinkConn) Send([]byte) error { return nil }
 func (c *sinkConn) Close() error      { return nil }

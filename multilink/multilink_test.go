@@ -50,6 +50,32 @@ func (c *fakeConn) RecvBatch(get func() ([][]byte, []int), put func()) (int, err
 	}
 }
 
+func (c *fakeConn) SendBatchWait(frames [][]byte, timeout time.Duration) (int, error) {
+	return sendWait(c.TrySendBatch, c.closed, frames, timeout)
+}
+
+// sendWait retries try until everything went, the timeout passed or closed.
+func sendWait(try func([][]byte) (int, error), closed chan struct{}, frames [][]byte, timeout time.Duration) (int, error) {
+	sent := 0
+	deadline := time.Now().Add(timeout)
+	for {
+		k, err := try(frames[sent:])
+		sent += k
+		if err == nil || !errors.Is(err, ErrWouldBlock) {
+			return sent, err
+		}
+		select {
+		case <-closed:
+			return sent, io.ErrClosedPipe
+		default:
+		}
+		if time.Now().After(deadline) {
+			return sent, ErrWouldBlock
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+}
+
 func (c *fakeConn) TrySendBatch(frames [][]byte) (int, error) {
 	for i, f := range frames {
 		if err := c.TrySend(f); err != nil {
@@ -226,6 +252,10 @@ func (c *burstConn) TrySendBatch(frames [][]byte) (int, error) {
 	return len(frames), nil
 }
 
+func (c *burstConn) SendBatchWait(frames [][]byte, timeout time.Duration) (int, error) {
+	return sendWait(c.TrySendBatch, c.closed, frames, timeout)
+}
+
 func (c *burstConn) Send(frame []byte) error {
 	<-c.release
 	return c.fakeConn.TrySend(frame)
@@ -385,5 +415,26 @@ func TestStatsText(t *testing.T) {
 		"rx_packets: 0\nrx_bytes: 0\nrx_dropped: 0\ntx_packets: 0\ntx_bytes: 0\ntx_dropped: 0\n"
 	if got != want {
 		t.Fatalf("stats:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+func TestStuckHostDropsAfterHostWait(t *testing.T) {
+	m := New(testLog())
+	defer m.Close()
+	hc := newFakeConn()
+	hc.full = true
+	h, _ := m.AttachHost(PeerInfo{}, hc, nil)
+	lc := newFakeConn()
+	l, _ := m.AddLink(PeerInfo{}, lc, nil)
+	start := time.Now()
+	for i := 0; i < 5; i++ {
+		lc.in <- frameOf(64, byte(i))
+	}
+	eventually(t, "frames dropped at the stuck host", func() bool { return h.Counters().TxDropped == 5 })
+	if d := time.Since(start); d < HostWait {
+		t.Fatalf("dropped after %v, before waiting HostWait for room", d)
+	}
+	if l.Counters().RxPackets != 5 || l.Closed() {
+		t.Fatalf("the link must go on reading: %+v", l.Counters())
 	}
 }

@@ -30,6 +30,7 @@ import (
 type Conn interface {
 	RecvBatch(get func() (bufs [][]byte, sizes []int), put func()) (int, error)
 	TrySendBatch(frames [][]byte) (int, error)
+	SendBatchWait(frames [][]byte, timeout time.Duration) (int, error)
 	Send(frame []byte) error
 	Close() error
 }
@@ -37,13 +38,25 @@ type Conn interface {
 // ErrWouldBlock is what Conn.TrySend returns when the peer's socket is full.
 var ErrWouldBlock = errors.New("peer socket full")
 
-// QueueBytes bounds the frames waiting for one slow peer. A unix datagram
-// socket accepts only a few frames (net.unix.max_dgram_qlen, 10 by default)
-// before the reader drains it, so a burst would lose frames to a peer that
-// is merely a little late; the queue absorbs that. A peer that stays stuck
-// fills its queue and then loses frames (tx_dropped), and never stalls the
-// sender or the other peers.
-const QueueBytes = 256 << 10
+// Two policies for a peer whose socket is full, one per direction.
+//
+// Towards a link (the host's fan-out), frames wait in a bounded queue,
+// QueueBytes per link: a unix datagram socket takes only a few frames
+// (net.unix.max_dgram_qlen, 10 by default) before its reader drains it, so
+// a burst would lose frames to a link that is merely a little late. A link
+// that stays stuck fills its queue and then loses frames (tx_dropped); the
+// host and the other links never wait for it.
+//
+// Towards the host, the link's reader waits up to HostWait for room. Every
+// link's frames go to the host alone, so nobody else is held up, and the
+// wait pushes back on the senders (their sockets fill while we wait), as
+// the reference's blocking write does: under overload the links slow down
+// instead of having their frames read, copied and thrown away. A host that
+// stays stuck costs each batch HostWait and then its frames (tx_dropped).
+const (
+	QueueBytes = 256 << 10
+	HostWait   = 2 * time.Millisecond
+)
 
 // PeerInfo is who a peer is, as learnt at join time.
 type PeerInfo struct {
@@ -193,11 +206,22 @@ func (p *Port) readFailed(err error) {
 	p.Close()
 }
 
-// send delivers frames to this peer, in order, without ever blocking the
-// caller: at once as far as the socket takes them, the rest through the
-// bounded queue. frames are the caller's: whatever is queued is copied.
+// send delivers frames to this peer, in order, as its direction's policy
+// says (see HostWait). frames are the caller's: whatever is queued is
+// copied.
 func (p *Port) send(frames [][]byte) {
 	p.out.Lock()
+	defer p.out.Unlock()
+	if p.isHost {
+		k, err := p.conn.SendBatchWait(frames, HostWait)
+		for _, f := range frames[:k] {
+			p.countTx(len(f))
+		}
+		if k < len(frames) {
+			p.drop(err, len(frames)-k)
+		}
+		return
+	}
 	i := 0
 	if len(p.out.frames) == 0 {
 		k, err := p.conn.TrySendBatch(frames)
@@ -206,9 +230,8 @@ func (p *Port) send(frames [][]byte) {
 		}
 		i = k
 		if err != nil && !errors.Is(err, ErrWouldBlock) {
-			// The peer is gone or broken (it will be closed by its
-			// reader): what did not go is lost.
-			p.out.Unlock()
+			// The peer is gone or broken (its reader will close it):
+			// what did not go is lost.
 			p.drop(err, len(frames)-i)
 			return
 		}
@@ -226,12 +249,13 @@ func (p *Port) send(frames [][]byte) {
 		p.out.writing = true
 		go p.drain()
 	}
-	p.out.Unlock()
 }
 
-// drain sends the queued frames, waiting for the socket as needed, and ends
-// when the queue is empty or the port is closed.
+// drain sends the queued frames in batches, waiting for the socket as
+// needed, and ends when the queue is empty or the port is closed. Frames
+// leave the queue only once sent, so new frames always queue behind them.
 func (p *Port) drain() {
+	var batch [BatchSize][]byte
 	for {
 		p.out.Lock()
 		if len(p.out.frames) == 0 {
@@ -239,28 +263,25 @@ func (p *Port) drain() {
 			p.out.Unlock()
 			return
 		}
-		f := p.out.frames[0]
+		n := copy(batch[:], p.out.frames)
 		p.out.Unlock()
 
-		err := p.conn.Send(f)
+		k, err := p.conn.SendBatchWait(batch[:n], time.Second)
 
 		p.out.Lock()
-		p.out.frames[0] = nil
-		p.out.frames = p.out.frames[1:]
-		p.out.bytes -= len(f)
-		p.out.Unlock()
-		if err == nil {
-			p.countTx(len(f))
-			continue
+		for i := 0; i < k; i++ {
+			p.countTx(len(p.out.frames[i]))
+			p.out.bytes -= len(p.out.frames[i])
+			p.out.frames[i] = nil
 		}
-		p.drop(err, 1)
-		if p.Closed() || isClosedErr(err) {
-			p.out.Lock()
-			p.txDropped.Add(uint64(len(p.out.frames)))
+		p.out.frames = p.out.frames[k:]
+		if err != nil && !errors.Is(err, ErrWouldBlock) || p.Closed() {
+			p.drop(err, len(p.out.frames))
 			p.out.frames, p.out.bytes, p.out.writing = nil, 0, false
 			p.out.Unlock()
 			return
 		}
+		p.out.Unlock()
 	}
 }
 
