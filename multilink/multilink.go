@@ -47,6 +47,7 @@ type Multilink struct {
 	// the per-frame path takes no lock.
 	linkSnap atomic.Pointer[[]*Port]
 
+	queued        atomic.Int64 // bytes in all ports' queues (TotalQueueBytes)
 	linksTotal    atomic.Uint64
 	droppedNoHost atomic.Uint64
 	droppedNoLink atomic.Uint64
@@ -255,3 +256,14 @@ func (m *Multilink) fromHost(frames [][]byte) {
 		l.send(frames)
 	}
 }
+
+// reserveQueue takes n bytes of the queue budget shared by all ports.
+func (m *Multilink) reserveQueue(n int) bool {
+	if m.queued.Add(int64(n)) > TotalQueueBytes {
+		m.queued.Add(-int64(n))
+		return false
+	}
+	return true
+}
+
+func (m *Multilink) releaseQueue(n int) { m.queued.Add(-int64(n)) }

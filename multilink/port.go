@@ -53,9 +53,13 @@ var ErrWouldBlock = errors.New("peer socket full")
 // the reference's blocking write does: under overload the links slow down
 // instead of having their frames read, copied and thrown away. A host that
 // stays stuck costs each batch HostWait and then its frames (tx_dropped).
+//
+// All queues together are bounded too (TotalQueueBytes), so that many stuck
+// links cannot make the daemon grow without limit.
 const (
-	QueueBytes = 256 << 10
-	HostWait   = 2 * time.Millisecond
+	QueueBytes      = 1 << 20
+	TotalQueueBytes = 64 << 20
+	HostWait        = 2 * time.Millisecond
 )
 
 // PeerInfo is who a peer is, as learnt at join time.
@@ -238,7 +242,7 @@ func (p *Port) send(frames [][]byte) {
 	}
 	for ; i < len(frames); i++ {
 		f := frames[i]
-		if p.out.bytes+len(f) > QueueBytes || p.Closed() {
+		if p.out.bytes+len(f) > QueueBytes || p.Closed() || !p.ml.reserveQueue(len(f)) {
 			p.drop(ErrWouldBlock, 1)
 			continue
 		}
@@ -272,11 +276,13 @@ func (p *Port) drain() {
 		for i := 0; i < k; i++ {
 			p.countTx(len(p.out.frames[i]))
 			p.out.bytes -= len(p.out.frames[i])
+			p.ml.releaseQueue(len(p.out.frames[i]))
 			p.out.frames[i] = nil
 		}
 		p.out.frames = p.out.frames[k:]
 		if err != nil && !errors.Is(err, ErrWouldBlock) || p.Closed() {
 			p.drop(err, len(p.out.frames))
+			p.ml.releaseQueue(p.out.bytes)
 			p.out.frames, p.out.bytes, p.out.writing = nil, 0, false
 			p.out.Unlock()
 			return
