@@ -77,7 +77,7 @@ start_multifs "$B" || finish
 handoff() { # NAME FIRST SECOND: each "vde" (vde_plug A B) or "seq" (a bridge, seqpacket at A)
 	local name=$1 out="$SCRATCH/ho.$1.out" r s first second
 	rm -f "$SCRATCH/ho.ready" "$SCRATCH/br.ready"
-	"$VDEPROBE" recv -dir "$B/host" -count 15000 -idle 3s -max 30s -ready "$SCRATCH/ho.ready" >"$out" 2>&1 &
+	"$VDEPROBE" recv -dir "$B/host" -count 9000 -idle 3s -max 30s -ready "$SCRATCH/ho.ready" >"$out" 2>&1 &
 	r=$!
 	track $r
 	wait_for "[ -e '$SCRATCH/ho.ready' ]" 3
@@ -91,7 +91,7 @@ handoff() { # NAME FIRST SECOND: each "vde" (vde_plug A B) or "seq" (a bridge, s
 	start_link "$2"
 	wait_for "[ -n \"\$(links_of '$A')\" ]" 3
 	first=$(links_of "$A")
-	"$VDEPROBE" send -dir "$A/host" -count 15000 -rate 5000 >/dev/null 2>&1 &
+	"$VDEPROBE" send -dir "$A/host" -count 9000 -rate 3000 >/dev/null 2>&1 &
 	s=$!
 	track $s
 	sleep 1
