@@ -64,6 +64,15 @@ func (p *pollFD) RecvBatch(get func() ([][]byte, []int), put func()) (int, error
 		bufs, sizes = get()
 		k := p.rx.fill(bufs)
 		n, errno = mmsgCall(unix.SYS_RECVMMSG, fd, &p.rx, k, unix.MSG_DONTWAIT|unix.MSG_TRUNC)
+		if errno == unix.ECONNRESET && p.eofOnEmpty.Load() {
+			// A seqpacket peer that left with frames of ours unread
+			// makes the kernel report ECONNRESET once, ahead of the
+			// frames it sent us. Those are still queued: drain them,
+			// then the empty queue is the EOF.
+			p.readShut.Store(true)
+			shut = true
+			n, errno = mmsgCall(unix.SYS_RECVMMSG, fd, &p.rx, k, unix.MSG_DONTWAIT|unix.MSG_TRUNC)
+		}
 		if errno == unix.EAGAIN {
 			put()
 			if shut {

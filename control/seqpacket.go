@@ -125,6 +125,9 @@ func DialSeqpacket(path string) (*Client, error) {
 	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
 	ack := make([]byte, 1)
 	n, err := unix.Read(fd, ack)
+	for err == unix.EINTR { // a read with SO_RCVTIMEO is not restarted after a signal
+		n, err = unix.Read(fd, ack)
+	}
 	if err != nil || n != 1 {
 		unix.Close(fd)
 		return nil, fmt.Errorf("no ack from %s (n=%d): %v", path, n, err)

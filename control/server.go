@@ -219,14 +219,15 @@ func (s *Server) join(c *net.UnixConn, isHost bool) {
 		c.Close()
 		return
 	}
-	if err := checkClientSocket(req.SockPath, cred); err != nil {
+	pinned, unpin, err := pinClientSocket(req.SockPath, cred)
+	if err != nil {
 		log.WithError(err).Warn("refused: bad data socket")
 		c.Close()
 		return
 	}
-
 	name := fmt.Sprintf("%s.%d", role, s.seq.Add(1))
-	data, dataPath, err := s.dataSocket(name, req.SockPath)
+	data, dataPath, err := s.dataSocket(name, pinned)
+	unpin()
 	if err != nil {
 		log.WithError(err).Warn("refused: cannot make data socket")
 		c.Close()
@@ -317,22 +318,33 @@ func readRequest(c *net.UnixConn) (Request, error) {
 	return ParseRequest(buf[:n])
 }
 
-// checkClientSocket refuses data socket paths that are not sockets, or that
-// belong to someone other than the connecting process (unless it is root):
-// otherwise any client could make multifs send frames to a third party's
-// socket (the confused deputy).
-func checkClientSocket(path string, cred *unix.Ucred) error {
+// pinClientSocket opens the client's data socket path and checks the very
+// object it got: a socket, belonging to the connecting process's uid
+// unless that process is root. Otherwise any client could make multifs
+// send frames to a third party's socket (the confused deputy). The check
+// and the connect must concern the same object, or a client could swap a
+// directory in the path between them; so the object is held open (O_PATH,
+// the last component not followed) and connected to through its
+// /proc/self/fd name, which cannot be swapped. Call unpin once connected.
+func pinClientSocket(path string, cred *unix.Ucred) (pinned string, unpin func(), err error) {
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", nil, fmt.Errorf("%s: %w", path, err)
+	}
 	var st unix.Stat_t
-	if err := unix.Lstat(path, &st); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return "", nil, fmt.Errorf("%s: %w", path, err)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
-		return fmt.Errorf("%s: not a socket", path)
+		unix.Close(fd)
+		return "", nil, fmt.Errorf("%s: not a socket", path)
 	}
 	if cred.Uid != 0 && st.Uid != cred.Uid {
-		return fmt.Errorf("%s: owned by uid %d, not by the peer (uid %d)", path, st.Uid, cred.Uid)
+		unix.Close(fd)
+		return "", nil, fmt.Errorf("%s: owned by uid %d, not by the peer (uid %d)", path, st.Uid, cred.Uid)
 	}
-	return nil
+	return fmt.Sprintf("/proc/self/fd/%d", fd), func() { unix.Close(fd) }, nil
 }
 
 // dataSocket makes the server's end of a vde-2 data channel: a datagram
@@ -386,7 +398,7 @@ func connectPeer(fd int, peer string) error {
 	err := unix.Connect(fd, &unix.SockaddrUnix{Name: peer})
 	if err == unix.EACCES {
 		var st unix.Stat_t
-		if unix.Lstat(peer, &st) == nil && st.Uid == uint32(os.Geteuid()) {
+		if unix.Stat(peer, &st) == nil && st.Uid == uint32(os.Geteuid()) {
 			if unix.Chmod(peer, (st.Mode&0o7777)|0o200) == nil {
 				err = unix.Connect(fd, &unix.SockaddrUnix{Name: peer})
 			}

@@ -6,11 +6,10 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-
-	"multifs/multilink"
 )
 
 func sortEntries(e []fuse.DirEntry) {
@@ -22,9 +21,15 @@ func wantsWrite(flags uint32) bool {
 }
 
 // statsFile renders key: value text afresh for every read from offset 0.
+// render reports false once what it describes is gone (a closed link).
 type statsFile struct {
 	node
-	render func() string
+	render func() (string, bool)
+}
+
+// always adapts a renderer whose object lives as long as the tree.
+func always(f func() string) func() (string, bool) {
+	return func() (string, bool) { return f(), true }
 }
 
 var (
@@ -41,13 +46,20 @@ type statsHandle struct {
 }
 
 func (f *statsFile) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	f.fillAttr(&out.Attr, syscall.S_IFREG|f.t.Perms.StatsMode(), uint64(len(f.render())), f.t.start)
+	text, ok := f.render()
+	if !ok {
+		return syscall.ENOENT
+	}
+	f.fillAttr(&out.Attr, syscall.S_IFREG|f.t.Perms.StatsMode(), uint64(len(text)), f.t.start)
 	return 0
 }
 
 func (f *statsFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	if wantsWrite(flags) || flags&syscall.O_TRUNC != 0 {
 		return nil, 0, syscall.EACCES
+	}
+	if _, ok := f.render(); !ok {
+		return nil, 0, syscall.ENOENT
 	}
 	return &statsHandle{}, fuse.FOPEN_DIRECT_IO, 0
 }
@@ -60,7 +72,8 @@ func (f *statsFile) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if off == 0 || h.text == nil {
-		h.text = []byte(f.render())
+		text, _ := f.render()
+		h.text = []byte(text)
 	}
 	if off >= int64(len(h.text)) {
 		return fuse.ReadResultData(nil), 0
@@ -72,10 +85,12 @@ func (f *statsFile) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off
 	return fuse.ReadResultData(h.text[off:end]), 0
 }
 
-// closeFile closes its link when "1" is written to it.
+// closeFile closes its link when "1" is written to it. Like linkDir it
+// keeps the id, not the link.
 type closeFile struct {
 	node
-	port *multilink.Port
+	id    uint64
+	since time.Time
 }
 
 var (
@@ -86,7 +101,7 @@ var (
 )
 
 func (f *closeFile) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	f.fillAttr(&out.Attr, syscall.S_IFREG|f.t.Perms.CloseMode(), 0, f.port.Info.Since)
+	f.fillAttr(&out.Attr, syscall.S_IFREG|f.t.Perms.CloseMode(), 0, f.since)
 	return 0
 }
 
@@ -108,13 +123,13 @@ func (f *closeFile) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetA
 	if size != 0 {
 		return syscall.EINVAL
 	}
-	f.fillAttr(&out.Attr, syscall.S_IFREG|f.t.Perms.CloseMode(), 0, f.port.Info.Since)
+	f.fillAttr(&out.Attr, syscall.S_IFREG|f.t.Perms.CloseMode(), 0, f.since)
 	return 0
 }
 
 func (f *closeFile) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
 	cmd := strings.TrimSuffix(string(data), "\n")
-	log := f.t.Log.WithField("link", f.port.ID)
+	log := f.t.Log.WithField("link", f.id)
 	if caller, ok := fuse.FromContext(ctx); ok {
 		log = log.WithField("pid", caller.Pid)
 	}
@@ -126,6 +141,8 @@ func (f *closeFile) Write(ctx context.Context, fh fs.FileHandle, data []byte, of
 		return 0, syscall.EINVAL
 	}
 	log.Info("close requested through the control file")
-	f.port.Close()
+	if err := f.t.Multilink.CloseLink(f.id); err != nil {
+		return 0, syscall.ENOENT
+	}
 	return uint32(len(data)), 0
 }

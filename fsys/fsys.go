@@ -235,11 +235,11 @@ func (r *rootDir) OnAdd(ctx context.Context) {
 	root := r.EmbeddedInode()
 	add(root, "ctl", &symlink{node: node{t: t}, target: t.LinkCtl}, syscall.S_IFLNK, inoCtl)
 	add(root, "seqpacket", &symlink{node: node{t: t}, target: t.LinkSeq}, syscall.S_IFLNK, inoSeq)
-	add(root, "stats", &statsFile{node: node{t: t}, render: t.rootStats}, syscall.S_IFREG, inoStats)
+	add(root, "stats", &statsFile{node: node{t: t}, render: always(t.rootStats)}, syscall.S_IFREG, inoStats)
 	host := add(root, "host", &staticDir{dir: dir{node: node{t: t}}}, syscall.S_IFDIR, inoHost)
 	add(host, "ctl", &symlink{node: node{t: t}, target: t.HostCtl}, syscall.S_IFLNK, inoHostCtl)
 	add(host, "seqpacket", &symlink{node: node{t: t}, target: t.HostSeq}, syscall.S_IFLNK, inoHostSeq)
-	add(host, "stats", &statsFile{node: node{t: t}, render: t.hostStats}, syscall.S_IFREG, inoHostStats)
+	add(host, "stats", &statsFile{node: node{t: t}, render: always(t.hostStats)}, syscall.S_IFREG, inoHostStats)
 	add(root, "links", &linksDir{dir: dir{node: node{t: t}}}, syscall.S_IFDIR, inoLinks)
 }
 
@@ -311,15 +311,18 @@ func (d *linksDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 	if p == nil {
 		return nil, syscall.ENOENT
 	}
-	ld := &linkDir{dir: dir{node: node{t: d.t}}, port: p}
+	ld := &linkDir{dir: dir{node: node{t: d.t}}, id: id, since: p.Info.Since}
 	ld.fillAttr(&out.Attr, syscall.S_IFDIR|d.t.Perms.DirMode(), 0, p.Info.Since)
 	return d.NewInode(ctx, ld, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: linkIno(id, 0)}), 0
 }
 
-// linkDir is one link: stats and close.
+// linkDir is one link: stats and close. It keeps the link's id, not the
+// link: the kernel may hold on to the node long after the link is gone,
+// and must not keep the link's buffers alive with it.
 type linkDir struct {
 	dir
-	port *multilink.Port
+	id    uint64
+	since time.Time
 }
 
 var (
@@ -328,35 +331,41 @@ var (
 )
 
 func (d *linkDir) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	if d.port.Closed() {
+	if d.t.Multilink.Link(d.id) == nil {
 		return syscall.ENOENT
 	}
-	d.fillAttr(&out.Attr, syscall.S_IFDIR|d.t.Perms.DirMode(), 0, d.port.Info.Since)
+	d.fillAttr(&out.Attr, syscall.S_IFDIR|d.t.Perms.DirMode(), 0, d.since)
 	return 0
 }
 
 func (d *linkDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
-	id := d.port.ID
 	return fs.NewListDirStream([]fuse.DirEntry{
-		{Name: "close", Mode: syscall.S_IFREG, Ino: linkIno(id, 2)},
-		{Name: "stats", Mode: syscall.S_IFREG, Ino: linkIno(id, 1)},
+		{Name: "close", Mode: syscall.S_IFREG, Ino: linkIno(d.id, 2)},
+		{Name: "stats", Mode: syscall.S_IFREG, Ino: linkIno(d.id, 1)},
 	}), 0
 }
 
 func (d *linkDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if d.port.Closed() {
+	if d.t.Multilink.Link(d.id) == nil {
 		return nil, syscall.ENOENT
 	}
-	id := d.port.ID
 	switch name {
 	case "stats":
-		f := &statsFile{node: node{t: d.t}, render: d.port.Stats}
-		f.fillAttr(&out.Attr, syscall.S_IFREG|d.t.Perms.StatsMode(), uint64(len(f.render())), d.port.Info.Since)
-		return d.NewInode(ctx, f, fs.StableAttr{Mode: syscall.S_IFREG, Ino: linkIno(id, 1)}), 0
+		ml, id := d.t.Multilink, d.id
+		render := func() (string, bool) {
+			if p := ml.Link(id); p != nil {
+				return p.Stats(), true
+			}
+			return "", false
+		}
+		f := &statsFile{node: node{t: d.t}, render: render}
+		text, _ := render()
+		f.fillAttr(&out.Attr, syscall.S_IFREG|d.t.Perms.StatsMode(), uint64(len(text)), d.since)
+		return d.NewInode(ctx, f, fs.StableAttr{Mode: syscall.S_IFREG, Ino: linkIno(d.id, 1)}), 0
 	case "close":
-		f := &closeFile{node: node{t: d.t}, port: d.port}
-		f.fillAttr(&out.Attr, syscall.S_IFREG|d.t.Perms.CloseMode(), 0, d.port.Info.Since)
-		return d.NewInode(ctx, f, fs.StableAttr{Mode: syscall.S_IFREG, Ino: linkIno(id, 2)}), 0
+		f := &closeFile{node: node{t: d.t}, id: d.id, since: d.since}
+		f.fillAttr(&out.Attr, syscall.S_IFREG|d.t.Perms.CloseMode(), 0, d.since)
+		return d.NewInode(ctx, f, fs.StableAttr{Mode: syscall.S_IFREG, Ino: linkIno(d.id, 2)}), 0
 	}
 	return nil, syscall.ENOENT
 }

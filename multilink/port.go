@@ -216,6 +216,12 @@ func (p *Port) readFailed(err error) {
 func (p *Port) send(frames [][]byte) {
 	p.out.Lock()
 	defer p.out.Unlock()
+	if p.Leaving() {
+		// The peer is gone. Sending to a dead datagram peer would make
+		// the kernel purge what it sent us and we have not read yet.
+		p.drop(ErrWouldBlock, len(frames))
+		return
+	}
 	if p.isHost {
 		k, err := p.conn.SendBatchWait(frames, HostWait)
 		for _, f := range frames[:k] {
