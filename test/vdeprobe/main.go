@@ -7,6 +7,9 @@
 //	vdeprobe recv   -dir DIR [-transport ...] -count N [-idle 3s] [-max 60s] [-ready FILE]
 //	vdeprobe hold   -dir DIR [-transport ...] [-ready FILE] [-max 60s]
 //	vdeprobe bridge -a DIR -a-transport T -b DIR -b-transport T [-ready FILE] [-max 60s]
+//	vdeprobe churn  -dir PATH -cycles N [-seqpacket-every K] [-close-every M] [-frames F] [-max 50s]
+//	vdeprobe soak   -dir PATH -seconds 10s [-host-every 100ms] [-link-every 50ms] [-max 40s]
+//	                [-host-transports vde,seqpacket] [-link-churn=true]
 //
 // DIR is a multifs PATH (join as a link) or PATH/host (join as the host);
 // with -transport seqpacket the probe connects to DIR/seqpacket instead of
@@ -18,17 +21,29 @@
 // and exits 0 (1 if -max passes first). bridge joins two multilinks and
 // relays frames both ways until either side ends: a link made of a
 // seqpacket side and a vde-2 side, for mixed hand-offs.
+//
+// churn joins and leaves PATH as a link N times in a row (see churn's
+// comment), soak drives a multilink at full rate in every direction while
+// the host and links come and go, and prints what it sent and received so
+// the caller can check the daemon's counters (see soak's comment).
 package main
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -58,6 +73,10 @@ func main() {
 		err = hold(os.Args[2:])
 	case "bridge":
 		err = bridge(os.Args[2:])
+	case "churn":
+		err = churn(os.Args[2:])
+	case "soak":
+		err = soak(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -312,4 +331,589 @@ func bridge(args []string) error {
 	case <-time.After(*max):
 		return errors.New("still running at -max")
 	}
+}
+
+// ---------------------------------------------------------------------------
+// churn and soak: helpers
+
+// peer is what churn and soak need of a joined client: control.Client for
+// vde-2, seqPeer for seqpacket.
+type peer interface {
+	Send(frame []byte) error
+	Recv(buf []byte, timeout time.Duration) (int, error)
+	Done() <-chan struct{}
+	Close() error
+}
+
+// seqPeer is a seqpacket client on Go's poller. churn and soak use it
+// instead of control.DialSeqpacket, whose blocking read of the ack with
+// SO_RCVTIMEO set fails with EINTR when a signal (Go's own preemption
+// signal, say) arrives: such a socket call is never restarted (signal(7)),
+// and the client then drops a connection the daemon has admitted.
+type seqPeer struct{ c *net.UnixConn }
+
+func dialSeqPeer(path string) (*seqPeer, error) {
+	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: path, Net: "unixpacket"})
+	if err != nil {
+		return nil, err
+	}
+	c.SetReadDeadline(time.Now().Add(control.HandshakeTimeout))
+	ack := make([]byte, 16)
+	n, err := c.Read(ack)
+	if err != nil || n != 1 {
+		c.Close()
+		return nil, fmt.Errorf("no ack from %s (n=%d): %v", path, n, err)
+	}
+	if ack[0] != 0 {
+		c.Close()
+		return nil, fmt.Errorf("refused by %s: %w", path, syscall.Errno(ack[0]))
+	}
+	c.SetReadDeadline(time.Time{})
+	return &seqPeer{c: c}, nil
+}
+
+func (p *seqPeer) Send(frame []byte) error { _, err := p.c.Write(frame); return err }
+
+func (p *seqPeer) Recv(buf []byte, timeout time.Duration) (int, error) {
+	if timeout > 0 {
+		p.c.SetReadDeadline(time.Now().Add(timeout))
+	} else {
+		p.c.SetReadDeadline(time.Time{})
+	}
+	return p.c.Read(buf) // a zero-length read is io.EOF on SOCK_SEQPACKET
+}
+
+func (p *seqPeer) Done() <-chan struct{} { return nil }
+
+func (p *seqPeer) Close() error { return p.c.Close() }
+
+// dialPeer joins dir with the given transport, as join does.
+func dialPeer(dir, transport, what string) (peer, error) {
+	switch transport {
+	case "vde":
+		return control.Dial(dir, fmt.Sprintf("vdeprobe %s pid=%d", what, os.Getpid()))
+	case "seqpacket":
+		return dialSeqPeer(filepath.Join(dir, "seqpacket"))
+	}
+	return nil, fmt.Errorf("unknown transport %q (want vde or seqpacket)", transport)
+}
+
+// linkIDs lists the open link ids under PATH/links.
+func linkIDs(dir string) ([]uint64, error) {
+	ents, err := os.ReadDir(filepath.Join(dir, "links"))
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]uint64, 0, len(ents))
+	for _, e := range ents {
+		if id, err := strconv.ParseUint(e.Name(), 10, 64); err == nil {
+			ids = append(ids, id)
+		}
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	return ids, nil
+}
+
+// maxLinkID is the highest open link id, 0 if none.
+func maxLinkID(dir string) uint64 {
+	ids, _ := linkIDs(dir)
+	if len(ids) == 0 {
+		return 0
+	}
+	return ids[len(ids)-1]
+}
+
+// linkStats reads PATH/links/ID/stats into a map.
+func linkStats(dir string, id uint64) (map[string]string, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "links", strconv.FormatUint(id, 10), "stats"))
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ": "); ok {
+			m[k] = v
+		} else if k, ok := strings.CutSuffix(line, ":"); ok {
+			m[k] = ""
+		}
+	}
+	return m, nil
+}
+
+// findLink waits until a link newer than after appears whose stats say it
+// is ours (pid) with this transport and, for vde, a description containing
+// descr; it returns the newest such link. Link ids only grow, so the newest
+// of ours is the one just joined, even while older ones of ours are still
+// leaving.
+func findLink(dir string, after uint64, transport, descr string, timeout time.Duration) (uint64, error) {
+	me := strconv.Itoa(os.Getpid())
+	deadline := time.Now().Add(timeout)
+	for {
+		ids, err := linkIDs(dir)
+		if err != nil {
+			return 0, err
+		}
+		for i := len(ids) - 1; i >= 0 && ids[i] > after; i-- {
+			st, err := linkStats(dir, ids[i])
+			if err != nil {
+				continue // it just left
+			}
+			if st["pid"] == me && st["transport"] == transport && (descr == "" || strings.Contains(st["description"]+" ", descr)) {
+				return ids[i], nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("no link of ours (%s %q) newer than %d after %v", transport, descr, after, timeout)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// closeLink writes "1" to PATH/links/ID/close, as `echo 1 > close` does.
+func closeLink(dir string, id uint64) error {
+	f, err := os.OpenFile(filepath.Join(dir, "links", strconv.FormatUint(id, 10), "close"), os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		return err
+	}
+	_, werr := f.Write([]byte("1\n"))
+	cerr := f.Close()
+	if werr != nil {
+		return werr
+	}
+	return cerr
+}
+
+// drainToEOF receives until the daemon ends the connection and everything
+// it sent before has been read: for seqpacket, until EOF; for vde-2, until
+// the control stream is closed and the data socket is then empty (the
+// daemon closes its data socket before the control stream, so nothing can
+// arrive after). It returns how many frames arrived. A zero timeout waits
+// as long as it takes; otherwise it fails after timeout.
+func drainToEOF(c peer, timeout time.Duration) (uint64, error) {
+	var n uint64
+	buf := make([]byte, 65536)
+	var deadline time.Time
+	if timeout > 0 {
+		deadline = time.Now().Add(timeout)
+	}
+	for {
+		if !deadline.IsZero() && time.Now().After(deadline) {
+			return n, fmt.Errorf("no EOF within %v (%d frames read)", timeout, n)
+		}
+		_, err := c.Recv(buf, 100*time.Millisecond)
+		switch {
+		case err == nil:
+			n++
+		case errors.Is(err, io.EOF):
+			return n, nil
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			if d := c.Done(); d != nil {
+				select {
+				case <-d:
+					return n, nil // closed, and nothing came for 100 ms since
+				default:
+				}
+			}
+		default:
+			return n, err
+		}
+	}
+}
+
+// waitEOF waits until the daemon ends the connection, discarding frames.
+func waitEOF(c peer, timeout time.Duration) error {
+	if d := c.Done(); d != nil {
+		select {
+		case <-d:
+			return nil
+		case <-time.After(timeout):
+			return fmt.Errorf("no EOF on the control stream within %v", timeout)
+		}
+	}
+	_, err := drainToEOF(c, timeout)
+	return err
+}
+
+// ---------------------------------------------------------------------------
+// churn
+
+// churn joins PATH as a link and leaves it, -cycles times in a row, as fast
+// as it goes: every K-th cycle through the seqpacket entry (the others with
+// vde-2), every M-th cycle closed through PATH/links/N/close (it then
+// checks that the client sees EOF within 2 s), the others closed by the
+// client. Each link that leaves by itself first sends -frames test frames
+// (the daemon must count every one: the peer's departure drains its socket;
+// a close through the file does not, so those links send none). It prints
+//
+//	cycles=N vde=N seqpacket=N peer_closed=N fuse_closed=N eof_seen=N frames_sent=N seconds=S
+//
+// and fails at the first error or once -max has passed.
+func churn(args []string) error {
+	fs := flag.NewFlagSet("churn", flag.ExitOnError)
+	dir := fs.String("dir", "", "the multifs PATH")
+	cycles := fs.Int("cycles", 1000, "join/leave cycles")
+	seqEvery := fs.Int("seqpacket-every", 3, "every K-th cycle uses the seqpacket entry (0: never)")
+	closeEvery := fs.Int("close-every", 4, "every M-th cycle is closed through links/N/close (0: never)")
+	frames := fs.Int("frames", 0, "test frames each link sends before leaving")
+	max := fs.Duration("max", 50*time.Second, "give up after this long")
+	fs.Parse(args)
+	var nVde, nSeq, peerClosed, fuseClosed, eofSeen, sent int
+	buf := make([]byte, 64)
+	start := time.Now()
+	deadline := start.Add(*max)
+	for i := 0; i < *cycles; i++ {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("only %d of %d cycles within %v", i, *cycles, *max)
+		}
+		transport := "vde"
+		if *seqEvery > 0 && i%*seqEvery == *seqEvery-1 {
+			transport = "seqpacket"
+		}
+		byFile := *closeEvery > 0 && i%*closeEvery == *closeEvery-1
+		var before uint64
+		if byFile {
+			before = maxLinkID(*dir)
+		}
+		tag := fmt.Sprintf("cycle=%d", i)
+		c, err := dialPeer(*dir, transport, "churn "+tag)
+		if err != nil {
+			return fmt.Errorf("cycle %d: join (%s): %w", i, transport, err)
+		}
+		if transport == "vde" {
+			nVde++
+		} else {
+			nSeq++
+		}
+		for f := 0; f < *frames && !byFile; f++ {
+			if err := c.Send(frame(buf, uint64(i))); err != nil {
+				c.Close()
+				return fmt.Errorf("cycle %d: send: %w", i, err)
+			}
+			sent++
+		}
+		if byFile {
+			descr := ""
+			if transport == "vde" {
+				descr = " " + tag + " "
+			}
+			id, err := findLink(*dir, before, transport, descr, 3*time.Second)
+			if err != nil {
+				c.Close()
+				return fmt.Errorf("cycle %d: %w", i, err)
+			}
+			if err := closeLink(*dir, id); err != nil {
+				c.Close()
+				return fmt.Errorf("cycle %d: close link %d: %w", i, id, err)
+			}
+			fuseClosed++
+			if err := waitEOF(c, 2*time.Second); err != nil {
+				c.Close()
+				return fmt.Errorf("cycle %d: link %d closed through its close file: %w", i, id, err)
+			}
+			eofSeen++
+		} else {
+			peerClosed++
+		}
+		c.Close()
+	}
+	fmt.Printf("cycles=%d vde=%d seqpacket=%d peer_closed=%d fuse_closed=%d eof_seen=%d frames_sent=%d seconds=%.2f\n",
+		*cycles, nVde, nSeq, peerClosed, fuseClosed, eofSeen, sent, time.Since(start).Seconds())
+	return nil
+}
+
+// ---------------------------------------------------------------------------
+// soak
+
+// soak drives PATH at full rate for -seconds while the host and links come
+// and go, and prints what it sent and received, for the caller to check
+// against the daemon's counters:
+//
+//   - four steady links joined first and left last: two receivers (one
+//     vde-2, one seqpacket) that read everything, and two senders that send
+//     to the host at full rate (the vde-2 one also reads, the seqpacket one
+//     never reads, so its frames pile up and are dropped);
+//   - a host that attaches (vde-2 and seqpacket in turn), sends at full
+//     rate and reads for -host-every, then leaves, over and over;
+//   - a link every -link-every, in turn: a vde-2 or seqpacket link that
+//     sends at full rate and reads, then leaves by itself; or a vde-2 or
+//     seqpacket link that only reads and is closed through links/N/close,
+//     then reads what was left up to EOF.
+//
+// -host-transports and -link-churn narrow the mix down (to tell which part
+// of it makes a counter go wrong).
+//
+// At the end the steady senders leave by themselves once the host is
+// detached, and the steady receivers are closed through their close files
+// and read up to EOF. Every link that sends leaves by itself, so the daemon
+// must count (rx_packets) every frame the probe sent. Output: one line
+//
+//	soak seconds=S host_sessions=N host_join_retries=N host_sent=N host_recv=N link_sessions=N link_sent=N link_recv=N errors=N
+//
+// then one "steady id=N transport=T role=recv|send sent=N recv=N" line per
+// steady link (recv counts only for the receivers, which read to EOF).
+func soak(args []string) error {
+	fs := flag.NewFlagSet("soak", flag.ExitOnError)
+	dir := fs.String("dir", "", "the multifs PATH")
+	seconds := fs.Duration("seconds", 10*time.Second, "how long to soak (a duration, or seconds)")
+	hostEvery := fs.Duration("host-every", 100*time.Millisecond, "host session length")
+	linkEvery := fs.Duration("link-every", 50*time.Millisecond, "link session length")
+	max := fs.Duration("max", 0, "give up after this long (default: seconds + 30 s)")
+	hostTransports := fs.String("host-transports", "vde,seqpacket", "the host's transports, taken in turn")
+	linkChurn := fs.Bool("link-churn", true, "links come and go (false: only the steady links)")
+	fs.Parse(args)
+	hostTs := strings.Split(*hostTransports, ",")
+	if *max == 0 {
+		*max = *seconds + 30*time.Second
+	}
+	start := time.Now()
+	watchdog := time.AfterFunc(*max, func() {
+		fmt.Fprintf(os.Stderr, "vdeprobe: soak still running after %v\n", *max)
+		os.Exit(3)
+	})
+	defer watchdog.Stop()
+
+	var hostSessions, hostRetries, hostSent, hostRecv atomic.Uint64
+	var linkSessions, linkSent, linkRecv, nErrors atomic.Uint64
+	var errMu sync.Mutex
+	var firstErr error
+	report := func(err error) {
+		nErrors.Add(1)
+		errMu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		errMu.Unlock()
+	}
+
+	// sendFor sends probe frames through c until stop is closed; it
+	// returns how many the socket took.
+	sendFor := func(c peer, stop <-chan struct{}) uint64 {
+		buf := make([]byte, 64)
+		var n uint64
+		for {
+			select {
+			case <-stop:
+				return n
+			default:
+			}
+			if err := c.Send(frame(buf, n)); err != nil {
+				return n
+			}
+			n++
+		}
+	}
+	// readAll counts frames until the connection fails (closed by us or
+	// by the daemon).
+	readAll := func(c peer, into *atomic.Uint64) {
+		buf := make([]byte, 65536)
+		for {
+			if _, err := c.Recv(buf, 0); err != nil {
+				return
+			}
+			into.Add(1)
+		}
+	}
+	timer := func(d time.Duration) <-chan struct{} {
+		ch := make(chan struct{})
+		time.AfterFunc(d, func() { close(ch) })
+		return ch
+	}
+
+	// --- the steady links
+	type steady struct {
+		id        uint64
+		transport string
+		role      string
+		c         peer
+		sent      uint64
+		recv      uint64
+		done      chan struct{}
+	}
+	var steadies []*steady
+	for i, spec := range []struct{ transport, role string }{
+		{"vde", "recv"}, {"seqpacket", "recv"}, {"vde", "send"}, {"seqpacket", "send"},
+	} {
+		before := maxLinkID(*dir)
+		tag := fmt.Sprintf("steady=%d", i)
+		c, err := dialPeer(*dir, spec.transport, "soak "+tag)
+		if err != nil {
+			return fmt.Errorf("steady link %d: %w", i, err)
+		}
+		descr := ""
+		if spec.transport == "vde" {
+			descr = " " + tag + " "
+		}
+		id, err := findLink(*dir, before, spec.transport, descr, 3*time.Second)
+		if err != nil {
+			return fmt.Errorf("steady link %d: %w", i, err)
+		}
+		steadies = append(steadies, &steady{id: id, transport: spec.transport, role: spec.role, c: c, done: make(chan struct{})})
+	}
+	stopSteady := make(chan struct{})
+	for _, s := range steadies {
+		s := s
+		if s.role == "recv" {
+			go func() {
+				defer close(s.done)
+				n, err := drainToEOF(s.c, 0)
+				s.recv = n
+				if err != nil {
+					report(fmt.Errorf("steady link %d: %w", s.id, err))
+				}
+			}()
+			continue
+		}
+		if s.transport == "vde" {
+			go readAll(s.c, &linkRecv)
+		}
+		go func() {
+			defer close(s.done)
+			s.sent = sendFor(s.c, stopSteady)
+		}()
+	}
+
+	end := time.Now().Add(*seconds)
+	var churners sync.WaitGroup
+
+	// --- the host, coming and going
+	churners.Add(1)
+	go func() {
+		defer churners.Done()
+		for k := 0; time.Now().Before(end); k++ {
+			transport := hostTs[k%len(hostTs)]
+			var c peer
+			var err error
+			joinBy := time.Now().Add(3 * time.Second)
+			for {
+				c, err = dialPeer(*dir+"/host", transport, "soak host")
+				if err == nil || time.Now().After(joinBy) {
+					break
+				}
+				hostRetries.Add(1)
+				time.Sleep(5 * time.Millisecond)
+			}
+			if err != nil {
+				report(fmt.Errorf("host session %d (%s): %w", k, transport, err))
+				return
+			}
+			hostSessions.Add(1)
+			var rd sync.WaitGroup
+			rd.Add(1)
+			go func() { defer rd.Done(); readAll(c, &hostRecv) }()
+			hostSent.Add(sendFor(c, timer(*hostEvery)))
+			c.Close()
+			rd.Wait()
+		}
+	}()
+
+	// --- links, coming and going
+	churners.Add(1)
+	go func() {
+		defer churners.Done()
+		for k := 0; *linkChurn && time.Now().Before(end); k++ {
+			kind := k % 4
+			transport := "vde"
+			if kind%2 == 1 {
+				transport = "seqpacket"
+			}
+			var before uint64
+			if kind >= 2 {
+				before = maxLinkID(*dir)
+			}
+			tag := fmt.Sprintf("churn=%d", k)
+			c, err := dialPeer(*dir, transport, "soak "+tag)
+			if err != nil {
+				report(fmt.Errorf("link session %d (%s): %w", k, transport, err))
+				time.Sleep(*linkEvery)
+				continue
+			}
+			linkSessions.Add(1)
+			if kind < 2 {
+				// sends and reads, then leaves by itself
+				var rd sync.WaitGroup
+				rd.Add(1)
+				go func() { defer rd.Done(); readAll(c, &linkRecv) }()
+				linkSent.Add(sendFor(c, timer(*linkEvery)))
+				c.Close()
+				rd.Wait()
+				continue
+			}
+			// reads only; closed through its close file
+			descr := ""
+			if transport == "vde" {
+				descr = " " + tag + " "
+			}
+			id, err := findLink(*dir, before, transport, descr, 3*time.Second)
+			if err != nil {
+				report(fmt.Errorf("link session %d: %w", k, err))
+				c.Close()
+				continue
+			}
+			got := make(chan uint64, 1)
+			go func() {
+				n, err := drainToEOF(c, 0)
+				if err != nil {
+					report(fmt.Errorf("link %d: %w", id, err))
+				}
+				got <- n
+			}()
+			time.Sleep(*linkEvery)
+			if err := closeLink(*dir, id); err != nil {
+				report(fmt.Errorf("close link %d: %w", id, err))
+				c.Close()
+			}
+			select {
+			case n := <-got:
+				linkRecv.Add(n)
+			case <-time.After(5 * time.Second):
+				report(fmt.Errorf("link %d: no EOF within 5 s of its close", id))
+				c.Close()
+			}
+			c.Close()
+		}
+	}()
+	churners.Wait()
+
+	// --- the end: the host is gone; the steady senders leave by
+	// themselves, the steady receivers are closed through their files.
+	detachBy := time.Now().Add(5 * time.Second)
+	for {
+		b, _ := os.ReadFile(filepath.Join(*dir, "stats"))
+		if bytes.Contains(b, []byte("\nhost: detached\n")) {
+			break
+		}
+		if time.Now().After(detachBy) {
+			report(errors.New("the host is still attached 5 s after its last session"))
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(stopSteady)
+	for _, s := range steadies {
+		if s.role == "send" {
+			<-s.done
+			s.c.Close()
+		}
+	}
+	for _, s := range steadies {
+		if s.role == "recv" {
+			if err := closeLink(*dir, s.id); err != nil {
+				report(fmt.Errorf("close steady link %d: %w", s.id, err))
+				s.c.Close()
+			}
+			<-s.done
+			s.c.Close()
+		}
+	}
+	var steadySent uint64
+	for _, s := range steadies {
+		steadySent += s.sent
+	}
+	fmt.Printf("soak seconds=%.2f host_sessions=%d host_join_retries=%d host_sent=%d host_recv=%d link_sessions=%d link_sent=%d link_recv=%d errors=%d\n",
+		time.Since(start).Seconds(), hostSessions.Load(), hostRetries.Load(), hostSent.Load(), hostRecv.Load(),
+		linkSessions.Load()+uint64(len(steadies)), linkSent.Load()+steadySent, linkRecv.Load(), nErrors.Load())
+	for _, s := range steadies {
+		fmt.Printf("steady id=%d transport=%s role=%s sent=%d recv=%d\n", s.id, s.transport, s.role, s.sent, s.recv)
+	}
+	return firstErr
 }

@@ -1,0 +1,147 @@
+#!/bin/bash
+# t_soak.sh: a multilink driven at full rate in every direction for
+# SOAK_SECONDS (default 10, for CI) while the host detaches and re-attaches
+# every 100 ms and links join and leave every 50 ms (`vdeprobe soak`).
+# The long mode is a minute:
+#
+#	SOAK_SECONDS=60 bash test/t_soak.sh
+#	SOAK_SECONDS=60 LIMIT=180 bash test/run.sh t_soak
+#
+# Afterwards the daemon must be alive with no panic in its log, and the
+# counters must add up exactly, per direction, over the whole run. Every
+# port's final counters come from its close line in the log ("link closed",
+# "host detached", at info level), the multilink's from PATH/stats:
+#
+#  E1 link -> daemon: sum of the links' rx_packets = frames the probe's
+#     links sent (every link that sends leaves by itself: what it sent
+#     before leaving is still read);
+#  E2 link -> host: sum of the links' rx_packets = sum of the hosts'
+#     tx_packets + tx_dropped, + dropped_no_host;
+#  E3 host -> daemon: sum of the hosts' rx_packets = frames the probe's
+#     hosts sent;
+#  E4 host -> links: each of the four steady links (there before the first
+#     host, gone after the last) was offered every host frame: its
+#     tx_packets + tx_dropped = sum of the hosts' rx_packets; and
+#     dropped_no_link = 0;
+#  E5 delivery: each steady receiver read exactly its tx_packets.
+. "$(dirname "$0")/../lib.sh"
+
+SECS=${SOAK_SECONDS:-10}
+
+P=$SCRATCH/soak
+# In the foreground, so that a panic's stack (stderr) lands in the log too.
+start_multifs_fg "$P" --log-level info || finish
+D=$LASTPID
+LOG=$SCRATCH/soak.log
+FD0=$(stat_key "$P/stats" open_fds)
+GR0=$(stat_key "$P/stats" goroutines)
+
+OUT=$SCRATCH/soak.out
+T0=$(now_ms)
+timeout $((SECS + 60)) "$VDEPROBE" soak -dir "$P" -seconds "${SECS}s" -max "$((SECS + 50))s" >"$OUT" 2>"$SCRATCH/soak.err"
+RC=$?
+if [ "$RC" -eq 0 ]; then
+	pass "soak for ${SECS}s ($(($(now_ms) - T0)) ms): $(head -n 1 "$OUT")"
+else
+	fail "soak for ${SECS}s" "exit $RC: $(head -n 1 "$OUT") $(head -c 400 "$SCRATCH/soak.err")"
+fi
+# out KEY: KEY=value from the probe's summary line.
+out() { head -n 1 "$OUT" | sed -n "s/.*\\b$1=\\([0-9]*\\).*/\\1/p"; }
+
+check "daemon alive after the soak" alive "$D"
+check_fails "no panic or fatal error in the daemon's log" grep -Eq 'panic|fatal error|level=(error|fatal|panic)' "$LOG"
+if wait_for "[ \"\$(stat_key '$P/stats' links)\" = 0 ] && [ \"\$(stat_key '$P/stats' host)\" = detached ]" 5; then
+	pass "everything left: links 0, host detached"
+else
+	fail "everything left" "$(grep -E '^(links|host):' "$P/stats" | tr '\n' ' ')"
+fi
+sleep 0.5 # let the last close lines be written
+
+# sum MSG KEY: the sum of KEY=N over the log's MSG lines.
+sum() {
+	grep "msg=\"$1\"" "$LOG" | grep -o " $2=[0-9]*" | cut -d= -f2 | awk '{ s += $1 } END { print s + 0 }'
+}
+LINK_RX=$(sum "link closed" rx_packets)
+LINK_RXD=$(sum "link closed" rx_dropped)
+HOST_RX=$(sum "host detached" rx_packets)
+HOST_TX=$(sum "host detached" tx_packets)
+HOST_TXD=$(sum "host detached" tx_dropped)
+DNH=$(stat_key "$P/stats" dropped_no_host)
+DNL=$(stat_key "$P/stats" dropped_no_link)
+note "links rx_packets=$LINK_RX rx_dropped=$LINK_RXD; hosts rx_packets=$HOST_RX tx_packets=$HOST_TX tx_dropped=$HOST_TXD; dropped_no_host=$DNH dropped_no_link=$DNL"
+
+check_eq "hosts_total = the probe's host sessions" "$(out host_sessions)" "$(stat_key "$P/stats" hosts_total)"
+check_eq "links_total = the probe's link sessions" "$(out link_sessions)" "$(stat_key "$P/stats" links_total)"
+check_eq "a close line per host session" "$(out host_sessions)" "$(grep -c 'msg="host detached"' "$LOG")"
+check_eq "a close line per link session" "$(out link_sessions)" "$(grep -c 'msg="link closed"' "$LOG")"
+check_eq "no frame of bad size (rx_dropped 0)" 0 "$LINK_RXD"
+
+check_eq "E1 link -> daemon: links' rx_packets = frames the links sent (off by $(($(out link_sent) - LINK_RX)))" \
+	"$(out link_sent)" "$LINK_RX"
+check_eq "E2 link -> host: links' rx_packets = hosts' tx_packets + tx_dropped + dropped_no_host (off by $((LINK_RX - HOST_TX - HOST_TXD - DNH)))" \
+	"$LINK_RX" "$((HOST_TX + HOST_TXD + DNH))"
+check_eq "E3 host -> daemon: hosts' rx_packets = frames the hosts sent (off by $(($(out host_sent) - HOST_RX)))" \
+	"$(out host_sent)" "$HOST_RX"
+check_eq "E4 host -> links: dropped_no_link 0 (the steady links were always there)" 0 "$DNL"
+NSTEADY=0
+while read -r _ id transport role sent recv; do
+	id=${id#id=}
+	transport=${transport#transport=}
+	role=${role#role=}
+	sent=${sent#sent=}
+	recv=${recv#recv=}
+	line=$(grep 'msg="link closed"' "$LOG" | grep " link=$id " | tail -n 1)
+	ltx=$(printf '%s' "$line" | sed -n 's/.* tx_packets=\([0-9]*\).*/\1/p')
+	ltd=$(printf '%s' "$line" | sed -n 's/.* tx_dropped=\([0-9]*\).*/\1/p')
+	lrx=$(printf '%s' "$line" | sed -n 's/.* rx_packets=\([0-9]*\).*/\1/p')
+	if [ -z "$line" ]; then
+		fail "steady link $id: its close line" "not in the log"
+		continue
+	fi
+	NSTEADY=$((NSTEADY + 1))
+	check_eq "E4 steady link $id ($transport, $role): tx_packets + tx_dropped = hosts' rx_packets ($ltx + $ltd)" \
+		"$HOST_RX" "$((ltx + ltd))"
+	if [ "$role" = recv ]; then
+		check_eq "E5 steady link $id ($transport): the probe read exactly its tx_packets" "$ltx" "$recv"
+	else
+		check_eq "E1 steady link $id ($transport): its rx_packets = what it sent" "$sent" "$lrx"
+	fi
+done < <(grep '^steady ' "$OUT")
+check_eq "four steady links checked" 4 "$NSTEADY"
+check "the host's reads are within what was sent to it ($(out host_recv) <= $HOST_TX)" test "$(out host_recv)" -le "$HOST_TX"
+
+# Nothing left behind.
+if wait_for "[ \"\$(stat_key '$P/stats' open_fds)\" -le $((FD0 + 5)) ]" 5; then
+	pass "open_fds back to baseline ($(stat_key "$P/stats" open_fds), baseline $FD0)"
+else
+	fail "open_fds back within baseline + 5 ($FD0)" "$(stat_key "$P/stats" open_fds)"
+fi
+if wait_for "[ \"\$(stat_key '$P/stats' goroutines)\" -le $((GR0 + 5)) ]" 5; then
+	pass "goroutines back to baseline ($(stat_key "$P/stats" goroutines), baseline $GR0)"
+else
+	fail "goroutines back within baseline + 5 ($GR0)" "$(stat_key "$P/stats" goroutines)"
+fi
+check_eq "the socket dir holds only the four entries" "ctl host.ctl host.seqpacket seqpacket" \
+	"$(ls "$(sockdir_of "$P")" | sort | tr '\n' ' ' | sed 's/ $//')"
+# Still serving: a last host -> link transfer without a loss.
+rm -f "$SCRATCH/last.ready"
+nice -n -10 "$VDEPROBE" recv -dir "$P" -count 10000 -idle 5s -max 30s -ready "$SCRATCH/last.ready" >"$SCRATCH/last.out" 2>&1 &
+R=$!
+track $R
+wait_for "[ -e '$SCRATCH/last.ready' ]" 3
+"$VDEPROBE" send -dir "$P/host" -count 10000 -rate 10000 >/dev/null 2>&1
+if wait "$R"; then
+	pass "still serving: $(cat "$SCRATCH/last.out")"
+else
+	fail "still serving: 10000 frames host -> link" "$(cat "$SCRATCH/last.out")"
+fi
+# SIGTERM: a clean stop after all that.
+kill -TERM "$D"
+if wait_exit "$D" 5; then
+	wait "$D"
+	check_eq "SIGTERM after the soak: exit status 0" 0 "$?"
+else
+	fail "SIGTERM after the soak: exits within 5 s" "still running"
+fi
+
+finish
