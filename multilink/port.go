@@ -59,7 +59,7 @@ var ErrWouldBlock = errors.New("peer socket full")
 const (
 	QueueBytes      = 1 << 20
 	TotalQueueBytes = 64 << 20
-	HostWait        = 2 * time.Millisecond
+	HostWait        = 20 * time.Millisecond
 )
 
 // PeerInfo is who a peer is, as learnt at join time.
