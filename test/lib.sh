@@ -222,6 +222,18 @@ start_multifs_fg() {
 # stat_key FILE KEY: the value of "KEY: value" in FILE.
 stat_key() { sed -n "s/^$2: //p" "$1" 2>/dev/null | head -n 1; }
 
+# check_back_to NAME STATS KEY BASELINE SLACK: pass once the numeric KEY of
+# STATS is at most BASELINE + SLACK (waiting up to 5 s): what churn must not
+# leak (open_fds, goroutines) comes back down.
+check_back_to() {
+	local name=$1 stats=$2 key=$3 base=$4 slack=$5
+	if wait_for "[ \"\$(stat_key '$stats' $key)\" -le $((base + slack)) ]" 5; then
+		pass "$name ($key $(stat_key "$stats" "$key"), baseline $base)"
+	else
+		fail "$name" "$key $(stat_key "$stats" "$key") > baseline $base + $slack"
+	fi
+}
+
 # links_of PATH: the open link ids, space-separated.
 links_of() { ls "$1/links" 2>/dev/null | sort -n | tr '\n' ' ' | sed 's/ $//'; }
 

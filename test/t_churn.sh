@@ -110,16 +110,8 @@ check_eq "the log has as many 'link closed' lines as 'link joined' lines" \
 # their queued frames included (a departing peer's socket is drained).
 check_eq "dropped_no_host counts every frame the departing links sent" "$(field frames_sent)" \
 	"$(($(stat_key "$P/stats" dropped_no_host) - DNH0))"
-if wait_for "[ \"\$(stat_key '$P/stats' open_fds)\" -le $((FD0 + 5)) ]" 5; then
-	pass "open_fds back to baseline ($(stat_key "$P/stats" open_fds), baseline $FD0)"
-else
-	fail "open_fds back within baseline + 5 ($FD0)" "$(stat_key "$P/stats" open_fds)"
-fi
-if wait_for "[ \"\$(stat_key '$P/stats' goroutines)\" -le $((GR0 + 5)) ]" 5; then
-	pass "goroutines back to baseline ($(stat_key "$P/stats" goroutines), baseline $GR0)"
-else
-	fail "goroutines back within baseline + 5 ($GR0)" "$(stat_key "$P/stats" goroutines)"
-fi
+check_back_to "open_fds back to baseline" "$P/stats" open_fds "$FD0" 5
+check_back_to "goroutines back to baseline" "$P/stats" goroutines "$GR0" 5
 RSS1=$(rss_kib "$D")
 if [ -n "$RSS1" ] && [ "$RSS1" -le $((RSS0 + 20 * 1024)) ]; then
 	pass "daemon VmRSS within baseline + 20 MiB ($RSS0 kB -> $RSS1 kB)"

@@ -284,16 +284,8 @@ if wait_for "[ \"\$(stat_key '$P/stats' links)\" = 0 ]" 5; then
 else
 	fail "500 connects: links back to 0 once they closed" "links: $(stat_key "$P/stats" links)"
 fi
-if wait_for "[ \"\$(stat_key '$P/stats' open_fds)\" -le $((FD0 + 10)) ]" 5; then
-	pass "500 connects: open_fds back near baseline ($(stat_key "$P/stats" open_fds), baseline $FD0)"
-else
-	fail "500 connects: open_fds back near baseline (<= $((FD0 + 10)))" "$(stat_key "$P/stats" open_fds)"
-fi
-if wait_for "[ \"\$(stat_key '$P/stats' goroutines)\" -le $((GR0 + 10)) ]" 5; then
-	pass "500 connects: goroutines back near baseline ($(stat_key "$P/stats" goroutines), baseline $GR0)"
-else
-	fail "500 connects: goroutines back near baseline (<= $((GR0 + 10)))" "$(stat_key "$P/stats" goroutines)"
-fi
+check_back_to "500 connects: open_fds back near baseline" "$P/stats" open_fds "$FD0" 10
+check_back_to "500 connects: goroutines back near baseline" "$P/stats" goroutines "$GR0" 10
 check_eq "500 connects: the 125 silent or short garbage ones logged as timeouts" 125 \
 	"$(($(grep 'refused: bad handshake' "$LOG" | grep -c 'i/o timeout') - TO0))"
 
@@ -327,11 +319,7 @@ check_eq "seqpacket host: 50 simultaneous connects: 1 accepted, 49 EISCONN" "1 4
 	"$(field acks_ok "$OUT") $(field acks_eisconn "$OUT")"
 wait_for "[ \"\$(stat_key '$P/stats' host)\" = detached ]" 3
 check_eq "seqpacket host: detached once it closed" detached "$(stat_key "$P/stats" host)"
-if wait_for "[ \"\$(stat_key '$P/stats' open_fds)\" -le $((FD0 + 10)) ]" 5; then
-	pass "seqpacket: open_fds back near baseline ($(stat_key "$P/stats" open_fds), baseline $FD0)"
-else
-	fail "seqpacket: open_fds back near baseline (<= $((FD0 + 10)))" "$(stat_key "$P/stats" open_fds)"
-fi
+check_back_to "seqpacket: open_fds back near baseline" "$P/stats" open_fds "$FD0" 10
 
 # --- still serving ----------------------------------------------------------------------
 check "daemon alive after everything" alive "$D"

@@ -111,16 +111,8 @@ check_eq "four steady links checked" 4 "$NSTEADY"
 check "the host's reads are within what was sent to it ($(out host_recv) <= $HOST_TX)" test "$(out host_recv)" -le "$HOST_TX"
 
 # Nothing left behind.
-if wait_for "[ \"\$(stat_key '$P/stats' open_fds)\" -le $((FD0 + 5)) ]" 5; then
-	pass "open_fds back to baseline ($(stat_key "$P/stats" open_fds), baseline $FD0)"
-else
-	fail "open_fds back within baseline + 5 ($FD0)" "$(stat_key "$P/stats" open_fds)"
-fi
-if wait_for "[ \"\$(stat_key '$P/stats' goroutines)\" -le $((GR0 + 5)) ]" 5; then
-	pass "goroutines back to baseline ($(stat_key "$P/stats" goroutines), baseline $GR0)"
-else
-	fail "goroutines back within baseline + 5 ($GR0)" "$(stat_key "$P/stats" goroutines)"
-fi
+check_back_to "open_fds back to baseline" "$P/stats" open_fds "$FD0" 5
+check_back_to "goroutines back to baseline" "$P/stats" goroutines "$GR0" 5
 check_eq "the socket dir holds only the four entries" "ctl host.ctl host.seqpacket seqpacket" \
 	"$(ls "$(sockdir_of "$P")" | sort | tr '\n' ' ' | sed 's/ $//')"
 # Still serving: a last host -> link transfer without a loss.

@@ -97,6 +97,14 @@ func join(dir, transport, what string) (*control.Client, error) {
 	return nil, fmt.Errorf("unknown transport %q (want vde or seqpacket)", transport)
 }
 
+// markReady creates the -ready file, if one was asked for, once joined.
+func markReady(path string) error {
+	if path == "" {
+		return nil
+	}
+	return os.WriteFile(path, nil, 0o644)
+}
+
 // frame builds test frame seq of the given size: broadcast Ethernet header,
 // magic, seq, then bytes that depend on seq so damage shows.
 func frame(buf []byte, seq uint64) []byte {
@@ -172,10 +180,8 @@ func recv(args []string) error {
 		return err
 	}
 	defer c.Close()
-	if *ready != "" {
-		if err := os.WriteFile(*ready, nil, 0o644); err != nil {
-			return err
-		}
+	if err := markReady(*ready); err != nil {
+		return err
 	}
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
@@ -248,10 +254,8 @@ func hold(args []string) error {
 		return err
 	}
 	defer c.Close()
-	if *ready != "" {
-		if err := os.WriteFile(*ready, nil, 0o644); err != nil {
-			return err
-		}
+	if err := markReady(*ready); err != nil {
+		return err
 	}
 	deadline := time.Now().Add(*max)
 	buf := make([]byte, 65536)
@@ -295,10 +299,8 @@ func bridge(args []string) error {
 		return err
 	}
 	defer cb.Close()
-	if *ready != "" {
-		if err := os.WriteFile(*ready, nil, 0o644); err != nil {
-			return err
-		}
+	if err := markReady(*ready); err != nil {
+		return err
 	}
 	ended := make(chan string, 2)
 	relay := func(from, to *control.Client, name string) {
