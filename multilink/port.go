@@ -52,7 +52,8 @@ var ErrWouldBlock = errors.New("peer socket full")
 // wait pushes back on the senders (their sockets fill while we wait), as
 // the reference's blocking write does: under overload the links slow down
 // instead of having their frames read, copied and thrown away. A host that
-// stays stuck costs each batch HostWait and then its frames (tx_dropped).
+// stays stuck costs one HostWait, then its frames are dropped at once
+// (tx_dropped) until it takes frames again.
 //
 // All queues together are bounded too (TotalQueueBytes), so that many stuck
 // links cannot make the daemon grow without limit.
@@ -94,6 +95,7 @@ type Port struct {
 		frames  [][]byte
 		bytes   int
 		writing bool
+		stuck   bool // host only: the last send found no room within HostWait
 	}
 
 	closeOnce sync.Once
@@ -223,7 +225,16 @@ func (p *Port) send(frames [][]byte) {
 		return
 	}
 	if p.isHost {
-		k, err := p.conn.SendBatchWait(frames, HostWait)
+		var k int
+		var err error
+		if p.out.stuck {
+			// It let a whole HostWait pass last time: don't make every
+			// link wait again until it takes frames at once.
+			k, err = p.conn.TrySendBatch(frames)
+		} else {
+			k, err = p.conn.SendBatchWait(frames, HostWait)
+		}
+		p.out.stuck = k < len(frames)
 		for _, f := range frames[:k] {
 			p.countTx(len(f))
 		}
