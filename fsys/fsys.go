@@ -297,7 +297,7 @@ func (d *linksDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	links := d.t.Multilink.Links() // ordered by id
 	entries := make([]fuse.DirEntry, len(links))
 	for i, p := range links {
-		entries[i] = fuse.DirEntry{Name: strconv.FormatUint(p.ID, 10), Mode: syscall.S_IFDIR, Ino: linkIno(p.ID, 0)}
+		entries[i] = fuse.DirEntry{Name: p.IDString(), Mode: syscall.S_IFDIR, Ino: linkIno(p.ID, 0)}
 	}
 	return fs.NewListDirStream(entries), 0
 }
