@@ -112,13 +112,13 @@ type daemon struct {
 }
 
 // startMultifs starts a daemon on tmp/name and registers its stop.
-func (b *bench) startMultifs(name string) (*daemon, error) {
+func (b *bench) startMultifs(name string, args ...string) (*daemon, error) {
 	path := filepath.Join(b.tmp, name)
 	d := &daemon{path: path}
 	b.clean.add(func() { d.stop() })
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, b.multifs, "--log-file", path+".log", path).CombinedOutput()
+	out, err := exec.CommandContext(ctx, b.multifs, append(append([]string{"--log-file", path + ".log"}, args...), path)...).CombinedOutput()
 	if err != nil {
 		return nil, fmt.Errorf("multifs %s: %v: %s", path, err, strings.TrimSpace(string(out)))
 	}
