@@ -119,15 +119,7 @@ func (p *pollFD) TrySendBatch(frames [][]byte) (int, error) {
 	sent := 0
 	var errno unix.Errno
 	err := p.rc.Control(func(fd uintptr) {
-		for sent < len(frames) {
-			k := p.tx.fill(frames[sent:])
-			var n int
-			n, errno = mmsgCall(unix.SYS_SENDMMSG, fd, &p.tx, k, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
-			if errno != 0 {
-				return
-			}
-			sent += n
-		}
+		errno = p.sendFrom(fd, frames, &sent)
 	})
 	if err != nil {
 		return sent, err
@@ -139,6 +131,20 @@ func (p *pollFD) TrySendBatch(frames [][]byte) (int, error) {
 		return sent, errno
 	}
 	return sent, nil
+}
+
+// sendFrom sends frames[*sent:] with sendmmsg until all went or a call
+// failed, advancing *sent; it returns the failing call's errno, or 0.
+func (p *pollFD) sendFrom(fd uintptr, frames [][]byte, sent *int) unix.Errno {
+	for *sent < len(frames) {
+		k := p.tx.fill(frames[*sent:])
+		n, errno := mmsgCall(unix.SYS_SENDMMSG, fd, &p.tx, k, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+		if errno != 0 {
+			return errno
+		}
+		*sent += n
+	}
+	return 0
 }
 
 // SendBatchWait is TrySendBatch that waits for room, up to timeout in all;
@@ -153,19 +159,8 @@ func (p *pollFD) SendBatchWait(frames [][]byte, timeout time.Duration) (int, err
 	defer p.f.SetWriteDeadline(time.Time{})
 	var errno unix.Errno
 	werr := p.rc.Write(func(fd uintptr) bool {
-		for sent < len(frames) {
-			k := p.tx.fill(frames[sent:])
-			var n int
-			n, errno = mmsgCall(unix.SYS_SENDMMSG, fd, &p.tx, k, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
-			if errno == unix.EAGAIN {
-				return false // park until writable or the deadline
-			}
-			if errno != 0 {
-				return true
-			}
-			sent += n
-		}
-		return true
+		errno = p.sendFrom(fd, frames, &sent)
+		return errno != unix.EAGAIN // park until writable or the deadline
 	})
 	switch {
 	case errors.Is(werr, os.ErrDeadlineExceeded):
