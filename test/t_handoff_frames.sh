@@ -111,38 +111,29 @@ check_eq "no frame of A's host dropped as oversized or short (A/links/2 rx_dropp
 # Sixty short-lived senders, one after the other, each leaving right after
 # its last frame. Every frame must be handed on: sent, or counted as dropped.
 
-# The host side: A's link 2 gets every frame of 30 senders joining as A's host.
-tx0=$(stat_key "$A/links/2/stats" tx_packets)
-dr0=$(stat_key "$A/links/2/stats" tx_dropped)
-nl0=$(stat_key "$A/stats" dropped_no_link)
-failed=0
-for i in $(seq 60); do
-	"$VDEPROBE" send -dir "$A/host" -count 10 -rate 100000 >>"$SCRATCH/senders.log" 2>&1 || failed=$((failed + 1))
-done
-check_eq "all 60 senders joining as the host ran to the end" 0 "$failed"
-sleep 0.2
-tx1=$(stat_key "$A/links/2/stats" tx_packets)
-dr1=$(stat_key "$A/links/2/stats" tx_dropped)
-nl1=$(stat_key "$A/stats" dropped_no_link)
-check_eq "a host's last frames before it leaves reach the link (600 sent by 60 senders; link tx_packets+tx_dropped, dropped_no_link)" 600 \
-	"$((tx1 - tx0 + dr1 - dr0 + nl1 - nl0))"
+# last_frames NAME JOIN_DIR DEST_STATS DROP_KEY: 60 senders join JOIN_DIR one
+# after the other, send 10 frames each and leave; every frame must show up
+# at DEST_STATS as tx_packets or tx_dropped, or in the root's DROP_KEY.
+# accounted STATS DROP_KEY: frames handed on towards STATS, or dropped for DROP_KEY.
+accounted() { echo $(($(stat_key "$1" tx_packets) + $(stat_key "$1" tx_dropped) + $(stat_key "$A/stats" "$2"))); }
+last_frames() {
+	local name=$1 dir=$2 dest=$3 key=$4 before failed=0 i
+	before=$(accounted "$dest" "$key")
+	for i in $(seq 60); do
+		"$VDEPROBE" send -dir "$dir" -count 10 -rate 100000 >>"$SCRATCH/senders.log" 2>&1 || failed=$((failed + 1))
+	done
+	check_eq "all 60 senders joining as $name ran to the end" 0 "$failed"
+	sleep 0.2
+	check_eq "$name: last frames before leaving are all accounted for (600 sent by 60 senders; tx_packets+tx_dropped at $dest, $key)" 600 \
+		"$(($(accounted "$dest" "$key") - before))"
+}
 
-# The link side: a host on A gets every frame of 30 senders joining as links.
+# The host side: A's link 2 gets every frame of senders joining as A's host.
+last_frames "the host" "$A/host" "$A/links/2/stats" dropped_no_link
+
+# The link side: a host on A gets every frame of senders joining as links.
 bg vde_plug "$A/host" null://
 wait_for "[ \"\$(stat_key '$A/host/stats' attached)\" = yes ]" 2 || fail "a vde_plug attaches as A's host" "$(head -n 1 "$A/host/stats")"
-tx0=$(stat_key "$A/host/stats" tx_packets)
-dr0=$(stat_key "$A/host/stats" tx_dropped)
-nh0=$(stat_key "$A/stats" dropped_no_host)
-failed=0
-for i in $(seq 60); do
-	"$VDEPROBE" send -dir "$A" -count 10 -rate 100000 >>"$SCRATCH/senders.log" 2>&1 || failed=$((failed + 1))
-done
-check_eq "all 60 senders joining as links ran to the end" 0 "$failed"
-sleep 0.2
-tx1=$(stat_key "$A/host/stats" tx_packets)
-dr1=$(stat_key "$A/host/stats" tx_dropped)
-nh1=$(stat_key "$A/stats" dropped_no_host)
-check_eq "a link's last frames before it leaves reach the host (600 sent by 60 senders; host tx_packets+tx_dropped, dropped_no_host)" 600 \
-	"$((tx1 - tx0 + dr1 - dr0 + nh1 - nh0))"
+last_frames "links" "$A" "$A/host/stats" dropped_no_host
 
 finish
