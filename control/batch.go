@@ -48,7 +48,7 @@ func mmsgCall(trap uintptr, fd uintptr, m *mmsg, n int, flags int) (int, unix.Er
 
 // RecvBatch waits for messages and reads as many as are there, up to a
 // batch. It calls get for buffers right before each receive attempt and put
-// when an attempt finds nothing, so that no buffer is held while parked: a
+// when an attempt finds nothing, so that no buffer is held while waiting: a
 // thousand idle peers hold no buffer memory. sizes[i] gets each message's
 // real length, more than its buffer if it was truncated. Not safe for
 // concurrent use: one reader per socket.
@@ -57,7 +57,9 @@ func (p *pollFD) RecvBatch(get func() ([][]byte, []int), put func()) (int, error
 	var errno unix.Errno
 	var bufs [][]byte
 	var sizes []int
-	err := p.rc.Read(func(fd uintptr) bool {
+	// attempt receives once; it reports whether the call is over (frames,
+	// an error or the EOF), not just an empty queue.
+	attempt := func(fd uintptr) bool {
 		// Read the flag before receiving: only an empty queue seen after
 		// the shutdown means everything the peer sent has been drained.
 		shut := p.readShut.Load()
@@ -79,10 +81,11 @@ func (p *pollFD) RecvBatch(get func() ([][]byte, []int), put func()) (int, error
 				errno = unix.ECONNRESET // drained after shutdownRead: EOF
 				return true
 			}
-			return false // park until readable, holding nothing
+			return false
 		}
 		return true
-	})
+	}
+	err := p.io(unix.EPOLLIN, 0, attempt)
 	if errno == unix.ECONNRESET && p.readShut.Load() {
 		return 0, fmt.Errorf("drained: %w", errEOF)
 	}
@@ -148,25 +151,20 @@ func (p *pollFD) sendFrom(fd uintptr, frames [][]byte, sent *int) unix.Errno {
 }
 
 // SendBatchWait is TrySendBatch that waits for room, up to timeout in all;
-// it returns multilink.ErrWouldBlock if the time ran out first. The wait
-// parks in the poller. Not safe for concurrent use (see TrySendBatch).
+// it returns multilink.ErrWouldBlock if the time ran out first. Not safe
+// for concurrent use (see TrySendBatch).
 func (p *pollFD) SendBatchWait(frames [][]byte, timeout time.Duration) (int, error) {
-	sent, err := p.TrySendBatch(frames)
-	if !errors.Is(err, multilink.ErrWouldBlock) {
-		return sent, err
-	}
-	p.f.SetWriteDeadline(time.Now().Add(timeout))
-	defer p.f.SetWriteDeadline(time.Time{})
+	sent := 0
 	var errno unix.Errno
-	werr := p.rc.Write(func(fd uintptr) bool {
+	err := p.io(unix.EPOLLOUT, timeout, func(fd uintptr) bool {
 		errno = p.sendFrom(fd, frames, &sent)
-		return errno != unix.EAGAIN // park until writable or the deadline
+		return errno != unix.EAGAIN
 	})
 	switch {
-	case errors.Is(werr, os.ErrDeadlineExceeded):
+	case errors.Is(err, os.ErrDeadlineExceeded):
 		return sent, multilink.ErrWouldBlock
-	case werr != nil:
-		return sent, werr
+	case err != nil:
+		return sent, err
 	case errno != 0:
 		return sent, errno
 	}

@@ -67,7 +67,7 @@ func Dial(dir, description string) (*Client, error) {
 		ctl.Close()
 		return fail(fmt.Errorf("connect to %s: %w", remote, err))
 	}
-	data, err := newPollFD(fd, own)
+	data, err := newClientFD(fd, own)
 	if err != nil {
 		ctl.Close()
 		return nil, err
@@ -101,12 +101,7 @@ func (c *Client) TrySend(frame []byte) error { return c.data.TrySend(frame) }
 // Recv receives one frame; it returns the frame's real length (possibly
 // more than len(buf)) or os.ErrDeadlineExceeded after timeout (0 = none).
 func (c *Client) Recv(buf []byte, timeout time.Duration) (int, error) {
-	if timeout > 0 {
-		c.data.f.SetReadDeadline(time.Now().Add(timeout))
-	} else {
-		c.data.f.SetReadDeadline(time.Time{})
-	}
-	return c.data.Recv(buf)
+	return c.data.Recv(buf, timeout)
 }
 
 // Close leaves the multilink.

@@ -55,7 +55,7 @@ func listenSeqpacket(path string) (*seqListener, error) {
 func (l *seqListener) accept() (int, error) {
 	var nfd int
 	var aerr error
-	err := l.rc.Read(func(fd uintptr) bool {
+	err := l.io(unix.EPOLLIN, 0, func(fd uintptr) bool {
 		nfd, _, aerr = unix.Accept4(int(fd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 		return aerr != unix.EAGAIN
 	})
@@ -137,7 +137,7 @@ func DialSeqpacket(path string) (*Client, error) {
 		return nil, fmt.Errorf("refused by %s: %w", path, unix.Errno(ack[0]))
 	}
 	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{})
-	data, err := newPollFD(fd, path)
+	data, err := newClientFD(fd, path)
 	if err != nil {
 		return nil, err
 	}

@@ -351,7 +351,7 @@ func pinClientSocket(path string, cred *unix.Ucred) (pinned string, unpin func()
 // socket bound at SOCKDIR/name, with the multilink's mode and group, and
 // connected to the client's socket.
 func (s *Server) dataSocket(name, peer string) (*pollFD, string, error) {
-	p, path, err := s.dataSocketRaw(name, peer)
+	p, path, err := s.dataSocketRaw(name, peer, newPollFD)
 	if err != nil {
 		return nil, "", err
 	}
@@ -363,7 +363,9 @@ func (s *Server) dataSocket(name, peer string) (*pollFD, string, error) {
 	return p, path, nil
 }
 
-func (s *Server) dataSocketRaw(name, peer string) (*pollFD, string, error) {
+// dataSocketRaw makes the socket without applying permissions; wrap says
+// who waits for it (the daemon's poller or Go's).
+func (s *Server) dataSocketRaw(name, peer string, wrap func(int, string) (*pollFD, error)) (*pollFD, string, error) {
 	path := filepath.Join(s.dir, name)
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 	if err != nil {
@@ -380,7 +382,7 @@ func (s *Server) dataSocketRaw(name, peer string) (*pollFD, string, error) {
 	if err := connectPeer(fd, peer); err != nil {
 		return fail(err)
 	}
-	p, err := newPollFD(fd, path)
+	p, err := wrap(fd, path)
 	if err != nil {
 		os.Remove(path)
 		return nil, "", err

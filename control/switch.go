@@ -32,7 +32,7 @@ func Port1(dir string) (*Client, error) {
 		c.Close()
 		return nil, fmt.Errorf("handshake: %w", err)
 	}
-	fd, path, err := (&Server{dir: dir}).dataSocketRaw("port1", req.SockPath)
+	fd, path, err := (&Server{dir: dir}).dataSocketRaw("port1", req.SockPath, newClientFD)
 	if err != nil {
 		c.Close()
 		return nil, err

@@ -64,7 +64,7 @@ func (t *tapConn) RecvBatch(get func() ([][]byte, []int), put func()) (int, erro
 	var n int
 	var rerr error
 	var sizes []int
-	err := t.rc.Read(func(fd uintptr) bool {
+	err := t.io(unix.EPOLLIN, 0, func(fd uintptr) bool {
 		var bufs [][]byte
 		bufs, sizes = get()
 		for n = 0; n < len(bufs); n++ {
@@ -114,7 +114,7 @@ func (t *tapConn) TrySendBatch(frames [][]byte) (int, error) {
 
 func (t *tapConn) Send(frame []byte) error {
 	var werr error
-	err := t.rc.Write(func(fd uintptr) bool {
+	err := t.io(unix.EPOLLOUT, 0, func(fd uintptr) bool {
 		_, werr = unix.Write(int(fd), frame)
 		return werr != unix.EAGAIN
 	})
@@ -126,14 +126,9 @@ func (t *tapConn) Send(frame []byte) error {
 
 // SendBatchWait writes frames, waiting for room up to timeout in all.
 func (t *tapConn) SendBatchWait(frames [][]byte, timeout time.Duration) (int, error) {
-	sent, err := t.TrySendBatch(frames)
-	if !errors.Is(err, multilink.ErrWouldBlock) {
-		return sent, err
-	}
-	t.f.SetWriteDeadline(time.Now().Add(timeout))
-	defer t.f.SetWriteDeadline(time.Time{})
+	sent := 0
 	var werr error
-	err = t.rc.Write(func(fd uintptr) bool {
+	err := t.io(unix.EPOLLOUT, timeout, func(fd uintptr) bool {
 		for sent < len(frames) {
 			if _, werr = unix.Write(int(fd), frames[sent]); werr != nil {
 				return werr != unix.EAGAIN
