@@ -41,9 +41,32 @@ func (m *mmsg) fill(bufs [][]byte) int {
 	return n
 }
 
-func mmsgCall(trap uintptr, fd uintptr, m *mmsg, n int, flags int) (int, unix.Errno) {
-	r, _, e := unix.Syscall6(trap, fd, uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(n), uintptr(flags), 0, 0)
+func mmsgCall(trap uintptr, fd int, m *mmsg, n int, flags int) (int, unix.Errno) {
+	r, _, e := unix.Syscall6(trap, uintptr(fd), uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(n), uintptr(flags), 0, 0)
 	return int(r), e
+}
+
+// rxState is the receive in flight: its arguments (get, put: see
+// RecvBatch) and its results.
+type rxState struct {
+	m       mmsg
+	get     func() ([][]byte, []int)
+	put     func()
+	bufs    [][]byte
+	sizes   []int
+	n       int
+	errno   unix.Errno
+	err     error // tap reads, accept
+	drained bool  // the last receive took less than it could: queue empty
+}
+
+// txState is the send in flight.
+type txState struct {
+	m      mmsg
+	frames [][]byte
+	sent   int
+	errno  unix.Errno
+	err    error // tap writes
 }
 
 // RecvBatch waits for messages and reads as many as are there, up to a
@@ -53,51 +76,25 @@ func mmsgCall(trap uintptr, fd uintptr, m *mmsg, n int, flags int) (int, unix.Er
 // real length, more than its buffer if it was truncated. Not safe for
 // concurrent use: one reader per socket.
 func (p *pollFD) RecvBatch(get func() ([][]byte, []int), put func()) (int, error) {
-	var n int
-	var errno unix.Errno
-	var bufs [][]byte
-	var sizes []int
-	// attempt receives once; it reports whether the call is over (frames,
-	// an error or the EOF), not just an empty queue.
-	attempt := func(fd uintptr) bool {
-		// Read the flag before receiving: only an empty queue seen after
-		// the shutdown means everything the peer sent has been drained.
-		shut := p.readShut.Load()
-		bufs, sizes = get()
-		k := p.rx.fill(bufs)
-		n, errno = mmsgCall(unix.SYS_RECVMMSG, fd, &p.rx, k, unix.MSG_DONTWAIT|unix.MSG_TRUNC)
-		if errno == unix.ECONNRESET && p.eofOnEmpty.Load() {
-			// A seqpacket peer that left with frames of ours unread
-			// makes the kernel report ECONNRESET once, ahead of the
-			// frames it sent us. Those are still queued: drain them,
-			// then the empty queue is the EOF.
-			p.readShut.Store(true)
-			shut = true
-			n, errno = mmsgCall(unix.SYS_RECVMMSG, fd, &p.rx, k, unix.MSG_DONTWAIT|unix.MSG_TRUNC)
-		}
-		if errno == unix.EAGAIN {
-			put()
-			if shut {
-				errno = unix.ECONNRESET // drained after shutdownRead: EOF
-				return true
-			}
-			return false
-		}
-		return true
-	}
-	err := p.io(unix.EPOLLIN, 0, attempt)
-	if errno == unix.ECONNRESET && p.readShut.Load() {
+	rx := &p.rx
+	rx.get, rx.put, rx.n, rx.errno = get, put, 0, 0
+	err := p.io(opRecvBatch, unix.EPOLLIN, 0, rx.drained)
+	rx.get, rx.put = nil, nil
+	n, bufs, sizes := rx.n, rx.bufs, rx.sizes
+	rx.bufs, rx.sizes = nil, nil
+	if rx.errno == unix.ECONNRESET && p.readShut.Load() {
 		return 0, fmt.Errorf("drained: %w", errEOF)
 	}
 	if err != nil {
 		return 0, err
 	}
-	if errno != 0 {
-		return 0, errno
+	if rx.errno != 0 {
+		return 0, rx.errno
 	}
+	rx.drained = n < len(bufs)
 	for i := 0; i < n; i++ {
-		sizes[i] = int(p.rx.hdrs[i].Len)
-		if p.rx.hdrs[i].Hdr.Flags&unix.MSG_TRUNC != 0 && sizes[i] <= len(bufs[i]) {
+		sizes[i] = int(rx.m.hdrs[i].Len)
+		if rx.m.hdrs[i].Hdr.Flags&unix.MSG_TRUNC != 0 && sizes[i] <= len(bufs[i]) {
 			sizes[i] = len(bufs[i]) + 1 // truncated: make sure it reads as too long
 		}
 	}
@@ -114,52 +111,57 @@ func (p *pollFD) RecvBatch(get func() ([][]byte, []int), put func()) (int, error
 	return n, nil
 }
 
+// recvBatchOnce is one receive attempt of RecvBatch.
+func (p *pollFD) recvBatchOnce() bool {
+	rx := &p.rx
+	// Read the flag before receiving: only an empty queue seen after the
+	// shutdown means everything the peer sent has been drained.
+	shut := p.readShut.Load()
+	rx.bufs, rx.sizes = rx.get()
+	k := rx.m.fill(rx.bufs)
+	rx.n, rx.errno = mmsgCall(unix.SYS_RECVMMSG, p.fd, &rx.m, k, unix.MSG_DONTWAIT|unix.MSG_TRUNC)
+	if rx.errno == unix.ECONNRESET && p.eofOnEmpty.Load() {
+		// A seqpacket peer that left with frames of ours unread makes
+		// the kernel report ECONNRESET once, ahead of the frames it sent
+		// us. Those are still queued: drain them, then the empty queue
+		// is the EOF.
+		p.readShut.Store(true)
+		shut = true
+		rx.n, rx.errno = mmsgCall(unix.SYS_RECVMMSG, p.fd, &rx.m, k, unix.MSG_DONTWAIT|unix.MSG_TRUNC)
+	}
+	if rx.errno == unix.EAGAIN {
+		rx.put()
+		rx.bufs, rx.sizes, rx.n = nil, nil, 0
+		if shut {
+			rx.errno = unix.ECONNRESET // drained after shutdownRead: EOF
+			return true
+		}
+		rx.errno = 0
+		return false
+	}
+	if rx.errno != 0 {
+		rx.n = 0
+	}
+	return true
+}
+
 // TrySendBatch sends frames in order until one does not fit, without
 // waiting. It returns how many were sent, and multilink.ErrWouldBlock or
 // the socket's error if not all. Not safe for concurrent use: multilink
 // calls it under the destination port's lock.
 func (p *pollFD) TrySendBatch(frames [][]byte) (int, error) {
-	sent := 0
-	var errno unix.Errno
-	err := p.rc.Control(func(fd uintptr) {
-		errno = p.sendFrom(fd, frames, &sent)
-	})
-	if err != nil {
-		return sent, err
-	}
-	if errno == unix.EAGAIN {
-		return sent, multilink.ErrWouldBlock
-	}
-	if errno != 0 {
-		return sent, errno
-	}
-	return sent, nil
+	return p.SendBatchWait(frames, -1)
 }
 
-// sendFrom sends frames[*sent:] with sendmmsg until all went or a call
-// failed, advancing *sent; it returns the failing call's errno, or 0.
-func (p *pollFD) sendFrom(fd uintptr, frames [][]byte, sent *int) unix.Errno {
-	for *sent < len(frames) {
-		k := p.tx.fill(frames[*sent:])
-		n, errno := mmsgCall(unix.SYS_SENDMMSG, fd, &p.tx, k, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
-		if errno != 0 {
-			return errno
-		}
-		*sent += n
-	}
-	return 0
-}
-
-// SendBatchWait is TrySendBatch that waits for room, up to timeout in all;
-// it returns multilink.ErrWouldBlock if the time ran out first. Not safe
-// for concurrent use (see TrySendBatch).
+// SendBatchWait is TrySendBatch that waits for room, up to timeout in all
+// (< 0: not at all); it returns multilink.ErrWouldBlock if the time ran out
+// first. Not safe for concurrent use (see TrySendBatch).
 func (p *pollFD) SendBatchWait(frames [][]byte, timeout time.Duration) (int, error) {
-	sent := 0
-	var errno unix.Errno
-	err := p.io(unix.EPOLLOUT, timeout, func(fd uintptr) bool {
-		errno = p.sendFrom(fd, frames, &sent)
-		return errno != unix.EAGAIN
-	})
+	tx := &p.tx
+	tx.frames, tx.sent, tx.errno = frames, 0, 0
+	err := p.io(opSendBatch, unix.EPOLLOUT, timeout, false)
+	sent, errno := tx.sent, tx.errno
+	tx.frames = nil
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return sent, multilink.ErrWouldBlock
@@ -169,4 +171,24 @@ func (p *pollFD) SendBatchWait(frames [][]byte, timeout time.Duration) (int, err
 		return sent, errno
 	}
 	return sent, nil
+}
+
+// sendBatchOnce sends what is left of tx.frames with sendmmsg until all
+// went or a call failed.
+func (p *pollFD) sendBatchOnce() bool {
+	tx := &p.tx
+	for tx.sent < len(tx.frames) {
+		k := tx.m.fill(tx.frames[tx.sent:])
+		n, errno := mmsgCall(unix.SYS_SENDMMSG, p.fd, &tx.m, k, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+		if errno != 0 {
+			tx.errno = errno
+			if errno == unix.EAGAIN {
+				tx.errno = 0
+				return false
+			}
+			return true
+		}
+		tx.sent += n
+	}
+	return true
 }

@@ -7,16 +7,19 @@ import (
 	"os"
 	"path/filepath"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"multifs/multilink"
 )
 
 // Client is the joining side of the vde-2 protocol, as libvdeplug's vde://
 // module does it. Tests and the benchmark use it to act as a host or a link.
 type Client struct {
 	ctl  *net.UnixConn
-	data *pollFD
+	data *clientFD
 	done chan struct{}
 }
 
@@ -111,3 +114,90 @@ func (c *Client) Close() error {
 	}
 	return c.data.Close()
 }
+
+// clientFD is a client's data socket. Unlike the daemon's (pollFD), it
+// waits in Go's poller, as any Go program's would: a client waits for one
+// thing at a time, so the poller's wake-ups are the ones it needs.
+type clientFD struct {
+	f  *os.File
+	rc syscall.RawConn
+	// eofOnEmpty marks a SOCK_SEQPACKET socket, where receiving 0 bytes
+	// may mean EOF rather than an empty message.
+	eofOnEmpty bool
+}
+
+func newClientFD(fd int, name string) (*clientFD, error) {
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("set non-blocking: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), name)
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &clientFD{f: f, rc: rc}, nil
+}
+
+// Recv reads one message, returning its real length (MSG_TRUNC), waiting
+// at most timeout (0: no limit).
+func (c *clientFD) Recv(buf []byte, timeout time.Duration) (int, error) {
+	if timeout != 0 {
+		c.f.SetReadDeadline(time.Now().Add(timeout))
+	} else {
+		c.f.SetReadDeadline(time.Time{})
+	}
+	var n int
+	var rerr error
+	err := c.rc.Read(func(fd uintptr) bool {
+		n, _, rerr = unix.Recvfrom(int(fd), buf, unix.MSG_TRUNC|unix.MSG_DONTWAIT)
+		return rerr != unix.EAGAIN
+	})
+	if err != nil {
+		return 0, err
+	}
+	if rerr != nil {
+		return 0, rerr
+	}
+	if n == 0 && c.eofOnEmpty && c.peerGone() {
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+func (c *clientFD) peerGone() bool {
+	gone := false
+	c.rc.Control(func(fd uintptr) { gone = hungUp(int(fd)) })
+	return gone
+}
+
+// TrySend sends one message without waiting.
+func (c *clientFD) TrySend(frame []byte) error {
+	var serr error
+	err := c.rc.Control(func(fd uintptr) {
+		serr = unix.Send(int(fd), frame, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+	})
+	if err != nil {
+		return err
+	}
+	if serr == unix.EAGAIN {
+		return multilink.ErrWouldBlock
+	}
+	return serr
+}
+
+// Send sends one message, waiting while the socket is full.
+func (c *clientFD) Send(frame []byte) error {
+	var serr error
+	err := c.rc.Write(func(fd uintptr) bool {
+		serr = unix.Send(int(fd), frame, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+		return serr != unix.EAGAIN
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}
+
+func (c *clientFD) Close() error { return c.f.Close() }

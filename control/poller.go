@@ -38,13 +38,17 @@ const (
 
 var hotWaiters atomic.Int32
 
-// hotWait waits in poll(2) for ev and calls attempt, until attempt is done
-// (true), the deadline passes (os.ErrDeadlineExceeded), the descriptor
-// closes, or nothing came for hotIdle or no thread may be held (false,
-// nil: the caller parks). It runs inside rc.Control, which keeps fd open.
-func (p *pollFD) hotWait(fd uintptr, ev uint32, deadline time.Time, attempt func(fd uintptr) bool) (bool, error) {
+// hotWait waits in poll(2) for ev and attempts o, until o is over (true),
+// the deadline passes (os.ErrDeadlineExceeded), the descriptor closes, or
+// nothing came for hotIdle or no thread may be held (false, nil: the
+// caller parks). tried says whether the caller attempted o since the
+// descriptor last waited. The caller has entered p.
+func (p *pollFD) hotWait(o op, ev uint32, deadline time.Time, tried bool) (bool, error) {
 	if hotWaiters.Add(1) > maxHot {
 		hotWaiters.Add(-1)
+		if !tried {
+			return p.attempt(o), nil
+		}
 		return false, nil
 	}
 	defer hotWaiters.Add(-1)
@@ -52,7 +56,7 @@ func (p *pollFD) hotWait(fd uintptr, ev uint32, deadline time.Time, attempt func
 	if ev == unix.EPOLLOUT {
 		events = unix.POLLOUT
 	}
-	pfd := []unix.PollFd{{Fd: int32(fd), Events: events}}
+	pfd := []unix.PollFd{{Fd: int32(p.fd), Events: events}}
 	for !p.closing.Load() {
 		wait := hotIdle
 		if !deadline.IsZero() {
@@ -73,7 +77,7 @@ func (p *pollFD) hotWait(fd uintptr, ev uint32, deadline time.Time, attempt func
 		if n == 0 && (deadline.IsZero() || time.Until(deadline) > 0) {
 			return false, nil // idle: give the thread back
 		}
-		if attempt(fd) {
+		if p.attempt(o) {
 			return true, nil
 		}
 	}
@@ -136,12 +140,12 @@ func (pl *poller) add(p *pollFD) error {
 		return pl.err
 	}
 	pl.mu.Lock()
-	pl.fds[p.sysfd] = p
+	pl.fds[int32(p.fd)] = p
 	pl.mu.Unlock()
-	ev := unix.EpollEvent{Events: unix.EPOLLONESHOT, Fd: p.sysfd}
-	if err := unix.EpollCtl(pl.epfd, unix.EPOLL_CTL_ADD, int(p.sysfd), &ev); err != nil {
+	ev := unix.EpollEvent{Events: unix.EPOLLONESHOT, Fd: int32(p.fd)}
+	if err := unix.EpollCtl(pl.epfd, unix.EPOLL_CTL_ADD, p.fd, &ev); err != nil {
 		pl.mu.Lock()
-		delete(pl.fds, p.sysfd)
+		delete(pl.fds, int32(p.fd))
 		pl.mu.Unlock()
 		return fmt.Errorf("epoll_ctl add: %w", err)
 	}
@@ -153,11 +157,11 @@ func (pl *poller) add(p *pollFD) error {
 func (pl *poller) remove(p *pollFD) {
 	p.wait.Lock()
 	p.wait.closed = true
-	unix.EpollCtl(pl.epfd, unix.EPOLL_CTL_DEL, int(p.sysfd), nil)
+	unix.EpollCtl(pl.epfd, unix.EPOLL_CTL_DEL, p.fd, nil)
 	p.wait.Unlock()
 	pl.mu.Lock()
-	if pl.fds[p.sysfd] == p {
-		delete(pl.fds, p.sysfd)
+	if pl.fds[int32(p.fd)] == p {
+		delete(pl.fds, int32(p.fd))
 	}
 	pl.mu.Unlock()
 }
@@ -182,8 +186,8 @@ func (pl *poller) rearm(p *pollFD) error {
 		// by it over and over.
 		events |= unix.EPOLLRDHUP
 	}
-	e := unix.EpollEvent{Events: events, Fd: p.sysfd}
-	if err := unix.EpollCtl(pl.epfd, unix.EPOLL_CTL_MOD, int(p.sysfd), &e); err != nil {
+	e := unix.EpollEvent{Events: events, Fd: int32(p.fd)}
+	if err := unix.EpollCtl(pl.epfd, unix.EPOLL_CTL_MOD, p.fd, &e); err != nil {
 		return fmt.Errorf("epoll_ctl mod: %w", err)
 	}
 	return nil

@@ -53,16 +53,10 @@ func listenSeqpacket(path string) (*seqListener, error) {
 
 // accept returns a connected, non-blocking socket.
 func (l *seqListener) accept() (int, error) {
-	var nfd int
-	var aerr error
-	err := l.io(unix.EPOLLIN, 0, func(fd uintptr) bool {
-		nfd, _, aerr = unix.Accept4(int(fd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
-		return aerr != unix.EAGAIN
-	})
-	if err != nil {
+	if err := l.io(opAccept, unix.EPOLLIN, 0, false); err != nil {
 		return -1, err
 	}
-	return nfd, aerr
+	return l.rx.n, l.rx.err
 }
 
 func (l *seqListener) close() {
@@ -141,6 +135,6 @@ func DialSeqpacket(path string) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	data.eofOnEmpty.Store(true)
+	data.eofOnEmpty = true
 	return &Client{data: data}, nil
 }

@@ -351,8 +351,13 @@ func pinClientSocket(path string, cred *unix.Ucred) (pinned string, unpin func()
 // socket bound at SOCKDIR/name, with the multilink's mode and group, and
 // connected to the client's socket.
 func (s *Server) dataSocket(name, peer string) (*pollFD, string, error) {
-	p, path, err := s.dataSocketRaw(name, peer, newPollFD)
+	fd, path, err := s.dataSocketRaw(name, peer)
 	if err != nil {
+		return nil, "", err
+	}
+	p, err := newPollFD(fd, path)
+	if err != nil {
+		os.Remove(path)
 		return nil, "", err
 	}
 	if err := s.perms.Apply(path, s.perms.SocketMode()); err != nil {
@@ -363,18 +368,18 @@ func (s *Server) dataSocket(name, peer string) (*pollFD, string, error) {
 	return p, path, nil
 }
 
-// dataSocketRaw makes the socket without applying permissions; wrap says
-// who waits for it (the daemon's poller or Go's).
-func (s *Server) dataSocketRaw(name, peer string, wrap func(int, string) (*pollFD, error)) (*pollFD, string, error) {
+// dataSocketRaw makes the socket, bound and connected, without applying
+// permissions, and returns its descriptor.
+func (s *Server) dataSocketRaw(name, peer string) (int, string, error) {
 	path := filepath.Join(s.dir, name)
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 	if err != nil {
-		return nil, "", fmt.Errorf("socket: %w", err)
+		return -1, "", fmt.Errorf("socket: %w", err)
 	}
-	fail := func(err error) (*pollFD, string, error) {
+	fail := func(err error) (int, string, error) {
 		unix.Close(fd)
 		os.Remove(path)
-		return nil, "", err
+		return -1, "", err
 	}
 	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
 		return fail(fmt.Errorf("bind %s: %w", path, err))
@@ -382,12 +387,7 @@ func (s *Server) dataSocketRaw(name, peer string, wrap func(int, string) (*pollF
 	if err := connectPeer(fd, peer); err != nil {
 		return fail(err)
 	}
-	p, err := wrap(fd, path)
-	if err != nil {
-		os.Remove(path)
-		return nil, "", err
-	}
-	return p, path, nil
+	return fd, path, nil
 }
 
 // connectPeer connects the data socket to the client's. A client of the

@@ -6,34 +6,38 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"multifs/multilink"
 )
 
-// pollFD is a non-blocking descriptor: a data socket, a listener or a tap.
-// The daemon's wait in its own poller, not in Go's: see poller.go for why
-// and how; there the *os.File is kept for its reference counting only:
-// every system call on the descriptor runs inside rc.Control, so that a
-// concurrent Close cannot close the number under it. A client's (tests,
-// the benchmark) wait in Go's poller, as any Go program's would.
+// pollFD is one of the daemon's non-blocking descriptors: a data socket, a
+// seqpacket listener or a tap. It waits in the daemon's own poller, not in
+// Go's (poller.go says why and how), and the data path through it does not
+// allocate: the arguments and results of the one receive and the one send
+// that may be in flight live in the struct, not in closures.
+//
+// One goroutine receives and one sends at a time (the multilink serializes
+// senders); Close may come from anywhere, at any time.
 type pollFD struct {
-	f      *os.File
-	rc     syscall.RawConn
-	sysfd  int32
-	goPoll bool // a client: wait in Go's poller
+	fd       int
+	isSocket bool
+	// users counts system calls in flight on fd, plus fdClosing once Close
+	// began: the number is closed when the last user leaves, so it cannot
+	// be reused under a call still using it.
+	users    atomic.Int64
+	fdClosed atomic.Bool
+	closing  atomic.Bool
+
 	// eofOnEmpty marks a SOCK_SEQPACKET socket, where receiving 0 bytes
 	// may mean EOF rather than an empty message.
 	eofOnEmpty atomic.Bool
 	// readShut is set once shutdownRead was called: on a datagram socket
 	// an empty queue then means EOF (the kernel only says EAGAIN).
 	readShut atomic.Bool
-	isSocket bool
-	closing  atomic.Bool
-	rx, tx   mmsg // batched I/O scratch (batch.go)
+
+	rx rxState // the receive in flight (batch.go, tap.go)
+	tx txState // the send in flight
 
 	// Waiting in the shared epoll (poller.go).
 	wait struct {
@@ -46,179 +50,153 @@ type pollFD struct {
 	closeOnce          sync.Once
 }
 
+const fdClosing = 1 << 40
+
 var errEOF = io.EOF
 
-// newClientFD takes over fd for a client: it waits in Go's poller.
-func newClientFD(fd int, name string) (*pollFD, error) {
-	if err := unix.SetNonblock(fd, true); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("set non-blocking: %w", err)
-	}
-	f := os.NewFile(uintptr(fd), name)
-	rc, err := f.SyscallConn()
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	return &pollFD{f: f, rc: rc, sysfd: int32(fd), goPoll: true}, nil
-}
-
-// newPollFD takes over fd for the daemon. The descriptor is handed to os.NewFile while
-// blocking, so that Go does not add it to its own poller, and is made
-// non-blocking right after: nothing of ours ever blocks in a read or write.
+// newPollFD takes over fd, which must be non-blocking.
 func newPollFD(fd int, name string) (*pollFD, error) {
-	if err := unix.SetNonblock(fd, false); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("set blocking: %w", err)
-	}
-	f := os.NewFile(uintptr(fd), name)
 	if err := unix.SetNonblock(fd, true); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("set non-blocking: %w", err)
-	}
-	rc, err := f.SyscallConn()
-	if err != nil {
-		f.Close()
-		return nil, err
+		unix.Close(fd)
+		return nil, fmt.Errorf("%s: set non-blocking: %w", name, err)
 	}
 	_, serr := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
 	p := &pollFD{
-		f: f, rc: rc, sysfd: int32(fd), isSocket: serr == nil,
+		fd: fd, isSocket: serr == nil,
 		readable: make(chan struct{}, 1), writable: make(chan struct{}, 1), gone: make(chan struct{}),
 	}
 	if err := thePoller().add(p); err != nil {
-		f.Close()
-		return nil, err
+		unix.Close(fd)
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return p, nil
 }
 
-// io runs attempt until it reports it is done, waiting for ev (EPOLLIN or
-// EPOLLOUT) in between, for at most timeout (0: no limit, < 0: already
-// expired, so one attempt); it returns
-// os.ErrDeadlineExceeded when the time ran out, os.ErrClosed once the
-// descriptor is closed.
-func (p *pollFD) io(ev uint32, timeout time.Duration, attempt func(fd uintptr) bool) error {
+// enter makes fd safe to use until leave; it fails once Close has begun.
+func (p *pollFD) enter() bool {
+	if p.users.Add(1) >= fdClosing {
+		p.leave()
+		return false
+	}
+	return true
+}
+
+func (p *pollFD) leave() {
+	if p.users.Add(-1) == fdClosing && p.fdClosed.CompareAndSwap(false, true) {
+		unix.Close(p.fd)
+	}
+}
+
+// op names what io attempts: one system call (or one round of them) whose
+// arguments and results are in p.rx or p.tx.
+type op uint8
+
+const (
+	opRecvBatch op = iota
+	opSendBatch
+	opTapRead
+	opTapWrite
+	opAccept
+)
+
+// attempt runs o once; it reports whether o is over (it did something,
+// failed, or saw the end), as opposed to having found the socket empty or
+// full. p.fd is valid: the caller entered.
+func (p *pollFD) attempt(o op) bool {
+	switch o {
+	case opRecvBatch:
+		return p.recvBatchOnce()
+	case opSendBatch:
+		return p.sendBatchOnce()
+	case opTapRead:
+		return p.tapReadOnce()
+	case opTapWrite:
+		return p.tapWriteOnce()
+	case opAccept:
+		p.rx.n, _, p.rx.err = unix.Accept4(p.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		return p.rx.err != unix.EAGAIN
+	}
+	panic("unknown op")
+}
+
+// io attempts o until it is over, waiting for ev (EPOLLIN or EPOLLOUT) in
+// between, for at most timeout (0: no limit, < 0: already expired, so one
+// attempt); it returns os.ErrDeadlineExceeded when the time ran out,
+// os.ErrClosed once the descriptor is closed. waitFirst says the caller
+// just found the socket drained: waiting before the first attempt then
+// saves a system call that would find nothing.
+func (p *pollFD) io(o op, ev uint32, timeout time.Duration, waitFirst bool) error {
+	if timeout < 0 {
+		if !p.enter() {
+			return os.ErrClosed
+		}
+		done := p.attempt(o)
+		p.leave()
+		if !done {
+			return os.ErrDeadlineExceeded
+		}
+		return nil
+	}
 	var deadline time.Time
-	if timeout != 0 {
+	if timeout > 0 {
 		deadline = time.Now().Add(timeout)
 	}
-	if p.goPoll {
-		return p.goIO(ev, deadline, attempt)
-	}
 	for {
-		done := false
-		var werr error
-		err := p.rc.Control(func(fd uintptr) {
-			if attempt(fd) {
-				done = true
-				return
-			}
-			done, werr = p.hotWait(fd, ev, deadline, attempt)
-		})
-		if err != nil {
-			return err
+		if !p.enter() {
+			return os.ErrClosed
 		}
-		if done || werr != nil {
-			return werr
+		var done bool
+		var err error
+		if !waitFirst && p.attempt(o) {
+			done = true
+		} else {
+			done, err = p.hotWait(o, ev, deadline, !waitFirst)
+		}
+		p.leave()
+		if done || err != nil {
+			return err
 		}
 		if err := p.park(ev, deadline); err != nil {
 			return err
 		}
+		waitFirst = false
 	}
 }
 
-func (p *pollFD) goIO(ev uint32, deadline time.Time, attempt func(fd uintptr) bool) error {
-	if ev == unix.EPOLLOUT {
-		p.f.SetWriteDeadline(deadline)
-		return p.rc.Write(attempt)
-	}
-	p.f.SetReadDeadline(deadline)
-	return p.rc.Read(attempt)
-}
-
-// Recv reads one message, returning its real length (MSG_TRUNC), which is
-// larger than len(buf) when the message did not fit; it waits at most
-// timeout (0: no limit). A zero-length datagram is returned as n == 0: the
-// multilink counts it as a too-short frame.
-func (p *pollFD) Recv(buf []byte, timeout time.Duration) (int, error) {
-	var n int
-	var rerr error
-	err := p.io(unix.EPOLLIN, timeout, func(fd uintptr) bool {
-		n, _, rerr = unix.Recvfrom(int(fd), buf, unix.MSG_TRUNC|unix.MSG_DONTWAIT)
-		return rerr != unix.EAGAIN
-	})
-	if err != nil {
-		return 0, err
-	}
-	if rerr != nil {
-		return 0, rerr
-	}
-	if n == 0 && p.eofOnEmpty.Load() && p.peerGone() {
-		return 0, errEOF
-	}
-	return n, nil
+// hungUp reports whether fd's peer is gone, without waiting.
+func hungUp(fd int) bool {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
+	n, err := unix.Poll(fds, 0)
+	return err == nil && n > 0 && fds[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR) != 0
 }
 
 // peerGone tells an empty seqpacket message from the peer's EOF: only the
 // latter leaves the socket hung up.
 func (p *pollFD) peerGone() bool {
-	gone := false
-	p.rc.Control(func(fd uintptr) {
-		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
-		if n, err := unix.Poll(fds, 0); err == nil && n > 0 {
-			gone = fds[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR) != 0
-		}
-	})
-	return gone
-}
-
-// TrySend sends one message without ever waiting.
-func (p *pollFD) TrySend(frame []byte) error {
-	var serr error
-	err := p.rc.Control(func(fd uintptr) {
-		serr = unix.Send(int(fd), frame, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
-	})
-	if err != nil {
-		return err
+	if !p.enter() {
+		return true
 	}
-	if serr == unix.EAGAIN {
-		return multilink.ErrWouldBlock
-	}
-	return serr
-}
-
-// Send sends one message, waiting while the socket is full. It fails once
-// the socket is closed.
-func (p *pollFD) Send(frame []byte) error {
-	var serr error
-	err := p.io(unix.EPOLLOUT, 0, func(fd uintptr) bool {
-		serr = unix.Send(int(fd), frame, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
-		return serr != unix.EAGAIN
-	})
-	if err != nil {
-		return err
-	}
-	return serr
+	defer p.leave()
+	return hungUp(p.fd)
 }
 
 // Close closes the descriptor and ends every wait on it. A wait in poll(2)
-// keeps the descriptor open and does not see a close, so a socket is shut
-// down first, which wakes it (a tap's wait ends within hotIdle).
+// does not see a close (and holds the number open anyway), so a socket is
+// shut down first, which wakes it; a tap's wait ends within hotIdle.
 func (p *pollFD) Close() error {
-	var err error = os.ErrClosed
+	err := os.ErrClosed
 	p.closeOnce.Do(func() {
-		if p.goPoll {
-			err = p.f.Close()
-			return
-		}
+		err = nil
 		p.closing.Store(true)
 		thePoller().remove(p)
 		close(p.gone)
-		if p.isSocket {
-			p.rc.Control(func(fd uintptr) { unix.Shutdown(int(fd), unix.SHUT_RDWR) })
+		if p.isSocket && p.enter() {
+			unix.Shutdown(p.fd, unix.SHUT_RDWR)
+			p.leave()
 		}
-		err = p.f.Close()
+		if p.users.Add(fdClosing) == fdClosing && p.fdClosed.CompareAndSwap(false, true) {
+			err = unix.Close(p.fd)
+		}
 	})
 	return err
 }
@@ -227,7 +205,8 @@ func (p *pollFD) Close() error {
 // shutdown also wakes a reader that is waiting.
 func (p *pollFD) shutdownRead() {
 	p.readShut.Store(true)
-	p.rc.Control(func(fd uintptr) {
-		unix.Shutdown(int(fd), unix.SHUT_RD)
-	})
+	if p.enter() {
+		unix.Shutdown(p.fd, unix.SHUT_RD)
+		p.leave()
+	}
 }

@@ -32,7 +32,12 @@ func Port1(dir string) (*Client, error) {
 		c.Close()
 		return nil, fmt.Errorf("handshake: %w", err)
 	}
-	fd, path, err := (&Server{dir: dir}).dataSocketRaw("port1", req.SockPath, newClientFD)
+	raw, path, err := (&Server{dir: dir}).dataSocketRaw("port1", req.SockPath)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	fd, err := newClientFD(raw, path)
 	if err != nil {
 		c.Close()
 		return nil, err

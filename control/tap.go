@@ -61,82 +61,57 @@ func TapPeerInfo(name string) multilink.PeerInfo {
 }
 
 func (t *tapConn) RecvBatch(get func() ([][]byte, []int), put func()) (int, error) {
-	var n int
-	var rerr error
-	var sizes []int
-	err := t.io(unix.EPOLLIN, 0, func(fd uintptr) bool {
-		var bufs [][]byte
-		bufs, sizes = get()
-		for n = 0; n < len(bufs); n++ {
-			k, err := unix.Read(int(fd), bufs[n])
-			if err != nil {
-				if err != unix.EAGAIN {
-					rerr = err
-				}
-				break
-			}
-			sizes[n] = k
-		}
-		if n == 0 && rerr == nil {
-			put()
-			return false
-		}
-		return true
-	})
+	rx := &t.rx
+	rx.get, rx.put, rx.n, rx.err = get, put, 0, nil
+	err := t.io(opTapRead, unix.EPOLLIN, 0, rx.drained)
+	rx.get, rx.put = nil, nil
+	n, bufs := rx.n, rx.bufs
+	rx.bufs, rx.sizes = nil, nil
 	if err != nil {
 		return 0, err
 	}
 	if n == 0 {
-		return 0, rerr
+		return 0, rx.err
 	}
+	rx.drained = n < len(bufs)
 	return n, nil
 }
 
+// tapReadOnce reads frames, one read(2) each, until the batch is full or
+// the device has no more.
+func (p *pollFD) tapReadOnce() bool {
+	rx := &p.rx
+	rx.bufs, rx.sizes = rx.get()
+	for rx.n = 0; rx.n < len(rx.bufs); rx.n++ {
+		k, err := unix.Read(p.fd, rx.bufs[rx.n])
+		if err != nil {
+			if err != unix.EAGAIN {
+				rx.err = err
+			}
+			break
+		}
+		rx.sizes[rx.n] = k
+	}
+	if rx.n == 0 && rx.err == nil {
+		rx.put()
+		rx.bufs, rx.sizes = nil, nil
+		return false
+	}
+	return true
+}
+
 func (t *tapConn) TrySendBatch(frames [][]byte) (int, error) {
-	sent := 0
-	var werr error
-	err := t.rc.Control(func(fd uintptr) {
-		for _, f := range frames {
-			if _, werr = unix.Write(int(fd), f); werr != nil {
-				return
-			}
-			sent++
-		}
-	})
-	if err != nil {
-		return sent, err
-	}
-	if werr == unix.EAGAIN {
-		return sent, multilink.ErrWouldBlock
-	}
-	return sent, werr
+	return t.SendBatchWait(frames, -1)
 }
 
-func (t *tapConn) Send(frame []byte) error {
-	var werr error
-	err := t.io(unix.EPOLLOUT, 0, func(fd uintptr) bool {
-		_, werr = unix.Write(int(fd), frame)
-		return werr != unix.EAGAIN
-	})
-	if err != nil {
-		return err
-	}
-	return werr
-}
-
-// SendBatchWait writes frames, waiting for room up to timeout in all.
+// SendBatchWait writes frames, waiting for room up to timeout in all (< 0:
+// not at all).
 func (t *tapConn) SendBatchWait(frames [][]byte, timeout time.Duration) (int, error) {
-	sent := 0
-	var werr error
-	err := t.io(unix.EPOLLOUT, timeout, func(fd uintptr) bool {
-		for sent < len(frames) {
-			if _, werr = unix.Write(int(fd), frames[sent]); werr != nil {
-				return werr != unix.EAGAIN
-			}
-			sent++
-		}
-		return true
-	})
+	tx := &t.tx
+	tx.frames, tx.sent, tx.err = frames, 0, nil
+	err := t.io(opTapWrite, unix.EPOLLOUT, timeout, false)
+	sent, werr := tx.sent, tx.err
+	tx.frames = nil
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return sent, multilink.ErrWouldBlock
@@ -144,4 +119,20 @@ func (t *tapConn) SendBatchWait(frames [][]byte, timeout time.Duration) (int, er
 		return sent, err
 	}
 	return sent, werr
+}
+
+// tapWriteOnce writes what is left of tx.frames, one write(2) each.
+func (p *pollFD) tapWriteOnce() bool {
+	tx := &p.tx
+	for tx.sent < len(tx.frames) {
+		if _, err := unix.Write(p.fd, tx.frames[tx.sent]); err != nil {
+			if err == unix.EAGAIN {
+				return false
+			}
+			tx.err = err
+			return true
+		}
+		tx.sent++
+	}
+	return true
 }

@@ -198,7 +198,7 @@ type Totals struct {
 	LinksTotal    uint64
 	HostAttached  bool
 	HostsTotal    uint64
-	DroppedNoHost uint64 // frames from links while no host was attached
+	DroppedNoHost uint64 // frames from links while no host was attached (or it was detaching)
 	DroppedNoLink uint64 // frames from the host while no link was open
 }
 
@@ -238,11 +238,10 @@ func (m *Multilink) publishLinksLocked() {
 // fromLink delivers frames that arrived on a link: to the host only.
 func (m *Multilink) fromLink(frames [][]byte) {
 	h := m.host.Load()
-	if h == nil {
+	if h == nil || !h.send(frames) {
+		// No host, or one that detached after we looked.
 		m.droppedNoHost.Add(uint64(len(frames)))
-		return
 	}
-	h.send(frames)
 }
 
 // fromHost delivers frames that arrived from the host: to every link.

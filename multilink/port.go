@@ -24,14 +24,14 @@ import (
 // waits. It puts each frame's real length in sizes (more than its buffer if
 // the frame was truncated). TrySendBatch sends frames in order until one
 // does not fit and never waits; it returns how many went, and ErrWouldBlock
-// if the socket was full. Send waits until the socket takes one frame.
+// if the socket was full; SendBatchWait is TrySendBatch that waits up to
+// timeout for room.
 // After Close every method returns an error promptly, so the goroutines
 // using them end. A Conn has one reader; the multilink serializes senders.
 type Conn interface {
 	RecvBatch(get func() (bufs [][]byte, sizes []int), put func()) (int, error)
 	TrySendBatch(frames [][]byte) (int, error)
 	SendBatchWait(frames [][]byte, timeout time.Duration) (int, error)
-	Send(frame []byte) error
 	Close() error
 }
 
@@ -92,23 +92,29 @@ type Port struct {
 	// queues behind it, so frames are never reordered.
 	out struct {
 		sync.Mutex
-		frames  [][]byte
-		bytes   int
-		writing bool
-		stuck   bool // host only: the last send found no room within HostWait
+		frames [][]byte
+		bytes  int
+		stuck  bool // host only: the last send found no room within HostWait
 	}
 
 	closeOnce sync.Once
-	closed    atomic.Bool
+	closed    atomic.Bool // set under out's lock: no send is under way then
 	leaving   atomic.Bool // the peer is gone; what it sent is being drained
 	done      chan struct{}
+	// readerDone is closed when the reader has counted its last frame;
+	// drainDone (under out's lock, nil when no drain runs) when the
+	// queue's writer has. Close waits for both, so that the counters it
+	// logs are final.
+	readerDone chan struct{}
+	drainDone  chan struct{}
 }
 
 func newPort(m *Multilink, id uint64, isHost bool, info PeerInfo, conn Conn, onClose func()) *Port {
 	if info.Since.IsZero() {
 		info.Since = time.Now()
 	}
-	p := &Port{ID: id, Info: info, isHost: isHost, ml: m, conn: conn, onClose: onClose, done: make(chan struct{})}
+	p := &Port{ID: id, Info: info, isHost: isHost, ml: m, conn: conn, onClose: onClose,
+		done: make(chan struct{}), readerDone: make(chan struct{})}
 	fields := logrus.Fields{"pid": info.PID, "peer": info.Description, "transport": info.Transport}
 	if isHost {
 		fields["link"] = "host"
@@ -136,10 +142,14 @@ func (p *Port) Leaving() bool { return p.leaving.Load() }
 func (p *Port) Done() <-chan struct{} { return p.done }
 
 // Close ends the port: unregisters it, closes its Conn and runs onClose.
-// It is idempotent and returns only when all of that is done.
+// It is idempotent and returns only when all of that is done and the
+// port's counters are final: nothing is sent to it any more, and its
+// reader and queue writer have stopped. Its closing log line has them.
 func (p *Port) Close() {
 	p.closeOnce.Do(func() {
+		p.out.Lock()
 		p.closed.Store(true)
+		p.out.Unlock()
 		p.ml.remove(p)
 		if err := p.conn.Close(); err != nil {
 			p.log.WithError(err).Debug("closing data socket")
@@ -148,6 +158,13 @@ func (p *Port) Close() {
 			p.onClose()
 		}
 		close(p.done)
+		p.out.Lock()
+		drained := p.drainDone
+		p.out.Unlock()
+		if drained != nil {
+			<-drained
+		}
+		<-p.readerDone
 		c := p.Counters()
 		log := p.log.WithFields(logrus.Fields{
 			"rx_packets": c.RxPackets, "rx_dropped": c.RxDropped,
@@ -163,6 +180,7 @@ func (p *Port) Close() {
 
 func (p *Port) readLoop() {
 	defer p.ml.wg.Done()
+	ended := func() { close(p.readerDone) }
 	var b *batch
 	get := func() ([][]byte, []int) {
 		b = batchPool.Get().(*batch)
@@ -178,6 +196,7 @@ func (p *Port) readLoop() {
 			if b != nil {
 				put()
 			}
+			ended() // before Close, which waits for it
 			p.readFailed(err)
 			return
 		}
@@ -214,15 +233,19 @@ func (p *Port) readFailed(err error) {
 
 // send delivers frames to this peer, in order, as its direction's policy
 // says (see HostWait). frames are the caller's: whatever is queued is
-// copied.
-func (p *Port) send(frames [][]byte) {
+// copied. It returns false, having counted nothing, if the port is closed:
+// the frames were not for it.
+func (p *Port) send(frames [][]byte) bool {
 	p.out.Lock()
 	defer p.out.Unlock()
+	if p.Closed() {
+		return false
+	}
 	if p.Leaving() {
 		// The peer is gone. Sending to a dead datagram peer would make
 		// the kernel purge what it sent us and we have not read yet.
 		p.drop(ErrWouldBlock, len(frames))
-		return
+		return true
 	}
 	if p.isHost {
 		var k int
@@ -241,7 +264,7 @@ func (p *Port) send(frames [][]byte) {
 		if k < len(frames) {
 			p.drop(err, len(frames)-k)
 		}
-		return
+		return true
 	}
 	i := 0
 	if len(p.out.frames) == 0 {
@@ -254,33 +277,36 @@ func (p *Port) send(frames [][]byte) {
 			// The peer is gone or broken (its reader will close it):
 			// what did not go is lost.
 			p.drop(err, len(frames)-i)
-			return
+			return true
 		}
 	}
 	for ; i < len(frames); i++ {
 		f := frames[i]
-		if p.out.bytes+len(f) > QueueBytes || p.Closed() || !p.ml.reserveQueue(len(f)) {
+		if p.out.bytes+len(f) > QueueBytes || !p.ml.reserveQueue(len(f)) {
 			p.drop(ErrWouldBlock, 1)
 			continue
 		}
 		p.out.frames = append(p.out.frames, append([]byte(nil), f...))
 		p.out.bytes += len(f)
 	}
-	if len(p.out.frames) > 0 && !p.out.writing {
-		p.out.writing = true
-		go p.drain()
+	if len(p.out.frames) > 0 && p.drainDone == nil {
+		p.drainDone = make(chan struct{})
+		go p.drain(p.drainDone)
 	}
+	return true
 }
 
 // drain sends the queued frames in batches, waiting for the socket as
-// needed, and ends when the queue is empty or the port is closed. Frames
-// leave the queue only once sent, so new frames always queue behind them.
-func (p *Port) drain() {
+// needed, and ends when the queue is empty or the port is closed, closing
+// done. Frames leave the queue only once sent, so new frames always queue
+// behind them.
+func (p *Port) drain(done chan struct{}) {
 	var batch [BatchSize][]byte
 	for {
 		p.out.Lock()
 		if len(p.out.frames) == 0 {
-			p.out.writing = false
+			p.drainDone = nil
+			close(done)
 			p.out.Unlock()
 			return
 		}
@@ -300,7 +326,9 @@ func (p *Port) drain() {
 		if err != nil && !errors.Is(err, ErrWouldBlock) || p.Closed() {
 			p.drop(err, len(p.out.frames))
 			p.ml.releaseQueue(p.out.bytes)
-			p.out.frames, p.out.bytes, p.out.writing = nil, 0, false
+			p.out.frames, p.out.bytes = nil, 0
+			p.drainDone = nil
+			close(done)
 			p.out.Unlock()
 			return
 		}

@@ -1,0 +1,59 @@
+package control
+
+import (
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"multifs/multilink"
+)
+
+// socketPair returns two connected datagram sockets wrapped as the daemon
+// wraps its data sockets.
+func socketPair(tb testing.TB) (a, b *pollFD) {
+	tb.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if a, err = newPollFD(fds[0], "a"); err != nil {
+		tb.Fatal(err)
+	}
+	if b, err = newPollFD(fds[1], "b"); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+// BenchmarkBatchRoundTrip moves a batch of 8 frames of 64 bytes through a
+// socket pair with the daemon's batched calls; one op is one batch. The
+// data path must not allocate: the figure to watch is allocs/op.
+func BenchmarkBatchRoundTrip(b *testing.B) {
+	src, dst := socketPair(b)
+	frames := make([][]byte, 8)
+	for i := range frames {
+		frames[i] = make([]byte, 64)
+	}
+	bufs := make([][]byte, multilink.BatchSize)
+	for i := range bufs {
+		bufs[i] = make([]byte, multilink.MaxFrame+1)
+	}
+	sizes := make([]int, multilink.BatchSize)
+	get := func() ([][]byte, []int) { return bufs, sizes }
+	put := func() {}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if n, err := src.SendBatchWait(frames, 0); n != len(frames) || err != nil {
+			b.Fatalf("sent %d: %v", n, err)
+		}
+		for got := 0; got < len(frames); {
+			n, err := dst.RecvBatch(get, put)
+			if err != nil {
+				b.Fatal(err)
+			}
+			got += n
+		}
+	}
+}
