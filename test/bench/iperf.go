@@ -72,6 +72,11 @@ func (b *bench) iperf() error {
 			stop()
 			return err
 		}
+		if err := waitListening(nsB, "5201"); err != nil {
+			srv.kill()
+			stop()
+			return fmt.Errorf("%s: iperf3 server: %w", c.name, err)
+		}
 		s := &system{name: c.name}
 		for run := 0; run < b.runs; run++ {
 			bps, r, err := iperfOnce(nsA)
@@ -205,6 +210,16 @@ func waitPing(ns, addr string) error {
 	return fmt.Errorf("no ping reply from %s", addr)
 }
 
+// waitListening waits (up to 5 s) until something listens on TCP port in
+// ns: the iperf3 server, started in the background, takes a moment, and a
+// client that comes too early is refused.
+func waitListening(ns, port string) error {
+	return waitFor(5*time.Second, func() bool {
+		out, err := exec.Command("ip", "netns", "exec", ns, "ss", "-Hltn", "sport = :"+port).Output()
+		return err == nil && len(strings.TrimSpace(string(out))) > 0
+	})
+}
+
 // iperfOnce runs one 1-second TCP test from A to the server in B and
 // returns the receiver's bits/s and the sender's retransmits.
 func iperfOnce(nsA string) (float64, float64, error) {
@@ -212,7 +227,7 @@ func iperfOnce(nsA string) (float64, float64, error) {
 	defer cancel()
 	var out []byte
 	var err error
-	for i := 0; i < 10; i++ { // the server may need a moment to listen
+	for i := 0; i < 10; i++ { // a refused connect is retried, in case
 		cli := exec.CommandContext(ctx, "ip", "netns", "exec", nsA, "iperf3", "-c", "169.254.77.2", "-t", "1", "-J", "--connect-timeout", "1000")
 		cli.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if out, err = cli.Output(); err == nil {
