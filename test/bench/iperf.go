@@ -1,8 +1,9 @@
 package main
 
-// Scenario 7: tap-to-tap TCP through one link, with iperf3. Two network
-// namespaces of our own, each with a tap on its side's host, 169.254.77.1
-// and .2; iperf3 runs from A to B for one second.
+// Scenario 7: tap-to-tap TCP and 64-byte UDP through one link, with
+// iperf3. Two network namespaces of our own, each with a tap on its side's
+// host, 169.254.77.1 and .2; iperf3 runs from A to B for one second, TCP
+// then UDP (64-byte datagrams, as fast as the client can send them).
 //
 //	multifs:    tapA ═ multifs A (--host tap://) ─ vde_plug A B ─ multifs B (--host tap://) ═ tapB
 //	reference:  tapA ─ vde_plug multi://A ─── vde_plug A B ─── vde_plug multi://B ─ tapB
@@ -56,7 +57,7 @@ func (b *bench) iperf() error {
 	}
 	cols := []column{{"multifs", func() (func(), error) { return b.iperfMultifs(nsA, nsB, tag) }}}
 	cols = append(cols, column{"reference", func() (func(), error) { return b.iperfRef(nsA, nsB, tag) }})
-	mbps, retr := perSystem{}, perSystem{}
+	mbps, retr, udpPPS, udpLoss := perSystem{}, perSystem{}, perSystem{}, perSystem{}
 	for _, c := range cols {
 		stop, err := c.setup()
 		if err != nil {
@@ -88,13 +89,23 @@ func (b *bench) iperf() error {
 			}
 			mbps.put(s, bps/1e6)
 			retr.put(s, r)
+			pps, loss, err := iperfUDPOnce(nsA)
+			if err != nil {
+				srv.kill()
+				stop()
+				return fmt.Errorf("%s, UDP run %d: %w", c.name, run+1, err)
+			}
+			udpPPS.put(s, pps)
+			udpLoss.put(s, loss)
 		}
 		srv.kill()
 		stop()
 	}
-	const section = "7. tap-to-tap TCP, iperf3 -t 1 through one link (both: the multilink owns the tap)"
+	const section = "7. tap-to-tap through one link, iperf3 -t 1 (both: the multilink owns the tap)"
 	b.addFigure(section, "iperf.mbps", "TCP throughput", "Mbit/s", mbps)
 	b.addFigure(section, "iperf.retransmits", "TCP retransmits", "count", retr)
+	b.addFigure(section, "iperf.udp64.fps", "UDP 64 B datagrams/s received", "fps", udpPPS)
+	b.addFigure(section, "iperf.udp64.loss", "UDP 64 B loss", "%", udpLoss)
 	return nil
 }
 
@@ -256,6 +267,42 @@ func iperfOnce(nsA string) (float64, float64, error) {
 		return 0, 0, fmt.Errorf("iperf3: %s", r.Error)
 	}
 	return r.End.SumReceived.BitsPerSecond, r.End.SumSent.Retransmits, nil
+}
+
+// iperfUDPOnce runs one 1-second test of 64-byte UDP datagrams from A to
+// B, as fast as the client sends them, and returns the datagrams per
+// second the server received and the loss in percent.
+func iperfUDPOnce(nsA string) (float64, float64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cli := exec.CommandContext(ctx, "ip", "netns", "exec", nsA, "iperf3", "-c", "169.254.77.2", "-u", "-l", "64", "-b", "0", "-t", "1", "-J", "--connect-timeout", "1000")
+	cli.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	out, err := cli.Output()
+	if err != nil {
+		return 0, 0, fmt.Errorf("iperf3 -u: %v: %s", err, iperfError(out))
+	}
+	var r struct {
+		End struct {
+			Sum struct {
+				LostPercent float64 `json:"lost_percent"`
+			} `json:"sum"`
+			SumReceived struct {
+				Bytes   float64 `json:"bytes"`
+				Seconds float64 `json:"seconds"`
+			} `json:"sum_received"`
+		} `json:"end"`
+		Error string `json:"error"`
+	}
+	if err := json.Unmarshal(out, &r); err != nil {
+		return 0, 0, fmt.Errorf("iperf3 -u output: %v", err)
+	}
+	if r.Error != "" {
+		return 0, 0, fmt.Errorf("iperf3 -u: %s", r.Error)
+	}
+	if r.End.SumReceived.Seconds <= 0 {
+		return 0, 0, fmt.Errorf("iperf3 -u: no receiver report")
+	}
+	return r.End.SumReceived.Bytes / 64 / r.End.SumReceived.Seconds, r.End.Sum.LostPercent, nil
 }
 
 // iperfError picks the error out of iperf3's JSON output.
