@@ -7,7 +7,8 @@
 #	SOAK_SECONDS=60 bash test/t_soak.sh
 #	SOAK_SECONDS=60 LIMIT=180 bash test/run.sh t_soak
 #
-# Afterwards the daemon must be alive with no panic in its log, and the
+# Afterwards the daemon (built with -race) must be alive with no panic and
+# no race report in its log, and the
 # counters must add up exactly, per direction, over the whole run. Every
 # port's final counters come from its close line in the log ("link closed",
 # "host detached", at info level), the multilink's from PATH/stats:
@@ -42,8 +43,14 @@
 SECS=${SOAK_SECONDS:-10}
 
 P=$SCRATCH/soak
-# In the foreground, so that a panic's stack (stderr) lands in the log too.
-start_multifs_fg "$P" --log-level info || finish
+# The daemon under soak is built with the race detector, which reports to
+# stderr; in the foreground, that and a panic's stack land in the log.
+RACEBIN=$ROOT/bin/multifs-race
+if ! (cd "$ROOT" && go build -race -o "$RACEBIN" ./cmd/multifs) >"$SCRATCH/race-build.out" 2>&1; then
+	fail "build multifs with -race" "$(head -c 400 "$SCRATCH/race-build.out")"
+	finish
+fi
+MULTIFS=$RACEBIN start_multifs_fg "$P" --log-level info || finish
 D=$LASTPID
 LOG=$SCRATCH/soak.log
 FD0=$(stat_key "$P/stats" open_fds)
@@ -63,6 +70,7 @@ out() { head -n 1 "$OUT" | sed -n "s/.*\\b$1=\\([0-9]*\\).*/\\1/p"; }
 
 check "daemon alive after the soak" alive "$D"
 check_fails "no panic or fatal error in the daemon's log" grep -Eq 'panic|fatal error|level=(error|fatal|panic)' "$LOG"
+check_fails "no data race reported (the daemon runs with -race)" grep -q 'WARNING: DATA RACE' "$LOG"
 if wait_for "[ \"\$(stat_key '$P/stats' links)\" = 0 ] && [ \"\$(stat_key '$P/stats' host)\" = detached ]" 5; then
 	pass "everything left: links 0, host detached"
 else
