@@ -438,3 +438,38 @@ func TestStuckHostDropsAfterHostWait(t *testing.T) {
 		t.Fatalf("the link must go on reading: %+v", l.Counters())
 	}
 }
+
+// Close returns with final counters: what was queued for a stuck link is
+// counted as dropped by then, and frames for a host that has closed are
+// counted by the multilink (dropped_no_host), not by the closed host.
+func TestCloseLeavesFinalCounters(t *testing.T) {
+	m := New(testLog())
+	defer m.Close()
+	hc := newFakeConn()
+	h, _ := m.AttachHost(PeerInfo{}, hc, nil)
+	stuck := newFakeConn()
+	stuck.full = true
+	sl, _ := m.AddLink(PeerInfo{}, stuck, nil)
+	const total = 100
+	for i := 0; i < total; i++ {
+		hc.in <- frameOf(64, byte(i))
+	}
+	eventually(t, "frames queued", func() bool { return h.Counters().RxPackets == total })
+	sl.Close()
+	if c := sl.Counters(); c.TxPackets+c.TxDropped != total {
+		t.Fatalf("after Close, stuck link tx_packets %d + tx_dropped %d, want %d", c.TxPackets, c.TxDropped, total)
+	}
+
+	h.Close()
+	before := h.Counters()
+	if h.send([][]byte{frameOf(64, 1)}) {
+		t.Fatal("a closed host took a frame")
+	}
+	if after := h.Counters(); after != before {
+		t.Fatalf("a closed host's counters moved: %+v -> %+v", before, after)
+	}
+	m.fromLink([][]byte{frameOf(64, 1)})
+	if got := m.Totals().DroppedNoHost; got != 1 {
+		t.Fatalf("dropped_no_host %d after a frame with no host, want 1", got)
+	}
+}

@@ -1,0 +1,106 @@
+package control
+
+import (
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"multifs/multilink"
+)
+
+type recvResult struct {
+	n   int
+	err error
+}
+
+// recvAsync runs one RecvBatch on p in the background.
+func recvAsync(p *pollFD) <-chan recvResult {
+	bufs := make([][]byte, multilink.BatchSize)
+	for i := range bufs {
+		bufs[i] = make([]byte, multilink.MaxFrame+1)
+	}
+	sizes := make([]int, multilink.BatchSize)
+	done := make(chan recvResult, 1)
+	go func() {
+		n, err := p.RecvBatch(func() ([][]byte, []int) { return bufs, sizes }, func() {})
+		done <- recvResult{n, err}
+	}()
+	return done
+}
+
+func sendRaw(t *testing.T, p *pollFD, n int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		if err := unix.Send(p.fd, make([]byte, 64), unix.MSG_DONTWAIT); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func waitRecv(t *testing.T, what string, ch <-chan recvResult) recvResult {
+	t.Helper()
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(2 * time.Second):
+		t.Fatalf("%s: RecvBatch still waiting after 2 s", what)
+	}
+	return recvResult{}
+}
+
+// A reader is woken by a frame whichever way it waits: in poll(2) right
+// after traffic, parked in the shared epoll once idle for longer than
+// hotIdle, or parked because maxHot threads already wait; and Close ends
+// a wait of either kind.
+func TestReaderWakesFromEveryWait(t *testing.T) {
+	// More pairs than hot threads: some of the readers must park.
+	const pairs = maxHot + 4
+	var srcs, dsts []*pollFD
+	var waits []<-chan recvResult
+	for i := 0; i < pairs; i++ {
+		a, b := socketPair(t)
+		srcs, dsts = append(srcs, a), append(dsts, b)
+		waits = append(waits, recvAsync(b))
+	}
+	time.Sleep(10 * time.Millisecond) // all waiting, hot or parked
+	for i := range srcs {
+		sendRaw(t, srcs[i], 1)
+	}
+	for i, w := range waits {
+		if r := waitRecv(t, "hot or parked", w); r.err != nil || r.n != 1 {
+			t.Fatalf("reader %d: got %d frames, %v; want 1", i, r.n, r.err)
+		}
+	}
+
+	// Idle for longer than hotIdle: the reader has parked.
+	w := recvAsync(dsts[0])
+	time.Sleep(hotIdle + 30*time.Millisecond)
+	sendRaw(t, srcs[0], 1)
+	if r := waitRecv(t, "parked after hotIdle", w); r.err != nil || r.n != 1 {
+		t.Fatalf("after hotIdle: got %d frames, %v; want 1", r.n, r.err)
+	}
+
+	// Close ends a parked wait and one in poll(2), at once.
+	parked := recvAsync(dsts[2])
+	time.Sleep(hotIdle + 30*time.Millisecond)
+	hot := recvAsync(dsts[1])
+	time.Sleep(5 * time.Millisecond)
+	for _, c := range []struct {
+		what string
+		p    *pollFD
+		ch   <-chan recvResult
+	}{{"in poll(2)", dsts[1], hot}, {"parked", dsts[2], parked}} {
+		start := time.Now()
+		c.p.Close()
+		if r := waitRecv(t, c.what, c.ch); r.err == nil {
+			t.Fatalf("%s: RecvBatch on a closed socket returned %d frames and no error", c.what, r.n)
+		}
+		if d := time.Since(start); d > hotIdle/2 {
+			t.Fatalf("%s: Close took %v to end the wait", c.what, d)
+		}
+	}
+	if hotWaiters.Load() != 0 {
+		t.Fatalf("%d threads still counted as waiting in poll(2)", hotWaiters.Load())
+	}
+}
