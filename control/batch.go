@@ -76,12 +76,27 @@ type txState struct {
 // real length, more than its buffer if it was truncated. Not safe for
 // concurrent use: one reader per socket.
 func (p *pollFD) RecvBatch(get func() ([][]byte, []int), put func()) (int, error) {
+	p.rx.get, p.rx.put = get, put
+	defer func() { p.rx.get, p.rx.put = nil, nil }()
+	return p.finishRecv(p.io(p.rxOp, unix.EPOLLIN, 0, p.rx.drained))
+}
+
+// finishRecv turns what the last receive attempt left in p.rx (and err,
+// from waiting for it) into RecvBatch's results.
+func (p *pollFD) finishRecv(err error) (int, error) {
 	rx := &p.rx
-	rx.get, rx.put, rx.n, rx.errno = get, put, 0, 0
-	err := p.io(opRecvBatch, unix.EPOLLIN, 0, rx.drained)
-	rx.get, rx.put = nil, nil
 	n, bufs, sizes := rx.n, rx.bufs, rx.sizes
 	rx.bufs, rx.sizes = nil, nil
+	if p.rxOp == opTapRead {
+		if err != nil {
+			return 0, err
+		}
+		if n == 0 {
+			return 0, rx.err
+		}
+		rx.drained = n < len(bufs)
+		return n, nil
+	}
 	if rx.errno == unix.ECONNRESET && p.readShut.Load() {
 		return 0, fmt.Errorf("drained: %w", errEOF)
 	}
@@ -158,9 +173,9 @@ func (p *pollFD) TrySendBatch(frames [][]byte) (int, error) {
 // first. Not safe for concurrent use (see TrySendBatch).
 func (p *pollFD) SendBatchWait(frames [][]byte, timeout time.Duration) (int, error) {
 	tx := &p.tx
-	tx.frames, tx.sent, tx.errno = frames, 0, 0
-	err := p.io(opSendBatch, unix.EPOLLOUT, timeout, false)
-	sent, errno := tx.sent, tx.errno
+	tx.frames, tx.sent, tx.errno, tx.err = frames, 0, 0, nil
+	err := p.io(p.txOp, unix.EPOLLOUT, timeout, false)
+	sent, errno, werr := tx.sent, tx.errno, tx.err
 	tx.frames = nil
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded):
@@ -170,7 +185,7 @@ func (p *pollFD) SendBatchWait(frames [][]byte, timeout time.Duration) (int, err
 	case errno != 0:
 		return sent, errno
 	}
-	return sent, nil
+	return sent, werr
 }
 
 // sendBatchOnce sends what is left of tx.frames with sendmmsg until all

@@ -36,8 +36,10 @@ type pollFD struct {
 	// an empty queue then means EOF (the kernel only says EAGAIN).
 	readShut atomic.Bool
 
-	rx rxState // the receive in flight (batch.go, tap.go)
-	tx txState // the send in flight
+	rx   rxState // the receive in flight (batch.go, tap.go)
+	tx   txState // the send in flight
+	rxOp op      // what a receive is: recvmmsg, or read(2) for a tap
+	txOp op
 
 	// Waiting in the shared epoll (poller.go).
 	wait struct {
@@ -62,7 +64,7 @@ func newPollFD(fd int, name string) (*pollFD, error) {
 	}
 	_, serr := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
 	p := &pollFD{
-		fd: fd, isSocket: serr == nil,
+		fd: fd, isSocket: serr == nil, rxOp: opRecvBatch, txOp: opSendBatch,
 		readable: make(chan struct{}, 1), writable: make(chan struct{}, 1), gone: make(chan struct{}),
 	}
 	if err := thePoller().add(p); err != nil {

@@ -1,7 +1,6 @@
 package control
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -15,10 +14,8 @@ import (
 // A tap device as the host: multifs opens it itself (`--host tap://NAME`,
 // as `vde_plug multi://PATH tap://NAME` would), which saves the hop through
 // a vde_plug process. A tap fd is not a socket, so frames move one read(2)
-// or write(2) each, still gathered into batches for the multilink.
-type tapConn struct {
-	*pollFD
-}
+// or write(2) each (the tap ops of pollFD), still gathered into batches for
+// the multilink.
 
 // OpenTap opens (creating if needed) the tap interface name, without
 // packet information headers, non-blocking.
@@ -44,7 +41,8 @@ func OpenTap(name string) (multilink.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &tapConn{p}, nil
+	p.rxOp, p.txOp = opTapRead, opTapWrite
+	return p, nil
 }
 
 // TapName returns NAME for a tap://NAME URL.
@@ -60,27 +58,11 @@ func TapPeerInfo(name string) multilink.PeerInfo {
 	}
 }
 
-func (t *tapConn) RecvBatch(get func() ([][]byte, []int), put func()) (int, error) {
-	rx := &t.rx
-	rx.get, rx.put, rx.n, rx.err = get, put, 0, nil
-	err := t.io(opTapRead, unix.EPOLLIN, 0, rx.drained)
-	rx.get, rx.put = nil, nil
-	n, bufs := rx.n, rx.bufs
-	rx.bufs, rx.sizes = nil, nil
-	if err != nil {
-		return 0, err
-	}
-	if n == 0 {
-		return 0, rx.err
-	}
-	rx.drained = n < len(bufs)
-	return n, nil
-}
-
 // tapReadOnce reads frames, one read(2) each, until the batch is full or
 // the device has no more.
 func (p *pollFD) tapReadOnce() bool {
 	rx := &p.rx
+	rx.err = nil
 	rx.bufs, rx.sizes = rx.get()
 	for rx.n = 0; rx.n < len(rx.bufs); rx.n++ {
 		k, err := unix.Read(p.fd, rx.bufs[rx.n])
@@ -98,27 +80,6 @@ func (p *pollFD) tapReadOnce() bool {
 		return false
 	}
 	return true
-}
-
-func (t *tapConn) TrySendBatch(frames [][]byte) (int, error) {
-	return t.SendBatchWait(frames, -1)
-}
-
-// SendBatchWait writes frames, waiting for room up to timeout in all (< 0:
-// not at all).
-func (t *tapConn) SendBatchWait(frames [][]byte, timeout time.Duration) (int, error) {
-	tx := &t.tx
-	tx.frames, tx.sent, tx.err = frames, 0, nil
-	err := t.io(opTapWrite, unix.EPOLLOUT, timeout, false)
-	sent, werr := tx.sent, tx.err
-	tx.frames = nil
-	switch {
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		return sent, multilink.ErrWouldBlock
-	case err != nil:
-		return sent, err
-	}
-	return sent, werr
 }
 
 // tapWriteOnce writes what is left of tx.frames, one write(2) each.

@@ -35,6 +35,29 @@ type Conn interface {
 	Close() error
 }
 
+// BatchServer is a Conn that runs its receive loop itself: ServeBatches
+// receives batches, as RecvBatch does, and hands each to deliver, which
+// forwards it and puts its buffers back, until the Conn is closed or
+// fails, which it returns. deliver may run on another goroutine than the
+// caller's (control serves all its busy descriptors from one thread), but
+// never twice at once and never after ServeBatches returned.
+type BatchServer interface {
+	ServeBatches(get func() (bufs [][]byte, sizes []int), put func(), deliver func(n int)) error
+}
+
+// recvLoop is ServeBatches for a Conn that only has RecvBatch.
+func recvLoop(c Conn) func(get func() ([][]byte, []int), put func(), deliver func(n int)) error {
+	return func(get func() ([][]byte, []int), put func(), deliver func(n int)) error {
+		for {
+			n, err := c.RecvBatch(get, put)
+			if err != nil {
+				return err
+			}
+			deliver(n)
+		}
+	}
+}
+
 // ErrWouldBlock is what Conn.TrySend returns when the peer's socket is full.
 var ErrWouldBlock = errors.New("peer socket full")
 
@@ -180,7 +203,6 @@ func (p *Port) Close() {
 
 func (p *Port) readLoop() {
 	defer p.ml.wg.Done()
-	ended := func() { close(p.readerDone) }
 	var b *batch
 	get := func() ([][]byte, []int) {
 		b = batchPool.Get().(*batch)
@@ -190,36 +212,42 @@ func (p *Port) readLoop() {
 		batchPool.Put(b)
 		b = nil
 	}
-	for {
-		n, err := p.conn.RecvBatch(get, put)
-		if err != nil {
-			if b != nil {
-				put()
-			}
-			ended() // before Close, which waits for it
-			p.readFailed(err)
-			return
-		}
-		frames := b.frames[:0]
-		for i := 0; i < n; i++ {
-			size := b.sizes[i]
-			if size < MinFrame || size > MaxFrame {
-				p.rxDropped.Add(1)
-				p.log.WithField("len", size).Debug("dropping frame of bad size")
-				continue
-			}
-			p.rxPackets.Add(1)
-			p.rxBytes.Add(uint64(size))
-			frames = append(frames, b.bufs[i][:size])
-		}
-		if len(frames) > 0 {
-			if p.isHost {
-				p.ml.fromHost(frames)
-			} else {
-				p.ml.fromLink(frames)
-			}
-		}
+	deliver := func(n int) {
+		p.forward(b, n)
 		put()
+	}
+	serve := recvLoop(p.conn)
+	if bs, ok := p.conn.(BatchServer); ok {
+		serve = bs.ServeBatches
+	}
+	err := serve(get, put, deliver)
+	if b != nil {
+		put()
+	}
+	close(p.readerDone) // before Close, which waits for it
+	p.readFailed(err)
+}
+
+// forward counts the n frames of b and hands the good ones on.
+func (p *Port) forward(b *batch, n int) {
+	frames := b.frames[:0]
+	for i := 0; i < n; i++ {
+		size := b.sizes[i]
+		if size < MinFrame || size > MaxFrame {
+			p.rxDropped.Add(1)
+			p.log.WithField("len", size).Debug("dropping frame of bad size")
+			continue
+		}
+		p.rxPackets.Add(1)
+		p.rxBytes.Add(uint64(size))
+		frames = append(frames, b.bufs[i][:size])
+	}
+	if len(frames) > 0 {
+		if p.isHost {
+			p.ml.fromHost(frames)
+		} else {
+			p.ml.fromLink(frames)
+		}
 	}
 }
 
