@@ -81,6 +81,24 @@ func (p *pollFD) RecvBatch(get func() ([][]byte, []int), put func()) (int, error
 	return p.finishRecv(p.io(p.rxOp, unix.EPOLLIN, 0, p.rx.drained))
 }
 
+// ServeBatches is RecvBatch in a loop, handing each batch to deliver (see
+// multilink.BatchServer). While frames keep coming, the hot loop serves p
+// (hotloop.go); once p is idle, the caller's goroutine parks until it is
+// readable again.
+func (p *pollFD) ServeBatches(get func() ([][]byte, []int), put func(), deliver func(n int)) error {
+	p.rx.get, p.rx.put = get, put
+	for {
+		n, err := p.finishRecv(p.waitIdle(p.rxOp))
+		if err != nil {
+			return err
+		}
+		deliver(n)
+		if err := theLoop().serve(p, deliver); err != nil {
+			return err
+		}
+	}
+}
+
 // finishRecv turns what the last receive attempt left in p.rx (and err,
 // from waiting for it) into RecvBatch's results.
 func (p *pollFD) finishRecv(err error) (int, error) {

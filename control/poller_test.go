@@ -104,3 +104,64 @@ func TestReaderWakesFromEveryWait(t *testing.T) {
 		t.Fatalf("%d threads still counted as waiting in poll(2)", hotWaiters.Load())
 	}
 }
+
+// ServeBatches delivers every frame whether the hot loop serves the socket
+// (busy) or its goroutine parks it (idle for longer than hotIdle), and
+// Close ends it in either state, leaving nothing in the loop.
+func TestServeBatchesThroughLoopAndPark(t *testing.T) {
+	for _, closeWhen := range []string{"in the loop", "parked"} {
+		src, dst := socketPair(t)
+		bufs := make([][]byte, multilink.BatchSize)
+		for i := range bufs {
+			bufs[i] = make([]byte, multilink.MaxFrame+1)
+		}
+		sizes := make([]int, multilink.BatchSize)
+		got := make(chan int, 1000)
+		ended := make(chan error, 1)
+		go func() {
+			ended <- dst.ServeBatches(func() ([][]byte, []int) { return bufs, sizes }, func() {},
+				func(n int) { got <- n })
+		}()
+		total := 0
+		want := 0
+		for round := 0; round < 3; round++ {
+			sendRaw(t, src, 5)
+			want += 5
+			deadline := time.After(2 * time.Second)
+			for total < want {
+				select {
+				case n := <-got:
+					total += n
+				case <-deadline:
+					t.Fatalf("round %d: %d of %d frames delivered after 2 s", round, total, want)
+				}
+			}
+			if round < 2 {
+				time.Sleep(hotIdle + 30*time.Millisecond) // idle: back to parking
+			}
+		}
+		if closeWhen == "parked" {
+			time.Sleep(hotIdle + 2*hotIdle/5 + 30*time.Millisecond)
+		}
+		start := time.Now()
+		dst.Close()
+		select {
+		case err := <-ended:
+			if err == nil {
+				t.Fatalf("closed %s: ServeBatches returned no error", closeWhen)
+			}
+		case <-time.After(time.Second):
+			t.Fatalf("closed %s: ServeBatches still running 1 s after Close", closeWhen)
+		}
+		if d := time.Since(start); d > hotIdle {
+			t.Fatalf("closed %s: ServeBatches took %v to end", closeWhen, d)
+		}
+		l := theLoop()
+		l.mu.Lock()
+		left := len(l.members)
+		l.mu.Unlock()
+		if left != 0 {
+			t.Fatalf("closed %s: %d members left in the hot loop", closeWhen, left)
+		}
+	}
+}

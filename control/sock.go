@@ -165,6 +165,24 @@ func (p *pollFD) io(o op, ev uint32, timeout time.Duration, waitFirst bool) erro
 	}
 }
 
+// waitIdle attempts o until it is over, parking in between: the wait of a
+// descriptor that has been idle.
+func (p *pollFD) waitIdle(o op) error {
+	for {
+		if !p.enter() {
+			return os.ErrClosed
+		}
+		done := p.attempt(o)
+		p.leave()
+		if done {
+			return nil
+		}
+		if err := p.park(unix.EPOLLIN, time.Time{}); err != nil {
+			return err
+		}
+	}
+}
+
 // hungUp reports whether fd's peer is gone, without waiting.
 func hungUp(fd int) bool {
 	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
