@@ -3,7 +3,6 @@ package control
 import (
 	"fmt"
 	"os"
-	"runtime"
 	"sync"
 	"time"
 
@@ -85,9 +84,11 @@ func (l *hotLoop) serve(p *pollFD, deliver func(n int)) error {
 	l.mu.Unlock()
 	// Level-triggered: whatever is queued keeps reporting until read.
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: tok}
-	err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, p.fd, &ev)
-	p.leave() // the loop enters for each receive; Close must not wait for us
-	if err != nil {
+	// The membership holds p's descriptor open (the enter above, left at
+	// release): a Close shuts the socket down, which the loop sees, and
+	// the descriptor is closed when the loop lets go of it.
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, p.fd, &ev); err != nil {
+		p.leave()
 		l.mu.Lock()
 		delete(l.members, tok)
 		l.mu.Unlock()
@@ -105,13 +106,13 @@ func (l *hotLoop) serve(p *pollFD, deliver func(n int)) error {
 }
 
 func (l *hotLoop) run() {
-	runtime.LockOSThread()
 	events := make([]unix.EpollEvent, 64)
 	lastSweep := time.Now()
 	for {
 		// Members are swept every hotIdle/5, for idleness and for a
-		// close (whose wake-up the close itself may take out of the
-		// epoll set). With none, the loop sleeps until one joins.
+		// close that woke nobody (a tap's: only a socket's close shuts
+		// it down, which wakes the loop). With none, the loop sleeps
+		// until one joins.
 		wait := int(hotIdle / time.Millisecond / 5)
 		l.mu.Lock()
 		if len(l.members) == 0 {
@@ -144,25 +145,31 @@ func (l *hotLoop) run() {
 	}
 }
 
-// step receives once from a ready member and delivers what came.
+// step receives from a ready member and delivers what came, again at once
+// while batches come full (up to a few, for fairness between members):
+// what is left is reported ready again anyway, but asking costs an
+// epoll_wait.
 func (l *hotLoop) step(tok int32, m *hotMember, now time.Time) {
 	p := m.p
-	if !p.enter() {
-		l.release(tok, m, os.ErrClosed)
-		return
+	for round := 0; round < 4; round++ {
+		if p.closing.Load() {
+			l.release(tok, m, os.ErrClosed)
+			return
+		}
+		if !p.attempt(p.rxOp) {
+			return // nothing after all
+		}
+		k, err := p.finishRecv(nil)
+		if err != nil {
+			l.release(tok, m, err)
+			return
+		}
+		m.last = now
+		m.deliver(k)
+		if p.rx.drained {
+			return
+		}
 	}
-	got := p.attempt(p.rxOp)
-	p.leave()
-	if !got {
-		return // nothing after all
-	}
-	k, err := p.finishRecv(nil)
-	if err != nil {
-		l.release(tok, m, err)
-		return
-	}
-	m.last = now
-	m.deliver(k)
 }
 
 // sweep hands back the members idle for hotIdle, and closed ones.
@@ -187,12 +194,11 @@ func (l *hotLoop) sweep(now time.Time) {
 	}
 }
 
-// release takes m out of the loop and wakes its goroutine with err.
+// release takes m out of the loop, lets go of its descriptor and wakes its
+// goroutine with err.
 func (l *hotLoop) release(tok int32, m *hotMember, err error) {
-	if m.p.enter() {
-		unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, m.p.fd, nil)
-		m.p.leave()
-	} // else closing: the close takes the descriptor out of the epoll set
+	unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, m.p.fd, nil)
+	m.p.leave()
 	l.mu.Lock()
 	delete(l.members, tok)
 	l.mu.Unlock()

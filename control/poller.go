@@ -3,7 +3,6 @@ package control
 import (
 	"fmt"
 	"os"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -196,7 +195,6 @@ func (pl *poller) rearm(p *pollFD) error {
 // watch wakes the goroutines whose descriptors became ready. It has a
 // thread of its own: it spends its life in epoll_wait.
 func (pl *poller) watch() {
-	runtime.LockOSThread()
 	events := make([]unix.EpollEvent, 128)
 	for {
 		n, err := unix.EpollWait(pl.epfd, events, -1)
