@@ -8,6 +8,10 @@
 // SOCK_DGRAM data socket connected to the client's, bound in SOCKDIR; reply
 // with its address; hand the data socket to the multilink. The control
 // stream then carries nothing; its EOF, from either side, ends the peer.
+//
+// The data sockets (and a tap host) are pollFDs (sock.go): batched I/O
+// (batch.go), waits of the daemon's own rather than Go's poller's
+// (poller.go), and one loop that serves every busy receiver (hotloop.go).
 package control
 
 import (
