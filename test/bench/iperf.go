@@ -231,15 +231,17 @@ func waitListening(ns, port string) error {
 	})
 }
 
-// iperfOnce runs one 1-second TCP test from A to the server in B and
-// returns the receiver's bits/s and the sender's retransmits.
-func iperfOnce(nsA string) (float64, float64, error) {
+// iperfClient runs one 1-second iperf3 client in nsA against the server in
+// B with extra arguments, and decodes its JSON report into r. A refused
+// connect is retried, in case the server is not quite ready.
+func iperfClient(nsA string, r any, extra ...string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	args := append([]string{"netns", "exec", nsA, "iperf3", "-c", "169.254.77.2", "-t", "1", "-J", "--connect-timeout", "1000"}, extra...)
 	var out []byte
 	var err error
-	for i := 0; i < 10; i++ { // a refused connect is retried, in case
-		cli := exec.CommandContext(ctx, "ip", "netns", "exec", nsA, "iperf3", "-c", "169.254.77.2", "-t", "1", "-J", "--connect-timeout", "1000")
+	for i := 0; i < 10; i++ {
+		cli := exec.CommandContext(ctx, "ip", args...)
 		cli.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if out, err = cli.Output(); err == nil {
 			break
@@ -247,8 +249,20 @@ func iperfOnce(nsA string) (float64, float64, error) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	if err != nil {
-		return 0, 0, fmt.Errorf("iperf3: %v: %s", err, iperfError(out))
+		return fmt.Errorf("iperf3 %s: %v: %s", strings.Join(extra, " "), err, iperfError(out))
 	}
+	if err := json.Unmarshal(out, r); err != nil {
+		return fmt.Errorf("iperf3 %s output: %v", strings.Join(extra, " "), err)
+	}
+	if e := iperfError(out); e != "" {
+		return fmt.Errorf("iperf3 %s: %s", strings.Join(extra, " "), e)
+	}
+	return nil
+}
+
+// iperfOnce runs one 1-second TCP test from A to the server in B and
+// returns the receiver's bits/s and the sender's retransmits.
+func iperfOnce(nsA string) (float64, float64, error) {
 	var r struct {
 		End struct {
 			SumSent struct {
@@ -258,13 +272,9 @@ func iperfOnce(nsA string) (float64, float64, error) {
 				BitsPerSecond float64 `json:"bits_per_second"`
 			} `json:"sum_received"`
 		} `json:"end"`
-		Error string `json:"error"`
 	}
-	if err := json.Unmarshal(out, &r); err != nil {
-		return 0, 0, fmt.Errorf("iperf3 output: %v", err)
-	}
-	if r.Error != "" {
-		return 0, 0, fmt.Errorf("iperf3: %s", r.Error)
+	if err := iperfClient(nsA, &r); err != nil {
+		return 0, 0, err
 	}
 	return r.End.SumReceived.BitsPerSecond, r.End.SumSent.Retransmits, nil
 }
@@ -273,14 +283,6 @@ func iperfOnce(nsA string) (float64, float64, error) {
 // B, as fast as the client sends them, and returns the datagrams per
 // second the server received and the loss in percent.
 func iperfUDPOnce(nsA string) (float64, float64, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	cli := exec.CommandContext(ctx, "ip", "netns", "exec", nsA, "iperf3", "-c", "169.254.77.2", "-u", "-l", "64", "-b", "0", "-t", "1", "-J", "--connect-timeout", "1000")
-	cli.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	out, err := cli.Output()
-	if err != nil {
-		return 0, 0, fmt.Errorf("iperf3 -u: %v: %s", err, iperfError(out))
-	}
 	var r struct {
 		End struct {
 			Sum struct {
@@ -291,13 +293,9 @@ func iperfUDPOnce(nsA string) (float64, float64, error) {
 				Seconds float64 `json:"seconds"`
 			} `json:"sum_received"`
 		} `json:"end"`
-		Error string `json:"error"`
 	}
-	if err := json.Unmarshal(out, &r); err != nil {
-		return 0, 0, fmt.Errorf("iperf3 -u output: %v", err)
-	}
-	if r.Error != "" {
-		return 0, 0, fmt.Errorf("iperf3 -u: %s", r.Error)
+	if err := iperfClient(nsA, &r, "-u", "-l", "64", "-b", "0"); err != nil {
+		return 0, 0, err
 	}
 	if r.End.SumReceived.Seconds <= 0 {
 		return 0, 0, fmt.Errorf("iperf3 -u: no receiver report")
