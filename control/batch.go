@@ -84,9 +84,19 @@ func (p *pollFD) RecvBatch(get func() ([][]byte, []int), put func()) (int, error
 // ServeBatches is RecvBatch in a loop, handing each batch to deliver (see
 // multilink.BatchServer). While frames keep coming, the hot loop serves p
 // (hotloop.go); once p is idle, the caller's goroutine parks until it is
-// readable again.
+// readable again. A receiver that keeps its own thread (ownThread) waits
+// for its frames in poll(2) on it instead, then parks.
 func (p *pollFD) ServeBatches(get func() ([][]byte, []int), put func(), deliver func(n int)) error {
 	p.rx.get, p.rx.put = get, put
+	if p.ownThread {
+		for {
+			n, err := p.finishRecv(p.io(p.rxOp, unix.EPOLLIN, 0, p.rx.drained))
+			if err != nil {
+				return err
+			}
+			deliver(n)
+		}
+	}
 	for {
 		n, err := p.finishRecv(p.waitIdle(p.rxOp))
 		if err != nil {

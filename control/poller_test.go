@@ -1,6 +1,7 @@
 package control
 
 import (
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -163,5 +164,47 @@ func TestServeBatchesThroughLoopAndPark(t *testing.T) {
 		if left != 0 {
 			t.Fatalf("closed %s: %d members left in the hot loop", closeWhen, left)
 		}
+	}
+}
+
+// A host's socket (ownThread) is served on its own thread, never by the
+// hot loop: the loop may wait for the host, which may wait for us.
+func TestOwnThreadStaysOutOfTheLoop(t *testing.T) {
+	src, dst := socketPair(t)
+	dst.ownThread = true
+	bufs := make([][]byte, multilink.BatchSize)
+	for i := range bufs {
+		bufs[i] = make([]byte, multilink.MaxFrame+1)
+	}
+	sizes := make([]int, multilink.BatchSize)
+	var got atomic.Int64
+	ended := make(chan error, 1)
+	go func() {
+		ended <- dst.ServeBatches(func() ([][]byte, []int) { return bufs, sizes }, func() {},
+			func(n int) { got.Add(int64(n)) })
+	}()
+	l := theLoop()
+	for i := 0; i < 20; i++ {
+		sendRaw(t, src, 5)
+		time.Sleep(5 * time.Millisecond)
+		l.mu.Lock()
+		in := len(l.members)
+		l.mu.Unlock()
+		if in != 0 {
+			t.Fatalf("a receiver that keeps its own thread joined the hot loop")
+		}
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for got.Load() < 100 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if got.Load() != 100 {
+		t.Fatalf("delivered %d frames of 100", got.Load())
+	}
+	dst.Close()
+	select {
+	case <-ended:
+	case <-time.After(time.Second):
+		t.Fatal("ServeBatches still running 1 s after Close")
 	}
 }

@@ -80,6 +80,7 @@ func (s *Server) joinSeqpacket(fd int, isHost bool) {
 		return
 	}
 	conn.eofOnEmpty.Store(true)
+	conn.ownThread = isHost
 	info := multilink.PeerInfo{Transport: "seqpacket", PID: cred.Pid, UID: cred.Uid, GID: cred.Gid, Since: time.Now()}
 	// The ack is sent inside Admit: after the place is taken, before any
 	// frame can be sent, so no frame overtakes it. The socket is new, so

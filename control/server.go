@@ -237,6 +237,7 @@ func (s *Server) join(c *net.UnixConn, isHost bool) {
 		c.Close()
 		return
 	}
+	data.ownThread = isHost
 	cleanup := func() {
 		c.Close()
 		os.Remove(dataPath)

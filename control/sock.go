@@ -40,6 +40,13 @@ type pollFD struct {
 	tx   txState // the send in flight
 	rxOp op      // what a receive is: recvmmsg, or read(2) for a tap
 	txOp op
+	// ownThread keeps the receiver out of the hot loop (hotloop.go): a
+	// host's socket. The loop may wait for the host to take frames
+	// (HostWait); a host that itself waits for us to take its frames
+	// (vde_plug's writes block) would then wait for the loop, which waits
+	// for it, until HostWait passes and frames are dropped. A tap never
+	// makes its writer wait that way, so a tap host joins the loop.
+	ownThread bool
 
 	// Waiting in the shared epoll (poller.go).
 	wait struct {
