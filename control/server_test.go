@@ -111,8 +111,10 @@ func TestSecondHostRefused(t *testing.T) {
 	if _, err := Dial(filepath.Join(root, "host"), "second"); err == nil {
 		t.Fatal("a second host was accepted")
 	}
-	if h := ml.Host(); h == nil || h.Info.Description != "test pid=1" {
-		t.Fatal("the first host must stay attached")
+	// Admit replies before it publishes the host: wait for that.
+	waitFor(t, "the first host published", func() bool { return ml.Host() != nil })
+	if h := ml.Host(); h.Info.Description != "test pid=1" {
+		t.Fatalf("the first host must stay attached, not %q", h.Info.Description)
 	}
 	first.Close()
 	waitFor(t, "host detach", func() bool { return !ml.HostAttached() })

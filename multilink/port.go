@@ -115,9 +115,8 @@ type Port struct {
 	// queues behind it, so frames are never reordered.
 	out struct {
 		sync.Mutex
-		frames [][]byte
-		bytes  int
-		stuck  bool // host only: the last send found no room within HostWait
+		q     frameQueue
+		stuck bool // host only: the last send found no room within HostWait
 	}
 
 	closeOnce sync.Once
@@ -295,7 +294,7 @@ func (p *Port) send(frames [][]byte) bool {
 		return true
 	}
 	i := 0
-	if len(p.out.frames) == 0 {
+	if p.out.q.len() == 0 {
 		k, err := p.conn.TrySendBatch(frames)
 		for _, f := range frames[:k] {
 			p.countTx(len(f))
@@ -310,14 +309,13 @@ func (p *Port) send(frames [][]byte) bool {
 	}
 	for ; i < len(frames); i++ {
 		f := frames[i]
-		if p.out.bytes+len(f) > QueueBytes || !p.ml.reserveQueue(len(f)) {
+		if p.out.q.bytes+len(f) > QueueBytes || !p.ml.reserveQueue(len(f)) {
 			p.drop(ErrWouldBlock, 1)
 			continue
 		}
-		p.out.frames = append(p.out.frames, append([]byte(nil), f...))
-		p.out.bytes += len(f)
+		p.out.q.push(f)
 	}
-	if len(p.out.frames) > 0 && p.drainDone == nil {
+	if p.out.q.len() > 0 && p.drainDone == nil {
 		p.drainDone = make(chan struct{})
 		go p.drain(p.drainDone)
 	}
@@ -332,29 +330,28 @@ func (p *Port) drain(done chan struct{}) {
 	var batch [BatchSize][]byte
 	for {
 		p.out.Lock()
-		if len(p.out.frames) == 0 {
+		if p.out.q.len() == 0 {
 			p.drainDone = nil
 			close(done)
 			p.out.Unlock()
 			return
 		}
-		n := copy(batch[:], p.out.frames)
+		n := copy(batch[:], p.out.q.frames)
 		p.out.Unlock()
 
 		k, err := p.conn.SendBatchWait(batch[:n], time.Second)
 
 		p.out.Lock()
 		for i := 0; i < k; i++ {
-			p.countTx(len(p.out.frames[i]))
-			p.out.bytes -= len(p.out.frames[i])
-			p.ml.releaseQueue(len(p.out.frames[i]))
-			p.out.frames[i] = nil
+			p.countTx(len(batch[i]))
+			p.ml.releaseQueue(len(batch[i]))
 		}
-		p.out.frames = p.out.frames[k:]
+		p.out.q.pop(k)
+		clear(batch[:n])
 		if err != nil && !errors.Is(err, ErrWouldBlock) || p.Closed() {
-			p.drop(err, len(p.out.frames))
-			p.ml.releaseQueue(p.out.bytes)
-			p.out.frames, p.out.bytes = nil, 0
+			p.drop(err, p.out.q.len())
+			p.ml.releaseQueue(p.out.q.bytes)
+			p.out.q.reset()
 			p.drainDone = nil
 			close(done)
 			p.out.Unlock()
