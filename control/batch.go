@@ -87,16 +87,16 @@ func (p *pollFD) RecvBatch(get func() ([][]byte, []int), put func()) (int, error
 // readable again. A receiver that keeps its own thread (ownThread) waits
 // for its frames in poll(2) on it instead, then parks.
 func (p *pollFD) ServeBatches(get func() ([][]byte, []int), put func(), deliver func(n int)) error {
-	p.rx.get, p.rx.put = get, put
 	if p.ownThread {
 		for {
-			n, err := p.finishRecv(p.io(p.rxOp, unix.EPOLLIN, 0, p.rx.drained))
+			n, err := p.RecvBatch(get, put)
 			if err != nil {
 				return err
 			}
 			deliver(n)
 		}
 	}
+	p.rx.get, p.rx.put = get, put
 	for {
 		n, err := p.finishRecv(p.waitIdle(p.rxOp))
 		if err != nil {

@@ -81,7 +81,14 @@ func (l *hotLoop) serve(p *pollFD, deliver func(n int)) error {
 	}
 	tok := l.next
 	l.members[tok] = m
+	// A loop asleep for want of members must wake to sweep this one
+	// (idle, closed) in time.
+	wake := l.asleep
+	l.asleep = false
 	l.mu.Unlock()
+	if wake {
+		unix.Write(l.wake, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+	}
 	// Level-triggered: whatever is queued keeps reporting until read.
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: tok}
 	// The membership holds p's descriptor open (the enter above, left at
@@ -93,14 +100,6 @@ func (l *hotLoop) serve(p *pollFD, deliver func(n int)) error {
 		delete(l.members, tok)
 		l.mu.Unlock()
 		return nil
-	}
-	l.mu.Lock()
-	wake := l.asleep
-	l.asleep = false
-	l.mu.Unlock()
-	if wake {
-		// So that it sweeps this member (idle, closed) in time.
-		unix.Write(l.wake, []byte{1, 0, 0, 0, 0, 0, 0, 0})
 	}
 	return <-m.back
 }
@@ -174,23 +173,24 @@ func (l *hotLoop) step(tok int32, m *hotMember, now time.Time) {
 
 // sweep hands back the members idle for hotIdle, and closed ones.
 func (l *hotLoop) sweep(now time.Time) {
+	type out struct {
+		tok int32
+		m   *hotMember
+	}
+	var done []out
 	l.mu.Lock()
-	var idle []int32
 	for tok, m := range l.members {
 		if now.Sub(m.last) >= hotIdle || m.p.closing.Load() {
-			idle = append(idle, tok)
+			done = append(done, out{tok, m})
 		}
 	}
 	l.mu.Unlock()
-	for _, tok := range idle {
-		l.mu.Lock()
-		m := l.members[tok]
-		l.mu.Unlock()
+	for _, d := range done {
 		var err error
-		if m.p.closing.Load() {
+		if d.m.p.closing.Load() {
 			err = os.ErrClosed
 		}
-		l.release(tok, m, err)
+		l.release(d.tok, d.m, err)
 	}
 }
 

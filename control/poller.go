@@ -20,12 +20,14 @@ import (
 // link→host 130-1,100 µs with them, 49 µs without; the reference: 39 µs).
 //
 // So the daemon's descriptors are not in Go's poller, and they wait in one
-// of two ways:
+// of three ways:
 //
-//   - busy (hot): right after a descriptor did I/O, its goroutine waits in
-//     poll(2) on its own thread, which the kernel wakes directly, as it
-//     wakes the reference's loop. Only hotIdle long, and at most maxHot
-//     threads at once, so a thousand links cost no thread.
+//   - a busy receiver is served by the hot loop (hotloop.go);
+//   - a busy sender, or a receiver kept out of the loop (a host's socket),
+//     waits in poll(2) on its own thread right after it did I/O, which the
+//     kernel wakes directly, as it wakes the reference's loop. Only hotIdle
+//     long, and at most maxHot threads at once, so a thousand links cost
+//     no thread;
 //   - idle: the goroutine parks on a channel, and the descriptor is armed,
 //     one-shot, in the poller's own epoll instance, watched by one
 //     goroutine. One-shot means an idle descriptor is woken at most once,
@@ -192,8 +194,8 @@ func (pl *poller) rearm(p *pollFD) error {
 	return nil
 }
 
-// watch wakes the goroutines whose descriptors became ready. It has a
-// thread of its own: it spends its life in epoll_wait.
+// watch wakes the goroutines whose descriptors became ready. It spends its
+// life in epoll_wait.
 func (pl *poller) watch() {
 	events := make([]unix.EpollEvent, 128)
 	for {

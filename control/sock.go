@@ -136,15 +136,11 @@ func (p *pollFD) attempt(o op) bool {
 // saves a system call that would find nothing.
 func (p *pollFD) io(o op, ev uint32, timeout time.Duration, waitFirst bool) error {
 	if timeout < 0 {
-		if !p.enter() {
-			return os.ErrClosed
+		done, err := p.try(o)
+		if err == nil && !done {
+			err = os.ErrDeadlineExceeded
 		}
-		done := p.attempt(o)
-		p.leave()
-		if !done {
-			return os.ErrDeadlineExceeded
-		}
-		return nil
+		return err
 	}
 	var deadline time.Time
 	if timeout > 0 {
@@ -172,17 +168,21 @@ func (p *pollFD) io(o op, ev uint32, timeout time.Duration, waitFirst bool) erro
 	}
 }
 
+// try attempts o once, holding fd open for it.
+func (p *pollFD) try(o op) (bool, error) {
+	if !p.enter() {
+		return false, os.ErrClosed
+	}
+	defer p.leave()
+	return p.attempt(o), nil
+}
+
 // waitIdle attempts o until it is over, parking in between: the wait of a
 // descriptor that has been idle.
 func (p *pollFD) waitIdle(o op) error {
 	for {
-		if !p.enter() {
-			return os.ErrClosed
-		}
-		done := p.attempt(o)
-		p.leave()
-		if done {
-			return nil
+		if done, err := p.try(o); done || err != nil {
+			return err
 		}
 		if err := p.park(unix.EPOLLIN, time.Time{}); err != nil {
 			return err

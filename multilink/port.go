@@ -328,14 +328,13 @@ func (p *Port) send(frames [][]byte) bool {
 // behind them.
 func (p *Port) drain(done chan struct{}) {
 	var batch [BatchSize][]byte
-	for {
-		p.out.Lock()
-		if p.out.q.len() == 0 {
-			p.drainDone = nil
-			close(done)
-			p.out.Unlock()
-			return
-		}
+	p.out.Lock()
+	defer func() {
+		p.drainDone = nil
+		close(done)
+		p.out.Unlock()
+	}()
+	for p.out.q.len() > 0 {
 		n := copy(batch[:], p.out.q.frames)
 		p.out.Unlock()
 
@@ -352,12 +351,8 @@ func (p *Port) drain(done chan struct{}) {
 			p.drop(err, p.out.q.len())
 			p.ml.releaseQueue(p.out.q.bytes)
 			p.out.q.reset()
-			p.drainDone = nil
-			close(done)
-			p.out.Unlock()
 			return
 		}
-		p.out.Unlock()
 	}
 }
 
