@@ -237,6 +237,27 @@ check_back_to() {
 # links_of PATH: the open link ids, space-separated.
 links_of() { ls "$1/links" 2>/dev/null | sort -n | tr '\n' ' ' | sed 's/ $//'; }
 
+# close_link FILE NAME: `echo 1 > FILE` (a links/N/close) must succeed;
+# CLOSED_AT gets the time it was written.
+close_link() {
+	CLOSED_AT=$(now_ms)
+	if (echo 1 >"$1") 2>"$SCRATCH/err"; then
+		pass "$2"
+	else
+		fail "$2" "$(cat "$SCRATCH/err")"
+	fi
+}
+
+# exits_after_close PID WHO: PID (WHO, a link's vde_plug) must exit within
+# 1 s of the last close_link.
+exits_after_close() {
+	if wait_exit "$1" 1; then
+		pass "$2 exited $(($(now_ms) - CLOSED_AT)) ms after the close"
+	else
+		fail "$2 exits within 1 s of the close" "still running"
+	fi
+}
+
 # ---------------------------------------------------------------------------
 # network namespaces
 
