@@ -12,7 +12,8 @@
 #
 # The python helpers live in test/hostile/ (vde_req.py: one handshake;
 # mass.py: hundreds at once; bind_sock.py, victim.py: sockets owned by
-# another user; toctou.py: the race). Two throw-away users, mfu_h1 and
+# another user; toctou.py: the race; vdewire.py: the request encoding and
+# socket binding they share). Two throw-away users, mfu_h1 and
 # mfu_h2, are created and removed at exit.
 . "$(dirname "$0")/lib.sh"
 

@@ -29,13 +29,11 @@ import errno
 import os
 import select
 import socket
-import struct
 import time
 
+from vdewire import bind_dgram, request
 
-def request(path, typ=0, magic=0xFEEDFACE, desc=b"mass"):
-    p = path.encode()
-    return struct.pack("<IIIH", magic, 3, typ, 1) + p + b"\0" * (108 - len(p)) + desc
+
 
 
 def hold(a, t0):
@@ -58,19 +56,13 @@ def stream(a):
     for i, c in enumerate(conns):
         if i % 2 == 0:
             path = os.path.join(a.sockdir, "m%d" % i)
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
-            d = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            d.bind(path)
-            data.append((d, path))
-            c.sendall(request(path, desc=b"mass %d" % i))
+            data.append((bind_dgram(path), path))
+            c.sendall(request(path.encode(), desc=b"mass %d" % i))
             kinds[i] = "valid"
         else:
             k = (i // 2) % 4
             if k == 0:
-                c.sendall(request("/nonexistent", magic=0x12345678))
+                c.sendall(request(b"/nonexistent", magic=0x12345678, desc=b"mass"))
             elif k == 1:
                 c.sendall(b"\xfe\xed")  # short, then silence: the 5 s limit
             elif k == 2:

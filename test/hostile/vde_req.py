@@ -42,29 +42,11 @@ import struct
 import sys
 import time
 
-MAGIC = 0xFEEDFACE
-SUN_LEN = 108
-
-
-def sockaddr(path_bytes, family=1):
-    p = path_bytes[:SUN_LEN]
-    return struct.pack("<H", family) + p + b"\0" * (SUN_LEN - len(p))
-
-
-def request(path_bytes, magic=MAGIC, version=3, typ=0, desc=b"", family=1):
-    return struct.pack("<III", magic, version, typ) + sockaddr(path_bytes, family) + desc
-
+from vdewire import SUN_LEN, bind_dgram, request
 
 def own_socket(sockdir):
-    d = sockdir or "/tmp"
-    path = os.path.join(d, ".vde_req.%d" % os.getpid())
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    s.bind(path)
-    return s, path
+    path = os.path.join(sockdir or "/tmp", ".vde_req.%d" % os.getpid())
+    return bind_dgram(path), path
 
 
 def wait_answer(c, timeout, t0):

@@ -10,13 +10,10 @@ import socket
 import sys
 import time
 
+from vdewire import bind_dgram
+
 path, secs = sys.argv[1], float(sys.argv[2])
-try:
-    os.unlink(path)
-except FileNotFoundError:
-    pass
-s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-s.bind(path)
+s = bind_dgram(path)
 os.chmod(path, 0o600)
 open(path + ".ready", "w").close()
 stop = []
