@@ -107,6 +107,12 @@ func (c *Client) Recv(buf []byte, timeout time.Duration) (int, error) {
 	return c.data.Recv(buf, timeout)
 }
 
+// RecvBatch receives every frame waiting, up to len(bufs), in one system
+// call; see clientFD.RecvBatch.
+func (c *Client) RecvBatch(bufs [][]byte, sizes []int, timeout time.Duration) (int, error) {
+	return c.data.RecvBatch(bufs, sizes, timeout)
+}
+
 // Close leaves the multilink.
 func (c *Client) Close() error {
 	if c.ctl != nil {
@@ -124,6 +130,7 @@ type clientFD struct {
 	// eofOnEmpty marks a SOCK_SEQPACKET socket, where receiving 0 bytes
 	// may mean EOF rather than an empty message.
 	eofOnEmpty bool
+	rx         *mmsg // RecvBatch's headers, made at its first call
 }
 
 func newClientFD(fd int, name string) (*clientFD, error) {
@@ -164,6 +171,39 @@ func (c *clientFD) Recv(buf []byte, timeout time.Duration) (int, error) {
 		return 0, io.EOF
 	}
 	return n, nil
+}
+
+// RecvBatch reads every message waiting, up to len(bufs) (at most a
+// batch), with one recvmmsg, waiting at most timeout (0: no limit) for the
+// first. sizes[i] gets each message's real length (MSG_TRUNC). A load
+// generator's sink uses it so that its own receiving is not what it
+// measures. Not for seqpacket peers: an empty message is returned as one.
+func (c *clientFD) RecvBatch(bufs [][]byte, sizes []int, timeout time.Duration) (int, error) {
+	if timeout != 0 {
+		c.f.SetReadDeadline(time.Now().Add(timeout))
+	} else {
+		c.f.SetReadDeadline(time.Time{})
+	}
+	if c.rx == nil {
+		c.rx = new(mmsg)
+	}
+	n := c.rx.fill(bufs)
+	var got int
+	var errno unix.Errno
+	err := c.rc.Read(func(fd uintptr) bool {
+		got, errno = mmsgCall(unix.SYS_RECVMMSG, int(fd), c.rx, n, unix.MSG_TRUNC|unix.MSG_DONTWAIT)
+		return errno != unix.EAGAIN
+	})
+	if err != nil {
+		return 0, err
+	}
+	if errno != 0 {
+		return 0, errno
+	}
+	for i := 0; i < got; i++ {
+		sizes[i] = int(c.rx.hdrs[i].Len)
+	}
+	return got, nil
 }
 
 func (c *clientFD) peerGone() bool {

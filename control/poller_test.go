@@ -1,6 +1,8 @@
 package control
 
 import (
+	"runtime"
+	"sort"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -206,5 +208,54 @@ func TestOwnThreadStaysOutOfTheLoop(t *testing.T) {
 	case <-ended:
 	case <-time.After(time.Second):
 		t.Fatal("ServeBatches still running 1 s after Close")
+	}
+}
+
+// While the hot loop has members it waits in epoll_wait keeping its P
+// (epollWaitKeepingP). The garbage collector must still be able to stop
+// the world at once: its preemption signal interrupts the wait. Were the
+// wait not interrupted, each collection would wait for it to time out
+// (up to hotIdle/5 = 10 ms).
+func TestLoopWaitLetsGCStop(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
+	src, dst := socketPair(t)
+	bufs := [][]byte{make([]byte, multilink.MaxFrame+1)}
+	sizes := make([]int, 1)
+	got := make(chan int, 100)
+	go dst.ServeBatches(func() ([][]byte, []int) { return bufs, sizes }, func() {}, func(n int) { got <- n })
+	defer dst.Close()
+	for i := 0; i < 2; i++ { // the first frame wakes it, the second comes through the loop
+		sendRaw(t, src, 1)
+		select {
+		case <-got:
+		case <-time.After(2 * time.Second):
+			t.Fatal("no frame delivered after 2 s")
+		}
+	}
+	l := theLoop()
+	l.mu.Lock()
+	members := len(l.members)
+	l.mu.Unlock()
+	if members != 1 {
+		t.Fatalf("%d members in the hot loop, want 1", members)
+	}
+	var took []time.Duration
+	for i := 0; i < 21; i++ {
+		// A frame keeps the socket a member (hotIdle); then the loop
+		// waits again, and the collection lands somewhere in that wait.
+		sendRaw(t, src, 1)
+		select {
+		case <-got:
+		case <-time.After(2 * time.Second):
+			t.Fatal("no frame delivered after 2 s")
+		}
+		time.Sleep(time.Duration(i%7) * time.Millisecond)
+		start := time.Now()
+		runtime.GC()
+		took = append(took, time.Since(start))
+	}
+	sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
+	if med := took[len(took)/2]; med > 3*time.Millisecond {
+		t.Fatalf("a garbage collection took %v (median of %d; all: %v) with the loop waiting", med, len(took), took)
 	}
 }
