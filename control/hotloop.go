@@ -113,6 +113,9 @@ func (l *hotLoop) run() {
 	runtime.LockOSThread()
 	events := make([]unix.EpollEvent, 64)
 	lastSweep := time.Now()
+	// Read at each sweep rather than each wait: it takes the scheduler's
+	// lock, and Go may change it while running (cgroup limits).
+	oneP := runtime.GOMAXPROCS(0) == 1
 	for {
 		// Members are swept every hotIdle/5, for idleness and for a
 		// close that woke nobody (a tap's: only a socket's close shuts
@@ -127,7 +130,7 @@ func (l *hotLoop) run() {
 		switch {
 		case asleep:
 			n, err = unix.EpollWait(l.epfd, events, -1)
-		case runtime.GOMAXPROCS(0) == 1:
+		case oneP:
 			n, err = unix.EpollWait(l.epfd, events, int(hotIdle/time.Millisecond/5))
 		default:
 			n, err = epollWaitKeepingP(l.epfd, events, int(hotIdle/time.Millisecond/5))
@@ -152,6 +155,7 @@ func (l *hotLoop) run() {
 		if now.Sub(lastSweep) >= hotIdle/5 {
 			lastSweep = now
 			l.sweep(now)
+			oneP = runtime.GOMAXPROCS(0) == 1
 		}
 	}
 }

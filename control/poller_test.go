@@ -259,3 +259,38 @@ func TestLoopWaitLetsGCStop(t *testing.T) {
 		t.Fatalf("a garbage collection took %v (median of %d; all: %v) with the loop waiting", med, len(took), took)
 	}
 }
+
+// With a single P (GOMAXPROCS 1) the loop must not keep it while it
+// waits: no other goroutine of the daemon could run until the wait ended
+// (up to hotIdle/5 = 10 ms). Here the goroutine that waits for a frame's
+// delivery is the one kept waiting.
+func TestLoopWaitLeavesTheOnlyP(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	src, dst := socketPair(t)
+	bufs := [][]byte{make([]byte, multilink.MaxFrame+1)}
+	sizes := make([]int, 1)
+	got := make(chan int, 100)
+	go dst.ServeBatches(func() ([][]byte, []int) { return bufs, sizes }, func() {}, func(n int) { got <- n })
+	defer dst.Close()
+	frame := func() time.Duration {
+		start := time.Now()
+		sendRaw(t, src, 1)
+		select {
+		case <-got:
+		case <-time.After(2 * time.Second):
+			t.Fatal("no frame delivered after 2 s")
+		}
+		return time.Since(start)
+	}
+	frame()
+	frame()
+	time.Sleep(2 * hotIdle / 5) // a sweep sees GOMAXPROCS 1
+	var took []time.Duration
+	for i := 0; i < 21; i++ {
+		took = append(took, frame())
+	}
+	sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
+	if med := took[len(took)/2]; med > 3*time.Millisecond {
+		t.Fatalf("a frame took %v to be delivered (median of %d; all: %v)", med, len(took), took)
+	}
+}
