@@ -150,11 +150,7 @@ func newClientFD(fd int, name string) (*clientFD, error) {
 // Recv reads one message, returning its real length (MSG_TRUNC), waiting
 // at most timeout (0: no limit).
 func (c *clientFD) Recv(buf []byte, timeout time.Duration) (int, error) {
-	if timeout != 0 {
-		c.f.SetReadDeadline(time.Now().Add(timeout))
-	} else {
-		c.f.SetReadDeadline(time.Time{})
-	}
+	c.readDeadline(timeout)
 	var n int
 	var rerr error
 	err := c.rc.Read(func(fd uintptr) bool {
@@ -179,11 +175,7 @@ func (c *clientFD) Recv(buf []byte, timeout time.Duration) (int, error) {
 // generator's sink uses it so that its own receiving is not what it
 // measures. Not for seqpacket peers: an empty message is returned as one.
 func (c *clientFD) RecvBatch(bufs [][]byte, sizes []int, timeout time.Duration) (int, error) {
-	if timeout != 0 {
-		c.f.SetReadDeadline(time.Now().Add(timeout))
-	} else {
-		c.f.SetReadDeadline(time.Time{})
-	}
+	c.readDeadline(timeout)
 	if c.rx == nil {
 		c.rx = new(mmsg)
 	}
@@ -204,6 +196,15 @@ func (c *clientFD) RecvBatch(bufs [][]byte, sizes []int, timeout time.Duration) 
 		sizes[i] = int(c.rx.hdrs[i].Len)
 	}
 	return got, nil
+}
+
+// readDeadline makes the next read give up after timeout (0: never).
+func (c *clientFD) readDeadline(timeout time.Duration) {
+	if timeout != 0 {
+		c.f.SetReadDeadline(time.Now().Add(timeout))
+	} else {
+		c.f.SetReadDeadline(time.Time{})
+	}
 }
 
 func (c *clientFD) peerGone() bool {

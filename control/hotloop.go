@@ -116,6 +116,7 @@ func (l *hotLoop) run() {
 	// Read at each sweep rather than each wait: it takes the scheduler's
 	// lock, and Go may change it while running (cgroup limits).
 	oneP := runtime.GOMAXPROCS(0) == 1
+	const sweepMs = int(hotIdle / time.Millisecond / 5)
 	for {
 		// Members are swept every hotIdle/5, for idleness and for a
 		// close that woke nobody (a tap's: only a socket's close shuts
@@ -131,9 +132,9 @@ func (l *hotLoop) run() {
 		case asleep:
 			n, err = unix.EpollWait(l.epfd, events, -1)
 		case oneP:
-			n, err = unix.EpollWait(l.epfd, events, int(hotIdle/time.Millisecond/5))
+			n, err = unix.EpollWait(l.epfd, events, sweepMs)
 		default:
-			n, err = epollWaitKeepingP(l.epfd, events, int(hotIdle/time.Millisecond/5))
+			n, err = epollWaitKeepingP(l.epfd, events, sweepMs)
 		}
 		if err != nil && err != unix.EINTR {
 			panic(fmt.Sprintf("epoll_wait: %v", err)) // only a bug gets here
