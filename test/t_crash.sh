@@ -22,6 +22,20 @@ dead_socket() {
 	"$PY" -c 'import socket, sys; s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.bind(sys.argv[1]); s.close()' "$1"
 }
 
+# refused_as_served NAME ERR ARGS...: multifs ARGS exits 1 and says (into
+# the file ERR) that the multilink is already served.
+refused_as_served() {
+	local name=$1 err=$2 rc
+	shift 2
+	"$MULTIFS" "$@" >/dev/null 2>"$err"
+	rc=$?
+	if [ "$rc" -eq 1 ] && grep -q 'already served' "$err"; then
+		pass "$name: $(cat "$err")"
+	else
+		fail "$name (exit 1, already served)" "exit $rc: $(cat "$err")"
+	fi
+}
+
 # =============================================================================
 # 1. kill -9
 P=$SCRATCH/k
@@ -92,13 +106,7 @@ check_eq "a second kill -9 and restart: one mount" 1 "$(mounts_at "$P")"
 check "a second kill -9 and restart: stats readable" grep -q '^links: 0$' "$P/stats"
 
 # A live multifs is not mistaken for a dead one.
-"$MULTIFS" "$P" >/dev/null 2>"$SCRATCH/k4.err"
-RC=$?
-if [ "$RC" -ne 0 ] && grep -q 'already served' "$SCRATCH/k4.err"; then
-	pass "a second multifs on a live PATH is refused: $(cat "$SCRATCH/k4.err")"
-else
-	fail "a second multifs on a live PATH is refused" "exit $RC: $(cat "$SCRATCH/k4.err")"
-fi
+refused_as_served "a second multifs on a live PATH is refused" "$SCRATCH/k4.err" "$P"
 check "the live one still serves" grep -q '^links: 0$' "$P/stats"
 
 # =============================================================================
@@ -129,13 +137,7 @@ check_eq "that file is untouched" precious "$(cat "$SCRATCH/notadir" 2>&1)"
 check_fails "PATH is not mounted" is_mounted "$P2"
 
 # A live multifs's socket dir.
-"$MULTIFS" --sockdir "$SD" "$P2" >/dev/null 2>"$SCRATCH/f4.err"
-RC=$?
-if [ "$RC" -eq 1 ] && grep -q 'already served' "$SCRATCH/f4.err"; then
-	pass "a live multifs's socket dir: refused: $(cat "$SCRATCH/f4.err")"
-else
-	fail "a live multifs's socket dir: refused (already served)" "exit $RC: $(cat "$SCRATCH/f4.err")"
-fi
+refused_as_served "a live multifs's socket dir: refused" "$SCRATCH/f4.err" --sockdir "$SD" "$P2"
 check "the live multifs still serves" grep -q '^links: 0$' "$P/stats"
 check "its ctl socket is still there" test -S "$SD/ctl"
 

@@ -50,6 +50,25 @@ fi
 QF=$((${QB:-1048576} / 64))
 note "a link's queue: ${QB:-1048576} bytes, $QF frames of 64 bytes"
 
+# stuck_drops LABEL STATS: a port (its stats file) that could not take
+# the 40000 frames sent towards it counted drops, and each frame was sent,
+# dropped, or is still queued for it: at most a queue's worth (QF).
+stuck_drops() {
+	local label=$1 tx dr
+	tx=$(stat_key "$2" tx_packets)
+	dr=$(stat_key "$2" tx_dropped)
+	if [ "${dr:-0}" -gt 0 ]; then
+		pass "$label: tx_dropped grew ($dr; tx_packets $tx)"
+	else
+		fail "$label: tx_dropped grows" "tx_packets=$tx tx_dropped=$dr"
+	fi
+	if [ -n "$tx" ] && [ $((tx + dr)) -le 40000 ] && [ $((tx + dr)) -ge $((40000 - QF)) ]; then
+		pass "$label: tx_packets + tx_dropped = $((tx + dr)), 40000 less at most a queue ($QF)"
+	else
+		fail "$label: tx_packets + tx_dropped between $((40000 - QF)) and 40000" "$tx + $dr"
+	fi
+}
+
 # start_recv NAME DIR COUNT [ARGS...]: a vdeprobe recv in the background,
 # joined once it returns; its pid in $LASTPID, output in $SCRATCH/NAME.out.
 start_recv() {
@@ -96,20 +115,7 @@ else
 fi
 wait_for "[ \"\$(stat_key '$P/stats' host)\" = detached ]" 3
 for s in "$S1" "$S2"; do
-	tx=$(stat_key "$P/links/$s/stats" tx_packets)
-	dr=$(stat_key "$P/links/$s/stats" tx_dropped)
-	if [ "${dr:-0}" -gt 0 ]; then
-		pass "stuck link $s ($(stat_key "$P/links/$s/stats" transport)): tx_dropped grew ($dr; tx_packets $tx)"
-	else
-		fail "stuck link $s: tx_dropped grows" "tx_packets=$tx tx_dropped=$dr"
-	fi
-	# Of the 40000 frames, each was sent, dropped, or is still queued for
-	# it: at most a queue's worth.
-	if [ -n "$tx" ] && [ $((tx + dr)) -le 40000 ] && [ $((tx + dr)) -ge $((40000 - QF)) ]; then
-		pass "stuck link $s: tx_packets + tx_dropped = $((tx + dr)), 40000 less at most a queue ($QF)"
-	else
-		fail "stuck link $s: tx_packets + tx_dropped between $((40000 - QF)) and 40000" "$tx + $dr"
-	fi
+	stuck_drops "stuck link $s ($(stat_key "$P/links/$s/stats" transport))" "$P/links/$s/stats"
 done
 
 # 1b. Full rate (as fast as the daemon takes them): the host must still
@@ -184,18 +190,7 @@ fi
 wait_for "[ -n \"\$(closed rx_packets $LS1)\" ] && [ -n \"\$(closed rx_packets $LS2)\" ]" 3
 check_eq "the daemon read every frame of both links (rx_packets at their close)" "20000 20000" \
 	"$(closed rx_packets $LS1) $(closed rx_packets $LS2)"
-tx=$(stat_key "$P/host/stats" tx_packets)
-dr=$(stat_key "$P/host/stats" tx_dropped)
-if [ "${dr:-0}" -gt 0 ]; then
-	pass "the stuck host's tx_dropped grew ($dr; tx_packets $tx)"
-else
-	fail "the stuck host's tx_dropped grows" "tx_packets=$tx tx_dropped=$dr"
-fi
-if [ -n "$tx" ] && [ $((tx + dr)) -le 40000 ] && [ $((tx + dr)) -ge $((40000 - QF)) ]; then
-	pass "the stuck host: tx_packets + tx_dropped = $((tx + dr)), 40000 less at most a queue ($QF)"
-else
-	fail "the stuck host: tx_packets + tx_dropped between $((40000 - QF)) and 40000" "$tx + $dr"
-fi
+stuck_drops "the stuck host" "$P/host/stats"
 check_eq "dropped_no_host: none (the host was there all along)" 0 "$(stat_key "$P/stats" dropped_no_host)"
 kill "$STUCKH" "$JOINER" 2>/dev/null
 wait_for "[ \"\$(stat_key '$P/stats' host)\" = detached ] && [ -z \"\$(links_of '$P')\" ]" 3
