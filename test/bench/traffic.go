@@ -185,7 +185,6 @@ func sink(c *control.Client, o sinkOpts, sent <-chan uint64, idle, hard time.Dur
 	want := uint64(0)
 	genDone := false
 	lastAt := time.Now()
-	dupSeen := false
 	for {
 		got := r.frames
 		if r.seen != nil {
@@ -221,12 +220,6 @@ func sink(c *control.Client, o sinkOpts, sent <-chan uint64, idle, hard time.Dur
 			if r.count(o, bufs[i][:sizes[i]], t) {
 				lastAt = time.Now()
 			}
-			if r.seen != nil && !dupSeen && r.dupSeen {
-				dupSeen = true
-				if o.onDup != nil {
-					o.onDup()
-				}
-			}
 		}
 	}
 }
@@ -234,7 +227,8 @@ func sink(c *control.Client, o sinkOpts, sent <-chan uint64, idle, hard time.Dur
 // sinkBatch is how many frames a sink takes in one system call.
 const sinkBatch = 32
 
-// count records one frame received at t; false if it is not this run's.
+// count records one frame received at t, calling o.onDup at the first
+// duplicate; false if the frame is not this run's.
 func (r *sinkResult) count(o sinkOpts, f []byte, t int64) bool {
 	run, seq, ts, ok := parseFrame(f)
 	if !ok || run != o.run {
@@ -250,8 +244,11 @@ func (r *sinkResult) count(o sinkOpts, f []byte, t int64) bool {
 		if r.seen[seq] < 255 {
 			r.seen[seq]++
 		}
-		if r.seen[seq] == 2 {
+		if r.seen[seq] == 2 && !r.dupSeen {
 			r.dupSeen = true
+			if o.onDup != nil {
+				o.onDup()
+			}
 		}
 	}
 	if r.lat != nil {
