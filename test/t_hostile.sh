@@ -294,6 +294,18 @@ check_eq "500 connects: the 125 silent or short garbage ones logged as timeouts"
 OUT=$SCRATCH/sq1.out
 timeout 30 "$PY" "$HD/mass.py" seqpacket "$P/seqpacket" 20 --early-close 20 --max 10 >"$OUT" 2>&1
 check_eq "seqpacket: 20 clients that close before reading the ack" "connected=20 early_closed=20" "$(cut -d' ' -f1-2 "$OUT")"
+# Each early closer is either refused (its ack met a closed socket: a
+# warning) or joined and left at once, whichever came first; the log must
+# account for all 20 by the pid that SO_PEERCRED gave.
+SQPID=$(field pid "$OUT")
+sq_accounted() {
+	grep -E " pid=$SQPID( |\$)" "$LOG" | grep -cE 'level=warning msg=refused|msg="link joined"'
+}
+if [ -n "$SQPID" ] && wait_for "[ \"\$(sq_accounted)\" = 20 ]" 3; then
+	pass "seqpacket: the log accounts for the 20 early closers by pid=$SQPID ($(grep -E " pid=$SQPID( |\$)" "$LOG" | grep -c 'level=warning') refused at warning)"
+else
+	fail "seqpacket: the log accounts for the 20 early closers by pid=${SQPID:-?}" "$(sq_accounted) lines"
+fi
 if wait_for "[ \"\$(stat_key '$P/stats' links)\" = 0 ]" 3; then
 	pass "seqpacket: links back to 0 after the early closes"
 else
@@ -318,6 +330,16 @@ OUT=$SCRATCH/sq3.out
 timeout 30 "$PY" "$HD/mass.py" seqpacket "$P/host/seqpacket" 50 --max 10 >"$OUT" 2>&1
 check_eq "seqpacket host: 50 simultaneous connects: 1 accepted, 49 EISCONN" "1 49" \
 	"$(field acks_ok "$OUT") $(field acks_eisconn "$OUT")"
+# The refusal is written to the client before it is logged: wait for the lines.
+SQPID=$(field pid "$OUT")
+host_refusals() {
+	grep 'level=warning' "$LOG" | grep -E " pid=${SQPID:-x}( |\$)" | grep -E ' uid=0( |$)' | grep -c 'a host is already attached'
+}
+if wait_for "[ \"\$(host_refusals)\" = 49 ]" 3; then
+	pass "seqpacket host: the 49 refusals logged at warning with pid=$SQPID uid=0"
+else
+	fail "seqpacket host: the 49 refusals logged at warning with pid=${SQPID:-?} uid=0" "$(host_refusals) lines"
+fi
 wait_for "[ \"\$(stat_key '$P/stats' host)\" = detached ]" 3
 check_eq "seqpacket host: detached once it closed" detached "$(stat_key "$P/stats" host)"
 check_back_to "seqpacket: open_fds back near baseline" "$P/stats" open_fds "$FD0" 10

@@ -18,7 +18,9 @@ seqpacket: opens N connections to a SOCK_SEQPACKET entry at once; the first
 --early-close K of them are closed right after connect, before reading the
 ack; the others read their one-byte ack. Prints
 
-    connected=N early_closed=K acks_ok=N acks_refused=N acks_eisconn=N no_ack=N seconds=S
+    connected=N early_closed=K acks_ok=N acks_refused=N acks_eisconn=N no_ack=N seconds=S pid=P
+
+(P: this process, which every connection's SO_PEERCRED names).
 
 In both modes, once done it creates --ready F (if given), keeps every
 connection open until --release F exists (bounded by --max), then closes
@@ -142,8 +144,8 @@ def seqpacket(a):
             refused += 1
             if b[0] == errno.EISCONN:
                 eisconn += 1
-    print("connected=%d early_closed=%d acks_ok=%d acks_refused=%d acks_eisconn=%d no_ack=%d seconds=%.2f" % (
-        a.n, early, ok, refused, eisconn, noack, time.monotonic() - t0), flush=True)
+    print("connected=%d early_closed=%d acks_ok=%d acks_refused=%d acks_eisconn=%d no_ack=%d seconds=%.2f pid=%d" % (
+        a.n, early, ok, refused, eisconn, noack, time.monotonic() - t0, os.getpid()), flush=True)
     hold(a, t0)
     for c in conns:
         c.close()
