@@ -102,6 +102,21 @@ wait_for() {
 	done
 }
 
+# check_within NAME SECONDS 'CONDITION' [DETAIL CMD...]: pass once the
+# eval'ed CONDITION holds (polled as wait_for does); otherwise fail, with
+# the output of DETAIL CMD run when the wait gives up (what the state was).
+check_within() {
+	local name=$1 secs=$2 cond=$3 detail
+	shift 3
+	if wait_for "$cond" "$secs"; then
+		pass "$name"
+		return 0
+	fi
+	[ $# -gt 0 ] && detail=$("$@" 2>&1 | tr '\n' ' ' | head -c 300)
+	fail "$name" "not within $secs s${detail:+: ${detail% }}"
+	return 1
+}
+
 # ---------------------------------------------------------------------------
 # processes
 
@@ -115,6 +130,9 @@ alive() {
 
 # wait_exit PID TIMEOUT: wait until PID has exited (a zombie counts).
 wait_exit() { wait_for "! alive $1" "${2:-2}"; }
+
+# check_exits NAME PID SECONDS: pass once PID has exited.
+check_exits() { check_within "$1" "$3" "! alive $2" echo "still running"; }
 
 # track PID...: kill these at exit.
 track() { _PIDS+=("$@"); }
@@ -236,6 +254,23 @@ check_back_to() {
 
 # links_of PATH: the open link ids, space-separated.
 links_of() { ls "$1/links" 2>/dev/null | sort -n | tr '\n' ' ' | sed 's/ $//'; }
+
+# show_key FILE KEY: "KEY: value" as FILE has it now, for failure details.
+show_key() { echo "$2: $(stat_key "$1" "$2")"; }
+
+# check_stat NAME FILE KEY WANT SECONDS: pass once KEY in FILE reads WANT.
+check_stat() {
+	check_within "$1" "$5" "[ \"\$(stat_key '$2' $3)\" = '$4' ]" show_key "$2" "$3"
+}
+
+# show_links PATH: "links: ..." for failure details.
+show_links() { echo "links: '$(links_of "$1")'"; }
+
+# check_links NAME PATH WANT SECONDS: pass once PATH's link ids read WANT
+# (space-separated, ascending; '' for none).
+check_links() {
+	check_within "$1" "$4" "[ \"\$(links_of '$2')\" = '$3' ]" show_links "$2"
+}
 
 # close_link FILE NAME: `echo 1 > FILE` (a links/N/close) must succeed;
 # CLOSED_AT gets the time it was written.

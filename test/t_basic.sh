@@ -46,11 +46,7 @@ L1=$LASTPID
 wait_for "[ -d '$P/links/1' ]" 2
 bg vde_plug "$P" null://
 L2=$LASTPID
-if wait_for "[ \"\$(links_of '$P')\" = '1 2' ]" 2; then
-	pass "ls links shows 1 2 after two joins"
-else
-	fail "ls links shows 1 2 after two joins" "got '$(links_of "$P")'"
-fi
+check_links "ls links shows 1 2 after two joins" "$P" '1 2' 2
 check_eq "links/1 listing" "close stats" "$(ls "$P/links/1" 2>&1 | tr '\n' ' ' | sed 's/ $//')"
 check_eq "links/1 id" 1 "$(stat_key "$P/links/1/stats" id)"
 check_eq "links/2 id" 2 "$(stat_key "$P/links/2/stats" id)"
@@ -69,11 +65,7 @@ check_eq "root stats links_total: 2" 2 "$(stat_key "$P/stats" links_total)"
 # --- the host -------------------------------------------------------------------
 bg vde_plug "$P/host" null://
 H1=$LASTPID
-if wait_for "[ \"\$(head -n 1 '$P/host/stats')\" = 'attached: yes' ]" 2; then
-	pass "host/stats attached: yes"
-else
-	fail "host/stats attached: yes" "got '$(head -n 1 "$P/host/stats")'"
-fi
+check_within "host/stats attached: yes" 2 "[ \"\$(head -n 1 '$P/host/stats')\" = 'attached: yes' ]" head -n 1 "$P/host/stats"
 check_eq "root stats host: attached" attached "$(stat_key "$P/stats" host)"
 check_eq "host pid is the vde_plug" "$H1" "$(stat_key "$P/host/stats" pid)"
 check_eq "host transport" vde "$(stat_key "$P/host/stats" transport)"
@@ -122,11 +114,7 @@ check "link 2's vde_plug still runs" alive "$L2"
 # --- ids are never reused -------------------------------------------------------
 bg vde_plug "$P" null://
 L3=$LASTPID
-if wait_for "[ \"\$(links_of '$P')\" = '2 3' ]" 2; then
-	pass "a new join gets id 3"
-else
-	fail "a new join gets id 3" "links: '$(links_of "$P")'"
-fi
+check_links "a new join gets id 3" "$P" '2 3' 2
 check_eq "links/3 pid" "$L3" "$(stat_key "$P/links/3/stats" pid)"
 check_eq "root stats links_total: 3" 3 "$(stat_key "$P/stats" links_total)"
 
@@ -154,19 +142,11 @@ check "stats still readable" grep -q '^links: 2$' "$P/stats"
 
 # --- the host leaves; a new one comes --------------------------------------------
 kill "$H1"
-if wait_for "[ \"\$(head -n 1 '$P/host/stats')\" = 'attached: no' ]" 2; then
-	pass "host/stats attached: no after its vde_plug is killed"
-else
-	fail "host/stats attached: no after its vde_plug is killed" "$(head -n 1 "$P/host/stats")"
-fi
+check_within "host/stats attached: no after its vde_plug is killed" 2 "[ \"\$(head -n 1 '$P/host/stats')\" = 'attached: no' ]" head -n 1 "$P/host/stats"
 check_eq "root stats host: detached" detached "$(stat_key "$P/stats" host)"
 bg vde_plug "$P/host" null://
 H3=$LASTPID
-if wait_for "[ \"\$(stat_key '$P/host/stats' pid)\" = '$H3' ]" 2; then
-	pass "a new host attaches"
-else
-	fail "a new host attaches" "$(head -n 4 "$P/host/stats" | tr '\n' ' ')"
-fi
+check_stat "a new host attaches" "$P/host/stats" pid "$H3" 2
 check_eq "root stats hosts_total: 2" 2 "$(stat_key "$P/stats" hosts_total)"
 check_eq "links unaffected by the host change" "2 3" "$(links_of "$P")"
 

@@ -95,11 +95,7 @@ else
 fi
 
 # --- nothing leaked -------------------------------------------------------------
-if wait_for "[ \"\$(stat_key '$P/stats' links)\" = 0 ]" 5; then
-	pass "links: 0 afterwards"
-else
-	fail "links: 0 afterwards" "links: $(stat_key "$P/stats" links) ($(links_of "$P" | head -c 200))"
-fi
+check_stat "links: 0 afterwards" "$P/stats" links 0 5
 check_eq "links_total grew by exactly the cycles ($CYCLES + $PLUG_CYCLES)" "$((CYCLES + PLUG_CYCLES))" \
 	"$(($(stat_key "$P/stats" links_total) - LT0))"
 check_eq "the log has a 'link joined' line per cycle" "$((CYCLES + PLUG_CYCLES))" \
@@ -127,10 +123,6 @@ check_eq "the socket dir holds only the four entries" "ctl host.ctl host.seqpack
 check_fails "no warning, error or panic in the log" grep -Eq 'level=(warning|error|fatal|panic)|panic:' "$LOG"
 # Still serving.
 bg vde_plug "$P" null://
-if wait_for "[ \"\$(stat_key '$P/stats' links)\" = 1 ]" 3; then
-	pass "a vde_plug still joins afterwards"
-else
-	fail "a vde_plug still joins afterwards" "links: $(stat_key "$P/stats" links)"
-fi
+check_stat "a vde_plug still joins afterwards" "$P/stats" links 1 3
 
 finish

@@ -51,7 +51,7 @@ check "a link and a host joined" test -d "$P/links/1" -a -e "$SCRATCH/k.host"
 check_eq "the socket dir holds a data socket per vde-2 peer" 2 "$(ls "$SD" | grep -c '^\(link\|host\)\.[0-9]')"
 
 kill -KILL "$D"
-if wait_exit "$D" 2; then pass "kill -9: the daemon is gone"; else fail "kill -9: the daemon is gone" "still alive"; fi
+check_exits "kill -9: the daemon is gone" "$D" 2
 if wait_exit "$L" 2 && wait_exit "$H" 2; then
 	pass "kill -9: the link's vde_plug and the host saw EOF and exited"
 else
@@ -82,17 +82,9 @@ check_eq "the stale data sockets are gone" "ctl host.ctl host.seqpacket seqpacke
 	"$(ls "$SD" | sort | tr '\n' ' ' | sed 's/ $//')"
 bg vde_plug "$P" null://
 L2=$LASTPID
-if wait_for "[ \"\$(stat_key '$P/links/1/stats' pid)\" = '$L2' ]" 3; then
-	pass "a vde_plug joins the restarted multifs as link 1"
-else
-	fail "a vde_plug joins the restarted multifs" "links: $(links_of "$P")"
-fi
+check_stat "a vde_plug joins the restarted multifs as link 1" "$P/links/1/stats" pid "$L2" 3
 bg vde_plug "$P/host" null://
-if wait_for "[ \"\$(stat_key '$P/stats' host)\" = attached ]" 3; then
-	pass "a host attaches to the restarted multifs"
-else
-	fail "a host attaches to the restarted multifs" "$(head -n 1 "$P/host/stats")"
-fi
+check_stat "a host attaches to the restarted multifs" "$P/stats" host attached 3
 
 # A second kill -9 and restart, with the sockets of a live peer in place.
 kill -KILL "$D2"
@@ -153,7 +145,7 @@ if "$MULTIFS" --log-file "$SCRATCH/f5.log" --sockdir "$FD2" "$P3" 2>"$SCRATCH/f5
 	check_eq "its dead sockets were replaced" "ctl host.ctl host.seqpacket seqpacket" \
 		"$(ls "$FD2" | sort | tr '\n' ' ' | sed 's/ $//')"
 	bg vde_plug "$P3" null://
-	if wait_for "[ -d '$P3/links/1' ]" 3; then pass "a vde_plug joins it"; else fail "a vde_plug joins it" "no link"; fi
+	check_links "a vde_plug joins it" "$P3" 1 3
 else
 	fail "a socket dir holding only dead sockets is reused" "$(cat "$SCRATCH/f5.err")"
 fi
@@ -185,7 +177,7 @@ fi
 exec 9<&-
 check_fails "the busy mount is gone from /proc/mounts" is_mounted "$P4"
 check_fails "the socket dir is gone" test -e "$SD4"
-if wait_exit "$BL" 2; then pass "the link's vde_plug exited"; else fail "the link's vde_plug exits" "still running"; fi
+check_exits "the link's vde_plug exited" "$BL" 2
 check "the log says it detached the busy mount lazily" grep -q 'detaching it lazily' "$SCRATCH/busy.log"
 check "the process in the mount is unharmed" alive "$SL"
 kill "$SL" 2>/dev/null

@@ -64,11 +64,8 @@ fi
 # --- link 2: duplicates --------------------------------------------------------------
 bg vde_plug "$P1" = vde_plug "$P2"
 L2=$LASTPID
-if wait_for "[ \"\$(links_of '$P1')\" = '1 2' ] && [ \"\$(links_of '$P2')\" = '1 2' ]" 2; then
-	pass "link 2 joins: ls links shows 1 2 on both"
-else
-	fail "link 2 joins: ls links shows 1 2 on both" "vm1 '$(links_of "$P1")' vm2 '$(links_of "$P2")'"
-fi
+check_within "link 2 joins: ls links shows 1 2 on both" 2 \
+	"[ \"\$(links_of '$P1')\" = '1 2' ] && [ \"\$(links_of '$P2')\" = '1 2' ]" ls "$P1/links" "$P2/links"
 ping_a -c 5 -i 0.2 -W 2 >"$SCRATCH/ping2" 2>&1
 dups=$(grep -c 'DUP!' "$SCRATCH/ping2")
 if [ "$dups" -gt 0 ] && grep -q ' 5 received' "$SCRATCH/ping2"; then
@@ -116,11 +113,7 @@ if wait_exit "$D1" 3; then
 else
 	fail "vm1 stops on SIGTERM while its host runs in $NSA" "daemon still runs after 3 s (mounted: $(is_mounted "$P1" && echo yes || echo no), host vde_plug alive: $(alive "$HA" && echo yes || echo no))"
 fi
-if wait_exit "$HA" 2; then
-	pass "SIGTERM: vm1's host vde_plug in $NSA exited"
-else
-	fail "SIGTERM: vm1's host vde_plug in $NSA exits" "still running"
-fi
+check_exits "SIGTERM: vm1's host vde_plug in $NSA exited" "$HA" 2
 check_fails "SIGTERM: vm1's socket dir gone" test -e "$(sockdir_of "$P1")"
 fusermount -u "$P2"
 if wait_exit "$D2" 3; then
@@ -128,16 +121,8 @@ if wait_exit "$D2" 3; then
 else
 	fail "vm2 stops on fusermount -u while its host runs in $NSB" "daemon still runs after 3 s (host vde_plug alive: $(alive "$HB" && echo yes || echo no))"
 fi
-if wait_exit "$HB" 2; then
-	pass "fusermount -u: vm2's host vde_plug in $NSB exited"
-else
-	fail "fusermount -u: vm2's host vde_plug in $NSB exits" "still running"
-fi
+check_exits "fusermount -u: vm2's host vde_plug in $NSB exited" "$HB" 2
 check_fails "fusermount -u: vm2's socket dir gone" test -e "$(sockdir_of "$P2")"
-if wait_exit "$L2" 2; then
-	pass "link 2's vde_plug exited once both ends stopped"
-else
-	fail "link 2's vde_plug exits once both ends stopped" "still running"
-fi
+check_exits "link 2's vde_plug exited once both ends stopped" "$L2" 2
 
 finish

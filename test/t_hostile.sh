@@ -207,11 +207,9 @@ for entry in ctl host/ctl; do
 	else
 		fail "$entry: valid request then close at once: the log names pid=$PID" "no line"
 	fi
-	if wait_for "[ \"\$(stat_key '$P/stats' links)\" = 0 ] && [ \"\$(stat_key '$P/stats' host)\" = detached ]" 2; then
-		pass "$entry: valid request then close at once: nothing stays joined"
-	else
-		fail "$entry: valid request then close at once: nothing stays joined" "$(grep -E '^(links|host):' "$P/stats" | tr '\n' ' ')"
-	fi
+	check_within "$entry: valid request then close at once: nothing stays joined" 2 \
+		"[ \"\$(stat_key '$P/stats' links)\" = 0 ] && [ \"\$(stat_key '$P/stats' host)\" = detached ]" \
+		grep -E '^(links|host):' "$P/stats"
 done
 
 # --- silent clients: hung up on after the 5 s handshake limit ----------------------------
@@ -280,11 +278,7 @@ check_eq "500 connects: links counts the 250 valid ones" 250 "$(stat_key "$P/sta
 check_eq "500 connects: 250 link directories" 250 "$(ls "$P/links" | wc -l)"
 touch "$SCRATCH/mass.release"
 wait "$MASS"
-if wait_for "[ \"\$(stat_key '$P/stats' links)\" = 0 ]" 5; then
-	pass "500 connects: links back to 0 once they closed"
-else
-	fail "500 connects: links back to 0 once they closed" "links: $(stat_key "$P/stats" links)"
-fi
+check_stat "500 connects: links back to 0 once they closed" "$P/stats" links 0 5
 check_back_to "500 connects: open_fds back near baseline" "$P/stats" open_fds "$FD0" 10
 check_back_to "500 connects: goroutines back near baseline" "$P/stats" goroutines "$GR0" 10
 check_eq "500 connects: the 125 silent or short garbage ones logged as timeouts" 125 \
@@ -306,11 +300,7 @@ if [ -n "$SQPID" ] && wait_for "[ \"\$(sq_accounted)\" = 20 ]" 3; then
 else
 	fail "seqpacket: the log accounts for the 20 early closers by pid=${SQPID:-?}" "$(sq_accounted) lines"
 fi
-if wait_for "[ \"\$(stat_key '$P/stats' links)\" = 0 ]" 3; then
-	pass "seqpacket: links back to 0 after the early closes"
-else
-	fail "seqpacket: links back to 0 after the early closes" "links: $(stat_key "$P/stats" links)"
-fi
+check_stat "seqpacket: links back to 0 after the early closes" "$P/stats" links 0 3
 OUT=$SCRATCH/sq2.out
 timeout 30 "$PY" "$HD/mass.py" seqpacket "$P/seqpacket" 100 --max 20 \
 	--ready "$SCRATCH/sq2.ready" --release "$SCRATCH/sq2.release" >"$OUT" 2>&1 &
@@ -321,11 +311,7 @@ check_eq "seqpacket: 100 simultaneous connects all acked 0" 100 "$(field acks_ok
 check_eq "seqpacket: links: 100 while they are open" 100 "$(stat_key "$P/stats" links)"
 touch "$SCRATCH/sq2.release"
 wait "$SQ"
-if wait_for "[ \"\$(stat_key '$P/stats' links)\" = 0 ]" 5; then
-	pass "seqpacket: links back to 0 once the 100 closed"
-else
-	fail "seqpacket: links back to 0 once the 100 closed" "links: $(stat_key "$P/stats" links)"
-fi
+check_stat "seqpacket: links back to 0 once the 100 closed" "$P/stats" links 0 5
 OUT=$SCRATCH/sq3.out
 timeout 30 "$PY" "$HD/mass.py" seqpacket "$P/host/seqpacket" 50 --max 10 >"$OUT" 2>&1
 check_eq "seqpacket host: 50 simultaneous connects: 1 accepted, 49 EISCONN" "1 49" \
@@ -335,11 +321,8 @@ SQPID=$(field pid "$OUT")
 host_refusals() {
 	grep 'level=warning' "$LOG" | grep -E " pid=${SQPID:-x}( |\$)" | grep -E ' uid=0( |$)' | grep -c 'a host is already attached'
 }
-if wait_for "[ \"\$(host_refusals)\" = 49 ]" 3; then
-	pass "seqpacket host: the 49 refusals logged at warning with pid=$SQPID uid=0"
-else
-	fail "seqpacket host: the 49 refusals logged at warning with pid=${SQPID:-?} uid=0" "$(host_refusals) lines"
-fi
+check_within "seqpacket host: the 49 refusals logged at warning with pid=${SQPID:-?} uid=0" 3 \
+	"[ \"\$(host_refusals)\" = 49 ]" host_refusals
 wait_for "[ \"\$(stat_key '$P/stats' host)\" = detached ]" 3
 check_eq "seqpacket host: detached once it closed" detached "$(stat_key "$P/stats" host)"
 check_back_to "seqpacket: open_fds back near baseline" "$P/stats" open_fds "$FD0" 10

@@ -93,11 +93,7 @@ for s in ctl host.ctl seqpacket host.seqpacket; do
 done
 check_eq "0660: stats 440" "440 $G" "$(stat -c '%a %G' "$P/stats")"
 join_as $MEMBER "$P"; MPLUG=$LASTPID
-if wait_for "[ \"\$(stat_key '$P/stats' links)\" = 1 ]" 3; then
-	pass "0660: member joins through ctl"
-else
-	fail "0660: member joins through ctl" "links: $(stat_key "$P/stats" links)"
-fi
+check_stat "0660: member joins through ctl" "$P/stats" links 1 3
 N=$(links_of "$P")
 check_eq "0660: member's link stats show its uid" "$(id -u $MEMBER)" "$(as $MEMBER cat "$P/links/$N/stats" | sed -n 's/^uid: //p')"
 DS=$(ls "$SD" | grep '^link\.' | head -1)
@@ -117,11 +113,7 @@ else
 	fail "0660: member's vde_plug exited after close" "links: $(links_of "$P")"
 fi
 join_as $MEMBER "$P/host"
-if wait_for "[ \"\$(stat_key '$P/host/stats' attached)\" = yes ]" 3; then
-	pass "0660: member attaches the host"
-else
-	fail "0660: member attaches the host" "attached: $(stat_key "$P/host/stats" attached)"
-fi
+check_stat "0660: member attaches the host" "$P/host/stats" attached yes 3
 
 # ------------------------------------------------------------- mode=0666: all
 P=$SCRATCH/all
@@ -129,7 +121,7 @@ start_multifs "multi://$P[mode=0666]" || finish
 track_mount "$P" "$(daemon_pid "$P")"
 check_eq "0666: mount root 2777" "2777" "$(stat -c '%a' "$P")"
 join_as $OTHER "$P"; OPLUG=$LASTPID
-if wait_for "[ -d '$P/links/1' ]" 3; then pass "0666: any user joins"; else fail "0666: any user joins" "no link"; fi
+check_links "0666: any user joins" "$P" 1 3
 check "0666: another user reads its stats" as $MEMBER cat "$P/links/1/stats"
 check "0666: another user closes it" as $MEMBER sh -c "echo 1 > '$P/links/1/close'"
 check "0666: its vde_plug exited" wait_exit "$OPLUG" 2
@@ -152,11 +144,7 @@ fi
 track_mount "$P" "$(daemon_pid "$P")"
 check_eq "user: the tree belongs to $OWNER" "$OWNER" "$(stat -c '%U' "$P" 2>/dev/null || as $OWNER stat -c '%U' "$P")"
 bg runuser -u $OWNER -- vde_plug "$P" null://
-if wait_for "as $OWNER test -d '$P/links/1'" 3; then
-	pass "user: serves its own user's vde_plug"
-else
-	fail "user: serves its own user's vde_plug" "$(as $OWNER ls "$P/links" 2>&1)"
-fi
+check_within "user: serves its own user's vde_plug" 3 "as $OWNER test -d '$P/links/1'" as $OWNER ls "$P/links"
 check_fails "user: other users cannot list it" as $OTHER ls "$P"
 check "user: the owner closes its link" as $OWNER sh -c "echo 1 > '$P/links/1/close'"
 check "user: the owner unmounts" as $OWNER fusermount3 -u "$P"
@@ -168,11 +156,7 @@ check_fails "user: unmounted" is_mounted "$P"
 P=$OWNDIR/vm0
 as $OWNER "$MULTIFS" --log-file "$OWNDIR/log0" "$P" && track_mount "$P" "$(daemon_pid "$P")"
 bg runuser -u $OWNER -- vde_plug -m 000 "$P" null://
-if wait_for "as $OWNER test -d '$P/links/1'" 3; then
-	pass "user: a 000 client socket of the same user joins"
-else
-	fail "user: a 000 client socket of the same user joins" "no link"
-fi
+check_within "user: a 000 client socket of the same user joins" 3 "as $OWNER test -d '$P/links/1'" as $OWNER ls "$P/links"
 
 # allow_other needs user_allow_other for ordinary users: a clear error.
 cp -p /etc/fuse.conf "$SCRATCH/fuse.conf.saved" 2>/dev/null && at_exit "cp -p '$SCRATCH/fuse.conf.saved' /etc/fuse.conf"

@@ -17,11 +17,7 @@ check_eq "the entry is a socket" "socket" "$(stat -L -c %F "$P/seqpacket")"
 # --- join, identity, close through the FUSE file seen as EOF
 bg "$VDEPROBE" hold -dir "$P" -transport seqpacket -ready "$SCRATCH/held" -max 20s
 HOLD=$LASTPID
-if wait_for "[ -e '$SCRATCH/held' ] && [ -d '$P/links/1' ]" 3; then
-	pass "a seqpacket client joins as link 1"
-else
-	fail "a seqpacket client joins as link 1" "links: $(links_of "$P")"
-fi
+check_within "a seqpacket client joins as link 1" 3 "[ -e '$SCRATCH/held' ] && [ -d '$P/links/1' ]" show_links "$P"
 check_eq "its stats say transport: seqpacket" "seqpacket" "$(stat_key "$P/links/1/stats" transport)"
 check_eq "its stats carry its pid (SO_PEERCRED)" "$HOLD" "$(stat_key "$P/links/1/stats" pid)"
 check_eq "its description is empty (ptp sends none)" "description: " "$(grep '^description:' "$P/links/1/stats")"
