@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -146,7 +145,7 @@ func serve(opts *options, notify *readyNotifier) (err error) {
 // waitForStop returns on SIGTERM or SIGINT, or once the mount is gone from
 // outside (fusermount -u, umount). The FUSE server alone does not tell the
 // latter while another mount namespace still holds a copy of the mount, so
-// the mount table is watched too.
+// the mount table is looked at too, each time it changes.
 func waitForStop(fuseSrv *fuse.Server, path string, log *logrus.Entry) {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
@@ -156,9 +155,20 @@ func waitForStop(fuseSrv *fuse.Server, path string, log *logrus.Entry) {
 		fuseSrv.Wait()
 		close(served)
 	}()
-	tick := time.NewTicker(250 * time.Millisecond)
-	defer tick.Stop()
+	var changed <-chan struct{} // nil, never ready, without a watch
+	if w, err := watchMounts(); err != nil {
+		log.WithError(err).Warn("cannot watch the mount table: an unmount from outside stops multifs only once no mount namespace holds a copy")
+	} else {
+		defer w.Close()
+		changed = w.C
+	}
 	for {
+		// Looked at after the watch began, so an unmount just before it
+		// is not missed.
+		if _, mounted := mountType(path); !mounted {
+			log.Info("unmounted from outside")
+			return
+		}
 		select {
 		case s := <-sigs:
 			log.WithField("signal", s.String()).Info("stopping")
@@ -166,11 +176,7 @@ func waitForStop(fuseSrv *fuse.Server, path string, log *logrus.Entry) {
 		case <-served:
 			log.Info("unmounted from outside")
 			return
-		case <-tick.C:
-			if _, mounted := mountType(path); !mounted {
-				log.Info("unmounted from outside")
-				return
-			}
+		case <-changed:
 		}
 	}
 }
@@ -263,35 +269,6 @@ func prepareMountpoint(path, sockdir string, log *logrus.Entry) (created bool, e
 		return false, fmt.Errorf("%s: directory not empty (holds %s)", path, entries[0].Name())
 	}
 	return false, nil
-}
-
-// mountType returns the filesystem type mounted exactly at path, if any.
-func mountType(path string) (string, bool) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return "", false
-	}
-	defer f.Close()
-	found, fstype := false, ""
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// id parent maj:min root mountpoint opts [optional...] - fstype source superopts
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 || unescapeMountPath(fields[4]) != path {
-			continue
-		}
-		for i, fl := range fields {
-			if fl == "-" && i+1 < len(fields) {
-				found, fstype = true, fields[i+1] // the last mount on top wins
-			}
-		}
-	}
-	return fstype, found
-}
-
-func unescapeMountPath(s string) string {
-	r := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
-	return r.Replace(s)
 }
 
 // checkAllowOther fails early, in words, where fusermount3 would refuse
