@@ -1,28 +1,69 @@
 package multilink
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // BatchSize is how many frames one receive or send moves at most.
 const BatchSize = 32
 
-// batch is the receive buffer of one reader for one round: BatchSize
-// frame buffers in one backing array. Readers take one from the pool only
-// once their socket is readable, and return it before waiting again, so a
-// thousand idle links hold no buffers at all.
+// batch is the receive buffer of one reader for one round: BatchSize (or,
+// past fullBatches, one) frame buffers in one backing array. Readers take
+// one only once their socket is readable, and give it back before waiting
+// again, so a thousand idle links hold no buffers at all.
 type batch struct {
 	bufs   [][]byte
 	sizes  []int
 	frames [][]byte // the good frames of this round, views into bufs
 }
 
-var batchPool = sync.Pool{New: func() any {
+// fullBatches bounds how many full batches (BatchSize frames of MaxFrame:
+// 295 KB) are out at once; past it, a reader gets a one-frame batch (9 KB)
+// and receives a frame per call until full ones are back. A reader holds
+// its batch while it forwards, and forwarding to a slow host may wait up
+// to HostWait, so without a bound every busy link could hold a full batch
+// at the same time: 295 MB for 1,000 links. Far more readers than run at
+// once on a few cores, so the bound costs the data path nothing until
+// links pile up behind the host.
+const fullBatches = 64
+
+var (
+	fullOut   atomic.Int32 // full batches out of fullPool
+	fullPool  = sync.Pool{New: func() any { return newBatch(BatchSize) }}
+	smallPool = sync.Pool{New: func() any { return newBatch(1) }}
+)
+
+func newBatch(n int) *batch {
 	// One extra byte per buffer lets the kernel report an oversized frame
 	// instead of silently delivering it truncated.
 	const stride = MaxFrame + 1
-	backing := make([]byte, BatchSize*stride)
-	b := &batch{bufs: make([][]byte, BatchSize), sizes: make([]int, BatchSize), frames: make([][]byte, 0, BatchSize)}
+	backing := make([]byte, n*stride)
+	b := &batch{bufs: make([][]byte, n), sizes: make([]int, n), frames: make([][]byte, 0, n)}
 	for i := range b.bufs {
 		b.bufs[i] = backing[i*stride : (i+1)*stride : (i+1)*stride]
 	}
 	return b
-}}
+}
+
+// getBatch returns a full batch, or a one-frame one if fullBatches are out.
+// The host's reader always gets a full one (the bound is fullBatches + 1):
+// what it reads goes to every link, and links piled up behind a slow host
+// must not slow the other direction down too.
+func getBatch(host bool) *batch {
+	if fullOut.Add(1) <= fullBatches || host {
+		return fullPool.Get().(*batch)
+	}
+	fullOut.Add(-1)
+	return smallPool.Get().(*batch)
+}
+
+// putBatch gives b back; it must not be used afterwards.
+func putBatch(b *batch) {
+	if len(b.bufs) == 1 {
+		smallPool.Put(b)
+		return
+	}
+	fullPool.Put(b)
+	fullOut.Add(-1)
+}

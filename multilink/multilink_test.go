@@ -14,12 +14,13 @@ import (
 // fakeConn is an in-memory Conn: frames pushed into in are received, frames
 // sent are recorded; full makes sends fail as a full socket would.
 type fakeConn struct {
-	in     chan []byte
-	mu     sync.Mutex
-	sent   [][]byte
-	full   bool
-	closed chan struct{}
-	once   sync.Once
+	in      chan []byte
+	mu      sync.Mutex
+	sent    [][]byte
+	full    bool
+	maxBufs int // the most buffers a receive was given
+	closed  chan struct{}
+	once    sync.Once
 }
 
 func newFakeConn() *fakeConn {
@@ -34,6 +35,9 @@ func (c *fakeConn) RecvBatch(get func() ([][]byte, []int), put func()) (int, err
 		return 0, io.EOF
 	}
 	bufs, sizes := get()
+	c.mu.Lock()
+	c.maxBufs = max(c.maxBufs, len(bufs))
+	c.mu.Unlock()
 	n := 0
 	for f := first; ; {
 		sizes[n] = copy(bufs[n], f) + max(0, len(f)-len(bufs[n]))

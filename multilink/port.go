@@ -204,11 +204,11 @@ func (p *Port) readLoop() {
 	defer p.ml.wg.Done()
 	var b *batch
 	get := func() ([][]byte, []int) {
-		b = batchPool.Get().(*batch)
+		b = getBatch(p.isHost)
 		return b.bufs, b.sizes
 	}
 	put := func() {
-		batchPool.Put(b)
+		putBatch(b)
 		b = nil
 	}
 	deliver := func(n int) {
