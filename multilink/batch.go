@@ -23,9 +23,9 @@ type batch struct {
 // and receives a frame per call until full ones are back. A reader holds
 // its batch while it forwards, and forwarding to a slow host may wait up
 // to HostWait, so without a bound every busy link could hold a full batch
-// at the same time: 295 MB for 1,000 links. Far more readers than run at
-// once on a few cores, so the bound costs the data path nothing until
-// links pile up behind the host.
+// at the same time: 295 MB for 1,000 links. 64 is far more than the
+// readers that run at once on a few cores, so the bound costs the data
+// path nothing until links pile up behind the host.
 const fullBatches = 64
 
 var (

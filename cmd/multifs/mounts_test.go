@@ -9,8 +9,8 @@ import (
 )
 
 // TestMountWatch: a mount and an unmount each wake the watch, and
-// mountType sees both; Close ends it, and a second Close is harmless. Mounting needs root, as multifs's
-// other tests that mount do.
+// mountType sees both; Close ends it, and a second Close is harmless.
+// Mounting a tmpfs needs root, as the shell tests do.
 func TestMountWatch(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("mounting a tmpfs needs root")
