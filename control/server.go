@@ -52,6 +52,7 @@ type Server struct {
 	seq          atomic.Uint64       // names data sockets; independent of link ids
 	wg           sync.WaitGroup
 	closing      atomic.Bool
+	acceptWarn   warnLimiter // the accept loops' failures, shared
 }
 
 // NewServer returns a server that will place its sockets in dir, which
@@ -166,13 +167,43 @@ func (s *Server) acceptSeqLoop(l *seqListener, isHost bool) {
 
 // acceptFailed reports whether the accept loop should end; other errors
 // (EMFILE, say) are logged and slowed down so the loop does not spin.
+// They come again at each try while the cause lasts (a client holding
+// every descriptor the daemon may have), so they are logged once a second
+// at most, with how many were not.
 func (s *Server) acceptFailed(err error) bool {
 	if s.closing.Load() || errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
 		return true
 	}
-	s.log.WithError(err).Warn("accept failed")
+	if ok, held := s.acceptWarn.allow(time.Now()); ok {
+		log := s.log.WithError(err)
+		if held > 0 {
+			log = log.WithField("repeated", held)
+		}
+		log.Warn("accept failed")
+	}
 	time.Sleep(10 * time.Millisecond)
 	return false
+}
+
+// warnLimiter lets a repeated warning through once per second.
+type warnLimiter struct {
+	mu   sync.Mutex
+	last time.Time
+	held int
+}
+
+// allow reports whether to log at now, and how many were held back since
+// the last one logged.
+func (w *warnLimiter) allow(now time.Time) (bool, int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.last.IsZero() && now.Sub(w.last) < time.Second {
+		w.held++
+		return false, 0
+	}
+	held := w.held
+	w.last, w.held = now, 0
+	return true, held
 }
 
 // peerCred returns SO_PEERCRED of a connected unix socket.

@@ -10,10 +10,14 @@
 # also when the requester races the check by swapping a directory of the
 # path between the daemon's check and its connect (toctou.py).
 #
+# Last, a daemon allowed 100 descriptors meets a client that opens 150
+# connections: it must neither spin nor flood its log, and must serve again
+# once they are closed.
+#
 # The python helpers live in test/hostile/ (vde_req.py: one handshake;
-# mass.py: hundreds at once; bind_sock.py, victim.py: sockets owned by
-# another user; toctou.py: the race; vdewire.py: the request encoding and
-# socket binding they share). Two throw-away users, mfu_h1 and
+# mass.py: hundreds at once; hold_many.py: connections held open;
+# bind_sock.py, victim.py: sockets owned by another user; toctou.py: the
+# race; vdewire.py: the request encoding and socket binding they share). Two throw-away users, mfu_h1 and
 # mfu_h2, are created and removed at exit.
 . "$(dirname "$0")/lib.sh"
 
@@ -353,5 +357,42 @@ else
 	fail "throughput afterwards: 20000 frames host -> link, none lost" "$(cat "$OUT" "$SCRATCH/tp.send" | tr '\n' ' ')"
 fi
 check_fails "no panic or error in the log" grep -Eq 'level=(error|fatal|panic)|panic:' "$LOG"
+
+# --- out of descriptors -------------------------------------------------------------------
+# A daemon allowed 100 descriptors, and a client that opens 150 seqpacket
+# connections: the accept loop fails (EMFILE) for as long as they stay. It
+# must not spin, must not flood its log (a warning a second at most, with a
+# count of the others), and must serve again once they are gone.
+FDP=$SCRATCH/fd
+FDLOG=$SCRATCH/fd.log
+printf '#!/bin/sh\nexec prlimit --nofile=100:100 %s "$@"\n' "$MULTIFS" >"$SCRATCH/multifs-nofile"
+chmod +x "$SCRATCH/multifs-nofile"
+MULTIFS=$SCRATCH/multifs-nofile start_multifs_fg "$FDP" --log-level info || finish
+FDD=$LASTPID
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+accept_warnings() { grep -c 'msg="accept failed"' "$FDLOG"; }
+timeout 40 "$PY" "$HD/hold_many.py" "$FDP/seqpacket" 150 "$SCRATCH/fd.ready" "$SCRATCH/fd.release" 30 >"$SCRATCH/fd.out" 2>&1 &
+HM=$!
+track $HM
+wait_for "[ -e '$SCRATCH/fd.ready' ]" 10
+check_within "out of descriptors: accept fails with EMFILE ($(cat "$SCRATCH/fd.out"))" 3 \
+	"grep -q 'accept failed.*too many open files' '$FDLOG'" tail -n 2 "$FDLOG"
+T0=$(cpu_ticks "$FDD")
+W0=$(accept_warnings)
+sleep 3
+T1=$(cpu_ticks "$FDD")
+W1=$(accept_warnings)
+check "out of descriptors: the daemon does not spin ($((T1 - T0)) CPU ticks of 10 ms in 3 s)" \
+	[ $((T1 - T0)) -lt 60 ]
+check "out of descriptors: accept failures logged at most once a second ($((W1 - W0)) lines in 3 s)" \
+	[ $((W1 - W0)) -le 4 ]
+check "out of descriptors: a warning counts the failures not logged" grep -Eq 'accept failed.* repeated=[1-9]' "$FDLOG"
+touch "$SCRATCH/fd.release"
+wait "$HM"
+check_stat "out of descriptors: links back to 0 once the client let go" "$FDP/stats" links 0 5
+bg vde_plug "$FDP" null://
+check_stat "out of descriptors: afterwards a vde_plug joins" "$FDP/stats" links 1 3
+check "out of descriptors: daemon alive" alive "$FDD"
+check_fails "out of descriptors: no panic or error in the log" grep -Eq 'level=(error|fatal|panic)|panic:' "$FDLOG"
 
 finish
