@@ -387,6 +387,15 @@ check "out of descriptors: the daemon does not spin ($((T1 - T0)) CPU ticks of 1
 check "out of descriptors: accept failures logged at most once a second ($((W1 - W0)) lines in 3 s)" \
 	[ $((W1 - W0)) -le 4 ]
 check "out of descriptors: a warning counts the failures not logged" grep -Eq 'accept failed.* repeated=[1-9]' "$FDLOG"
+# The tree needs no new descriptor: an operator can still look and close.
+check_eq "out of descriptors: stats still reads (links: $(stat_key "$FDP/stats" links); open_fds: -1, uncountable)" \
+	"-1" "$(stat_key "$FDP/stats" open_fds)"
+FIRST=$(links_of "$FDP" | cut -d' ' -f1)
+LT0=$(stat_key "$FDP/stats" links_total)
+close_link "$FDP/links/${FIRST:-none}/close" "out of descriptors: echo 1 > links/${FIRST:-?}/close still works"
+check_fails "out of descriptors: link ${FIRST:-?} is gone" test -e "$FDP/links/${FIRST:-none}"
+# The descriptor it freed goes to the next client waiting in the backlog.
+check_stat "out of descriptors: the freed descriptor admits a waiting client" "$FDP/stats" links_total "$((${LT0:-0} + 1))" 2
 touch "$SCRATCH/fd.release"
 wait "$HM"
 check_stat "out of descriptors: links back to 0 once the client let go" "$FDP/stats" links 0 5
