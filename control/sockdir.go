@@ -58,6 +58,9 @@ func cleanStale(dir string, p perms.Perms) error {
 	if err != nil {
 		return fmt.Errorf("socket directory: %w", err)
 	}
+	if fi.Mode()&fs.ModeSymlink != 0 {
+		return fmt.Errorf("socket directory %s is a symbolic link; not following it", dir)
+	}
 	if !fi.IsDir() {
 		return fmt.Errorf("socket directory %s exists and is not a directory", dir)
 	}

@@ -75,6 +75,26 @@ echo data >"$F/file"
 expect_error "PATH a non-empty directory" 1 "$F" "$F"
 check_eq "non-empty PATH: its file is intact" data "$(cat "$F/file" 2>&1)"
 
+# Neither PATH nor the socket dir is followed if it is a symbolic link:
+# in /tmp its owner may be anyone, and mounting (or chmod, or cleaning up)
+# would act on wherever it points.
+echo data >"$SCRATCH/afile"
+expect_error "PATH a regular file" 1 "$SCRATCH/afile" "$SCRATCH/afile"
+check "PATH a regular file: says so" grep -q 'not a directory' "$SCRATCH/err"
+T=$SCRATCH/target
+mkdir -p "$T"
+chmod 0750 "$T"
+ln -s "$T" "$SCRATCH/lnk"
+expect_error "PATH a symbolic link" 1 "$SCRATCH/lnk" "$SCRATCH/lnk"
+check "PATH a symbolic link: says so" grep -q 'a symbolic link' "$SCRATCH/err"
+check_fails "PATH a symbolic link: its target is not mounted" is_mounted "$T"
+check_eq "PATH a symbolic link: its target is as it was" "750 " "$(stat -c %a "$T") $(ls -A "$T")"
+ln -s "$T" "$(sockdir_of "$N")"
+expect_error "socket dir a symbolic link" 1 "$N" "$N"
+check "socket dir a symbolic link: says so" grep -q 'is a symbolic link' "$SCRATCH/err"
+check_eq "socket dir a symbolic link: its target is as it was" "750 " "$(stat -c %a "$T") $(ls -A "$T")"
+rm -f "$(sockdir_of "$N")"
+
 # PATH already served by a live multifs.
 S=$SCRATCH/served
 if start_multifs "$S"; then

@@ -258,6 +258,9 @@ func prepareMountpoint(path, sockdir string, log *logrus.Entry) (created bool, e
 		return true, nil
 	case err != nil:
 		return false, fmt.Errorf("%s: %w", path, err)
+	case fi.Mode()&fs.ModeSymlink != 0:
+		// Mounting would follow it: in /tmp, to wherever its owner chose.
+		return false, fmt.Errorf("%s: a symbolic link; give the directory it points to, if that is meant", path)
 	case !fi.IsDir():
 		return false, fmt.Errorf("%s: not a directory", path)
 	}
