@@ -255,6 +255,10 @@ check_back_to() {
 # links_of PATH: the open link ids, space-separated.
 links_of() { ls "$1/links" 2>/dev/null | sort -n | tr '\n' ' ' | sed 's/ $//'; }
 
+# check_log_clean NAME LOG: pass if the daemon's LOG has no error-level
+# line and no panic.
+check_log_clean() { check_fails "$1" grep -Eq 'level=(error|fatal|panic)|panic:' "$2"; }
+
 # show_key FILE KEY: "KEY: value" as FILE has it now, for failure details.
 show_key() { echo "$2: $(stat_key "$1" "$2")"; }
 
