@@ -35,12 +35,7 @@ func BenchmarkBatchRoundTrip(b *testing.B) {
 	for i := range frames {
 		frames[i] = make([]byte, 64)
 	}
-	bufs := make([][]byte, multilink.BatchSize)
-	for i := range bufs {
-		bufs[i] = make([]byte, multilink.MaxFrame+1)
-	}
-	sizes := make([]int, multilink.BatchSize)
-	get := func() ([][]byte, []int) { return bufs, sizes }
+	get := fixedBatch(multilink.BatchSize)
 	put := func() {}
 	b.ReportAllocs()
 	b.ResetTimer()

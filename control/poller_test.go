@@ -17,16 +17,31 @@ type recvResult struct {
 	err error
 }
 
-// recvAsync runs one RecvBatch on p in the background.
-func recvAsync(p *pollFD) <-chan recvResult {
-	bufs := make([][]byte, multilink.BatchSize)
+// fixedBatch returns a get for RecvBatch and ServeBatches that hands out
+// the same n frame buffers every time, as the tests need no pool.
+func fixedBatch(n int) func() ([][]byte, []int) {
+	bufs := make([][]byte, n)
 	for i := range bufs {
 		bufs[i] = make([]byte, multilink.MaxFrame+1)
 	}
-	sizes := make([]int, multilink.BatchSize)
+	sizes := make([]int, n)
+	return func() ([][]byte, []int) { return bufs, sizes }
+}
+
+// loopMembers is how many receivers the hot loop serves now.
+func loopMembers() int {
+	l := theLoop()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.members)
+}
+
+// recvAsync runs one RecvBatch on p in the background.
+func recvAsync(p *pollFD) <-chan recvResult {
+	get := fixedBatch(multilink.BatchSize)
 	done := make(chan recvResult, 1)
 	go func() {
-		n, err := p.RecvBatch(func() ([][]byte, []int) { return bufs, sizes }, func() {})
+		n, err := p.RecvBatch(get, func() {})
 		done <- recvResult{n, err}
 	}()
 	return done
@@ -114,16 +129,11 @@ func TestReaderWakesFromEveryWait(t *testing.T) {
 func TestServeBatchesThroughLoopAndPark(t *testing.T) {
 	for _, closeWhen := range []string{"in the loop", "parked"} {
 		src, dst := socketPair(t)
-		bufs := make([][]byte, multilink.BatchSize)
-		for i := range bufs {
-			bufs[i] = make([]byte, multilink.MaxFrame+1)
-		}
-		sizes := make([]int, multilink.BatchSize)
+		get := fixedBatch(multilink.BatchSize)
 		got := make(chan int, 1000)
 		ended := make(chan error, 1)
 		go func() {
-			ended <- dst.ServeBatches(func() ([][]byte, []int) { return bufs, sizes }, func() {},
-				func(n int) { got <- n })
+			ended <- dst.ServeBatches(get, func() {}, func(n int) { got <- n })
 		}()
 		total := 0
 		want := 0
@@ -159,11 +169,7 @@ func TestServeBatchesThroughLoopAndPark(t *testing.T) {
 		if d := time.Since(start); d > hotIdle {
 			t.Fatalf("closed %s: ServeBatches took %v to end", closeWhen, d)
 		}
-		l := theLoop()
-		l.mu.Lock()
-		left := len(l.members)
-		l.mu.Unlock()
-		if left != 0 {
+		if left := loopMembers(); left != 0 {
 			t.Fatalf("closed %s: %d members left in the hot loop", closeWhen, left)
 		}
 	}
@@ -174,25 +180,16 @@ func TestServeBatchesThroughLoopAndPark(t *testing.T) {
 func TestOwnThreadStaysOutOfTheLoop(t *testing.T) {
 	src, dst := socketPair(t)
 	dst.ownThread = true
-	bufs := make([][]byte, multilink.BatchSize)
-	for i := range bufs {
-		bufs[i] = make([]byte, multilink.MaxFrame+1)
-	}
-	sizes := make([]int, multilink.BatchSize)
+	get := fixedBatch(multilink.BatchSize)
 	var got atomic.Int64
 	ended := make(chan error, 1)
 	go func() {
-		ended <- dst.ServeBatches(func() ([][]byte, []int) { return bufs, sizes }, func() {},
-			func(n int) { got.Add(int64(n)) })
+		ended <- dst.ServeBatches(get, func() {}, func(n int) { got.Add(int64(n)) })
 	}()
-	l := theLoop()
 	for i := 0; i < 20; i++ {
 		sendRaw(t, src, 5)
 		time.Sleep(5 * time.Millisecond)
-		l.mu.Lock()
-		in := len(l.members)
-		l.mu.Unlock()
-		if in != 0 {
+		if loopMembers() != 0 {
 			t.Fatalf("a receiver that keeps its own thread joined the hot loop")
 		}
 	}
@@ -217,10 +214,8 @@ func TestOwnThreadStaysOutOfTheLoop(t *testing.T) {
 // socket a member for another hotIdle.
 func loopMember(t *testing.T) (frame func() time.Duration) {
 	src, dst := socketPair(t)
-	bufs := [][]byte{make([]byte, multilink.MaxFrame+1)}
-	sizes := make([]int, 1)
 	got := make(chan int, 100)
-	go dst.ServeBatches(func() ([][]byte, []int) { return bufs, sizes }, func() {}, func(n int) { got <- n })
+	go dst.ServeBatches(fixedBatch(1), func() {}, func(n int) { got <- n })
 	frame = func() time.Duration {
 		t.Helper()
 		start := time.Now()
@@ -235,13 +230,10 @@ func loopMember(t *testing.T) (frame func() time.Duration) {
 	frame() // wakes the parked reader
 	frame() // comes through the loop
 	// A member that an earlier test closed may still be on its way out.
-	l := theLoop()
 	members := -1
 	for deadline := time.Now().Add(time.Second); members != 1 && time.Now().Before(deadline); {
 		time.Sleep(time.Millisecond)
-		l.mu.Lock()
-		members = len(l.members)
-		l.mu.Unlock()
+		members = loopMembers()
 	}
 	if members != 1 {
 		t.Fatalf("%d members in the hot loop, want 1", members)
