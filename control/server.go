@@ -260,8 +260,7 @@ func (s *Server) join(c *net.UnixConn, isHost bool) {
 		c.Close()
 		return
 	}
-	name := fmt.Sprintf("%s.%d", role, s.seq.Add(1))
-	data, dataPath, err := s.dataSocket(name, pinned)
+	data, dataPath, err := s.dataSocket(role, pinned)
 	unpin()
 	if err != nil {
 		log.WithError(err).Warn("refused: cannot make data socket")
@@ -384,10 +383,20 @@ func pinClientSocket(path string, cred *unix.Ucred) (pinned string, unpin func()
 }
 
 // dataSocket makes the server's end of a vde-2 data channel: a datagram
-// socket bound at SOCKDIR/name, with the multilink's mode and group, and
-// connected to the client's socket.
-func (s *Server) dataSocket(name, peer string) (*pollFD, string, error) {
-	fd, path, err := s.dataSocketRaw(name, peer)
+// socket bound at SOCKDIR/ROLE.N, with the multilink's mode and group, and
+// connected to the client's socket. A name already taken (nobody but the
+// daemon's user can write SOCKDIR, but a socket file may outlive its
+// socket) is skipped for the next one.
+func (s *Server) dataSocket(role, peer string) (*pollFD, string, error) {
+	var fd int
+	var path string
+	var err error
+	for try := 0; try < 16; try++ {
+		fd, path, err = s.dataSocketRaw(fmt.Sprintf("%s.%d", role, s.seq.Add(1)), peer)
+		if !errors.Is(err, unix.EADDRINUSE) {
+			break
+		}
+	}
 	if err != nil {
 		return nil, "", err
 	}
@@ -418,7 +427,8 @@ func (s *Server) dataSocketRaw(name, peer string) (int, string, error) {
 		return -1, "", err
 	}
 	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
-		return fail(fmt.Errorf("bind %s: %w", path, err))
+		unix.Close(fd) // the name is someone else's: leave it
+		return -1, "", fmt.Errorf("bind %s: %w", path, err)
 	}
 	if err := connectPeer(fd, peer); err != nil {
 		return fail(err)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 
 	"multifs/multilink"
 	"multifs/perms"
@@ -26,7 +27,8 @@ func serve(t *testing.T) (root string, ml *multilink.Multilink, srv *Server) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := CreateSockDir(sockdir, p); err != nil {
+	sd, err := OpenSockDir(sockdir, p)
+	if err != nil {
 		t.Fatal(err)
 	}
 	log := logrus.New()
@@ -44,7 +46,7 @@ func serve(t *testing.T) (root string, ml *multilink.Multilink, srv *Server) {
 	t.Cleanup(func() {
 		srv.Close()
 		ml.Close()
-		if err := RemoveSockDir(sockdir); err != nil {
+		if err := sd.Remove(); err != nil {
 			t.Errorf("removing socket dir: %v", err)
 		}
 	})
@@ -203,31 +205,58 @@ func TestStalledHandshakeBlocksNobody(t *testing.T) {
 	}
 }
 
+// TestStaleSockDir: a socket directory held by a live multifs is refused;
+// one a multifs left when it died (its lock released, sockets left) is
+// cleaned and reused; one holding anything but sockets, or a foreign
+// directory that is not empty, is refused and left as it was.
 func TestStaleSockDir(t *testing.T) {
-	p, _ := perms.Resolve(perms.Spec{}, uint32(os.Geteuid()), uint32(os.Getegid()))
+	p, _ := perms.Resolve(perms.Spec{Mode: 0o666, ModeSet: true}, uint32(os.Geteuid()), uint32(os.Getegid()))
 	dir := filepath.Join(t.TempDir(), "s")
-	if err := CreateSockDir(dir, p); err != nil {
+	live, err := OpenSockDir(dir, p)
+	if err != nil {
 		t.Fatal(err)
 	}
-	// A dead socket, as a multifs killed with -9 leaves.
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o755 || fi.Mode()&os.ModeSetgid == 0 {
+		t.Fatalf("mode=0666: socket dir %v (%v), want 02755: nobody else may write it", fi.Mode(), err)
+	}
+	if _, err := OpenSockDir(dir, p); !errors.Is(err, ErrInUse) {
+		t.Fatalf("live socket dir: %v, want ErrInUse", err)
+	}
+	// A dead socket, as a multifs killed with -9 leaves; then it dies
+	// (its descriptors close, its lock goes).
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(dir, LinkCtlName), Net: "unix"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := CreateSockDir(dir, p); !errors.Is(err, ErrInUse) {
-		t.Fatalf("live socket dir: %v, want ErrInUse", err)
-	}
 	l.SetUnlinkOnClose(false)
 	l.Close()
-	if err := CreateSockDir(dir, p); err != nil {
+	die := func(d *SockDir) { unix.Close(d.lock); unix.Close(d.fd); unix.Close(d.parent) }
+	die(live)
+	again, err := OpenSockDir(dir, p)
+	if err != nil {
 		t.Fatalf("stale socket dir not reused: %v", err)
 	}
+	if _, err := os.Lstat(filepath.Join(dir, LinkCtlName)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("stale socket left in place: %v", err)
+	}
+	die(again)
 	os.WriteFile(filepath.Join(dir, "precious"), []byte("x"), 0o600)
-	if err := CreateSockDir(dir, p); err == nil {
+	if _, err := OpenSockDir(dir, p); err == nil {
 		t.Fatal("a socket dir holding a regular file was reused")
 	}
 	if _, err := os.Stat(filepath.Join(dir, "precious")); err != nil {
 		t.Fatalf("multifs deleted a file it did not make: %v", err)
+	}
+
+	foreign := filepath.Join(t.TempDir(), "f")
+	os.Mkdir(foreign, 0o751)
+	os.WriteFile(filepath.Join(foreign, "theirs"), []byte("x"), 0o600)
+	if _, err := OpenSockDir(foreign, p); err == nil {
+		t.Fatal("a foreign non-empty directory was taken")
+	}
+	es, _ := os.ReadDir(foreign)
+	if fi, _ := os.Stat(foreign); len(es) != 1 || fi.Mode().Perm() != 0o751 {
+		t.Fatalf("a refused directory was changed: %d entries, mode %v", len(es), fi.Mode())
 	}
 }
 

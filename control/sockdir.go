@@ -3,12 +3,11 @@ package control
 import (
 	"errors"
 	"fmt"
-	"io/fs"
-	"net"
 	"os"
 	"path/filepath"
-	"syscall"
-	"time"
+	"strconv"
+
+	"golang.org/x/sys/unix"
 
 	"multifs/perms"
 )
@@ -23,89 +22,211 @@ func DefaultSockDir(mountpoint string) string {
 // ErrInUse means a live multifs already serves that socket directory.
 var ErrInUse = errors.New("already served by a live multifs")
 
-// Alive reports whether something accepts connections on the links'
-// listening socket in dir.
-func Alive(dir string) bool {
-	c, err := net.DialTimeout("unix", filepath.Join(dir, LinkCtlName), time.Second)
-	if err != nil {
-		return false
-	}
-	c.Close()
-	return true
+// LockName is the file inside a socket directory that a serving multifs
+// holds an exclusive flock on for its whole life. Its presence also marks
+// the directory as multifs's: a directory holding it (and, besides it,
+// only sockets) is one a multifs left, which the next may clean.
+const LockName = ".multifs.lock"
+
+// SockDir is the socket directory, held: a descriptor on the directory and
+// the lock inside it. While a SockDir is open no other multifs can take
+// the directory, and nothing but the daemon's user can write in it.
+type SockDir struct {
+	Path    string
+	parent  int // O_PATH of filepath.Dir(Path)
+	name    string
+	fd      int  // the directory, O_RDONLY
+	lock    int  // LockName, flocked
+	created bool // OpenSockDir made the directory
+	locked  bool
+	marked  bool // LockName was there before OpenSockDir
 }
 
-// CreateSockDir makes dir with the multilink's dirmode and group. A leftover
-// directory from a multifs that died is reused only if nothing answers on its
-// ctl socket, it is ours, and it holds nothing but sockets: multifs never
-// deletes what it did not make.
-func CreateSockDir(dir string, p perms.Perms) error {
-	err := os.Mkdir(dir, 0o700)
-	if errors.Is(err, fs.ErrExist) {
-		if err := cleanStale(dir, p); err != nil {
-			return err
+// OpenSockDir takes dir as the socket directory, creating it if missing.
+// An existing directory is used only if it is the daemon user's own, not a
+// symbolic link, and empty or marked as multifs's (LockName); one that a
+// multifs which died left behind has its sockets removed. Anything else is
+// refused with nothing changed. The directory then gets mode
+// p.SockDirMode() and group grp.
+func OpenSockDir(dir string, p perms.Perms) (*SockDir, error) {
+	// A multifs that is stopping removes the directory just after we may
+	// have opened its lock; the retry takes the fresh one.
+	for try := 0; ; try++ {
+		d, retry, err := openSockDir(dir, p)
+		if err == nil || !retry || try == 3 {
+			return d, err
 		}
-	} else if err != nil {
-		return fmt.Errorf("socket directory: %w", err)
 	}
-	return p.Apply(dir, p.DirMode())
 }
 
-func cleanStale(dir string, p perms.Perms) error {
-	if Alive(dir) {
-		return fmt.Errorf("socket directory %s: %w", dir, ErrInUse)
+func openSockDir(dir string, p perms.Perms) (d *SockDir, retry bool, err error) {
+	d = &SockDir{Path: dir, name: filepath.Base(dir), parent: -1, fd: -1, lock: -1}
+	held := d // d itself is nil on the error returns
+	defer func() {
+		if err != nil {
+			held.release(false)
+		}
+	}()
+	fail := func(format string, a ...any) (*SockDir, bool, error) {
+		return nil, false, fmt.Errorf("socket directory %s: "+format, append([]any{dir}, a...)...)
 	}
-	fi, err := os.Lstat(dir)
-	if err != nil {
-		return fmt.Errorf("socket directory: %w", err)
+	if d.parent, err = unix.Open(filepath.Dir(dir), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
+		return fail("parent: %w", err)
 	}
-	if fi.Mode()&fs.ModeSymlink != 0 {
-		return fmt.Errorf("socket directory %s is a symbolic link; not following it", dir)
+	switch err := unix.Mkdirat(d.parent, d.name, 0o700); err {
+	case nil:
+		d.created = true
+	case unix.EEXIST:
+	default:
+		return fail("%w", err)
 	}
-	if !fi.IsDir() {
-		return fmt.Errorf("socket directory %s exists and is not a directory", dir)
+	if d.fd, err = unix.Openat(d.parent, d.name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err != nil {
+		switch err {
+		case unix.ELOOP:
+			return fail("is a symbolic link; not following it")
+		case unix.ENOTDIR:
+			return fail("exists and is not a directory")
+		}
+		return fail("%w", err)
 	}
-	if uid, ok := ownerUID(fi); !ok || uid != p.UID {
-		return fmt.Errorf("socket directory %s exists and belongs to someone else", dir)
+	var st unix.Stat_t
+	if err := unix.Fstat(d.fd, &st); err != nil {
+		return fail("%w", err)
 	}
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return fmt.Errorf("socket directory: %w", err)
+	if st.Uid != p.UID {
+		return fail("exists and belongs to uid %d, not to this daemon's user", st.Uid)
 	}
-	for _, e := range entries {
-		if e.Type()&fs.ModeSocket == 0 {
-			return fmt.Errorf("socket directory %s exists and holds %s, which is not a socket; not touching it", dir, e.Name())
+	if !d.created {
+		names, err := d.list()
+		if err != nil {
+			return fail("%w", err)
+		}
+		d.marked = contains(names, LockName)
+		if len(names) > 0 && !d.marked {
+			return fail("exists and holds %s, and is not one multifs left; not touching it", names[0])
 		}
 	}
-	for _, e := range entries {
-		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
-			return fmt.Errorf("removing stale socket: %w", err)
+	if d.lock, err = unix.Openat(d.fd, LockName, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600); err != nil {
+		return fail("lock: %w", err)
+	}
+	var lst unix.Stat_t
+	if err := unix.Fstat(d.lock, &lst); err != nil || lst.Mode&unix.S_IFMT != unix.S_IFREG || lst.Uid != p.UID {
+		return fail("%s is not this daemon user's regular file; not touching it", LockName)
+	}
+	if err := unix.Flock(d.lock, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		if err == unix.EWOULDBLOCK {
+			return nil, false, fmt.Errorf("socket directory %s: %w", dir, ErrInUse)
+		}
+		return fail("flock: %w", err)
+	}
+	d.locked = true
+	// Locked. Is it still the directory at dir, and the lock still in it?
+	var now, nowLock unix.Stat_t
+	if unix.Fstatat(d.parent, d.name, &now, unix.AT_SYMLINK_NOFOLLOW) != nil || now.Dev != st.Dev || now.Ino != st.Ino ||
+		unix.Fstatat(d.fd, LockName, &nowLock, unix.AT_SYMLINK_NOFOLLOW) != nil || nowLock.Ino != lst.Ino {
+		return nil, true, fmt.Errorf("socket directory %s: removed while multifs was starting", dir)
+	}
+	// Ours now. Whatever else is in it was left by a multifs that died:
+	// sockets, removed; anything else is not ours to delete.
+	names, err := d.list()
+	if err != nil {
+		return fail("%w", err)
+	}
+	for _, n := range names {
+		if n == LockName {
+			continue
+		}
+		var est unix.Stat_t
+		if err := unix.Fstatat(d.fd, n, &est, unix.AT_SYMLINK_NOFOLLOW); err != nil || est.Mode&unix.S_IFMT != unix.S_IFSOCK {
+			return fail("holds %s, which is not a socket; not touching it", n)
 		}
 	}
-	return nil
+	for _, n := range names {
+		if n != LockName {
+			if err := unix.Unlinkat(d.fd, n, 0); err != nil && err != unix.ENOENT {
+				return fail("removing stale socket %s: %w", n, err)
+			}
+		}
+	}
+	unix.Ftruncate(d.lock, 0)
+	unix.Pwrite(d.lock, []byte("multifs pid "+strconv.Itoa(os.Getpid())+"\n"), 0)
+	if p.GroupSet {
+		if err := unix.Fchown(d.fd, -1, int(p.GID)); err != nil {
+			return fail("chown to group %d: %w", p.GID, err)
+		}
+	}
+	if err := unix.Fchmod(d.fd, p.SockDirMode()); err != nil {
+		return fail("chmod: %w", err)
+	}
+	return d, false, nil
 }
 
-// RemoveSockDir removes the socket directory and the sockets in it, and
-// nothing else: a stray non-socket file makes it fail rather than delete.
-func RemoveSockDir(dir string) error {
-	entries, err := os.ReadDir(dir)
+// list returns the names in the directory.
+func (d *SockDir) list() ([]string, error) {
+	dup, err := unix.FcntlInt(uintptr(d.fd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
-		}
-		return err
+		return nil, err
 	}
-	for _, e := range entries {
-		if e.Type()&fs.ModeSocket != 0 {
-			os.Remove(filepath.Join(dir, e.Name()))
-		}
+	f := os.NewFile(uintptr(dup), d.Path)
+	defer f.Close()
+	if _, err := f.Seek(0, 0); err != nil {
+		return nil, err
 	}
-	return os.Remove(dir)
+	return f.Readdirnames(-1)
 }
 
-func ownerUID(fi fs.FileInfo) (uint32, bool) {
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return 0, false
+func contains(names []string, n string) bool {
+	for _, m := range names {
+		if m == n {
+			return true
+		}
 	}
-	return st.Uid, true
+	return false
+}
+
+// Remove removes the sockets in the directory, its lock and the directory
+// itself, and releases it. A stray non-socket makes the directory stay.
+func (d *SockDir) Remove() error {
+	return d.release(true)
+}
+
+// release closes the directory; with remove, it first deletes what
+// multifs put there, while still holding the lock.
+func (d *SockDir) release(remove bool) error {
+	var err error
+	if remove && d.fd >= 0 {
+		names, lerr := d.list()
+		if lerr != nil {
+			err = lerr
+		}
+		for _, n := range names {
+			var st unix.Stat_t
+			if unix.Fstatat(d.fd, n, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFSOCK {
+				unix.Unlinkat(d.fd, n, 0)
+			}
+		}
+		unix.Unlinkat(d.fd, LockName, 0)
+		if rerr := unix.Unlinkat(d.parent, d.name, unix.AT_REMOVEDIR); rerr != nil && err == nil {
+			err = fmt.Errorf("removing %s: %w", d.Path, rerr)
+		}
+	} else if d.locked {
+		// Refused once locked: leave nothing behind that we made.
+		if d.created || !d.marked {
+			unix.Unlinkat(d.fd, LockName, 0)
+		}
+		if d.created {
+			unix.Unlinkat(d.parent, d.name, unix.AT_REMOVEDIR)
+		}
+	} else if d.created && d.fd >= 0 {
+		// Not locked but made by us: only an empty directory goes (one
+		// that a concurrent start put its lock in stays).
+		unix.Unlinkat(d.parent, d.name, unix.AT_REMOVEDIR)
+	}
+	for _, fd := range []*int{&d.lock, &d.fd, &d.parent} {
+		if *fd >= 0 {
+			unix.Close(*fd)
+			*fd = -1
+		}
+	}
+	return err
 }

@@ -75,6 +75,9 @@ type Config struct {
 	LinkSeq   string // target of PATH/seqpacket
 	HostSeq   string // target of PATH/host/seqpacket
 	Log       *logrus.Entry
+
+	FsName     string // the mount's source in /proc/mounts (default: the mountpoint)
+	AllowOther bool   // let other users than the daemon's reach the tree (the modes still apply)
 }
 
 // Inode numbers of the static nodes; link nodes start above them.
@@ -100,8 +103,15 @@ type tree struct {
 }
 
 // Mount serves the tree at mountpoint and returns once it is live.
+// mountpoint is a directory (go-fuse mounts it through fusermount3) or
+// "/dev/fd/N", a /dev/fuse descriptor the caller mounted itself, as
+// package mount does for a daemon running as root.
 func Mount(mountpoint string, cfg Config) (*fuse.Server, error) {
 	t := &tree{Config: cfg, start: time.Now()}
+	fsName := cfg.FsName
+	if fsName == "" {
+		fsName = mountpoint
+	}
 	root := &rootDir{dir: dir{node: node{t: t}}}
 	zero := time.Duration(0)
 	opts := &fs.Options{
@@ -111,13 +121,15 @@ func Mount(mountpoint string, cfg Config) (*fuse.Server, error) {
 			Mode: syscall.S_IFDIR,
 			Ino:  inoRoot,
 		},
+		// A class of mode with no bits (mode=0220: others' 0) is shown as
+		// 0, not replaced by go-fuse's default 0644/0755.
+		NullPermissions: true,
 		MountOptions: fuse.MountOptions{
-			FsName:        mountpoint,
+			FsName:        fsName,
 			Name:          "multifs",
 			Options:       []string{"default_permissions"},
-			AllowOther:    cfg.Perms.NeedsAllowOther(),
+			AllowOther:    cfg.AllowOther,
 			DisableXAttrs: true,
-			DirectMount:   true, // falls back to fusermount3 when not root
 		},
 	}
 	return fs.Mount(mountpoint, root, opts)

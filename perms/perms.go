@@ -143,3 +143,9 @@ func FileMode(m uint32) os.FileMode {
 	}
 	return fm
 }
+
+// SockDirMode is the mode of the socket directory: the owner's rwx, and for
+// group and others at most r and x as dirmode gives them (and its setgid
+// bit, so the sockets take the directory's group). Joining needs x there,
+// never w: whoever could write it could rename ctl away and bind their own.
+func (p Perms) SockDirMode() uint32 { return 0o700 | p.Dirmode&0o2055 }

@@ -144,8 +144,15 @@ func parseArgs(args []string) (*options, error) {
 		return nil, err
 	}
 	o.path = abs
+	// Absolute here, so that a daemon re-executed in / (daemonize) and a
+	// log reopened later name the same files as the command line did.
 	if o.sockdir != "" {
-		if o.sockdir, err = filepath.Abs(o.sockdir); err != nil {
+		if o.sockdir, err = absPath(o.sockdir); err != nil {
+			return nil, err
+		}
+	}
+	if o.logFile != "" {
+		if o.logFile, err = filepath.Abs(o.logFile); err != nil {
 			return nil, err
 		}
 	}
@@ -158,6 +165,35 @@ func parseArgs(args []string) (*options, error) {
 		return nil, usageErr("--log-level %q: want trace, debug, info, warn or error", o.logLevel)
 	}
 	return o, nil
+}
+
+// argv is the command line that makes parseArgs return these options again,
+// with every path absolute: what a daemonized multifs re-executes itself
+// with, in /.
+func (o *options) argv() []string {
+	a := []string{"--log-level", o.logLevel, "--log-format", o.logFormat}
+	if o.logFile != "" {
+		a = append(a, "--log-file", o.logFile)
+	}
+	if o.sockdir != "" {
+		a = append(a, "--sockdir", o.sockdir)
+	}
+	if o.host != "" {
+		a = append(a, "--host", o.host)
+	}
+	if o.spec.ModeSet {
+		a = append(a, "--mode", fmt.Sprintf("%04o", o.spec.Mode))
+	}
+	if o.spec.DirmodeSet {
+		a = append(a, "--dirmode", fmt.Sprintf("%04o", o.spec.Dirmode))
+	}
+	if o.spec.Group != "" {
+		a = append(a, "--grp", o.spec.Group)
+	}
+	if o.foreground {
+		a = append(a, "-f")
+	}
+	return append(a, "--", o.path)
 }
 
 // setPath takes PATH or a multi:// URL, with an optional [KEY=VALUE/...]

@@ -2,6 +2,8 @@ package main
 
 import (
 	"errors"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -67,5 +69,35 @@ func TestParseArgs(t *testing.T) {
 				t.Fatalf("unexpected options %+v", o)
 			}
 		})
+	}
+}
+
+// TestArgvRoundTrip: what a daemonized multifs re-executes itself with
+// parses back to the same options, with every path already absolute (the
+// child runs in /, where a relative path would name another file).
+func TestArgvRoundTrip(t *testing.T) {
+	t.Chdir(t.TempDir())
+	for _, args := range [][]string{
+		{"vm1", "--log-file", "x.log", "--sockdir", ".s"},
+		{"multi://vm2[mode=0660/dirmode=02750/grp=0]", "--log-level", "debug", "--log-format", "json"},
+		{"-o", "mode=0666", "--host", "tap://tap0", "-f", "/tmp/x"},
+		{"--", "-odd-name"},
+	} {
+		o, err := parseArgs(args)
+		if err != nil {
+			t.Fatalf("%q: %v", args, err)
+		}
+		for _, p := range []string{o.path, o.sockdir, o.logFile} {
+			if p != "" && !filepath.IsAbs(p) {
+				t.Errorf("%q: %q is not absolute", args, p)
+			}
+		}
+		again, err := parseArgs(o.argv())
+		if err != nil {
+			t.Fatalf("%q: argv %q: %v", args, o.argv(), err)
+		}
+		if !reflect.DeepEqual(o, again) {
+			t.Errorf("%q: argv %q parses to %+v, want %+v", args, o.argv(), *again, *o)
+		}
 	}
 }

@@ -35,7 +35,9 @@ func daemonize(opts *options) int {
 		fmt.Fprintf(os.Stderr, "multifs: %v\n", err)
 		return 1
 	}
-	cmd := exec.Command(exe, os.Args[1:]...)
+	// The options as parsed here, not os.Args: relative paths were made
+	// absolute against our working directory, and the child runs in /.
+	cmd := exec.Command(exe, opts.argv()...)
 	cmd.Env = append(os.Environ(), readyFDEnv+"=3")
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, devnull, devnull
 	cmd.ExtraFiles = []*os.File{w}

@@ -1,22 +1,20 @@
 package main
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
-	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/sirupsen/logrus"
-	"golang.org/x/sys/unix"
 
 	"multifs/control"
 	"multifs/fsys"
+	"multifs/fsys/mount"
 	"multifs/multilink"
 	"multifs/perms"
 )
@@ -24,8 +22,15 @@ import (
 // run serves the multilink until it is stopped. Errors before readiness are
 // returned (and reach the parent's terminal); a clean stop returns nil.
 func run(opts *options) error {
+	// Caught from the start: a SIGTERM while setting up stops cleanly at
+	// the end of the setup; SIGHUP (a terminal's hang-up, logrotate) and
+	// SIGPIPE (stderr a pipe whose reader left) never kill the daemon.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	defer signal.Stop(sigs)
 	notify := newReadyNotifier()
-	err := serve(opts, notify)
+	err := serve(opts, notify, sigs)
 	if err != nil {
 		notify.fail(err)
 	}
@@ -51,23 +56,34 @@ func newLogger(opts *options) (*logrus.Logger, error) {
 
 // serve sets everything up in an order that leaves nothing behind on
 // failure, reports ready, then waits for a stop.
-func serve(opts *options, notify *readyNotifier) (err error) {
+//
+// The order matters for concurrent starts and hostile neighbours: the
+// socket directory's lock is taken first, then PATH's; only a daemon
+// holding both judges anything there stale. The mount goes on the
+// directory held open (package mount), and the daemon knows its mount by
+// id from then on.
+func serve(opts *options, notify *readyNotifier, sigs <-chan os.Signal) (err error) {
 	logger, err := newLogger(opts)
 	if err != nil {
 		return err
 	}
+	reopen := func() error { return nil }
 	log := logrus.NewEntry(logger).WithField("path", opts.path)
 
 	p, err := perms.Resolve(opts.spec, uint32(os.Geteuid()), uint32(os.Getegid()))
 	if err != nil {
 		return err
 	}
-	if err := checkAllowOther(p); err != nil {
+	allow, err := allowOther(p, os.Geteuid(), readFuseConf())
+	if err != nil {
 		return err
 	}
 	sockdir := opts.sockdir
 	if sockdir == "" {
 		sockdir = control.DefaultSockDir(opts.path)
+	}
+	if err := checkApart(opts.path, sockdir); err != nil {
+		return err
 	}
 
 	var undo []func()
@@ -79,17 +95,16 @@ func serve(opts *options, notify *readyNotifier) (err error) {
 		}
 	}()
 
-	created, err := prepareMountpoint(opts.path, sockdir, log)
+	sd, err := control.OpenSockDir(sockdir, p)
 	if err != nil {
 		return err
 	}
-	if created {
-		undo = append(undo, func() { os.Remove(opts.path) })
-	}
-	if err := control.CreateSockDir(sockdir, p); err != nil {
+	undo = append(undo, func() { sd.Remove() })
+	point, err := mount.Open(opts.path, "fuse.multifs", func(msg string) { log.Warn(msg) })
+	if err != nil {
 		return err
 	}
-	undo = append(undo, func() { control.RemoveSockDir(sockdir) })
+	undo = append(undo, point.Close)
 
 	ml := multilink.New(log)
 	srv := control.NewServer(sockdir, p, ml, log)
@@ -110,18 +125,24 @@ func serve(opts *options, notify *readyNotifier) (err error) {
 		}
 		undo = append(undo, ml.Close)
 	}
-	fuseSrv, err := fsys.Mount(opts.path, fsys.Config{
+	cfg := fsys.Config{
 		Multilink: ml, Perms: p, Log: log,
 		LinkCtl: srv.LinkCtl(), HostCtl: srv.HostCtl(), LinkSeq: srv.LinkSeqpacket(), HostSeq: srv.HostSeqpacket(),
+		FsName: opts.path, AllowOther: allow,
+	}
+	var fuseSrv *fuse.Server
+	m, err := point.Mount(mount.Options{FsName: cfg.FsName, Subtype: "multifs", AllowOther: allow}, func(mountpoint string) error {
+		fuseSrv, err = fsys.Mount(mountpoint, cfg)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", opts.path, err)
 	}
 	srv.Serve()
-	log.WithFields(logrus.Fields{"sockdir": sockdir, "pid": os.Getpid(), "version": version}).Info("serving")
+	log.WithFields(logrus.Fields{"sockdir": sockdir, "pid": os.Getpid(), "version": version, "mount_id": m.ID}).Info("serving")
 	notify.ready()
 
-	waitForStop(fuseSrv, opts.path, log)
+	waitForStop(sigs, fuseSrv, m, reopen, log)
 
 	// Peers first: every one sees EOF and exits. That matters beyond
 	// courtesy: a peer started with `ip netns exec` lives in a mount
@@ -129,34 +150,45 @@ func serve(opts *options, notify *readyNotifier) (err error) {
 	// connection alive until that peer is gone.
 	srv.Close()
 	ml.Close()
-	unmount(fuseSrv, opts.path, log)
-	if err := control.RemoveSockDir(sockdir); err != nil {
+	unmount(fuseSrv, m, log)
+	if err := sd.Remove(); err != nil {
 		log.WithError(err).Warn("removing socket directory")
 	}
-	if created {
-		if err := os.Remove(opts.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			log.WithError(err).Warn("removing mountpoint")
-		}
-	}
+	point.Close()
 	log.Info("stopped")
+	return nil
+}
+
+// checkApart refuses a socket directory that is PATH, inside it, or holds
+// it: the mount would hide the sockets, or the sockets' clean-up reach
+// into the mount.
+func checkApart(path, sockdir string) error {
+	inside := func(a, b string) bool { // a is b or below it
+		rel, err := filepath.Rel(b, a)
+		return err == nil && (rel == "." || (rel != ".." && !strings.HasPrefix(rel, "../")))
+	}
+	switch {
+	case inside(sockdir, path):
+		return fmt.Errorf("--sockdir %s is inside PATH %s: the mount would hide it; put it beside PATH", sockdir, path)
+	case inside(path, sockdir):
+		return fmt.Errorf("PATH %s is inside --sockdir %s; put the socket directory beside PATH", path, sockdir)
+	}
 	return nil
 }
 
 // waitForStop returns on SIGTERM or SIGINT, or once the mount is gone from
 // outside (fusermount -u, umount). The FUSE server alone does not tell the
 // latter while another mount namespace still holds a copy of the mount, so
-// the mount table is looked at too, each time it changes.
-func waitForStop(fuseSrv *fuse.Server, path string, log *logrus.Entry) {
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
+// the mount table is looked at too, each time it changes, for our mount's
+// id. SIGHUP reopens the log file and nothing else.
+func waitForStop(sigs <-chan os.Signal, fuseSrv *fuse.Server, m *mount.Mount, reopen func() error, log *logrus.Entry) {
 	served := make(chan struct{})
 	go func() {
 		fuseSrv.Wait()
 		close(served)
 	}()
 	var changed <-chan struct{} // nil, never ready, without a watch
-	if w, err := watchMounts(); err != nil {
+	if w, err := mount.WatchMounts(); err != nil {
 		log.WithError(err).Warn("cannot watch the mount table: an unmount from outside stops multifs only once no mount namespace holds a copy")
 	} else {
 		defer w.Close()
@@ -165,12 +197,20 @@ func waitForStop(fuseSrv *fuse.Server, path string, log *logrus.Entry) {
 	for {
 		// Looked at after the watch began, so an unmount just before it
 		// is not missed.
-		if _, mounted := mountType(path); !mounted {
+		if !m.Mounted() {
 			log.Info("unmounted from outside")
 			return
 		}
 		select {
 		case s := <-sigs:
+			if s == syscall.SIGHUP {
+				if err := reopen(); err != nil {
+					log.WithError(err).Warn("SIGHUP: cannot reopen the log file; keeping the old one")
+				} else {
+					log.Info("SIGHUP: log file reopened")
+				}
+				continue
+			}
 			log.WithField("signal", s.String()).Info("stopping")
 			return
 		case <-served:
@@ -181,27 +221,19 @@ func waitForStop(fuseSrv *fuse.Server, path string, log *logrus.Entry) {
 	}
 }
 
-// unmount removes the mount if it is still there, retrying while it is busy
-// (a shell cd'd into it) and then detaching it lazily, and waits a little
-// for the FUSE server to finish. It does not use fuse.Server.Unmount, which
-// waits without limit for the kernel connection to end: a copy of the mount
-// in another mount namespace (any `ip netns exec` started after the mount)
-// keeps it alive. Our exit ends the connection in any case.
-func unmount(fuseSrv *fuse.Server, path string, log *logrus.Entry) {
-	for i := 0; i < 10; i++ {
-		if _, mounted := mountType(path); !mounted {
-			break
-		}
-		err := unmountOnce(path)
-		if err == nil {
-			break
-		}
-		log.WithError(err).Debug("unmount failed; retrying")
-		time.Sleep(100 * time.Millisecond)
-	}
-	if _, mounted := mountType(path); mounted {
-		log.Warn("mount is busy: detaching it lazily")
-		lazyUnmount(path, log)
+// unmount removes our mount if it is still there (see mount.Unmount) and
+// waits a little for the FUSE server to finish. It does not use
+// fuse.Server.Unmount, which waits without limit for the kernel connection
+// to end: a copy of the mount in another mount namespace (any `ip netns
+// exec` started after the mount) keeps it alive. Our exit ends the
+// connection in any case.
+func unmount(fuseSrv *fuse.Server, m *mount.Mount, log *logrus.Entry) {
+	lazy, err := m.Unmount(func(err error) { log.WithError(err).Debug("unmount failed; retrying") })
+	switch {
+	case err != nil:
+		log.WithError(err).Error("cannot unmount")
+	case lazy:
+		log.Warn("mount is busy: detached it lazily")
 	}
 	done := make(chan struct{})
 	go func() {
@@ -213,82 +245,4 @@ func unmount(fuseSrv *fuse.Server, path string, log *logrus.Entry) {
 	case <-time.After(time.Second):
 		log.Info("another mount namespace still holds a copy of the mount; our exit ends it")
 	}
-}
-
-func unmountOnce(path string) error {
-	if os.Geteuid() == 0 {
-		return unix.Unmount(path, 0)
-	}
-	out, err := exec.Command("fusermount3", "-u", path).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%w: %s", err, strings.TrimSpace(string(out)))
-	}
-	return nil
-}
-
-func lazyUnmount(path string, log *logrus.Entry) {
-	if err := unix.Unmount(path, unix.MNT_DETACH); err == nil {
-		return
-	}
-	if out, err := exec.Command("fusermount3", "-uz", path).CombinedOutput(); err != nil {
-		log.WithError(err).Warnf("lazy unmount: %s", strings.TrimSpace(string(out)))
-	}
-}
-
-// prepareMountpoint checks PATH and creates it if missing. A multifs that
-// died (kill -9) leaves a dead FUSE mount: it is detached here, since
-// nothing answers on its socket directory.
-func prepareMountpoint(path, sockdir string, log *logrus.Entry) (created bool, err error) {
-	if fstype, ok := mountType(path); ok {
-		if fstype != "fuse.multifs" {
-			return false, fmt.Errorf("%s: already a mount point (%s)", path, fstype)
-		}
-		if control.Alive(sockdir) {
-			return false, fmt.Errorf("%s: already served by a live multifs", path)
-		}
-		log.Warn("detaching the stale mount of a multifs that died")
-		lazyUnmount(path, log)
-	}
-	fi, err := os.Lstat(path)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		if err := os.Mkdir(path, 0o700); err != nil {
-			return false, fmt.Errorf("creating mountpoint: %w", err)
-		}
-		return true, nil
-	case err != nil:
-		return false, fmt.Errorf("%s: %w", path, err)
-	case fi.Mode()&fs.ModeSymlink != 0:
-		// Mounting would follow it: in /tmp, to wherever its owner chose.
-		return false, fmt.Errorf("%s: a symbolic link; give the directory it points to, if that is meant", path)
-	case !fi.IsDir():
-		return false, fmt.Errorf("%s: not a directory", path)
-	}
-	entries, err := os.ReadDir(path)
-	if err != nil {
-		return false, fmt.Errorf("%s: %w", path, err)
-	}
-	if len(entries) > 0 {
-		return false, fmt.Errorf("%s: directory not empty (holds %s)", path, entries[0].Name())
-	}
-	return false, nil
-}
-
-// checkAllowOther fails early, in words, where fusermount3 would refuse
-// allow_other: a non-root daemon whose modes let other users in needs
-// user_allow_other in /etc/fuse.conf.
-func checkAllowOther(p perms.Perms) error {
-	if !p.NeedsAllowOther() || os.Geteuid() == 0 {
-		return nil
-	}
-	b, err := os.ReadFile("/etc/fuse.conf")
-	if err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if strings.TrimSpace(line) == "user_allow_other" {
-				return nil
-			}
-		}
-	}
-	return fmt.Errorf("mode %04o/dirmode %04o gives other users access, which needs the FUSE option allow_other, "+
-		"and /etc/fuse.conf does not contain user_allow_other (add it, or run as root)", p.Mode, p.Dirmode)
 }

@@ -1,4 +1,4 @@
-package main
+package mount
 
 import (
 	"os"
@@ -9,13 +9,13 @@ import (
 )
 
 // TestMountWatch: a mount and an unmount each wake the watch, and
-// mountType sees both; Close ends it, and a second Close is harmless.
+// Type sees both; Close ends it, and a second Close is harmless.
 // Mounting a tmpfs needs root, as the shell tests do.
 func TestMountWatch(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("mounting a tmpfs needs root")
 	}
-	w, err := watchMounts()
+	w, err := WatchMounts()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,12 +49,12 @@ func TestMountWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Unmount(dir, unix.MNT_DETACH) // EINVAL once unmounted below
-	waitFor("mount", func() bool { fstype, ok := mountType(dir); return ok && fstype == "tmpfs" })
+	waitFor("mount", func() bool { fstype, ok := Type(dir); return ok && fstype == "tmpfs" })
 	drain()
 	if err := unix.Unmount(dir, 0); err != nil {
 		t.Fatal(err)
 	}
-	waitFor("unmount", func() bool { _, ok := mountType(dir); return !ok })
+	waitFor("unmount", func() bool { _, ok := Type(dir); return !ok })
 
 	done := make(chan struct{})
 	go func() {

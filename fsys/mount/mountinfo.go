@@ -1,8 +1,9 @@
-package main
+package mount
 
 import (
 	"bufio"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -12,25 +13,62 @@ import (
 // mountinfo is this process's mount table: its mount namespace's.
 const mountinfo = "/proc/self/mountinfo"
 
-// mountType returns the filesystem type mounted exactly at path, if any.
-func mountType(path string) (string, bool) {
+// entry is one line of mountinfo:
+// id parent maj:min root mountpoint opts [optional...] - fstype source superopts
+type entry struct {
+	id         uint64
+	mountpoint string
+	fstype     string
+}
+
+// entries reads the mount table; nil if it cannot be read.
+func entries() []entry {
 	f, err := os.Open(mountinfo)
 	if err != nil {
-		return "", false
+		return nil
 	}
 	defer f.Close()
-	found, fstype := false, ""
+	var es []entry
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		// id parent maj:min root mountpoint opts [optional...] - fstype source superopts
 		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 || mountPathEscapes.Replace(fields[4]) != path {
+		if len(fields) < 5 {
 			continue
 		}
+		id, err := strconv.ParseUint(fields[0], 10, 64)
+		if err != nil {
+			continue
+		}
+		e := entry{id: id, mountpoint: mountPathEscapes.Replace(fields[4])}
 		for i, fl := range fields {
 			if fl == "-" && i+1 < len(fields) {
-				found, fstype = true, fields[i+1] // the last mount on top wins
+				e.fstype = fields[i+1]
+				break
 			}
+		}
+		es = append(es, e)
+	}
+	return es
+}
+
+// lookupID finds the mount with that id.
+func lookupID(id uint64) (entry, bool) {
+	for _, e := range entries() {
+		if e.id == id {
+			return e, true
+		}
+	}
+	return entry{}, false
+}
+
+// Type returns the type of the topmost mount whose mount point reads path,
+// if any. It is for tests and diagnostics: a path string says nothing
+// about which mount is whose.
+func Type(path string) (string, bool) {
+	fstype, found := "", false
+	for _, e := range entries() {
+		if e.mountpoint == path {
+			fstype, found = e.fstype, true // the last mount on top wins
 		}
 	}
 	return fstype, found
@@ -39,12 +77,12 @@ func mountType(path string) (string, bool) {
 // mountPathEscapes undoes the octal escapes of mount points in mountinfo.
 var mountPathEscapes = strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
 
-// mountWatch tells of every change to the mount table. The kernel flags an
+// Watch tells of every change to the mount table. The kernel flags an
 // open mountinfo with POLLPRI at each mount and unmount in the namespace
 // (proc(5)), so the daemon sleeps in poll(2) between changes instead of
 // re-reading the table on a timer: an idle multifs stays idle, however
 // many mounts the machine has.
-type mountWatch struct {
+type Watch struct {
 	C     <-chan struct{} // a value after one or more changes
 	c     chan struct{}
 	table int    // mountinfo, open
@@ -53,12 +91,12 @@ type mountWatch struct {
 	once  sync.Once
 }
 
-func watchMounts() (*mountWatch, error) {
+func WatchMounts() (*Watch, error) {
 	fd, err := unix.Open(mountinfo, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: mountinfo, Err: err}
 	}
-	w := &mountWatch{c: make(chan struct{}, 1), table: fd, done: make(chan struct{})}
+	w := &Watch{c: make(chan struct{}, 1), table: fd, done: make(chan struct{})}
 	w.C = w.c
 	if err := unix.Pipe2(w.stop[:], unix.O_CLOEXEC); err != nil {
 		unix.Close(fd)
@@ -68,7 +106,7 @@ func watchMounts() (*mountWatch, error) {
 	return w, nil
 }
 
-func (w *mountWatch) run() {
+func (w *Watch) run() {
 	defer close(w.done)
 	fds := []unix.PollFd{
 		{Fd: int32(w.table), Events: unix.POLLPRI},
@@ -94,7 +132,7 @@ func (w *mountWatch) run() {
 }
 
 // Close ends the watch and waits for its goroutine.
-func (w *mountWatch) Close() {
+func (w *Watch) Close() {
 	w.once.Do(func() {
 		unix.Close(w.stop[1])
 		<-w.done
