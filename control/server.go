@@ -52,7 +52,6 @@ type Server struct {
 	seq          atomic.Uint64       // names data sockets; independent of link ids
 	wg           sync.WaitGroup
 	closing      atomic.Bool
-	acceptWarn   warnLimiter // the accept loops' failures, shared
 }
 
 // NewServer returns a server that will place its sockets in dir, which
@@ -165,45 +164,22 @@ func (s *Server) acceptSeqLoop(l *seqListener, isHost bool) {
 	}
 }
 
+// MsgAcceptFailed is the warning logged at each failed accept. While its
+// cause lasts (a client holding every descriptor the daemon may have) it
+// comes again at each try, every 10 ms, so the CLI's log limiter lets it
+// through once a second, with how many were not, instead of the burst it
+// allows other lines.
+const MsgAcceptFailed = "accept failed"
+
 // acceptFailed reports whether the accept loop should end; other errors
 // (EMFILE, say) are logged and slowed down so the loop does not spin.
-// They come again at each try while the cause lasts (a client holding
-// every descriptor the daemon may have), so they are logged once a second
-// at most, with how many were not.
 func (s *Server) acceptFailed(err error) bool {
 	if s.closing.Load() || errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
 		return true
 	}
-	if ok, held := s.acceptWarn.allow(time.Now()); ok {
-		log := s.log.WithError(err)
-		if held > 0 {
-			log = log.WithField("repeated", held)
-		}
-		log.Warn("accept failed")
-	}
+	s.log.WithError(err).Warn(MsgAcceptFailed)
 	time.Sleep(10 * time.Millisecond)
 	return false
-}
-
-// warnLimiter lets a repeated warning through once per second.
-type warnLimiter struct {
-	mu   sync.Mutex
-	last time.Time
-	held int
-}
-
-// allow reports whether to log at now, and how many were held back since
-// the last one logged.
-func (w *warnLimiter) allow(now time.Time) (bool, int) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.last.IsZero() && now.Sub(w.last) < time.Second {
-		w.held++
-		return false, 0
-	}
-	held := w.held
-	w.last, w.held = now, 0
-	return true, held
 }
 
 // peerCred returns SO_PEERCRED of a connected unix socket.
@@ -391,7 +367,7 @@ func (s *Server) dataSocket(role, peer string) (*pollFD, string, error) {
 	var fd int
 	var path string
 	var err error
-	for try := 0; try < 16; try++ {
+	for try := 0; try < 4096; try++ { // each taken name costs a failed bind
 		fd, path, err = s.dataSocketRaw(fmt.Sprintf("%s.%d", role, s.seq.Add(1)), peer)
 		if !errors.Is(err, unix.EADDRINUSE) {
 			break

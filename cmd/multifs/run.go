@@ -57,11 +57,12 @@ func newLogger(opts *options) (*logrus.Logger, error) {
 // serve sets everything up in an order that leaves nothing behind on
 // failure, reports ready, then waits for a stop.
 //
-// The order matters for concurrent starts and hostile neighbours: the
-// socket directory's lock is taken first, then PATH's; only a daemon
-// holding both judges anything there stale. The mount goes on the
-// directory held open (package mount), and the daemon knows its mount by
-// id from then on.
+// The order matters for concurrent starts and hostile neighbours: PATH is
+// checked and locked first (a dead mount there is known by its dead
+// connection, whoever looks), then the socket directory's lock is taken,
+// and only under it is anything in that directory judged stale. The mount
+// goes on the directory held open (package mount), and the daemon knows
+// its mount by id from then on.
 func serve(opts *options, notify *readyNotifier, sigs <-chan os.Signal) (err error) {
 	logger, err := newLogger(opts)
 	if err != nil {
@@ -95,16 +96,16 @@ func serve(opts *options, notify *readyNotifier, sigs <-chan os.Signal) (err err
 		}
 	}()
 
-	sd, err := control.OpenSockDir(sockdir, p)
-	if err != nil {
-		return err
-	}
-	undo = append(undo, func() { sd.Remove() })
 	point, err := mount.Open(opts.path, "fuse.multifs", func(msg string) { log.Warn(msg) })
 	if err != nil {
 		return err
 	}
 	undo = append(undo, point.Close)
+	sd, err := control.OpenSockDir(sockdir, p)
+	if err != nil {
+		return err
+	}
+	undo = append(undo, func() { sd.Remove() })
 
 	ml := multilink.New(log)
 	srv := control.NewServer(sockdir, p, ml, log)

@@ -160,7 +160,7 @@ func (p *Point) clearStale(warn func(string)) error {
 		warn("detaching the stale mount of a multifs that died")
 		err = detach(fd, p.Path)
 		unix.Close(fd)
-		if err != nil {
+		if err != nil && err != unix.EINVAL { // EINVAL: another start detached it first
 			return fmt.Errorf("%s: detaching a stale mount: %w", p.Path, err)
 		}
 	}
@@ -233,7 +233,7 @@ func (p *Point) Mount(o Options, serve func(mountpoint string) error) (*Mount, e
 		return nil, err
 	}
 	if err := unix.MoveMount(mfd, "", p.dir, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
-		return nil, fmt.Errorf("mount %s: move_mount: %w", p.Path, err)
+		return nil, fmt.Errorf("move_mount: %w", err)
 	}
 	m := &Mount{ID: mustMntID(mfd), p: p, path: p.Path}
 	if err := m.atPath(); err != nil {
@@ -319,7 +319,7 @@ func (p *Point) mountFusermount(serve func(string) error) (*Mount, error) {
 		}
 	}
 	fusermount("-uz", p.Path)
-	return nil, fmt.Errorf("mount %s: cannot find the mount at %s afterwards; undone", p.Path, p.Path)
+	return nil, fmt.Errorf("cannot find the new mount at %s afterwards; undone", p.Path)
 }
 
 // atPath proves that PATH, looked up now without following a symlink,
@@ -327,10 +327,10 @@ func (p *Point) mountFusermount(serve func(string) error) (*Mount, error) {
 func (m *Mount) atPath() error {
 	id, err := mntID(m.p.parent, m.p.name)
 	if err != nil {
-		return fmt.Errorf("mount %s: %s no longer names the directory multifs checked (%v); mount undone", m.path, m.path, err)
+		return fmt.Errorf("%s no longer names the directory multifs checked (%v); mount undone", m.path, err)
 	}
 	if id != m.ID {
-		return fmt.Errorf("mount %s: %s was replaced while multifs was mounting; mount undone", m.path, m.path)
+		return fmt.Errorf("%s was replaced while multifs was mounting; mount undone", m.path)
 	}
 	return nil
 }
