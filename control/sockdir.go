@@ -81,10 +81,11 @@ func openSockDir(dir string, p perms.Perms) (d *SockDir, retry bool, err error) 
 		return fail("%w", err)
 	}
 	if d.fd, err = unix.Openat(d.parent, d.name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err != nil {
-		switch err {
-		case unix.ELOOP:
-			return fail("is a symbolic link; not following it")
-		case unix.ENOTDIR:
+		if err == unix.ELOOP || err == unix.ENOTDIR { // O_NOFOLLOW|O_DIRECTORY on a symlink: either
+			var st unix.Stat_t
+			if unix.Fstatat(d.parent, d.name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK {
+				return fail("is a symbolic link; not following it")
+			}
 			return fail("exists and is not a directory")
 		}
 		return fail("%w", err)

@@ -142,7 +142,7 @@ else
 	rc=$?
 	check_eq "no PATH: exit status" 0 "$rc"
 	if [ "$rc" -eq 0 ]; then
-		DD=$(pgrep -f -x -- "$MULTIFS --log-file $SCRATCH/default.log")
+		DD=$(daemon_pid "$DP")
 		track_mount "$DP" "$DD"
 		check "no PATH: $DP is mounted" is_mounted "$DP"
 		check "no PATH: $DP/ctl is a socket" test -S "$DP/ctl"

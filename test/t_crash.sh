@@ -112,7 +112,7 @@ P2=$SCRATCH/f2
 RC=$?
 if [ "$RC" -eq 1 ]; then pass "a socket dir holding a regular file: refused (exit 1)"; else fail "a socket dir holding a regular file: refused with exit 1" "exit $RC"; fi
 check "the error names the file and says it is not a socket: $(cat "$SCRATCH/f2.err")" \
-	grep -q 'keep.txt, which is not a socket' "$SCRATCH/f2.err"
+	grep -q 'holds keep.txt' "$SCRATCH/f2.err"
 check_eq "the regular file is untouched" precious "$(cat "$FD/keep.txt" 2>&1)"
 check "the dead socket beside it is untouched" test -S "$FD/old.sock"
 check_eq "nothing else appeared in that dir" "keep.txt old.sock" "$(ls "$FD" | sort | tr '\n' ' ' | sed 's/ $//')"
@@ -133,12 +133,21 @@ refused_as_served "a live multifs's socket dir: refused" "$SCRATCH/f4.err" --soc
 check "the live multifs still serves" grep -q '^links: 0$' "$P/stats"
 check "its ctl socket is still there" test -S "$SD/ctl"
 
-# A socket dir holding only a dead socket (a crash's leftover) is reused.
+# Dead sockets in a directory without multifs's marker: not provably a
+# crash's leftover (another program's, say), so refused and left alone.
 FD2=$SCRATCH/deadsd
 mkdir -m 0700 "$FD2"
 dead_socket "$FD2/ctl"
 dead_socket "$FD2/link.7"
 P3=$SCRATCH/f5
+"$MULTIFS" --sockdir "$FD2" "$P3" >/dev/null 2>"$SCRATCH/f6.err"
+RC=$?
+check_eq "dead sockets without the marker: refused (exit 1): $(cat "$SCRATCH/f6.err")" 1 "$RC"
+check_eq "dead sockets without the marker: left alone" "ctl link.7" "$(ls -A "$FD2" | sort | tr '\n' ' ' | sed 's/ $//')"
+
+# With the marker (the lock file a multifs killed with -9 leaves), the
+# same directory is a crash's leftover: reused, its dead sockets replaced.
+touch "$FD2/.multifs.lock"
 if "$MULTIFS" --log-file "$SCRATCH/f5.log" --sockdir "$FD2" "$P3" 2>"$SCRATCH/f5.err"; then
 	pass "a socket dir holding only dead sockets is reused (exit 0)"
 	track_mount "$P3" "$(daemon_pid "$P3")"

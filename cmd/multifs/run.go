@@ -37,23 +37,6 @@ func run(opts *options) error {
 	return err
 }
 
-func newLogger(opts *options) (*logrus.Logger, error) {
-	log := logrus.New()
-	lvl, _ := logrus.ParseLevel(opts.logLevel) // checked by parseArgs
-	log.SetLevel(lvl)
-	if opts.logFormat == "json" {
-		log.SetFormatter(&logrus.JSONFormatter{})
-	}
-	if opts.logFile != "" {
-		f, err := os.OpenFile(opts.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-		if err != nil {
-			return nil, fmt.Errorf("log file: %w", err)
-		}
-		log.SetOutput(f)
-	}
-	return log, nil
-}
-
 // serve sets everything up in an order that leaves nothing behind on
 // failure, reports ready, then waits for a stop.
 //
@@ -64,7 +47,7 @@ func newLogger(opts *options) (*logrus.Logger, error) {
 // goes on the directory held open (package mount), and the daemon knows
 // its mount by id from then on.
 func serve(opts *options, notify *readyNotifier, sigs <-chan os.Signal) (err error) {
-	logger, err := newLogger(opts)
+	logger, _, err := newLogger(opts)
 	if err != nil {
 		return err
 	}
@@ -234,7 +217,7 @@ func unmount(fuseSrv *fuse.Server, m *mount.Mount, log *logrus.Entry) {
 	case err != nil:
 		log.WithError(err).Error("cannot unmount")
 	case lazy:
-		log.Warn("mount is busy: detached it lazily")
+		log.Warn("mount is busy: detaching it lazily")
 	}
 	done := make(chan struct{})
 	go func() {
