@@ -319,25 +319,3 @@ func TestPort1(t *testing.T) {
 		t.Fatal("frame damaged back through Port1")
 	}
 }
-
-// TestWarnLimiter: the first warning goes through, the next ones within a
-// second are held back and counted, and the next one after the second
-// says how many were.
-func TestWarnLimiter(t *testing.T) {
-	var w warnLimiter
-	t0 := time.Unix(1000, 0)
-	if ok, held := w.allow(t0); !ok || held != 0 {
-		t.Fatalf("first: %v, %d held; want through, 0", ok, held)
-	}
-	for i := 1; i <= 99; i++ {
-		if ok, _ := w.allow(t0.Add(time.Duration(i) * 10 * time.Millisecond)); ok {
-			t.Fatalf("warning %d, %d ms after the first, went through", i, i*10)
-		}
-	}
-	if ok, held := w.allow(t0.Add(time.Second)); !ok || held != 99 {
-		t.Fatalf("a second later: %v, %d held; want through, 99", ok, held)
-	}
-	if ok, held := w.allow(t0.Add(3 * time.Second)); !ok || held != 0 {
-		t.Fatalf("after a quiet while: %v, %d held; want through, 0", ok, held)
-	}
-}

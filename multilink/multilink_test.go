@@ -421,7 +421,7 @@ func TestStatsText(t *testing.T) {
 	since := time.Date(2026, 11, 27, 10, 11, 12, 0, time.UTC)
 	l, _ := m.AddLink(PeerInfo{Transport: "vde", Description: "vde_plug\nid: 99", PID: 42, UID: 1, GID: 2, Since: since}, newFakeConn(), nil)
 	got := l.Stats()
-	want := "id: 1\ntransport: vde\ndescription: vde_plug id: 99\npid: 42\nuid: 1\ngid: 2\nsince: 2026-11-27T10:11:12Z\n" +
+	want := "id: 1\ntransport: vde\ndescription: vde_plug\\x0aid: 99\npid: 42\nuid: 1\ngid: 2\nsince: 2026-11-27T10:11:12Z\n" +
 		"rx_packets: 0\nrx_bytes: 0\nrx_dropped: 0\ntx_packets: 0\ntx_bytes: 0\ntx_dropped: 0\n"
 	if got != want {
 		t.Fatalf("stats:\n%s\nwant:\n%s", got, want)

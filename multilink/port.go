@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"multifs/multilink/peertext"
 )
 
 // Conn is a peer's data channel: one Ethernet frame per message, moved in
@@ -234,7 +236,11 @@ func (p *Port) forward(b *batch, n int) {
 		size := b.sizes[i]
 		if size < MinFrame || size > MaxFrame {
 			p.rxDropped.Add(1)
-			p.log.WithField("len", size).Debug("dropping frame of bad size")
+			// WithField allocates even when the level discards the line,
+			// and a peer may send nothing but runts.
+			if p.log.Logger.IsLevelEnabled(logrus.DebugLevel) {
+				p.log.WithField("len", size).Debug("dropping frame of bad size")
+			}
 			continue
 		}
 		p.rxPackets.Add(1)
@@ -396,23 +402,13 @@ func (p *Port) Stats() string {
 	}
 	c := p.Counters()
 	fmt.Fprintf(&b, "transport: %s\n", p.Info.Transport)
-	fmt.Fprintf(&b, "description: %s\n", sanitize(p.Info.Description))
+	// The peer's own words: one line for every parser, splitlines() too.
+	fmt.Fprintf(&b, "description: %s\n", peertext.Escape(p.Info.Description))
 	fmt.Fprintf(&b, "pid: %d\nuid: %d\ngid: %d\n", p.Info.PID, p.Info.UID, p.Info.GID)
 	fmt.Fprintf(&b, "since: %s\n", p.Info.Since.UTC().Format(time.RFC3339))
 	fmt.Fprintf(&b, "rx_packets: %d\nrx_bytes: %d\nrx_dropped: %d\n", c.RxPackets, c.RxBytes, c.RxDropped)
 	fmt.Fprintf(&b, "tx_packets: %d\ntx_bytes: %d\ntx_dropped: %d\n", c.TxPackets, c.TxBytes, c.TxDropped)
 	return b.String()
-}
-
-// sanitize keeps a peer's description on one printable line: it is the
-// peer's text, and must not forge extra "key: value" lines.
-func sanitize(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
 }
 
 // IDString is the link's name in the tree.
