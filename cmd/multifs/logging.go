@@ -71,7 +71,6 @@ func newLogger(opts *options) (logger *logrus.Logger, reopen func() error, err e
 				return fmt.Errorf("log file %w", err)
 			}
 			out.swap(f)
-			log.Info("log file reopened")
 			return nil
 		}
 	}
@@ -89,6 +88,11 @@ func newLogger(opts *options) (logger *logrus.Logger, reopen func() error, err e
 func openLogFile(path string) (*os.File, error) {
 	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_APPEND|unix.O_CREAT|unix.O_NOFOLLOW|
 		unix.O_CLOEXEC|unix.O_NOCTTY|unix.O_NONBLOCK, 0o600)
+	if err != nil && isSymlink(path) {
+		// ELOOP, or EACCES for O_CREAT on another user's link in a
+		// sticky directory: either way, say what it is.
+		err = unix.ELOOP
+	}
 	switch {
 	case errors.Is(err, unix.ELOOP):
 		return nil, fmt.Errorf("%s: a symbolic link; give the file it points to, if that is meant", path)
@@ -122,6 +126,11 @@ func openLogFile(path string) (*os.File, error) {
 		return nil, err
 	}
 	return os.NewFile(uintptr(fd), path), nil
+}
+
+func isSymlink(path string) bool {
+	fi, err := os.Lstat(path)
+	return err == nil && fi.Mode()&os.ModeSymlink != 0
 }
 
 func fileKind(mode uint32) string {

@@ -279,6 +279,24 @@ func TestOpenLogFile(t *testing.T) {
 	}
 
 	if os.Geteuid() == 0 {
+		// Another user's link in a sticky directory, as in /tmp: the
+		// kernel says EACCES to O_CREAT there, not ELOOP.
+		sticky := filepath.Join(dir, "sticky")
+		os.Mkdir(sticky, 0o1777)
+		os.Chmod(sticky, 0o1777)
+		planted := filepath.Join(sticky, "planted.log")
+		os.Symlink(target, planted)
+		os.Lchown(planted, 4242, 4242)
+		if f, err := openLogFile(planted); err == nil {
+			f.Close()
+			t.Error("another user's symlink in a sticky directory was followed")
+		} else if !strings.Contains(err.Error(), "a symbolic link") {
+			t.Errorf("another user's symlink in a sticky directory: %v", err)
+		}
+		if got := mustRead(t, target); got != "keep\n" {
+			t.Fatalf("the planted link's target changed: %q", got)
+		}
+
 		theirs := filepath.Join(dir, "theirs.log")
 		os.WriteFile(theirs, nil, 0o666)
 		os.Chown(theirs, 4242, 4242)
