@@ -47,7 +47,7 @@ type Multilink struct {
 	// the per-frame path takes no lock.
 	linkSnap atomic.Pointer[[]*Port]
 
-	queued        atomic.Int64 // bytes in all ports' queues (TotalQueueBytes)
+	queueBudget   queueBudget // what all ports' queues hold (TotalQueueBytes)
 	linksTotal    atomic.Uint64
 	droppedNoHost atomic.Uint64
 	droppedNoLink atomic.Uint64
@@ -66,6 +66,7 @@ type Multilink struct {
 // New returns an empty multilink.
 func New(log *logrus.Entry) *Multilink {
 	m := &Multilink{log: log}
+	m.queueBudget.limit = TotalQueueBytes
 	m.mu.links = make(map[uint64]*Port)
 	m.linkSnap.Store(&[]*Port{})
 	return m
@@ -255,14 +256,3 @@ func (m *Multilink) fromHost(frames [][]byte) {
 		l.send(frames)
 	}
 }
-
-// reserveQueue takes n bytes of the queue budget shared by all ports.
-func (m *Multilink) reserveQueue(n int) bool {
-	if m.queued.Add(int64(n)) > TotalQueueBytes {
-		m.queued.Add(-int64(n))
-		return false
-	}
-	return true
-}
-
-func (m *Multilink) releaseQueue(n int) { m.queued.Add(-int64(n)) }

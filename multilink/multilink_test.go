@@ -226,7 +226,7 @@ func TestStuckPeerLosesFramesButStallsNobody(t *testing.T) {
 	stuck.full = true
 	sl, _ := m.AddLink(PeerInfo{}, stuck, nil)
 	ol, _ := m.AddLink(PeerInfo{}, ok, nil)
-	queued := QueueBytes / 64
+	queued := queueFrames(64)
 	total := queued + 10
 	for i := 0; i < total; i++ {
 		hc.in <- frameOf(64, byte(i))

@@ -81,7 +81,9 @@ var ErrWouldBlock = errors.New("peer socket full")
 // (tx_dropped) until it takes frames again.
 //
 // All queues together are bounded too (TotalQueueBytes), so that many stuck
-// links cannot make the daemon grow without limit.
+// links cannot make the daemon grow without limit. Both bounds count the
+// memory a queue holds (whole chunks: see frameQueue), not the frames'
+// length, so they hold whatever the frames' size.
 const (
 	QueueBytes      = 1 << 20
 	TotalQueueBytes = 64 << 20
@@ -139,6 +141,7 @@ func newPort(m *Multilink, id uint64, isHost bool, info PeerInfo, conn Conn, onC
 	}
 	p := &Port{ID: id, Info: info, isHost: isHost, ml: m, conn: conn, onClose: onClose,
 		done: make(chan struct{}), readerDone: make(chan struct{})}
+	p.out.q.budget = &m.queueBudget
 	fields := logrus.Fields{"pid": info.PID, "peer": info.Description, "transport": info.Transport}
 	if isHost {
 		fields["link"] = "host"
@@ -314,12 +317,9 @@ func (p *Port) send(frames [][]byte) bool {
 		}
 	}
 	for ; i < len(frames); i++ {
-		f := frames[i]
-		if p.out.q.bytes+len(f) > QueueBytes || !p.ml.reserveQueue(len(f)) {
+		if !p.out.q.push(frames[i]) {
 			p.drop(ErrWouldBlock, 1)
-			continue
 		}
-		p.out.q.push(f)
 	}
 	if p.out.q.len() > 0 && p.drainDone == nil {
 		p.drainDone = make(chan struct{})
@@ -341,7 +341,7 @@ func (p *Port) drain(done chan struct{}) {
 		p.out.Unlock()
 	}()
 	for p.out.q.len() > 0 {
-		n := copy(batch[:], p.out.q.frames)
+		n := p.out.q.peek(batch[:])
 		p.out.Unlock()
 
 		k, err := p.conn.SendBatchWait(batch[:n], time.Second)
@@ -349,13 +349,11 @@ func (p *Port) drain(done chan struct{}) {
 		p.out.Lock()
 		for i := 0; i < k; i++ {
 			p.countTx(len(batch[i]))
-			p.ml.releaseQueue(len(batch[i]))
 		}
 		p.out.q.pop(k)
 		clear(batch[:n])
 		if err != nil && !errors.Is(err, ErrWouldBlock) || p.Closed() {
 			p.drop(err, p.out.q.len())
-			p.ml.releaseQueue(p.out.q.bytes)
 			p.out.q.reset()
 			return
 		}
