@@ -47,11 +47,10 @@ func run(opts *options) error {
 // goes on the directory held open (package mount), and the daemon knows
 // its mount by id from then on.
 func serve(opts *options, notify *readyNotifier, sigs <-chan os.Signal) (err error) {
-	logger, _, err := newLogger(opts)
+	logger, reopen, err := newLogger(opts)
 	if err != nil {
 		return err
 	}
-	reopen := func() error { return nil }
 	log := logrus.NewEntry(logger).WithField("path", opts.path)
 
 	p, err := perms.Resolve(opts.spec, uint32(os.Geteuid()), uint32(os.Getegid()))
@@ -148,7 +147,7 @@ func serve(opts *options, notify *readyNotifier, sigs <-chan os.Signal) (err err
 // into the mount.
 func checkApart(path, sockdir string) error {
 	inside := func(a, b string) bool { // a is b or below it
-		rel, err := filepath.Rel(b, a)
+		rel, err := filepath.Rel(resolved(b), resolved(a))
 		return err == nil && (rel == "." || (rel != ".." && !strings.HasPrefix(rel, "../")))
 	}
 	switch {
@@ -158,6 +157,24 @@ func checkApart(path, sockdir string) error {
 		return fmt.Errorf("PATH %s is inside --sockdir %s; put the socket directory beside PATH", path, sockdir)
 	}
 	return nil
+}
+
+// resolved is p with the symbolic links of its longest existing prefix
+// resolved: what the kernel will reach, as far as that can be told before
+// the rest exists (/a/alias/vm/sub is /a/real/vm/sub).
+func resolved(p string) string {
+	rest := ""
+	for cur := filepath.Clean(p); ; {
+		if r, err := filepath.EvalSymlinks(cur); err == nil {
+			return filepath.Join(r, rest)
+		}
+		parent := filepath.Dir(cur)
+		if parent == cur {
+			return p
+		}
+		rest = filepath.Join(filepath.Base(cur), rest)
+		cur = parent
+	}
 }
 
 // waitForStop returns on SIGTERM or SIGINT, or once the mount is gone from
