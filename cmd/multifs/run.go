@@ -205,9 +205,8 @@ func waitForStop(sigs <-chan os.Signal, fuseSrv *fuse.Server, m *mount.Mount, re
 		select {
 		case s := <-sigs:
 			if s == syscall.SIGHUP {
-				if err := reopen(); err != nil {
-					log.WithError(err).Warn("SIGHUP: cannot reopen the log file; keeping the old one")
-				} else {
+				// A failure is logged by reopen, to the file still open.
+				if reopen() == nil {
 					log.Info("SIGHUP: log file reopened")
 				}
 				continue
