@@ -259,6 +259,17 @@ links_of() { ls "$1/links" 2>/dev/null | sort -n | tr '\n' ' ' | sed 's/ $//'; }
 # line and no panic.
 check_log_clean() { check_fails "$1" grep -Eq 'level=(error|fatal|panic)|panic:' "$2"; }
 
+# log_events LOG MSG: how many MSG events the daemon's (text) LOG accounts
+# for. Lines are rate limited (a burst, then a few a second): each one let
+# through is an event unless it is a summary line, and each repeated=N
+# counts N held back.
+log_events() {
+	awk -v m="msg=\"$2\"" 'index($0, m) {
+		if ($0 !~ / summary=true/) n++
+		if (match($0, / repeated=[0-9]+/)) n += substr($0, RSTART + 10, RLENGTH - 10)
+	} END { print n + 0 }' "$1"
+}
+
 # show_key FILE KEY: "KEY: value" as FILE has it now, for failure details.
 show_key() { echo "$2: $(stat_key "$1" "$2")"; }
 
@@ -295,6 +306,37 @@ exits_after_close() {
 	else
 		fail "$2 exits within 1 s of the close" "still running"
 	fi
+}
+
+# mounted_at DIR: some mount sits exactly at DIR (this namespace's table).
+mounted_at() { awk -v p="$1" '$5 == p { f = 1 } END { exit !f }' /proc/self/mountinfo; }
+
+# joinable P: a link (vdeprobe) joins P and `ls P/links` lists it, within
+# 3 s; the link is gone again afterwards.
+joinable() {
+	local r=$SCRATCH/join.$RANDOM pid ok=1
+	"$VDEPROBE" hold -dir "$1" -ready "$r" -max 5s </dev/null >/dev/null 2>&1 &
+	pid=$!
+	if wait_for "[ -e '$r' ] && [ -n \"\$(ls '$1/links' 2>/dev/null)\" ]" 3; then ok=0; fi
+	kill "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	rm -f "$r"
+	return $ok
+}
+
+# one_line FILE: FILE holds exactly one non-empty line (an error message).
+one_line() { [ "$(grep -c . "$1")" = 1 ] && [ "$(wc -l <"$1")" = 1 ]; }
+
+# ---------------------------------------------------------------------------
+# attackers: throw-away users and what they may reach
+
+# hostile_copy: a copy of test/hostile the throw-away users can read (they
+# cannot look into /root, say) at $HD; $SCRATCH becomes traversable.
+hostile_copy() {
+	chmod 755 "$SCRATCH"
+	HD=$SCRATCH/hostile
+	cp -r "$ROOT/test/hostile" "$HD"
+	chmod -R a+rX "$HD"
 }
 
 # ---------------------------------------------------------------------------
@@ -386,7 +428,7 @@ if [ "$(id -u)" -ne 0 ]; then
 	FAIL=1
 	exit 1
 fi
-for _tool in vde_plug fusermount ip ping timeout pgrep; do
+for _tool in vde_plug fusermount ip ping timeout pgrep python3; do
 	if ! command -v "$_tool" >/dev/null 2>&1; then
 		echo "$TEST_NAME: $_tool is missing (apt-get install vdeplug fuse3 iproute2 iputils-ping psmisc)" >&2
 		FAIL=1
@@ -406,6 +448,10 @@ if [ ! -x "$MULTIFS" ] || [ ! -x "$VDEPROBE" ]; then
 		exit 1
 	fi
 fi
+
+# PY: the python3 the helpers in test/hostile run with.
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=$(command -v python3)
 
 SCRATCH=/tmp/mft.$$.${TEST_NAME#t_}
 rm -rf "$SCRATCH"

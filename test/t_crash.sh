@@ -11,9 +11,6 @@
 #    the mount is gone (detached lazily).
 . "$(dirname "$0")/lib.sh"
 
-PY=/usr/bin/python3
-[ -x "$PY" ] || PY=$(command -v python3)
-
 # mounts_at PATH: how many mounts sit exactly at PATH.
 mounts_at() { awk -v p="$1" '$2 == p { n++ } END { print n + 0 }' /proc/mounts; }
 

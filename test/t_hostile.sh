@@ -21,17 +21,7 @@
 # Two throw-away users, mfu_h1 and mfu_h2, are created and removed at exit.
 . "$(dirname "$0")/lib.sh"
 
-PY=/usr/bin/python3
-[ -x "$PY" ] || PY=$(command -v python3)
-if [ -z "$PY" ]; then
-	fail "python3" "not found"
-	finish
-fi
-# A copy the throw-away users can read (they cannot look into /root, say).
-chmod 755 "$SCRATCH"
-HD=$SCRATCH/hostile
-cp -r "$ROOT/test/hostile" "$HD"
-chmod -R a+rX "$HD"
+hostile_copy
 
 P=$SCRATCH/h
 # mode=0666: ordinary users may connect (the foreign-socket cases need it).

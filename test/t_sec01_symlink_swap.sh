@@ -26,12 +26,6 @@
 
 ROUNDS=${ROUNDS:-10}
 A=mfu_d1
-PY=/usr/bin/python3
-[ -x "$PY" ] || PY=$(command -v python3)
-if [ -z "$PY" ]; then
-	fail "python3" "not found"
-	finish
-fi
 note "fs.protected_symlinks=$(cat /proc/sys/fs/protected_symlinks 2>/dev/null || echo '?')"
 
 id -u "$A" >/dev/null 2>&1 || useradd -M -N -s /usr/sbin/nologin "$A" >/dev/null 2>&1
@@ -40,19 +34,13 @@ if ! id -u "$A" >/dev/null 2>&1; then
 	fail "create user $A" "useradd failed"
 	finish
 fi
-chmod 755 "$SCRATCH"
-HD=$SCRATCH/hostile
-cp -r "$ROOT/test/hostile" "$HD"
-chmod -R a+rX "$HD"
+hostile_copy
 PUB=$SCRATCH/pub # the /tmp of this test
 mkdir -m 1777 "$PUB"
 chmod 1777 "$PUB"
 ATT=$SCRATCH/att # the attacker's own files
 mkdir -m 755 "$ATT"
 chown "$A" "$ATT"
-
-# mounted_at DIR: some mount sits exactly at DIR (this namespace's table).
-mounted_at() { awk -v p="$1" '$5 == p { f = 1 } END { exit !f }' /proc/self/mountinfo; }
 
 # multifs_at DIR: the mount on top at DIR is a fuse.multifs one.
 multifs_at() {
@@ -79,21 +67,6 @@ unmount_under() {
 	done
 }
 at_exit "unmount_under '$SCRATCH'"
-
-# joins P: a link joins P and `ls P/links` lists it.
-joins() {
-	local r=$SCRATCH/join.$RANDOM pid ok=1
-	"$VDEPROBE" hold -dir "$1" -ready "$r" -max 5s </dev/null >/dev/null 2>&1 &
-	pid=$!
-	if wait_for "[ -e '$r' ] && [ -n \"\$(ls '$1/links' 2>/dev/null)\" ]" 3; then ok=0; fi
-	kill "$pid" 2>/dev/null
-	wait "$pid" 2>/dev/null
-	rm -f "$r"
-	return $ok
-}
-
-# one_line FILE: FILE holds exactly one non-empty line.
-one_line() { [ "$(grep -c . "$1")" = 1 ] && [ "$(wc -l <"$1")" = 1 ]; }
 
 # stop_at P: stop the daemon serving P (unmount), wait for it to go.
 stop_at() {
@@ -153,7 +126,7 @@ for r in $(seq 1 "$ROUNDS"); do
 		SERVED=$((SERVED + 1))
 		if multifs_at "$P" && [ ! -L "$P" ]; then
 			pass "$label: exit 0 and PATH is a fuse.multifs mount"
-			check "$label: exit 0 and a link joins PATH" joins "$P"
+			check "$label: exit 0 and a link joins PATH" joinable "$P"
 		else
 			fail "$label: exit 0 means serving at PATH" "PATH: $(stat -c %F "$P" 2>&1); multifs mounts: $(mounts_under "$SCRATCH" | tr '\n' ' ')"
 		fi
@@ -187,7 +160,7 @@ RC=$?
 check_eq "restart over the dead mount at PATH: exit 0 ($(head -c 200 "$SCRATCH/stale2.err"))" 0 "$RC"
 track_mount "$P" "$(daemon_pid "$P")"
 check_eq "restart: exactly one mount at PATH" 1 "$(awk -v p="$P" '$5 == p { n++ } END { print n + 0 }' /proc/self/mountinfo)"
-check "restart: a link joins" joins "$P"
+check "restart: a link joins" joinable "$P"
 stop_at "$P"
 check_fails "restart: stopped, PATH is no longer mounted" mounted_at "$P"
 

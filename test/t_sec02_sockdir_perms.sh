@@ -19,12 +19,6 @@
 
 A=mfu_d2
 G=mfu_dg2
-PY=/usr/bin/python3
-[ -x "$PY" ] || PY=$(command -v python3)
-if [ -z "$PY" ]; then
-	fail "python3" "not found"
-	finish
-fi
 groupadd -f "$G"
 id -u "$A" >/dev/null 2>&1 || useradd -M -N -G "$G" -s /usr/sbin/nologin "$A" >/dev/null 2>&1
 at_exit "userdel $A; groupdel $G"
@@ -33,10 +27,7 @@ if ! id -u "$A" >/dev/null 2>&1; then
 	finish
 fi
 AU=$(id -u "$A")
-chmod 755 "$SCRATCH"
-HD=$SCRATCH/hostile
-cp -r "$ROOT/test/hostile" "$HD"
-chmod -R a+rX "$HD"
+hostile_copy
 
 # links_of_uid P UID: how many of P's links belong to UID.
 links_of_uid() {

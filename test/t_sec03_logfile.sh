@@ -25,16 +25,7 @@
 # A throw-away user mfu_b1 is created and removed at exit.
 . "$(dirname "$0")/lib.sh"
 
-PY=/usr/bin/python3
-[ -x "$PY" ] || PY=$(command -v python3)
-if [ -z "$PY" ]; then
-	fail "python3" "not found"
-	finish
-fi
-chmod 755 "$SCRATCH"
-HD=$SCRATCH/hostile
-cp -r "$ROOT/test/hostile" "$HD"
-chmod -R a+rX "$HD"
+hostile_copy
 PUB=$SCRATCH/pub # a /tmp of our own: sticky, world-writable
 mkdir -p "$PUB"
 chmod 1777 "$PUB"

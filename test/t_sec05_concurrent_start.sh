@@ -19,31 +19,7 @@
 . "$(dirname "$0")/lib.sh"
 
 ROUNDS=${ROUNDS:-20}
-PY=/usr/bin/python3
-[ -x "$PY" ] || PY=$(command -v python3)
-if [ -z "$PY" ]; then
-	fail "python3" "not found"
-	finish
-fi
 RACE=$ROOT/test/hostile/race_start.py
-
-# mounted_at DIR: some mount sits exactly at DIR.
-mounted_at() { awk -v p="$1" '$5 == p { f = 1 } END { exit !f }' /proc/self/mountinfo; }
-
-# serves P: a link joins P and `ls P/links` lists it (bounded: 3 s).
-serves() {
-	local r=$SCRATCH/join.ready pid ok=1
-	rm -f "$r"
-	"$VDEPROBE" hold -dir "$1" -ready "$r" -max 5s </dev/null >/dev/null 2>&1 &
-	pid=$!
-	if wait_for "[ -e '$r' ] && [ -n \"\$(ls '$1/links' 2>/dev/null)\" ]" 3; then ok=0; fi
-	kill "$pid" 2>/dev/null
-	wait "$pid" 2>/dev/null
-	return $ok
-}
-
-# one_line FILE: FILE holds exactly one non-empty line.
-one_line() { [ "$(grep -c . "$1")" = 1 ] && [ "$(wc -l <"$1")" = 1 ]; }
 
 # stop_path P: stop whatever daemon serves P and detach what is left.
 stop_path() {
@@ -81,7 +57,7 @@ judge() {
 		return
 	fi
 	one_line "$werr" || why="$why; the loser's stderr is not one line: '$(head -c 200 "$werr" | tr '\n' '|')'"
-	if ! serves "$win"; then
+	if ! joinable "$win"; then
 		why="$why; the winner does not serve (links: '$(ls "$win/links" 2>&1 | tr '\n' ' ')'; socket dir: $(ls "$sd" 2>&1 | tr '\n' ' '))"
 	fi
 	if [ "$lose" != "$win" ]; then

@@ -23,12 +23,6 @@
 # return them.
 . "$(dirname "$0")/lib.sh"
 
-PY=/usr/bin/python3
-[ -x "$PY" ] || PY=$(command -v python3)
-if [ -z "$PY" ]; then
-	fail "python3" "not found"
-	finish
-fi
 MiB=1024 # in kB, as /proc/PID/status counts
 QUEUES=$((64 * MiB))
 SLACK=$((8 * MiB))
@@ -42,10 +36,7 @@ if ! useradd -M -N -s /usr/sbin/nologin "$U"; then
 	finish
 fi
 at_exit "userdel $U"
-chmod 755 "$SCRATCH"
-HD=$SCRATCH/hostile
-cp -r "$ROOT/test/hostile" "$HD"
-chmod -R a+rX "$HD"
+hostile_copy
 US=$SCRATCH/u # where the user binds its links' data sockets
 mkdir "$US"
 chown "$U" "$US"

@@ -17,9 +17,6 @@
 # and no stale socket directory (one whose ctl does not answer).
 . "$(dirname "$0")/lib.sh"
 
-PY=/usr/bin/python3
-[ -x "$PY" ] || PY=$(command -v python3)
-
 # enotconn PATH: stat(PATH) fails with ENOTCONN, a FUSE mount whose daemon
 # is gone.
 enotconn() {

@@ -19,31 +19,7 @@
 #    alone.
 . "$(dirname "$0")/lib.sh"
 
-PY=/usr/bin/python3
-[ -x "$PY" ] || PY=$(command -v python3)
-if [ -z "$PY" ]; then
-	fail "python3" "not found"
-	finish
-fi
 LS=$ROOT/test/hostile/listen_sock.py
-
-# mounted_at DIR: some mount sits exactly at DIR.
-mounted_at() { awk -v p="$1" '$5 == p { f = 1 } END { exit !f }' /proc/self/mountinfo; }
-
-# serves P: a link joins P and `ls P/links` lists it (bounded: 3 s).
-serves() {
-	local r=$SCRATCH/join.ready pid ok=1
-	rm -f "$r"
-	"$VDEPROBE" hold -dir "$1" -ready "$r" -max 5s </dev/null >/dev/null 2>&1 &
-	pid=$!
-	if wait_for "[ -e '$r' ] && [ -n \"\$(ls '$1/links' 2>/dev/null)\" ]" 3; then ok=0; fi
-	kill "$pid" 2>/dev/null
-	wait "$pid" 2>/dev/null
-	return $ok
-}
-
-# one_line FILE: FILE holds exactly one non-empty line.
-one_line() { [ "$(grep -c . "$1")" = 1 ] && [ "$(wc -l <"$1")" = 1 ]; }
 
 # listing DIR: its entries with their types, one line.
 listing() { (cd "$1" 2>/dev/null && stat -c '%n:%F' -- * .[!.]* 2>/dev/null) | sort | tr '\n' ' ' | sed 's/ $//'; }
@@ -130,7 +106,7 @@ check_eq "an existing empty directory is accepted: exit 0 ($(head -c 200 "$SCRAT
 if [ "$RC" = 0 ]; then
 	DP=$(daemon_pid "$P")
 	track_mount "$P" "$DP"
-	check "an existing empty directory: multifs serves" serves "$P"
+	check "an existing empty directory: multifs serves" joinable "$P"
 	note "an existing empty directory, while serving: $(listing "$D")"
 	timeout 5 fusermount -u "$P"
 	check_exits "an existing empty directory: stopped" "$DP" 3
@@ -158,7 +134,7 @@ check_eq "restart with the same --sockdir over its own leftover: exit 0 ($(head 
 if [ "$RC" = 0 ]; then
 	DP=$(daemon_pid "$P")
 	track_mount "$P" "$DP"
-	check "restart: multifs serves" serves "$P"
+	check "restart: multifs serves" joinable "$P"
 	timeout 5 fusermount -u "$P"
 	check_exits "restart: stopped" "$DP" 3
 	LEFT=$(gone_or_empty "$D")

@@ -11,16 +11,7 @@
 # A throw-away user mfu_b2 is created and removed at exit.
 . "$(dirname "$0")/lib.sh"
 
-PY=/usr/bin/python3
-[ -x "$PY" ] || PY=$(command -v python3)
-if [ -z "$PY" ]; then
-	fail "python3" "not found"
-	finish
-fi
-chmod 755 "$SCRATCH"
-HD=$SCRATCH/hostile
-cp -r "$ROOT/test/hostile" "$HD"
-chmod -R a+rX "$HD"
+hostile_copy
 PUB=$SCRATCH/pub # where the attacker binds its data socket
 mkdir -p "$PUB"
 chmod 1777 "$PUB"

@@ -22,8 +22,6 @@
 
 OWNER=mfu_c12o
 OTHER=mfu_c12x
-PY=/usr/bin/python3
-[ -x "$PY" ] || PY=$(command -v python3)
 
 for u in $OWNER $OTHER; do
 	id "$u" >/dev/null 2>&1 || useradd -M -N -s /usr/sbin/nologin "$u"

@@ -93,8 +93,10 @@ note "links rx_packets=$LINK_RX rx_dropped=$LINK_RXD; hosts rx_packets=$HOST_RX 
 
 check_eq "hosts_total = the probe's host sessions" "$(out host_sessions)" "$(stat_key "$P/stats" hosts_total)"
 check_eq "links_total = the probe's link sessions" "$(out link_sessions)" "$(stat_key "$P/stats" links_total)"
-check_eq "a close line per host session" "$(out host_sessions)" "$(grep -c 'msg="host detached"' "$LOG")"
-check_eq "a close line per link session" "$(out link_sessions)" "$(grep -c 'msg="link closed"' "$LOG")"
+check_within "a close logged per host session" 3 "[ \"\$(log_events '$LOG' 'host detached')\" = '$(out host_sessions)' ]" \
+	log_events "$LOG" "host detached"
+check_within "a close logged per link session" 3 "[ \"\$(log_events '$LOG' 'link closed')\" = '$(out link_sessions)' ]" \
+	log_events "$LOG" "link closed"
 check_eq "no frame of bad size (rx_dropped 0)" 0 "$LINK_RXD"
 
 # within LOST MAX SESSIONS WHAT: 0 <= LOST <= MAX.

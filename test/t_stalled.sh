@@ -12,8 +12,6 @@
 #    frames still flow both ways, and closing it still works.
 . "$(dirname "$0")/lib.sh"
 
-PY=/usr/bin/python3
-[ -x "$PY" ] || PY=$(command -v python3)
 HD=$ROOT/test/hostile
 
 P=$SCRATCH/st

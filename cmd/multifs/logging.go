@@ -59,7 +59,15 @@ func newLogger(opts *options) (logger *logrus.Logger, reopen func() error, err e
 		// output is wrapped now: say so ourselves.
 		inner = &logrus.TextFormatter{ForceColors: opts.logFile == "" && isTerminal(os.Stderr)}
 	}
-	log.SetFormatter(newSafeFormatter(inner))
+	safe := newSafeFormatter(inner)
+	safe.lim.emit = func(level logrus.Level, msg string, held int) {
+		e := logrus.NewEntry(log).WithFields(logrus.Fields{"repeated": held, "summary": true})
+		e.Level, e.Message, e.Time = level, peertext.Escape(msg), time.Now()
+		if b, err := inner.Format(e); err == nil {
+			out.Write(b)
+		}
+	}
+	log.SetFormatter(safe)
 	log.SetOutput(out)
 	reopen = func() error { return nil }
 	if opts.logFile != "" {
@@ -259,16 +267,30 @@ type lineBucket struct {
 	rate   lineRate
 	tokens float64
 	last   time.Time
-	held   int // lines held back since the last one let through
+	held   int       // lines held back since the last one let through
+	heldAt time.Time // when the last of them was
 }
 
 // lineLimiter decides which lines go through: see lineBurst.
+//
+// Lines held back are not lost from the count: the next line of the same
+// key let through says repeated=N, and a key that has held lines back and
+// then stayed quiet for summaryDelay (a flood that just stopped) has them
+// reported on a line of its own (the message, repeated=N, summary=true)
+// through emit. So the log accounts for every event, a flood in progress
+// adds no line, and an idle daemon has no timer running.
 type lineLimiter struct {
 	mu      sync.Mutex
 	now     func() time.Time
 	buckets map[lineKey]*lineBucket
 	swept   time.Time
+	emit    func(level logrus.Level, msg string, held int) // nil: no summaries
+	pending bool                                           // a summary is scheduled
 }
+
+// summaryDelay is how long held-back counts wait for a line of their own
+// key to carry them before a summary line does.
+const summaryDelay = time.Second
 
 func newLineLimiter(now func() time.Time) *lineLimiter {
 	return &lineLimiter{now: now, buckets: make(map[lineKey]*lineBucket)}
@@ -307,12 +329,53 @@ func (l *lineLimiter) admit(level logrus.Level, msg string) (bool, int) {
 	b.refill(now)
 	if b.tokens < 1 {
 		b.held++
+		b.heldAt = now
+		if l.emit != nil && !l.pending {
+			l.pending = true
+			time.AfterFunc(summaryDelay, l.summarize)
+		}
 		return false, 0
 	}
 	b.tokens--
 	held := b.held
 	b.held = 0
 	return true, held
+}
+
+// summarize reports, through emit, every key that holds lines back and has
+// been quiet for summaryDelay, clears their counts, and comes again for
+// the keys still busy.
+func (l *lineLimiter) summarize() {
+	type heldLines struct {
+		key  lineKey
+		held int
+	}
+	var out []heldLines
+	now := l.now()
+	l.mu.Lock()
+	next := time.Duration(0)
+	for k, b := range l.buckets {
+		if b.held == 0 {
+			continue
+		}
+		if quiet := now.Sub(b.heldAt); quiet < summaryDelay {
+			if wait := summaryDelay - quiet; next == 0 || wait < next {
+				next = wait
+			}
+			continue
+		}
+		out = append(out, heldLines{k, b.held})
+		b.held = 0
+	}
+	if next > 0 {
+		time.AfterFunc(next, l.summarize)
+	} else {
+		l.pending = false
+	}
+	l.mu.Unlock()
+	for _, h := range out {
+		l.emit(h.key.level, h.key.msg, h.held)
+	}
 }
 
 func (b *lineBucket) refill(now time.Time) {

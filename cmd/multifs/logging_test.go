@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -352,5 +353,61 @@ func TestReopen(t *testing.T) {
 	if _, _, err := newLogger(logOpts(filepath.Join(dir, "sub-missing", "x.log"))); err == nil ||
 		!strings.HasPrefix(err.Error(), "log file ") {
 		t.Fatalf("an unopenable log file: %v", err)
+	}
+}
+
+// TestHeldLinesAreSummarized: a flood that just stops is still accounted
+// for. The lines written plus the repeated=N counts (on the lines let
+// through, and on the summary line that comes a second later) add up to
+// every line logged, in both formats.
+func TestHeldLinesAreSummarized(t *testing.T) {
+	for _, format := range []string{"text", "json"} {
+		path := filepath.Join(t.TempDir(), "m.log")
+		o := logOpts(path)
+		o.logFormat = format
+		l, _, err := newLogger(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		const n = lineBurst + 1234
+		for i := 0; i < n; i++ {
+			l.WithField("i", i).Info("link joined")
+		}
+		lines, total, summaries := 0, 0, 0
+		deadline := time.Now().Add(3 * time.Second)
+		for {
+			lines, total, summaries = 0, 0, 0
+			for _, line := range strings.Split(strings.TrimSpace(mustRead(t, path)), "\n") {
+				var rep int
+				var summary bool
+				if format == "json" {
+					var m struct {
+						Repeated int  `json:"repeated"`
+						Summary  bool `json:"summary"`
+					}
+					json.Unmarshal([]byte(line), &m)
+					rep, summary = m.Repeated, m.Summary
+				} else {
+					if i := strings.Index(line, " repeated="); i >= 0 {
+						fmt.Sscanf(line[i:], " repeated=%d", &rep)
+					}
+					summary = strings.Contains(line, " summary=true")
+				}
+				if summary {
+					summaries++
+				} else {
+					lines++
+				}
+				total += rep
+			}
+			if lines+total == n || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if lines+total != n || summaries != 1 || lines > lineBurst+linesPerSecond*3 {
+			t.Errorf("%s: %d lines + %d repeated (%d summary lines), want %d in all, one summary, at most %d lines",
+				format, lines, total, summaries, n, lineBurst+linesPerSecond*3)
+		}
 	}
 }
