@@ -51,7 +51,12 @@ func sharedServer(tb testing.TB) (*multilink.Multilink, *Server) {
 		log := logrus.New()
 		log.SetOutput(io.Discard)
 		fuzzServer.ml = multilink.New(logrus.NewEntry(log))
-		fuzzServer.srv = NewServer(filepath.Join(dir), p, fuzzServer.ml, logrus.NewEntry(log))
+		sd, err := OpenSockDir(filepath.Join(dir, "s"), p)
+		if err != nil {
+			fuzzServer.err = err
+			return
+		}
+		fuzzServer.srv = NewServer(sd, p, fuzzServer.ml, logrus.NewEntry(log))
 		if fuzzServer.err = fuzzServer.srv.Listen(); fuzzServer.err == nil {
 			fuzzServer.srv.Serve()
 		}

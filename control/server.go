@@ -42,7 +42,8 @@ const (
 
 // Server accepts vde-2 peers into a multilink.
 type Server struct {
-	dir   string
+	dir   string   // SOCKDIR, as peers name it
+	sd    *SockDir // SOCKDIR held; nil for Port1's plain directory
 	perms perms.Perms
 	ml    *multilink.Multilink
 	log   *logrus.Entry
@@ -54,10 +55,26 @@ type Server struct {
 	closing      atomic.Bool
 }
 
-// NewServer returns a server that will place its sockets in dir, which
-// must exist (see SockDir).
-func NewServer(dir string, p perms.Perms, ml *multilink.Multilink, log *logrus.Entry) *Server {
-	return &Server{dir: dir, perms: p, ml: ml, log: log}
+// NewServer returns a server that will place its sockets in sd. It binds,
+// chmods and removes them through sd's descriptor, never through a path
+// that a rename above SOCKDIR could redirect.
+func NewServer(sd *SockDir, p perms.Perms, ml *multilink.Multilink, log *logrus.Entry) *Server {
+	return &Server{dir: sd.Path, sd: sd, perms: p, ml: ml, log: log}
+}
+
+// at is where to bind or remove name: through the held directory.
+func (s *Server) at(name string) string {
+	if s.sd == nil {
+		return filepath.Join(s.dir, name)
+	}
+	return s.sd.At(name)
+}
+
+func (s *Server) apply(name string) error {
+	if s.sd == nil {
+		return s.perms.Apply(filepath.Join(s.dir, name), s.perms.SocketMode())
+	}
+	return s.sd.Apply(name, s.perms, s.perms.SocketMode())
 }
 
 // LinkCtl is the path of the links' listening socket.
@@ -75,26 +92,28 @@ func (s *Server) HostSeqpacket() string { return filepath.Join(s.dir, HostSeqpac
 // Listen creates the listening sockets. Errors here reach the terminal,
 // since the CLI listens before it reports ready.
 func (s *Server) Listen() error {
-	for _, path := range []string{s.LinkCtl(), s.HostCtl()} {
-		l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	// A listener removes its socket file when closed, by the name it
+	// was bound at: the held directory's, while the SockDir is open.
+	for _, name := range []string{LinkCtlName, HostCtlName} {
+		l, err := net.ListenUnix("unix", &net.UnixAddr{Name: s.at(name), Net: "unix"})
 		if err != nil {
 			s.closeListeners()
-			return fmt.Errorf("listen on %s: %w", path, err)
+			return fmt.Errorf("listen on %s: %w", filepath.Join(s.dir, name), err)
 		}
 		s.listeners = append(s.listeners, l)
-		if err := s.perms.Apply(path, s.perms.SocketMode()); err != nil {
+		if err := s.apply(name); err != nil {
 			s.closeListeners()
 			return err
 		}
 	}
-	for _, path := range []string{s.LinkSeqpacket(), s.HostSeqpacket()} {
-		l, err := listenSeqpacket(path)
+	for _, name := range []string{LinkSeqpacketName, HostSeqpacketName} {
+		l, err := listenSeqpacket(s.at(name))
 		if err != nil {
 			s.closeListeners()
-			return err
+			return fmt.Errorf("%w (%s)", err, filepath.Join(s.dir, name))
 		}
 		s.seqListeners = append(s.seqListeners, l)
-		if err := s.perms.Apply(path, s.perms.SocketMode()); err != nil {
+		if err := s.apply(name); err != nil {
 			s.closeListeners()
 			return err
 		}
@@ -236,7 +255,7 @@ func (s *Server) join(c *net.UnixConn, isHost bool) {
 		c.Close()
 		return
 	}
-	data, dataPath, err := s.dataSocket(role, pinned)
+	data, dataName, err := s.dataSocket(role, pinned)
 	unpin()
 	if err != nil {
 		log.WithError(err).Warn("refused: cannot make data socket")
@@ -244,9 +263,10 @@ func (s *Server) join(c *net.UnixConn, isHost bool) {
 		return
 	}
 	data.ownThread = isHost
+	dataPath := filepath.Join(s.dir, dataName) // what the client connects to
 	cleanup := func() {
 		c.Close()
-		os.Remove(dataPath)
+		unix.Unlink(s.at(dataName))
 	}
 	// The reply is written inside Admit: a client holding its reply is a
 	// member (listed, holding the host slot), so a second host racing the
@@ -360,15 +380,17 @@ func pinClientSocket(path string, cred *unix.Ucred) (pinned string, unpin func()
 
 // dataSocket makes the server's end of a vde-2 data channel: a datagram
 // socket bound at SOCKDIR/ROLE.N, with the multilink's mode and group, and
-// connected to the client's socket. A name already taken (nobody but the
-// daemon's user can write SOCKDIR, but a socket file may outlive its
-// socket) is skipped for the next one.
+// connected to the client's socket; it returns the socket and its name in
+// SOCKDIR. A name already taken (nobody but the daemon's user can write
+// SOCKDIR, but a socket file may outlive its socket) is skipped for the
+// next one.
 func (s *Server) dataSocket(role, peer string) (*pollFD, string, error) {
 	var fd int
-	var path string
+	var name string
 	var err error
 	for try := 0; try < 4096; try++ { // each taken name costs a failed bind
-		fd, path, err = s.dataSocketRaw(fmt.Sprintf("%s.%d", role, s.seq.Add(1)), peer)
+		name = fmt.Sprintf("%s.%d", role, s.seq.Add(1))
+		fd, err = s.dataSocketRaw(name, peer)
 		if !errors.Is(err, unix.EADDRINUSE) {
 			break
 		}
@@ -376,40 +398,38 @@ func (s *Server) dataSocket(role, peer string) (*pollFD, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
+	path := filepath.Join(s.dir, name)
 	p, err := newPollFD(fd, path)
 	if err != nil {
-		os.Remove(path)
+		unix.Unlink(s.at(name))
 		return nil, "", err
 	}
-	if err := s.perms.Apply(path, s.perms.SocketMode()); err != nil {
+	if err := s.apply(name); err != nil {
 		p.Close()
-		os.Remove(path)
+		unix.Unlink(s.at(name))
 		return nil, "", err
 	}
-	return p, path, nil
+	return p, name, nil
 }
 
-// dataSocketRaw makes the socket, bound and connected, without applying
-// permissions, and returns its descriptor.
-func (s *Server) dataSocketRaw(name, peer string) (int, string, error) {
-	path := filepath.Join(s.dir, name)
+// dataSocketRaw makes the socket, bound at name and connected, without
+// applying permissions, and returns its descriptor.
+func (s *Server) dataSocketRaw(name, peer string) (int, error) {
+	at := s.at(name)
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 	if err != nil {
-		return -1, "", fmt.Errorf("socket: %w", err)
+		return -1, fmt.Errorf("socket: %w", err)
 	}
-	fail := func(err error) (int, string, error) {
-		unix.Close(fd)
-		os.Remove(path)
-		return -1, "", err
-	}
-	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: at}); err != nil {
 		unix.Close(fd) // the name is someone else's: leave it
-		return -1, "", fmt.Errorf("bind %s: %w", path, err)
+		return -1, fmt.Errorf("bind %s: %w", filepath.Join(s.dir, name), err)
 	}
 	if err := connectPeer(fd, peer); err != nil {
-		return fail(err)
+		unix.Close(fd)
+		unix.Unlink(at)
+		return -1, err
 	}
-	return fd, path, nil
+	return fd, nil
 }
 
 // connectPeer connects the data socket to the client's. A client of the

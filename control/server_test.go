@@ -34,7 +34,7 @@ func serve(t *testing.T) (root string, ml *multilink.Multilink, srv *Server) {
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	ml = multilink.New(logrus.NewEntry(log))
-	srv = NewServer(sockdir, p, ml, logrus.NewEntry(log))
+	srv = NewServer(sd, p, ml, logrus.NewEntry(log))
 	if err := srv.Listen(); err != nil {
 		t.Fatal(err)
 	}

@@ -162,6 +162,34 @@ func openSockDir(dir string, p perms.Perms) (d *SockDir, retry bool, err error) 
 	return d, false, nil
 }
 
+// At is name inside the directory as a path that reaches it through the
+// descriptor held: bind(2) takes a path, and this one cannot be
+// redirected by renaming or replacing a directory above (a parent that
+// others may write). It is valid while the SockDir is open.
+func (d *SockDir) At(name string) string {
+	return "/proc/self/fd/" + strconv.Itoa(d.fd) + "/" + name
+}
+
+// Join is name inside the directory as the path peers use.
+func (d *SockDir) Join(name string) string { return filepath.Join(d.Path, name) }
+
+// Apply gives the socket name in the directory mode and, if set, grp;
+// relative to the descriptor, never following a symbolic link.
+func (d *SockDir) Apply(name string, p perms.Perms, mode uint32) error {
+	if p.GroupSet {
+		if err := unix.Fchownat(d.fd, name, -1, int(p.GID), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return fmt.Errorf("chown %s to group %d: %w", d.Join(name), p.GID, err)
+		}
+	}
+	if err := unix.Fchmodat(d.fd, name, mode, 0); err != nil {
+		return fmt.Errorf("chmod %s: %w", d.Join(name), err)
+	}
+	return nil
+}
+
+// Unlink removes name from the directory.
+func (d *SockDir) Unlink(name string) { unix.Unlinkat(d.fd, name, 0) }
+
 // list returns the names in the directory.
 func (d *SockDir) list() ([]string, error) {
 	dup, err := unix.FcntlInt(uintptr(d.fd), unix.F_DUPFD_CLOEXEC, 0)
@@ -207,8 +235,16 @@ func (d *SockDir) release(remove bool) error {
 			}
 		}
 		unix.Unlinkat(d.fd, LockName, 0)
-		if rerr := unix.Unlinkat(d.parent, d.name, unix.AT_REMOVEDIR); rerr != nil && err == nil {
-			err = fmt.Errorf("removing %s: %w", d.Path, rerr)
+		// The name goes only if it is still our directory's (its parent
+		// may be writable by others, who may have moved it).
+		var st, now unix.Stat_t
+		if unix.Fstat(d.fd, &st) == nil && unix.Fstatat(d.parent, d.name, &now, unix.AT_SYMLINK_NOFOLLOW) == nil &&
+			st.Dev == now.Dev && st.Ino == now.Ino {
+			if rerr := unix.Unlinkat(d.parent, d.name, unix.AT_REMOVEDIR); rerr != nil && err == nil {
+				err = fmt.Errorf("removing %s: %w", d.Path, rerr)
+			}
+		} else if err == nil {
+			err = fmt.Errorf("removing %s: no longer the socket directory multifs made; left alone", d.Path)
 		}
 	} else if d.locked {
 		// Refused once locked: leave nothing behind that we made.

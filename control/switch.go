@@ -32,7 +32,8 @@ func Port1(dir string) (*Client, error) {
 		c.Close()
 		return nil, fmt.Errorf("handshake: %w", err)
 	}
-	raw, path, err := (&Server{dir: dir}).dataSocketRaw("port1", req.SockPath)
+	path := filepath.Join(dir, "port1")
+	raw, err := (&Server{dir: dir}).dataSocketRaw("port1", req.SockPath)
 	if err != nil {
 		c.Close()
 		return nil, err

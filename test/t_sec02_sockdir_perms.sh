@@ -13,8 +13,12 @@
 #    root still joins after those attempts;
 #  - after kill -9, with the dead daemon's sockets left in the directory,
 #    a restart with the same options serves, and its directory is as tight.
-# Last, a data-socket name already taken (a socket file at the name the next
+# A data-socket name already taken (a socket file at the name the next
 # link would get) must not block a join: the daemon picks another name.
+# Last, a socket directory in a parent the attacker may write (no sticky
+# bit): renamed away and replaced by a symlink to a victim directory, it
+# still gets every socket multifs binds, and the victim nothing, not even
+# at the stop.
 . "$(dirname "$0")/lib.sh"
 
 A=mfu_d2
@@ -140,5 +144,32 @@ for n in range(1, 41):
 EOF
 check_eq "link.1 .. link.40 are taken" 40 "$(ls "$SD" | grep -c '^link\.[0-9]*$')"
 if join_as root "$P"; then pass "a join succeeds while the next link.N names are taken"; else fail "a join succeeds while the next link.N names are taken" "links: '$(links_of "$P")'"; fi
+
+# -----------------------------------------------------------------------------
+OPEN=$SCRATCH/open # writable by everybody, no sticky bit
+mkdir -m 0777 "$OPEN"
+VICTIM=$SCRATCH/victim
+mkdir -m 0755 "$VICTIM"
+echo precious >"$VICTIM/file"
+P=$SCRATCH/swapped
+SD=$OPEN/sd
+start_multifs "$P" --sockdir "$SD" -o mode=0666 || finish
+D=$LASTPID
+check "the attacker renames the socket directory away and plants a symlink to a victim" \
+	runuser -u "$A" -- sh -c "mv '$SD' '$OPEN/moved' && ln -s '$VICTIM' '$SD'"
+# Root joins through the directory as it now is (PATH/ctl points at the
+# symlink). The data socket is bound beside the ctl it came through; the
+# reply names it by SOCKDIR's path, which the attacker redirected, so the
+# join may fail: what matters is that nothing lands in the victim.
+bg vde_plug "$OPEN/moved" null://
+JP=$LASTPID
+sleep 1 # a join takes milliseconds; the file would stay while vde_plug lives
+check_eq "the victim directory got nothing from a join" "file" "$(ls -A "$VICTIM" | tr '\n' ' ' | sed 's/ $//')"
+kill_tree "$JP"
+timeout 5 fusermount -u "$P"
+check_exits "stopped" "$D" 3
+check_eq "the victim directory still holds only its file after the stop" "file precious" "$(ls -A "$VICTIM") $(cat "$VICTIM/file")"
+check "the symlink is left as it was (not removed through)" test -L "$SD"
+check_fails "multifs removed its sockets from the moved directory" sh -c "ls -A '$OPEN/moved' | grep -q ."
 
 finish

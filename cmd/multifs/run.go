@@ -90,7 +90,7 @@ func serve(opts *options, notify *readyNotifier, sigs <-chan os.Signal) (err err
 	undo = append(undo, func() { sd.Remove() })
 
 	ml := multilink.New(log)
-	srv := control.NewServer(sockdir, p, ml, log)
+	srv := control.NewServer(sd, p, ml, log)
 	if err := srv.Listen(); err != nil {
 		return err
 	}
