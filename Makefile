@@ -9,7 +9,7 @@ RUN_PKGS  := fuse3
 # gcc and libc6-dev: the race detector (go test -race, the soak's daemon) needs cgo.
 TEST_PKGS := fuse3 vdeplug iproute2 iputils-ping psmisc procps util-linux passwd python3 gcc libc6-dev
 
-.PHONY: all build run test deps-run deps-test check unit fuzz integration clean
+.PHONY: all build run test deps-run deps-test check unit fuzz integration clean install uninstall
 
 all: build
 
@@ -67,6 +67,26 @@ test: deps-test check unit fuzz integration
 
 clean:
 	rm -rf $(BIN)
+
+# make install [PREFIX=/usr/local] [DESTDIR=]: the binary, the man page and
+# the systemd template unit (in $(PREFIX)/lib/systemd/system, which systemd
+# searches for /usr/local too); make uninstall removes exactly those.
+PREFIX  ?= /usr/local
+BINDIR  ?= $(PREFIX)/bin
+MANDIR  ?= $(PREFIX)/share/man
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+UNIT    := multifs@.service
+
+install:
+	$(GO) build -o $(BIN)/multifs ./cmd/multifs
+	install -D -m 0755 $(BIN)/multifs $(DESTDIR)$(BINDIR)/multifs
+	install -D -m 0644 docs/multifs.1 $(DESTDIR)$(MANDIR)/man1/multifs.1
+	install -d $(DESTDIR)$(UNITDIR)
+	sed 's|@BINDIR@|$(BINDIR)|g' contrib/systemd/$(UNIT).in >$(DESTDIR)$(UNITDIR)/$(UNIT)
+	chmod 0644 $(DESTDIR)$(UNITDIR)/$(UNIT)
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/multifs $(DESTDIR)$(MANDIR)/man1/multifs.1 $(DESTDIR)$(UNITDIR)/$(UNIT)
 
 # make bench: multifs against the reference (Debian's vde_plug multi://), one
 # table plus bench.json. BENCH_FLAGS=-quick for a short run; see test/bench

@@ -15,12 +15,16 @@ import (
 )
 
 const usage = `usage: multifs [flags] [PATH | multi://[PATH][[KEY=VALUE[/KEY=VALUE]...]]]
+       multifs [flags] SOURCE PATH -o OPTIONS     (as mount(8) runs it)
 
 Serve a VDE multilink (one host, any number of links) whose control
 directory is a FUSE mount at PATH (default /tmp/vdenode_$USER).
 
   -f, --foreground        stay in the foreground (default: daemonize once ready)
-  -o KEY=VALUE[,...]      mode=OCTAL, dirmode=OCTAL, grp=GROUP (as in libvdeplug_multi)
+  -o KEY=VALUE[,...]      mode=OCTAL, dirmode=OCTAL, grp=GROUP (as in libvdeplug_multi);
+                          mount(8)'s generic options (nosuid, noatime, nofail, x-*, ...)
+                          are accepted and ignored, ro is refused; the netnode keys
+                          hashsize=, hashseed=, expiretime= are accepted with no effect
       --mode OCTAL        permissions of the sockets (default 0600)
       --dirmode OCTAL     permissions of the directories (default 02700, or derived from mode)
       --grp GROUP         group owning the multilink (name or number)
@@ -28,7 +32,7 @@ directory is a FUSE mount at PATH (default /tmp/vdenode_$USER).
       --host tap://NAME   open the tap device NAME as the host (one hop less than vde_plug)
       --log-level LEVEL   trace, debug, info, warn, error (default info)
       --log-format FMT    text or json (default text)
-      --log-file FILE     append logs to FILE (a daemon without it discards its logs)
+      --log-file FILE     append logs to FILE (default: syslog when daemonized, stderr with -f)
       --version           print the version and exit
   -h, --help              print this help and exit
 
@@ -41,6 +45,8 @@ Stop:  fusermount -u PATH, or SIGTERM
 // options is everything the command line says.
 type options struct {
 	path       string
+	source     string   // SOURCE when run as mount(8) runs a helper: the mount's fsname
+	noEffect   []string // options of the reference that mean nothing here, KEY=VALUE
 	spec       perms.Spec
 	sockdir    string
 	host       string // tap://NAME: a tap device multifs opens as the host
@@ -133,8 +139,18 @@ func parseArgs(args []string) (*options, error) {
 		if err := o.setPath(positional[0]); err != nil {
 			return nil, err
 		}
+	case 2:
+		// mount.fuse3 (mount -t fuse.multifs, fstab) runs
+		// `multifs SOURCE PATH -o OPTIONS`: SOURCE is a label.
+		if positional[0] == "" {
+			return nil, usageErr("SOURCE is empty")
+		}
+		o.source = positional[0]
+		if err := o.setPath(positional[1]); err != nil {
+			return nil, err
+		}
 	default:
-		return nil, usageErr("one PATH at most, got %d: %s", len(positional), strings.Join(positional, " "))
+		return nil, usageErr("PATH, or SOURCE and PATH, at most; got %d: %s", len(positional), strings.Join(positional, " "))
 	}
 	if o.path == "" {
 		o.path = defaultPath()
@@ -190,8 +206,14 @@ func (o *options) argv() []string {
 	if o.spec.Group != "" {
 		a = append(a, "--grp", o.spec.Group)
 	}
+	for _, kv := range o.noEffect {
+		a = append(a, "-o", kv)
+	}
 	if o.foreground {
 		a = append(a, "-f")
+	}
+	if o.source != "" {
+		return append(a, "--", o.source, o.path)
 	}
 	return append(a, "--", o.path)
 }
@@ -224,6 +246,14 @@ func (o *options) setKeys(s, sep, src string) error {
 		if kv == "" {
 			continue
 		}
+		if sep == "," {
+			if generic, err := mountOption(kv); generic || err != nil {
+				if err != nil {
+					return err
+				}
+				continue
+			}
+		}
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok {
 			return usageErr("%s: %q is not KEY=VALUE", src, kv)
@@ -254,10 +284,31 @@ func (o *options) setKey(k, v, src string) error {
 			return usageErr("grp: empty value, want a group name or number")
 		}
 		o.spec.Group = v
+	case "hashsize", "hashseed", "expiretime":
+		// The reference's netnode keys, which its multi:// accepts
+		// too: a URL copied from a working command line must work.
+		o.noEffect = append(o.noEffect, k+"="+v)
 	default:
 		return usageErr("%s: unknown option %q (known: mode, dirmode, grp)", src, k)
 	}
 	return nil
+}
+
+// mountOption takes one of mount(8)'s generic options, which mount.fuse3
+// passes on with ours: each means nothing for a tree multifs makes itself
+// (it is always nosuid and nodev), except ro, which would make every close
+// file useless. It reports whether kv was one.
+func mountOption(kv string) (bool, error) {
+	switch kv {
+	case "ro":
+		return true, usageErr("ro: a multilink's tree cannot be read-only (its close files are written); drop ro")
+	case "rw", "defaults", "suid", "nosuid", "dev", "nodev", "exec", "noexec",
+		"atime", "noatime", "relatime", "norelatime", "strictatime", "nostrictatime",
+		"lazytime", "nolazytime", "diratime", "nodiratime", "sync", "async", "dirsync",
+		"auto", "noauto", "user", "users", "nouser", "owner", "group", "nofail", "_netdev", "silent", "loud":
+		return true, nil
+	}
+	return strings.HasPrefix(kv, "x-") || strings.HasPrefix(kv, "comment="), nil
 }
 
 // defaultPath is the seed's /tmp/vdenode_$USER.

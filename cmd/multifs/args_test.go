@@ -22,6 +22,18 @@ func TestParseArgs(t *testing.T) {
 			return o.spec.ModeSet && o.spec.Mode == 0o660 && o.spec.Group == "0"
 		}, ""},
 		{"-o glued", []string{"-omode=0666", "/x"}, func(o *options) bool { return o.spec.Mode == 0o666 }, ""},
+		{"as mount.fuse3 runs it", []string{"vm1", "/tmp/vm1", "-o", "rw,nosuid,nodev,noatime,mode=0660,nofail,_netdev,x-systemd.automount,comment=x,defaults"},
+			func(o *options) bool {
+				return o.source == "vm1" && o.path == "/tmp/vm1" && o.spec.Mode == 0o660 && o.spec.ModeSet && !o.foreground
+			}, ""},
+		{"ro refused", []string{"vm1", "/tmp/vm1", "-o", "ro"}, nil, "read-only"},
+		{"empty SOURCE", []string{"", "/tmp/vm1"}, nil, "SOURCE is empty"},
+		{"three operands", []string{"a", "/b", "/c"}, nil, "at most"},
+		{"netnode keys", []string{"multi:///tmp/m[hashsize=128/hashseed=1/expiretime=60/mode=0600]"}, func(o *options) bool {
+			return o.path == "/tmp/m" && len(o.noEffect) == 3 && o.noEffect[0] == "hashsize=128" && o.spec.ModeSet
+		}, ""},
+		{"netnode keys in -o", []string{"-o", "expiretime=60", "/x"}, func(o *options) bool { return len(o.noEffect) == 1 }, ""},
+		{"generic options only in -o", []string{"multi:///tmp/m[noatime]"}, nil, "not KEY=VALUE"},
 		{"url", []string{"multi:///tmp/m[mode=0666/dirmode=02750]"}, func(o *options) bool {
 			return o.path == "/tmp/m" && o.spec.Mode == 0o666 && o.spec.Dirmode == 0o2750 && o.spec.DirmodeSet
 		}, ""},
@@ -45,7 +57,6 @@ func TestParseArgs(t *testing.T) {
 		{"not key=value", []string{"-o", "mode", "/x"}, nil, "not KEY=VALUE"},
 		{"unknown flag", []string{"--frobnicate", "/x"}, nil, "unknown flag --frobnicate"},
 		{"missing value", []string{"/x", "--sockdir"}, nil, "needs a value"},
-		{"two paths", []string{"/x", "/y"}, nil, "one PATH at most"},
 		{"other url scheme", []string{"vde:///x"}, nil, "only multi://"},
 		{"bad log format", []string{"--log-format", "xml", "/x"}, nil, "--log-format"},
 		{"root", []string{"/"}, nil, "cannot be /"},
@@ -82,6 +93,7 @@ func TestArgvRoundTrip(t *testing.T) {
 		{"multi://vm2[mode=0660/dirmode=02750/grp=0]", "--log-level", "debug", "--log-format", "json"},
 		{"-o", "mode=0666", "--host", "tap://tap0", "-f", "/tmp/x"},
 		{"--", "-odd-name"},
+		{"label", "rel/vm3", "-o", "rw,nosuid,hashsize=64"},
 	} {
 		o, err := parseArgs(args)
 		if err != nil {

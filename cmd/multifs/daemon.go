@@ -1,8 +1,8 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"strconv"
@@ -38,7 +38,8 @@ func daemonize(opts *options) int {
 	// The options as parsed here, not os.Args: relative paths were made
 	// absolute against our working directory, and the child runs in /.
 	cmd := exec.Command(exe, opts.argv()...)
-	cmd.Env = append(os.Environ(), readyFDEnv+"=3")
+	// The child is not systemd's main process: only -f notifies.
+	cmd.Env = append(withoutEnv(os.Environ(), "NOTIFY_SOCKET"), readyFDEnv+"=3")
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, devnull, devnull
 	cmd.ExtraFiles = []*os.File{w}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -49,9 +50,19 @@ func daemonize(opts *options) int {
 	}
 	w.Close()
 	devnull.Close()
-	msg, _ := io.ReadAll(r)
+	// Lines until "ready" or an error; warnings are passed on.
+	line := ""
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		line = strings.TrimSpace(sc.Text())
+		if w, ok := strings.CutPrefix(line, warningPrefix); ok {
+			fmt.Fprintf(os.Stderr, "multifs: warning: %s\n", w)
+			line = ""
+			continue
+		}
+		break
+	}
 	r.Close()
-	line := strings.TrimSpace(string(msg))
 	if line == "ready" {
 		cmd.Process.Release()
 		return 0
@@ -86,6 +97,27 @@ func (n *readyNotifier) daemon() bool { return n.f != nil }
 func (n *readyNotifier) ready() { n.send("ready") }
 
 func (n *readyNotifier) fail(err error) { n.send(err.Error()) }
+
+// warningPrefix marks a line the parent prints and goes on reading after.
+const warningPrefix = "warning: "
+
+// warn passes a warning to the waiting parent's terminal, if any.
+func (n *readyNotifier) warn(msg string) {
+	if n.f != nil {
+		fmt.Fprintln(n.f, warningPrefix+msg)
+	}
+}
+
+// withoutEnv is env less the variable name.
+func withoutEnv(env []string, name string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, name+"=") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
 
 func (n *readyNotifier) send(line string) {
 	if n.f == nil {

@@ -3,11 +3,14 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
+	"log/syslog"
 	"os"
 	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
+	lsyslog "github.com/sirupsen/logrus/hooks/syslog"
 	"golang.org/x/sys/unix"
 
 	"multifs/control"
@@ -397,3 +400,51 @@ func (l *lineLimiter) sweep(now time.Time) {
 		}
 	}
 }
+
+// useSyslog sends the log to the local syslog (/dev/log, which journald
+// serves too) with the tag multifs, through logrus's syslog hook, and
+// nowhere else: what a daemonized multifs without --log-file does. The
+// hook sees each entry before any formatter, so it is wrapped to get the
+// same escaping and rate limit (a limiter of its own) and a plain text
+// line without a timestamp (syslog stamps it).
+func useSyslog(log *logrus.Logger) error {
+	inner, err := lsyslog.NewSyslogHook("", "", syslog.LOG_DAEMON|syslog.LOG_INFO, "multifs")
+	if err != nil {
+		return fmt.Errorf("syslog: %w", err)
+	}
+	text := logrus.New()
+	text.SetFormatter(&logrus.TextFormatter{DisableTimestamp: true, DisableColors: true})
+	h := &guardedHook{inner: inner, lim: newLineLimiter(time.Now), text: text}
+	h.lim.emit = func(level logrus.Level, msg string, held int) {
+		e := logrus.NewEntry(text).WithFields(logrus.Fields{"repeated": held, "summary": true})
+		e.Level, e.Message, e.Time = level, peertext.Escape(msg), time.Now()
+		inner.Fire(e)
+	}
+	log.AddHook(h)
+	log.SetOutput(io.Discard)
+	log.SetFormatter(nullFormatter{})
+	return nil
+}
+
+// guardedHook passes an entry to its hook as guard lets it be shown.
+type guardedHook struct {
+	inner logrus.Hook
+	lim   *lineLimiter
+	text  *logrus.Logger // its formatter renders the line
+}
+
+func (h *guardedHook) Levels() []logrus.Level { return logrus.AllLevels }
+
+func (h *guardedHook) Fire(e *logrus.Entry) error {
+	safe, ok := guard(e, h.lim)
+	if !ok {
+		return nil
+	}
+	safe.Logger = h.text
+	return h.inner.Fire(safe)
+}
+
+// nullFormatter renders nothing: the output is the hook's alone.
+type nullFormatter struct{}
+
+func (nullFormatter) Format(*logrus.Entry) ([]byte, error) { return nil, nil }

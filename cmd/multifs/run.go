@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/sirupsen/logrus"
 
@@ -50,6 +52,13 @@ func serve(opts *options, notify *readyNotifier, sigs <-chan os.Signal) (err err
 	logger, reopen, err := newLogger(opts)
 	if err != nil {
 		return err
+	}
+	if notify.daemon() && opts.logFile == "" {
+		// Daemonized, stderr is gone: the log goes where people look.
+		if err := useSyslog(logger); err != nil {
+			notify.warn(fmt.Sprintf("%v: the daemon's log is discarded; give --log-file FILE to keep it", err))
+			logger.SetOutput(io.Discard)
+		}
 	}
 	log := logrus.NewEntry(logger).WithField("path", opts.path)
 
@@ -113,6 +122,12 @@ func serve(opts *options, notify *readyNotifier, sigs <-chan os.Signal) (err err
 		LinkCtl: srv.LinkCtl(), HostCtl: srv.HostCtl(), LinkSeq: srv.LinkSeqpacket(), HostSeq: srv.HostSeqpacket(),
 		FsName: opts.path, AllowOther: allow,
 	}
+	if opts.source != "" {
+		cfg.FsName = opts.source
+	}
+	for _, kv := range opts.noEffect {
+		log.WithField("option", kv).Info("option of the reference's netnode: no effect on a multilink")
+	}
 	var fuseSrv *fuse.Server
 	m, err := point.Mount(mount.Options{FsName: cfg.FsName, Subtype: "multifs", AllowOther: allow}, func(mountpoint string) error {
 		fuseSrv, err = fsys.Mount(mountpoint, cfg)
@@ -124,8 +139,14 @@ func serve(opts *options, notify *readyNotifier, sigs <-chan os.Signal) (err err
 	srv.Serve()
 	log.WithFields(logrus.Fields{"sockdir": sockdir, "pid": os.Getpid(), "version": version, "mount_id": m.ID}).Info("serving")
 	notify.ready()
+	if opts.foreground {
+		systemdNotify(daemon.SdNotifyReady, log)
+	}
 
 	waitForStop(sigs, fuseSrv, m, reopen, log)
+	if opts.foreground {
+		systemdNotify(daemon.SdNotifyStopping, log)
+	}
 
 	// Peers first: every one sees EOF and exits. That matters beyond
 	// courtesy: a peer started with `ip netns exec` lives in a mount
@@ -140,6 +161,17 @@ func serve(opts *options, notify *readyNotifier, sigs <-chan os.Signal) (err err
 	point.Close()
 	log.Info("stopped")
 	return nil
+}
+
+// systemdNotify tells systemd (a Type=notify unit runs multifs -f with
+// NOTIFY_SOCKET set) of readiness or a stop; without NOTIFY_SOCKET it does
+// nothing.
+func systemdNotify(state string, log *logrus.Entry) {
+	if sent, err := daemon.SdNotify(false, state); err != nil {
+		log.WithError(err).Warn("cannot notify systemd")
+	} else if sent {
+		log.WithField("state", state).Debug("notified systemd")
+	}
 }
 
 // checkApart refuses a socket directory that is PATH, inside it, or holds

@@ -308,6 +308,14 @@ func fsError(fsfd int, err error) error {
 // the path, and the mount is then identified as the one of our type at
 // PATH that was not there before.
 func (p *Point) mountFusermount(serve func(string) error) (*Mount, error) {
+	// fusermount3 opens /dev/fuse as the user; when it cannot, all it
+	// says is "fusermount exited with code 256".
+	if fd, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0); err != nil {
+		return nil, fmt.Errorf("cannot open /dev/fuse (%v): an unprivileged multifs needs read and write access to it "+
+			"(as root: chmod 0666 /dev/fuse, the mode Debian's fuse3 gives it), or run multifs as root", err)
+	} else {
+		unix.Close(fd)
+	}
 	if err := serve(p.Path); err != nil {
 		return nil, err
 	}
