@@ -39,7 +39,8 @@ type SockDir struct {
 	lock    int  // LockName, flocked
 	created bool // OpenSockDir made the directory
 	locked  bool
-	marked  bool // LockName was there before OpenSockDir
+	marked  bool   // LockName was there before OpenSockDir
+	stale   string // what a multifs that died wrote in LockName (Record)
 }
 
 // OpenSockDir takes dir as the socket directory, creating it if missing.
@@ -149,8 +150,13 @@ func openSockDir(dir string, p perms.Perms) (d *SockDir, retry bool, err error) 
 			}
 		}
 	}
-	unix.Ftruncate(d.lock, 0)
-	unix.Pwrite(d.lock, []byte("multifs pid "+strconv.Itoa(os.Getpid())+"\n"), 0)
+	if d.marked {
+		buf := make([]byte, 4096)
+		if n, _ := unix.Pread(d.lock, buf, 0); n > 0 {
+			d.stale = string(buf[:n])
+		}
+	}
+	d.Record("")
 	if p.GroupSet {
 		if err := unix.Fchown(d.fd, -1, int(p.GID)); err != nil {
 			return fail("chown to group %d: %w", p.GID, err)
@@ -161,6 +167,19 @@ func openSockDir(dir string, p perms.Perms) (d *SockDir, retry bool, err error) 
 	}
 	return d, false, nil
 }
+
+// Record writes the lock file's text: the daemon's pid, then extra (lines
+// about this daemon's work that the next multifs should know if this one
+// dies, e.g. that it made the mountpoint).
+func (d *SockDir) Record(extra string) {
+	text := "multifs pid " + strconv.Itoa(os.Getpid()) + "\n" + extra
+	unix.Ftruncate(d.lock, 0)
+	unix.Pwrite(d.lock, []byte(text), 0)
+}
+
+// Stale is what the multifs that left this directory behind had recorded
+// (Record), or "" if the directory was not a dead multifs's.
+func (d *SockDir) Stale() string { return d.stale }
 
 // At is name inside the directory as a path that reaches it through the
 // descriptor held: bind(2) takes a path, and this one cannot be

@@ -98,6 +98,31 @@ check "a second kill -9 and restart: stats readable" grep -q '^links: 0$' "$P/st
 refused_as_served "a second multifs on a live PATH is refused" "$SCRATCH/k4.err" "$P"
 check "the live one still serves" grep -q '^links: 0$' "$P/stats"
 
+# The mountpoint a killed multifs had made is removed by the next one's
+# stop (the dead one's lock says it made it); one made by hand stays.
+M=$SCRATCH/made
+"$MULTIFS" --log-file "$SCRATCH/made.log" "$M" || fail "start over a PATH multifs makes" "exit $?"
+D=$(daemon_pid "$M")
+kill -KILL "$D"
+wait_exit "$D" 2
+"$MULTIFS" --log-file "$SCRATCH/made.log" "$M" || fail "restart after kill -9 over the PATH it had made" "exit $?"
+D=$(daemon_pid "$M")
+track_mount "$M" "$D"
+fusermount -u "$M"
+check_exits "restarted over its own mountpoint: stopped" "$D" 3
+check_fails "the mountpoint the killed multifs made is removed at the next stop" test -e "$M"
+mkdir "$M"
+"$MULTIFS" --log-file "$SCRATCH/made.log" "$M" || fail "start over a PATH made by hand" "exit $?"
+D=$(daemon_pid "$M")
+kill -KILL "$D"
+wait_exit "$D" 2
+"$MULTIFS" --log-file "$SCRATCH/made.log" "$M" || fail "restart over a PATH made by hand" "exit $?"
+D=$(daemon_pid "$M")
+track_mount "$M" "$D"
+fusermount -u "$M"
+check_exits "restarted over a hand-made mountpoint: stopped" "$D" 3
+check "a mountpoint made by hand stays" test -d "$M"
+
 # =============================================================================
 # 2. socket dirs multifs did not make
 FD=$SCRATCH/fakesd

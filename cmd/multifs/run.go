@@ -97,6 +97,15 @@ func serve(opts *options, notify *readyNotifier, sigs <-chan os.Signal) (err err
 		return err
 	}
 	undo = append(undo, func() { sd.Remove() })
+	// A multifs killed with -9 cannot remove the mountpoint it made; it
+	// said so in its lock, and this one removes it at its stop instead.
+	createdLine := "mountpoint-created " + opts.path + "\n"
+	if strings.Contains(sd.Stale(), createdLine) {
+		point.Created = true
+	}
+	if point.Created {
+		sd.Record(createdLine)
+	}
 
 	ml := multilink.New(log)
 	srv := control.NewServer(sd, p, ml, log)
