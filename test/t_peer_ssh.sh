@@ -192,13 +192,14 @@ fi
 # under a second here, 4 s allowed), both carry for 1 s, then link 1 is
 # closed; at least 1 s of pings is left for link 2 alone.
 COUNT=1600
-ip netns exec "$NSA" ping -i 0.005 -c $COUNT -W 2 "$IPB" >"$SCRATCH/ping2" 2>&1 &
+ip netns exec "$NSA" ping -D -i 0.005 -c $COUNT -W 2 "$IPB" >"$SCRATCH/ping2" 2>&1 &
 PING=$!
 track "$PING"
 sleep 1
 t0=$(now_ms)
 ssh_link "$ADDR2"
 L2=$LASTPID
+L2_AT=$t0
 check_within "link 2 over ssh to $ADDR2 joins: links 1 2 on A and B" 4 \
 	"[ \"\$(links_of '$PA')\" = '1 2' ] && [ \"\$(links_of '$PB')\" = '1 2' ]" \
 	eval "show_links '$PA'; show_links '$PB'; tail -n 3 '$SCRATCH/bg.log'"
@@ -236,11 +237,21 @@ if [ -n "$ms" ] && [ $((COUNT * 1000)) -ge $((100 * ms)) ]; then
 else
 	fail "the pings went at 100/s or more" "$COUNT in ${ms:-?} ms"
 fi
-dups=$(grep -c 'DUP!' "$SCRATCH/ping2")
-if [ "$dups" -gt 0 ]; then
-	pass "DUP!s while both links carried ($dups)"
+# -D stamps each reply with its arrival: every DUP! must fall between
+# link 2's start and the close (plus 100 ms for replies already in flight).
+read -r dups late first last <<<"$(awk -v from="$L2_AT" -v to="$CLOSED_AT" '
+	/DUP!/ && match($0, /^\[[0-9.]+\]/) {
+		t = int(substr($0, 2, RLENGTH - 2) * 1000)
+		n++
+		if (t < from || t > to + 100) bad++
+		if (!f) f = t - from
+		l = t - to
+	} END { print n + 0, bad + 0, f + 0, l + 0 }' "$SCRATCH/ping2")"
+note "DUP!s: $dups, the first ${first} ms after link 2 started, the last ${last} ms after the close"
+if [ "$dups" -gt 0 ] && [ "$late" = 0 ]; then
+	pass "$dups DUP!s, all while both links carried"
 else
-	fail "DUP!s while both links carried" "none"
+	fail "DUP!s only while both links carried" "$dups DUP!s, $late outside the overlap"
 fi
 
 rx0=$(stat_key "$PA/links/2/stats" rx_packets)
