@@ -7,7 +7,8 @@ GO      ?= go
 BIN     := bin
 RUN_PKGS  := fuse3
 # gcc and libc6-dev: the race detector (go test -race, the soak's daemon) needs cgo.
-TEST_PKGS := fuse3 vdeplug iproute2 iputils-ping psmisc procps util-linux passwd python3 gcc libc6-dev
+# systemd: systemd-analyze verify of the unit; man-db: man -l of the page.
+TEST_PKGS := fuse3 vdeplug iproute2 iputils-ping psmisc procps util-linux passwd python3 gcc libc6-dev systemd man-db
 
 .PHONY: all build run test deps-run deps-test check unit fuzz integration clean install uninstall
 
