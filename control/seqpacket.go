@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"time"
 
+	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
 	"multifs/multilink"
@@ -13,8 +15,10 @@ import (
 
 // The native SOCK_SEQPACKET entries speak the newer vdeplug4 ptp:// protocol
 // (protocols.md §3): on accept the server sends one byte, 0 for "accepted"
-// or an errno (EISCONN when the host entry is taken) before closing. Then
-// one frame per message both ways; EOF ends the peer, no side channel.
+// or an errno before closing: EISCONN when the host entry is taken,
+// ECONNREFUSED for a process whose port was closed for good (refuse.go),
+// ESHUTDOWN while the daemon stops. Then one frame per message both ways;
+// EOF ends the peer, no side channel.
 
 // Names of the seqpacket listening sockets inside the socket directory.
 const (
@@ -74,13 +78,22 @@ func (s *Server) joinSeqpacket(fd int, isHost bool) {
 		return
 	}
 	log = log.WithField("pid", cred.Pid).WithField("uid", cred.Uid)
-	conn, err := newPollFD(fd, "seqpacket")
+	if e, ok := s.refused.refuses(isHost, cred.Pid); ok {
+		// The process whose port was closed for good, reconnecting (a
+		// ptp client does so at once): the ack fails its reconnect.
+		unix.Write(fd, []byte{byte(ackRefused)})
+		unix.Close(fd)
+		log.WithField("closed", closedName(e)).WithField("ack", ackRefused.Error()).Warn(MsgRefusedClosed)
+		return
+	}
+	pc, err := newPollFD(fd, "seqpacket")
 	if err != nil {
 		log.WithError(err).Warn("refused")
 		return
 	}
-	conn.eofOnEmpty.Store(true)
-	conn.ownThread = isHost
+	pc.eofOnEmpty.Store(true)
+	pc.ownThread = isHost
+	conn := &seqConn{pollFD: pc, s: s, isHost: isHost, pid: cred.Pid}
 	info := multilink.PeerInfo{Transport: "seqpacket", PID: cred.Pid, UID: cred.Uid, GID: cred.Gid, Since: time.Now()}
 	// The ack is sent inside Admit: after the place is taken, before any
 	// frame can be sent, so no frame overtakes it. The socket is new, so
@@ -90,12 +103,55 @@ func (s *Server) joinSeqpacket(fd int, isHost bool) {
 		return err
 	}
 	if _, err := s.ml.Admit(isHost, info, conn, nil, ack); err != nil {
-		if errors.Is(err, multilink.ErrHostAttached) {
+		switch {
+		case errors.Is(err, multilink.ErrHostAttached):
 			unix.Write(fd, []byte{byte(unix.EISCONN)})
+		case errors.Is(err, multilink.ErrClosed):
+			// Stopping: a ptp client hung up by the stop reconnects at
+			// once; an ack ends it here, before it finds the entry gone
+			// and binds a socket of its own at PATH/seqpacket.
+			unix.Write(fd, []byte{byte(unix.ESHUTDOWN)})
 		}
 		log.WithError(err).Warn("refused")
 		conn.Close()
 	}
+}
+
+// MsgRefusedClosed is the warning logged when a process whose seqpacket
+// port was closed through the close file connects again.
+const MsgRefusedClosed = "refused: this process's port was closed for good through its close file"
+
+// seqConn is a seqpacket peer's socket. Its peer may be a ptp client,
+// which comes straight back when hung up: Final remembers it so that it
+// does not.
+type seqConn struct {
+	*pollFD
+	s      *Server
+	isHost bool
+	pid    int32
+}
+
+// Final runs when the port is closed for good, before the socket is
+// closed: the socket tells us which process to refuse from now on.
+func (c *seqConn) Final(p *multilink.Port) {
+	if !c.enter() {
+		return // closing already: the peer left by itself, or we stop
+	}
+	pidfd, exited := peerPidfd(c.fd, c.pid)
+	c.leave()
+	if exited {
+		return
+	}
+	c.s.refused.add(c.isHost, c.pid, pidfd, p.ID)
+	c.s.log.WithFields(logrus.Fields{"role": roleName(c.isHost), "link": closedName(refusal{host: c.isHost, link: p.ID}),
+		"pid": c.pid, "pidfd": pidfd >= 0}).Info("closed for good: this process's reconnects will be refused while it runs")
+}
+
+func closedName(e refusal) string {
+	if e.host {
+		return "host"
+	}
+	return strconv.FormatUint(e.link, 10)
 }
 
 func roleName(isHost bool) string {

@@ -53,6 +53,7 @@ type Server struct {
 	seq          atomic.Uint64       // names data sockets; independent of link ids
 	wg           sync.WaitGroup
 	closing      atomic.Bool
+	refused      refusals // seqpacket peers closed for good (refuse.go)
 }
 
 // NewServer returns a server that will place its sockets in sd. It binds,
@@ -139,6 +140,7 @@ func (s *Server) Close() {
 	s.closing.Store(true)
 	s.closeListeners()
 	s.wg.Wait()
+	s.refused.closeAll()
 }
 
 func (s *Server) closeListeners() {

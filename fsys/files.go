@@ -143,7 +143,9 @@ func (f *closeFile) Write(ctx context.Context, fh fs.FileHandle, data []byte, of
 		return 0, syscall.EINVAL
 	}
 	log.Info("close requested through the control file")
-	if err := f.t.Multilink.CloseLink(f.id); err != nil {
+	// For good: a peer that reconnects at once (newer vdeplug4's ptp) is
+	// refused, or the close would only renumber it.
+	if err := f.t.Multilink.CloseLinkForGood(f.id); err != nil {
 		return 0, syscall.ENOENT
 	}
 	return uint32(len(data)), 0

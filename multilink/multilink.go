@@ -175,6 +175,17 @@ func (m *Multilink) CloseLink(id uint64) error {
 	return nil
 }
 
+// CloseLinkForGood is CloseLink for the close file: the link's peer is
+// not to rejoin by reconnecting at once (Port.CloseForGood).
+func (m *Multilink) CloseLinkForGood(id uint64) error {
+	p := m.Link(id)
+	if p == nil {
+		return ErrNoLink
+	}
+	p.CloseForGood()
+	return nil
+}
+
 // Close ends every peer and refuses new ones; it waits for the readers.
 func (m *Multilink) Close() {
 	m.mu.Lock()

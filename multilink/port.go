@@ -168,6 +168,24 @@ func (p *Port) Leaving() bool { return p.leaving.Load() }
 // Done is closed once the port is closed.
 func (p *Port) Done() <-chan struct{} { return p.done }
 
+// Finaler is a Conn whose peer comes straight back when it is hung up:
+// newer vdeplug4's ptp client reconnects at once, so a close alone would
+// only give it a new id. CloseForGood calls Final first, while the Conn is
+// still open (the peer can still be asked who it is) and before the
+// hang-up, so that the reconnect already finds itself refused.
+type Finaler interface {
+	Final(p *Port)
+}
+
+// CloseForGood is Close for an operator's close (a link's close file): the
+// peer is not to come back (see Finaler). Other peers just get Close.
+func (p *Port) CloseForGood() {
+	if f, ok := p.conn.(Finaler); ok && !p.Closed() {
+		f.Final(p)
+	}
+	p.Close()
+}
+
 // Close ends the port: unregisters it, closes its Conn and runs onClose.
 // It is idempotent and returns only when all of that is done and the
 // port's counters are final: nothing is sent to it any more, and its

@@ -1,0 +1,377 @@
+package control
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// A ptp-like client: joins, and when hung up reconnects at once, as
+// libvdeplug_ptp.c does; reports the reconnect's error.
+func reconnectAfterEOF(path string) (*Client, <-chan error) {
+	c, err := DialSeqpacket(path)
+	done := make(chan error, 1)
+	if err != nil {
+		done <- err
+		return nil, done
+	}
+	go func() {
+		if _, err := c.Recv(make([]byte, 100), 5*time.Second); !errors.Is(err, io.EOF) {
+			done <- errors.New("no EOF: " + errString(err))
+			return
+		}
+		c.Close()
+		c2, err := DialSeqpacket(path)
+		if err == nil {
+			c2.Close()
+		}
+		done <- err
+	}()
+	return c, done
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "nil"
+	}
+	return err.Error()
+}
+
+func TestCloseForGoodRefusesReconnect(t *testing.T) {
+	// Many rounds: the refusal must be in place before the hang-up, so
+	// that no reconnect, however quick, slips in.
+	for round := 0; round < 30; round++ {
+		_, ml, srv := serve(t)
+		c, done := reconnectAfterEOF(srv.LinkSeqpacket())
+		if c == nil {
+			t.Fatal(<-done)
+		}
+		waitFor(t, "joined", func() bool { return len(ml.Links()) == 1 })
+		if err := ml.CloseLinkForGood(ml.Links()[0].ID); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; !errors.Is(err, unix.ECONNREFUSED) {
+			t.Fatalf("round %d: reconnect: %v, want ECONNREFUSED", round, err)
+		}
+		if n := len(ml.Links()); n != 0 || ml.Totals().LinksTotal != 1 {
+			t.Fatalf("round %d: %d links open, %d ever: the reconnect joined", round, n, ml.Totals().LinksTotal)
+		}
+		if n := srv.refused.len(); n != 1 {
+			t.Fatalf("round %d: %d refusals held, want 1", round, n)
+		}
+		srv.Close()
+		ml.Close()
+	}
+}
+
+// Only the entry its port was at: a process whose link was closed may
+// still be a host, and a host closed for good may still be a link.
+func TestCloseForGoodPerEntry(t *testing.T) {
+	_, ml, srv := serve(t)
+	h, done := reconnectAfterEOF(srv.HostSeqpacket())
+	if h == nil {
+		t.Fatal(<-done)
+	}
+	waitFor(t, "host", ml.HostAttached)
+	ml.Host().CloseForGood()
+	if err := <-done; !errors.Is(err, unix.ECONNREFUSED) {
+		t.Fatalf("host reconnect: %v, want ECONNREFUSED", err)
+	}
+	if ml.HostAttached() {
+		t.Fatal("the refused host attached")
+	}
+	l := dialSeq(t, srv.LinkSeqpacket())
+	waitFor(t, "link", func() bool { return len(ml.Links()) == 1 })
+	_ = l
+	if _, err := DialSeqpacket(srv.HostSeqpacket()); !errors.Is(err, unix.ECONNREFUSED) {
+		t.Fatalf("host entry again: %v", err)
+	}
+}
+
+// A plain close (the peer's own EOF, an error, CloseLink) refuses nothing.
+func TestCloseLinkStillRejoins(t *testing.T) {
+	_, ml, srv := serve(t)
+	c, done := reconnectAfterEOF(srv.LinkSeqpacket())
+	if c == nil {
+		t.Fatal(<-done)
+	}
+	waitFor(t, "joined", func() bool { return len(ml.Links()) == 1 })
+	ml.CloseLink(ml.Links()[0].ID)
+	if err := <-done; err != nil {
+		t.Fatalf("reconnect after a plain close: %v", err)
+	}
+	if srv.refused.len() != 0 {
+		t.Fatal("a plain close left a refusal")
+	}
+}
+
+// vde-2 peers do not reconnect: nothing is remembered for them.
+func TestCloseForGoodVde2Untouched(t *testing.T) {
+	root, ml, srv := serve(t)
+	dial(t, root)
+	waitFor(t, "joined", func() bool { return len(ml.Links()) == 1 })
+	ml.CloseLinkForGood(ml.Links()[0].ID)
+	if srv.refused.len() != 0 {
+		t.Fatal("a vde-2 link left a refusal")
+	}
+	dial(t, root)
+	waitFor(t, "rejoined", func() bool { return len(ml.Links()) == 1 })
+}
+
+// While the daemon stops (the multilink closed, the entries still there),
+// a reconnect gets ESHUTDOWN.
+func TestSeqpacketShutdownAck(t *testing.T) {
+	_, ml, srv := serve(t)
+	ml.Close()
+	if _, err := DialSeqpacket(srv.LinkSeqpacket()); !errors.Is(err, unix.ESHUTDOWN) {
+		t.Fatalf("link: %v, want ESHUTDOWN", err)
+	}
+	if _, err := DialSeqpacket(srv.HostSeqpacket()); !errors.Is(err, unix.ESHUTDOWN) {
+		t.Fatalf("host: %v, want ESHUTDOWN", err)
+	}
+}
+
+// The helper process for TestRefusalEndsWithProcess: a ptp-like client in
+// a process of its own.
+func TestRefuseHelperProcess(t *testing.T) {
+	path := os.Getenv("MULTIFS_REFUSE_HELPER")
+	if path == "" {
+		return
+	}
+	c, done := reconnectAfterEOF(path)
+	if c == nil {
+		os.Stdout.WriteString("dial: " + errString(<-done) + "\n")
+		os.Exit(1)
+	}
+	os.Stdout.WriteString("joined\n")
+	os.Stdout.WriteString("reconnect: " + errString(<-done) + "\n")
+	// Stay until told, so that the parent sees the entry held while we
+	// run.
+	io.Copy(io.Discard, os.Stdin)
+	os.Exit(0)
+}
+
+func startHelper(t *testing.T, path string) (*exec.Cmd, *bufio.Reader, io.WriteCloser) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestRefuseHelperProcess$")
+	cmd.Env = append(os.Environ(), "MULTIFS_REFUSE_HELPER="+path)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.Close(); cmd.Process.Kill(); cmd.Wait() })
+	return cmd, bufio.NewReader(out), in
+}
+
+func readLine(t *testing.T, r *bufio.Reader) string {
+	t.Helper()
+	line, err := r.ReadString('\n')
+	if err != nil {
+		t.Fatalf("helper: %v (read %q)", err, line)
+	}
+	return strings.TrimSuffix(line, "\n")
+}
+
+// The refusal is for the process, not for its pid: another process (here
+// another pid, since pids cannot be made to come round in a test; the
+// table test below shows an entry goes when its process exits) is
+// admitted, and once the process exits the entry and its pidfd are gone.
+func TestRefusalEndsWithProcess(t *testing.T) {
+	_, ml, srv := serve(t)
+	fds0 := countFDs(t)
+	cmd, out, in := startHelper(t, srv.LinkSeqpacket())
+	if got := readLine(t, out); got != "joined" {
+		t.Fatalf("helper: %q", got)
+	}
+	waitFor(t, "joined", func() bool { return len(ml.Links()) == 1 })
+	p := ml.Links()[0]
+	if p.Info.PID != int32(cmd.Process.Pid) {
+		t.Fatalf("pid %d, helper %d", p.Info.PID, cmd.Process.Pid)
+	}
+	ml.CloseLinkForGood(p.ID)
+	if got := readLine(t, out); !strings.Contains(got, "connection refused") {
+		t.Fatalf("helper's reconnect: %q", got)
+	}
+	if srv.refused.len() != 1 {
+		t.Fatal("no refusal held while the helper runs")
+	}
+	// This process is not the helper: it joins.
+	other := dialSeq(t, srv.LinkSeqpacket())
+	waitFor(t, "another process joins", func() bool { return len(ml.Links()) == 1 })
+	in.Close()
+	cmd.Wait()
+	if n := srv.refused.len(); n != 0 {
+		t.Fatalf("%d refusals held after the helper exited", n)
+	}
+	other.Close()
+	for _, l := range ml.Links() {
+		l.Close()
+	}
+	// The pidfd went with the entry (the helper's pipes too).
+	for deadline := time.Now().Add(2 * time.Second); countFDs(t) > fds0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := countFDs(t); n > fds0 {
+		t.Fatalf("%d descriptors open, %d before", n, fds0)
+	}
+}
+
+func countFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// The table: an entry lives while its process does (a zombie is gone
+// too: its pid cannot be reused before it is reaped, and it connects no
+// more), and is dropped when a reconnect asks after that.
+func TestRefusalsTable(t *testing.T) {
+	var r refusals
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	pid := int32(cmd.Process.Pid)
+	pidfd, err := unix.PidfdOpen(int(pid), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.add(false, pid, pidfd, 7)
+	if e, ok := r.refuses(false, pid); !ok || e.link != 7 {
+		t.Fatalf("refuses: %v %+v", ok, e)
+	}
+	if _, ok := r.refuses(true, pid); ok {
+		t.Fatal("refused at the host entry")
+	}
+	if _, ok := r.refuses(false, pid+1); ok {
+		t.Fatal("refused another pid")
+	}
+	cmd.Process.Kill()
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		_, ok := r.refuses(false, pid)
+		if !ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("still refused after the process was killed")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if r.len() != 0 {
+		t.Fatal("entry kept")
+	}
+	cmd.Wait()
+	// Whoever has that pid now is admitted.
+	if _, ok := r.refuses(false, pid); ok {
+		t.Fatal("the pid is refused after its process went")
+	}
+}
+
+func TestRefusalsBoundAndClose(t *testing.T) {
+	var r refusals
+	fds0 := countFDs(t)
+	self := os.Getpid()
+	for i := 0; i < maxRefused+10; i++ {
+		// Live pidfds (of this process), so none is pruned as exited:
+		// only the bound can drop them.
+		fd, err := unix.PidfdOpen(self, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.add(false, int32(100000+i), fd, uint64(i))
+	}
+	if n := r.len(); n != maxRefused {
+		t.Fatalf("%d entries, want %d", n, maxRefused)
+	}
+	if _, ok := r.refuses(false, 100000); ok {
+		t.Fatal("the oldest entry is still there")
+	}
+	if _, ok := r.refuses(false, int32(100000+maxRefused+9)); !ok {
+		t.Fatal("the newest entry is missing")
+	}
+	if n := countFDs(t) - fds0; n != maxRefused {
+		t.Fatalf("%d pidfds open for %d entries", n, maxRefused)
+	}
+	// The same process closed again replaces its entry.
+	fd, _ := unix.PidfdOpen(self, 0)
+	r.add(false, int32(100000+maxRefused+9), fd, 1)
+	if n := countFDs(t) - fds0; n != maxRefused {
+		t.Fatalf("%d pidfds after a repeat", n)
+	}
+	r.closeAll()
+	if n := countFDs(t); n != fds0 {
+		t.Fatalf("%d descriptors after closeAll, %d before", n, fds0)
+	}
+	fd, _ = unix.PidfdOpen(self, 0)
+	r.add(false, 1, fd, 1)
+	if countFDs(t) != fds0 || r.len() != 0 {
+		t.Fatal("an add after closeAll was kept")
+	}
+}
+
+// Without a pidfd (old kernels) an entry lasts noPidfdTTL.
+func TestRefusalsNoPidfd(t *testing.T) {
+	var r refusals
+	r.add(false, 42, -1, 1)
+	if _, ok := r.refuses(false, 42); !ok {
+		t.Fatal("not refused")
+	}
+	r.mu.Lock()
+	r.list[0].added = time.Now().Add(-noPidfdTTL - time.Second)
+	r.mu.Unlock()
+	if _, ok := r.refuses(false, 42); ok {
+		t.Fatal("refused after the TTL")
+	}
+}
+
+// SO_PEERPIDFD and the pidfd_open fallback name the connecting process.
+func TestPeerPidfd(t *testing.T) {
+	dir := t.TempDir()
+	l, err := listenSeqpacket(filepath.Join(dir, "s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.close()
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: filepath.Join(dir, "s")}); err != nil {
+		t.Fatal(err)
+	}
+	pidfd, exited := peerPidfd(fd, int32(os.Getpid()))
+	if pidfd < 0 || exited {
+		t.Fatalf("pidfd %d exited %v", pidfd, exited)
+	}
+	defer unix.Close(pidfd)
+	flags, err := unix.FcntlInt(uintptr(pidfd), unix.F_GETFD, 0)
+	if err != nil || flags&unix.FD_CLOEXEC == 0 {
+		t.Fatalf("pidfd not close-on-exec: %#x %v", flags, err)
+	}
+	fdinfo, _ := os.ReadFile("/proc/self/fdinfo/" + strconv.Itoa(pidfd))
+	if !strings.Contains(string(fdinfo), "Pid:\t"+strconv.Itoa(os.Getpid())+"\n") {
+		t.Fatalf("pidfd names another process:\n%s", fdinfo)
+	}
+}
