@@ -203,4 +203,50 @@ kill_tree "$EARLY"
 check_within "once that client is stopped, C is empty" 2 "[ -z \"\$(ls -A '$C')\" ]" ls -A "$C"
 start_multifs "$C" && check "then multifs serves C" joinable "$C"
 
+# --- a stop with ptp peers attached -----------------------------------------------------
+# Hung up by the stop, a ptp client reconnects at once; finding no entry it
+# would bind one of its own in the mountpoint, and the next start would be
+# refused. The stop keeps its listeners a moment: the reconnect gets the
+# ack ESHUTDOWN instead.
+for how in sigterm unmount; do
+	S=$SCRATCH/stop_$how
+	start_multifs "$S" || finish
+	SD=$LASTPID
+	bg "${V4PLUG[@]}" "ptp://$S/seqpacket" = sleep 30
+	PL=$LASTPID
+	bg "${V4PLUG[@]}" "ptp://$S/host/seqpacket" null://
+	PH=$LASTPID
+	check_within "$how: a ptp link (the = form) and a ptp host joined" 3 \
+		"[ -n \"\$(links_of '$S')\" ] && [ \"\$(stat_key '$S/host/stats' attached)\" = yes ]" show_links "$S"
+	if [ "$how" = sigterm ]; then kill -TERM "$SD"; else fusermount -u "$S"; fi
+	check_exits "$how: multifs stopped" "$SD" 5
+	# The = form ignores a failed reconnect and runs on, unconnected; what
+	# matters is where it is: not listening in PATH.
+	kill_tree "$PL"
+	check_exits "$how: the ptp host's vde_plug exited" "$PH" 3
+	if [ "$how" = sigterm ]; then
+		check_fails "$how: nothing left at PATH (no socket a client bound there; the mountpoint multifs made is gone)" test -e "$S"
+	else
+		# Unmounted from outside, the entry may be gone before multifs
+		# hears of it: a client's reconnect then finds nothing and it
+		# listens in the bare mountpoint (it depends on timing). If so,
+		# the next start says what to do.
+		if [ -S "$S/seqpacket" ]; then
+			note "$how: the client's reconnect took PATH/seqpacket"
+			"$MULTIFS" --log-file "$SCRATCH/again.log" "$S" 2>"$SCRATCH/again.err"
+			RC=$?
+			[ "$RC" = 0 ] && track_mount "$S" "$(daemon_pid "$S")"
+			check_eq "$how: the next start is refused (exit 1)" 1 "$RC"
+			check "$how: ... in one line saying what to do: $(cat "$SCRATCH/again.err")" grep -q 'stop it and remove the socket' "$SCRATCH/again.err"
+			rm -f "$S/seqpacket"
+		else
+			# (or the client took it while multifs stopped, then let go
+			# when killed, leaving the mountpoint multifs made empty)
+			note "$how: no client socket at PATH"
+			check "$how: PATH holds nothing" sh -c "[ -z \"\$(ls -A '$S' 2>/dev/null)\" ]"
+		fi
+	fi
+	start_multifs "$S" && check "$how: multifs starts again on PATH" joinable "$S"
+done
+
 finish

@@ -161,8 +161,18 @@ func serve(opts *options, notify *readyNotifier, sigs <-chan os.Signal) (err err
 	// courtesy: a peer started with `ip netns exec` lives in a mount
 	// namespace holding its own copy of our mount, which keeps the FUSE
 	// connection alive until that peer is gone.
-	srv.Close()
+	//
+	// A ptp (seqpacket) client of the newest vdeplug4 reconnects the
+	// moment it is hung up, and finding no entry it would bind one of
+	// its own at PATH/seqpacket, in the mountpoint once we are gone. So
+	// the listeners outlive the multilink a moment: a reconnect then gets
+	// the ack ESHUTDOWN (the multilink is closed), which ends the client.
+	ptp := seqpacketPeers(ml)
 	ml.Close()
+	if ptp > 0 {
+		time.Sleep(ptpLinger)
+	}
+	srv.Close()
 	unmount(fuseSrv, m, log)
 	if err := sd.Remove(); err != nil {
 		log.WithError(err).Warn("removing socket directory")
@@ -181,6 +191,25 @@ func systemdNotify(state string, log *logrus.Entry) {
 	} else if sent {
 		log.WithField("state", state).Debug("notified systemd")
 	}
+}
+
+// ptpLinger is how long the seqpacket listeners stay up after the peers
+// are hung up at a stop: a ptp client's reconnect comes within
+// milliseconds.
+const ptpLinger = 200 * time.Millisecond
+
+// seqpacketPeers counts the peers joined through a seqpacket entry.
+func seqpacketPeers(ml *multilink.Multilink) int {
+	n := 0
+	for _, p := range ml.Links() {
+		if p.Info.Transport == "seqpacket" {
+			n++
+		}
+	}
+	if h := ml.Host(); h != nil && h.Info.Transport == "seqpacket" {
+		n++
+	}
+	return n
 }
 
 // checkApart refuses a socket directory that is PATH, inside it, or holds

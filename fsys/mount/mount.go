@@ -124,7 +124,7 @@ func (p *Point) open(warn func(string)) error {
 			if unix.Fstatat(fd, first, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFSOCK {
 				// Most likely a newer vdeplug4 ptp client started before
 				// us: finding no entry, it listens there itself.
-				return fmt.Errorf("%s: directory not empty (holds %s, a socket: a vde_plug ptp://%s/%s started before multifs may be listening there; stop it, then start multifs)", p.Path, first, p.Path, first)
+				return fmt.Errorf("%s: directory not empty (holds %s, a socket: a vde_plug ptp://%s/%s started before multifs, or left running when multifs was unmounted, may be listening there; stop it and remove the socket, then start multifs)", p.Path, first, p.Path, first)
 			}
 			return fmt.Errorf("%s: directory not empty (holds %s)", p.Path, first)
 		}
