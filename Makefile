@@ -9,7 +9,8 @@ RUN_PKGS  := fuse3
 # gcc and libc6-dev: the race detector (go test -race, the soak's daemon) needs cgo.
 # systemd: systemd-analyze verify of the unit; man-db: man -l of the page.
 # openssh-server openssh-client vde2: the real peers of t_peer_ssh and t_peer_vdeswitch.
-TEST_PKGS := fuse3 vdeplug iproute2 iputils-ping psmisc procps util-linux passwd python3 gcc libc6-dev systemd man-db openssh-server openssh-client vde2
+# cmake make libexecs-dev: building the newest vdeplug4 (../shared/peers) for t_peer_vdeplug4.
+TEST_PKGS := fuse3 vdeplug iproute2 iputils-ping psmisc procps util-linux passwd python3 gcc libc6-dev systemd man-db openssh-server openssh-client vde2 cmake make libexecs-dev
 
 .PHONY: all build run test deps-run deps-test check unit fuzz integration clean install uninstall
 
