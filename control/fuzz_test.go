@@ -52,6 +52,9 @@ func sharedServer(tb testing.TB) (*multilink.Multilink, *Server) {
 		log.SetOutput(io.Discard)
 		fuzzServer.ml = multilink.New(logrus.NewEntry(log))
 		sd, err := OpenSockDir(filepath.Join(dir, "s"), p)
+		if err == nil {
+			err = sd.Take(p)
+		}
 		if err != nil {
 			fuzzServer.err = err
 			return

@@ -76,6 +76,10 @@ func (r *refusals) add(host bool, pid int32, pidfd int, link uint64) {
 		r.dropLocked(0)
 	}
 	r.list = append(r.list, refusal{host: host, pid: pid, pidfd: pidfd, link: link, added: time.Now()})
+	// A process already gone (a client that handed its socket to another
+	// and exited) leaves nothing to refuse: its entry goes now, not at
+	// the next add, so its pidfd is not held meanwhile.
+	r.pruneLocked(time.Now())
 }
 
 // refuses reports whether the process pid, connecting to the entry host

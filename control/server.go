@@ -238,9 +238,12 @@ func (s *Server) join(c *net.UnixConn, isHost bool) {
 		return
 	}
 	log = log.WithField("peer", req.Description)
-	if h := s.ml.Host(); isHost && h != nil && h.Leaving() {
+	if h := s.ml.Host(); isHost && h != nil {
 		// A host that is reattaching (a VM restarting, say) must not be
-		// refused because the old one is still draining its last frames.
+		// refused because the old one is still draining its last frames,
+		// or has exited a moment ago and its stream's end has not been
+		// read yet (which t_handoff_frames's back-to-back hosts showed).
+		// A real second host waits this second before its refusal.
 		select {
 		case <-h.Done():
 		case <-time.After(time.Second):

@@ -28,6 +28,9 @@ func serve(t *testing.T) (root string, ml *multilink.Multilink, srv *Server) {
 		t.Fatal(err)
 	}
 	sd, err := OpenSockDir(sockdir, p)
+	if err == nil {
+		err = sd.Take(p)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,6 +216,9 @@ func TestStaleSockDir(t *testing.T) {
 	p, _ := perms.Resolve(perms.Spec{Mode: 0o666, ModeSet: true}, uint32(os.Geteuid()), uint32(os.Getegid()))
 	dir := filepath.Join(t.TempDir(), "s")
 	live, err := OpenSockDir(dir, p)
+	if err == nil {
+		err = live.Take(p)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,6 +239,9 @@ func TestStaleSockDir(t *testing.T) {
 	die := func(d *SockDir) { unix.Close(d.lock); unix.Close(d.fd); unix.Close(d.parent) }
 	die(live)
 	again, err := OpenSockDir(dir, p)
+	if err == nil {
+		err = again.Take(p)
+	}
 	if err != nil {
 		t.Fatalf("stale socket dir not reused: %v", err)
 	}

@@ -32,23 +32,24 @@ const LockName = ".multifs.lock"
 // the lock inside it. While a SockDir is open no other multifs can take
 // the directory, and nothing but the daemon's user can write in it.
 type SockDir struct {
-	Path    string
-	parent  int // O_PATH of filepath.Dir(Path)
-	name    string
-	fd      int  // the directory, O_RDONLY
-	lock    int  // LockName, flocked
-	created bool // OpenSockDir made the directory
-	locked  bool
-	marked  bool   // LockName was there before OpenSockDir
-	stale   string // what a multifs that died wrote in LockName (Record)
+	Path     string
+	parent   int // O_PATH of filepath.Dir(Path)
+	name     string
+	fd       int  // the directory, O_RDONLY
+	lock     int  // LockName, flocked
+	created  bool // OpenSockDir made the directory
+	locked   bool
+	marked   bool     // LockName was there before OpenSockDir
+	stale    string   // what a multifs that died wrote in LockName (Record)
+	leftover []string // its sockets, for Take to remove
+	taken    bool     // Take ran: what is in the directory is ours
 }
 
-// OpenSockDir takes dir as the socket directory, creating it if missing.
-// An existing directory is used only if it is the daemon user's own, not a
-// symbolic link, and empty or marked as multifs's (LockName); one that a
-// multifs which died left behind has its sockets removed. Anything else is
-// refused with nothing changed. The directory then gets mode
-// p.SockDirMode() and group grp.
+// OpenSockDir takes dir as the socket directory, creating it if missing,
+// and locks it. An existing directory is used only if it is the daemon
+// user's own, not a symbolic link, and empty or marked as multifs's
+// (LockName) with nothing but sockets besides; anything else is refused
+// with nothing changed. Take then makes it ready for use.
 func OpenSockDir(dir string, p perms.Perms) (*SockDir, error) {
 	// A multifs that is stopping removes the directory just after we may
 	// have opened its lock; the retry takes the fresh one.
@@ -143,29 +144,41 @@ func openSockDir(dir string, p perms.Perms) (d *SockDir, retry bool, err error) 
 			return fail("holds %s, which is not a socket; not touching it", n)
 		}
 	}
-	for _, n := range names {
-		if n != LockName {
-			if err := unix.Unlinkat(d.fd, n, 0); err != nil && err != unix.ENOENT {
-				return fail("removing stale socket %s: %w", n, err)
-			}
-		}
-	}
+	d.leftover = names
 	if d.marked {
 		buf := make([]byte, 4096)
 		if n, _ := unix.Pread(d.lock, buf, 0); n > 0 {
 			d.stale = string(buf[:n])
 		}
 	}
+	return d, false, nil
+}
+
+// Take makes the directory the daemon's to use: the sockets a multifs that
+// died left are removed, the lock records this daemon, and the directory
+// gets mode p.SockDirMode() and group grp. Until Take, an open SockDir has
+// changed nothing in a directory that existed (so a start refused for
+// another reason leaves a dead daemon's directory as it was).
+func (d *SockDir) Take(p perms.Perms) error {
+	for _, n := range d.leftover {
+		if n != LockName {
+			if err := unix.Unlinkat(d.fd, n, 0); err != nil && err != unix.ENOENT {
+				return fmt.Errorf("socket directory %s: removing stale socket %s: %w", d.Path, n, err)
+			}
+		}
+	}
+	d.leftover = nil
+	d.taken = true
 	d.Record("")
 	if p.GroupSet {
 		if err := unix.Fchown(d.fd, -1, int(p.GID)); err != nil {
-			return fail("chown to group %d: %w", p.GID, err)
+			return fmt.Errorf("socket directory %s: chown to group %d: %w", d.Path, p.GID, err)
 		}
 	}
 	if err := unix.Fchmod(d.fd, p.SockDirMode()); err != nil {
-		return fail("chmod: %w", err)
+		return fmt.Errorf("socket directory %s: chmod: %w", d.Path, err)
 	}
-	return d, false, nil
+	return nil
 }
 
 // Record writes the lock file's text: the daemon's pid, then extra (lines
@@ -234,8 +247,10 @@ func contains(names []string, n string) bool {
 
 // Remove removes the sockets in the directory, its lock and the directory
 // itself, and releases it. A stray non-socket makes the directory stay.
+// Before Take, the directory holds nothing of ours but what OpenSockDir
+// made: only that goes.
 func (d *SockDir) Remove() error {
-	return d.release(true)
+	return d.release(d.taken)
 }
 
 // release closes the directory; with remove, it first deletes what

@@ -383,10 +383,19 @@ FIRST=$(links_of "$FDP" | cut -d' ' -f1)
 LT0=$(stat_key "$FDP/stats" links_total)
 close_link "$FDP/links/${FIRST:-none}/close" "out of descriptors: echo 1 > links/${FIRST:-?}/close still works"
 check_fails "out of descriptors: link ${FIRST:-?} is gone" test -e "$FDP/links/${FIRST:-none}"
-# The descriptor it freed goes to the next client waiting in the backlog.
-check_stat "out of descriptors: the freed descriptor admits a waiting client" "$FDP/stats" links_total "$((${LT0:-0} + 1))" 2
+# That close is final for the client's process (a ptp client reconnects
+# at once): its connections still waiting in the backlog are refused in
+# turn, each giving its descriptor back, and a new process is admitted.
+HMPY=$(pgrep -P "$HM" | head -n 1)
+check_within "out of descriptors: the closed process's waiting connections are refused (its close is final)" 3 \
+	"grep -Eq 'closed for good through its close file.* pid=${HMPY:-x}( |\$)' '$FDLOG'" tail -n 2 "$FDLOG"
+timeout 20 "$PY" "$HD/hold_many.py" "$FDP/seqpacket" 1 "$SCRATCH/fd2.ready" "$SCRATCH/fd.release" 15 >"$SCRATCH/fd2.out" 2>&1 &
+H2=$!
+track $H2
+check_stat "out of descriptors: the freed descriptor admits a new client" "$FDP/stats" links_total "$((${LT0:-0} + 1))" 3
 touch "$SCRATCH/fd.release"
 wait "$HM"
+wait "$H2"
 check_stat "out of descriptors: links back to 0 once the client let go" "$FDP/stats" links 0 5
 bg vde_plug "$FDP" null://
 check_stat "out of descriptors: afterwards a vde_plug joins" "$FDP/stats" links 1 3

@@ -50,13 +50,15 @@ func daemonize(opts *options) int {
 	}
 	w.Close()
 	devnull.Close()
-	// Lines until "ready" or an error; warnings are passed on.
+	// Lines until "ready" or an error. Warnings are passed on once the
+	// daemon is ready: a start that fails says one thing, its error.
 	line := ""
+	var warnings []string
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		line = strings.TrimSpace(sc.Text())
 		if w, ok := strings.CutPrefix(line, warningPrefix); ok {
-			fmt.Fprintf(os.Stderr, "multifs: warning: %s\n", w)
+			warnings = append(warnings, w)
 			line = ""
 			continue
 		}
@@ -64,6 +66,9 @@ func daemonize(opts *options) int {
 	}
 	r.Close()
 	if line == "ready" {
+		for _, w := range warnings {
+			fmt.Fprintf(os.Stderr, "multifs: warning: %s\n", w)
+		}
 		cmd.Process.Release()
 		return 0
 	}

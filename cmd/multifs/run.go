@@ -42,12 +42,14 @@ func run(opts *options) error {
 // serve sets everything up in an order that leaves nothing behind on
 // failure, reports ready, then waits for a stop.
 //
-// The order matters for concurrent starts and hostile neighbours: PATH is
-// checked and locked first (a dead mount there is known by its dead
-// connection, whoever looks), then the socket directory's lock is taken,
-// and only under it is anything in that directory judged stale. The mount
-// goes on the directory held open (package mount), and the daemon knows
-// its mount by id from then on.
+// The order matters for concurrent starts and hostile neighbours: the
+// socket directory's lock comes first (two starts on one PATH share it, so
+// only one of them goes on to create PATH), then PATH is checked and
+// locked (a dead mount there is known by its dead connection), and only
+// then does the socket directory lose what a dead multifs left in it
+// (Take): a start refused for PATH changes nothing there. The mount goes on
+// the directory held open (package mount), and the daemon knows its mount
+// by id from then on.
 func serve(opts *options, notify *readyNotifier, sigs <-chan os.Signal) (err error) {
 	logger, reopen, err := newLogger(opts)
 	if err != nil {
@@ -87,16 +89,19 @@ func serve(opts *options, notify *readyNotifier, sigs <-chan os.Signal) (err err
 		}
 	}()
 
-	point, err := mount.Open(opts.path, "fuse.multifs", func(msg string) { log.Warn(msg) })
-	if err != nil {
-		return err
-	}
-	undo = append(undo, point.Close)
 	sd, err := control.OpenSockDir(sockdir, p)
 	if err != nil {
 		return err
 	}
 	undo = append(undo, func() { sd.Remove() })
+	point, err := mount.Open(opts.path, "fuse.multifs", func(msg string) { log.Warn(msg) })
+	if err != nil {
+		return err
+	}
+	undo = append(undo, point.Close)
+	if err := sd.Take(p); err != nil {
+		return err
+	}
 	// A multifs killed with -9 cannot remove the mountpoint it made; it
 	// said so in its lock, and this one removes it at its stop instead.
 	createdLine := "mountpoint-created " + opts.path + "\n"

@@ -45,6 +45,7 @@ type Point struct {
 	parent int    // O_PATH of filepath.Dir(Path)
 	name   string // filepath.Base(Path)
 	dir    int    // the directory itself, O_RDONLY, flocked
+	locked bool   // the flock is ours
 	fstype string // the mount type this point is for, "fuse.multifs"
 }
 
@@ -107,6 +108,7 @@ func (p *Point) open(warn func(string)) error {
 		}
 		return fmt.Errorf("%s: flock: %w", p.Path, err)
 	}
+	p.locked = true
 	// Locked: nobody else mounts here now. What the lock covers must
 	// still be what PATH names, and not a mount point (a daemon that won
 	// the race for the lock and mounted before we opened).
@@ -183,16 +185,20 @@ func detach(fd int, path string) error {
 }
 
 // Close releases the lock and the descriptors, and removes the directory if
-// Open made it (only if it is still an empty directory: rmdir).
+// Open made it and held its lock (only if it is still an empty directory:
+// rmdir). A start that made PATH but lost the lock to a concurrent one
+// leaves PATH to the winner, which is about to mount on it.
 func (p *Point) Close() {
+	if p.parent >= 0 {
+		if p.Created && p.locked {
+			unix.Unlinkat(p.parent, p.name, unix.AT_REMOVEDIR)
+		}
+	}
 	if p.dir >= 0 {
 		unix.Close(p.dir)
 		p.dir = -1
 	}
 	if p.parent >= 0 {
-		if p.Created {
-			unix.Unlinkat(p.parent, p.name, unix.AT_REMOVEDIR)
-		}
 		unix.Close(p.parent)
 		p.parent = -1
 	}

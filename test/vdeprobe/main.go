@@ -37,6 +37,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"sort"
@@ -46,6 +47,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"multifs/control"
 )
@@ -77,6 +80,8 @@ func main() {
 		err = churn(os.Args[2:])
 	case "soak":
 		err = soak(os.Args[2:])
+	case "seqconnect":
+		err = seqconnect(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -352,13 +357,100 @@ type peer interface {
 // SO_RCVTIMEO set fails with EINTR when a signal (Go's own preemption
 // signal, say) arrives: such a socket call is never restarted (signal(7)),
 // and the client then drops a connection the daemon has admitted.
-type seqPeer struct{ c *net.UnixConn }
+type seqPeer struct {
+	c   *net.UnixConn
+	pid int // the process that connected, if not this one (dialSeqPeerApart)
+}
+
+// pidOf is the process the daemon sees as c's (SO_PEERCRED).
+func pidOf(c peer) int {
+	if p, ok := c.(*seqPeer); ok && p.pid != 0 {
+		return p.pid
+	}
+	return os.Getpid()
+}
 
 func dialSeqPeer(path string) (*seqPeer, error) {
 	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: path, Net: "unixpacket"})
 	if err != nil {
 		return nil, err
 	}
+	return ackedSeqPeer(c, path)
+}
+
+// dialSeqPeerApart joins through the seqpacket entry from a child process
+// that connects, hands the socket over and exits. A seqpacket link closed
+// through its close file has its process refused for as long as it runs
+// (the newest vdeplug4's ptp client reconnects at once), so churn and soak,
+// which go on joining from one process, join such links this way: the
+// process the daemon remembers is gone at once.
+func dialSeqPeerApart(path string) (*seqPeer, error) {
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(pair[0])
+	exe, err := os.Executable()
+	if err != nil {
+		unix.Close(pair[1])
+		return nil, err
+	}
+	child := os.NewFile(uintptr(pair[1]), "handover")
+	cmd := exec.Command(exe, "seqconnect", path)
+	cmd.ExtraFiles = []*os.File{child} // fd 3
+	cmd.Stderr = os.Stderr
+	err = cmd.Start()
+	child.Close()
+	if err != nil {
+		return nil, err
+	}
+	buf, oob := make([]byte, 1), make([]byte, unix.CmsgSpace(4))
+	_, oobn, _, _, rerr := unix.Recvmsg(pair[0], buf, oob, 0)
+	if werr := cmd.Wait(); werr != nil {
+		return nil, fmt.Errorf("seqconnect %s: %v", path, werr)
+	}
+	if rerr != nil {
+		return nil, fmt.Errorf("seqconnect %s: %w", path, rerr)
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) != 1 {
+		return nil, fmt.Errorf("seqconnect %s: no socket handed over", path)
+	}
+	fds, err := unix.ParseUnixRights(&msgs[0])
+	if err != nil || len(fds) != 1 {
+		return nil, fmt.Errorf("seqconnect %s: no socket handed over", path)
+	}
+	f := os.NewFile(uintptr(fds[0]), path)
+	fc, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		return nil, err
+	}
+	p, err := ackedSeqPeer(fc.(*net.UnixConn), path)
+	if p != nil {
+		p.pid = cmd.Process.Pid
+	}
+	return p, err
+}
+
+// seqconnect is the child of dialSeqPeerApart: connect to the seqpacket
+// entry os.Args[2] and send the socket over fd 3.
+func seqconnect(args []string) error {
+	if len(args) != 1 {
+		return fmt.Errorf("usage: vdeprobe seqconnect PATH")
+	}
+	s, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	if err := unix.Connect(s, &unix.SockaddrUnix{Name: args[0]}); err != nil {
+		return fmt.Errorf("connect %s: %w", args[0], err)
+	}
+	return unix.Sendmsg(3, []byte{0}, unix.UnixRights(s), nil, 0)
+}
+
+// ackedSeqPeer reads the daemon's ack byte on a connected seqpacket socket.
+func ackedSeqPeer(c *net.UnixConn, path string) (*seqPeer, error) {
 	c.SetReadDeadline(time.Now().Add(control.HandshakeTimeout))
 	ack := make([]byte, 16)
 	n, err := c.Read(ack)
@@ -389,12 +481,17 @@ func (p *seqPeer) Done() <-chan struct{} { return nil }
 
 func (p *seqPeer) Close() error { return p.c.Close() }
 
-// dialPeer joins dir with the given transport, as join does.
-func dialPeer(dir, transport, what string) (peer, error) {
+// dialPeer joins dir with the given transport, as join does. A seqpacket
+// link that will be closed through its close file joins from a process of
+// its own (dialSeqPeerApart).
+func dialPeer(dir, transport, what string, byFile bool) (peer, error) {
 	switch transport {
 	case "vde":
 		return control.Dial(dir, fmt.Sprintf("vdeprobe %s pid=%d", what, os.Getpid()))
 	case "seqpacket":
+		if byFile {
+			return dialSeqPeerApart(filepath.Join(dir, "seqpacket"))
+		}
 		return dialSeqPeer(filepath.Join(dir, "seqpacket"))
 	}
 	return nil, fmt.Errorf("unknown transport %q (want vde or seqpacket)", transport)
@@ -447,8 +544,8 @@ func linkStats(dir string, id uint64) (map[string]string, error) {
 // descr; it returns the newest such link. Link ids only grow, so the newest
 // of ours is the one just joined, even while older ones of ours are still
 // leaving.
-func findLink(dir string, after uint64, transport, descr string, timeout time.Duration) (uint64, error) {
-	me := strconv.Itoa(os.Getpid())
+func findLink(dir string, after uint64, transport, descr string, pid int, timeout time.Duration) (uint64, error) {
+	me := strconv.Itoa(pid)
 	deadline := time.Now().Add(timeout)
 	for {
 		ids, err := linkIDs(dir)
@@ -577,7 +674,7 @@ func churn(args []string) error {
 			before = maxLinkID(*dir)
 		}
 		tag := fmt.Sprintf("cycle=%d", i)
-		c, err := dialPeer(*dir, transport, "churn "+tag)
+		c, err := dialPeer(*dir, transport, "churn "+tag, byFile)
 		if err != nil {
 			return fmt.Errorf("cycle %d: join (%s): %w", i, transport, err)
 		}
@@ -598,7 +695,7 @@ func churn(args []string) error {
 			if transport == "vde" {
 				descr = " " + tag + " "
 			}
-			id, err := findLink(*dir, before, transport, descr, 3*time.Second)
+			id, err := findLink(*dir, before, transport, descr, pidOf(c), 3*time.Second)
 			if err != nil {
 				c.Close()
 				return fmt.Errorf("cycle %d: %w", i, err)
@@ -752,7 +849,7 @@ func soak(args []string) error {
 	} {
 		before := maxLinkID(*dir)
 		tag := fmt.Sprintf("steady=%d", i)
-		c, err := dialPeer(*dir, spec.transport, "soak "+tag)
+		c, err := dialPeer(*dir, spec.transport, "soak "+tag, spec.role == "recv")
 		if err != nil {
 			return fmt.Errorf("steady link %d: %w", i, err)
 		}
@@ -760,7 +857,7 @@ func soak(args []string) error {
 		if spec.transport == "vde" {
 			descr = " " + tag + " "
 		}
-		id, err := findLink(*dir, before, spec.transport, descr, 3*time.Second)
+		id, err := findLink(*dir, before, spec.transport, descr, pidOf(c), 3*time.Second)
 		if err != nil {
 			return fmt.Errorf("steady link %d: %w", i, err)
 		}
@@ -802,7 +899,7 @@ func soak(args []string) error {
 			var err error
 			joinBy := time.Now().Add(3 * time.Second)
 			for {
-				c, err = dialPeer(*dir+"/host", transport, fmt.Sprintf("soak host=%d", k))
+				c, err = dialPeer(*dir+"/host", transport, fmt.Sprintf("soak host=%d", k), false)
 				if err == nil || time.Now().After(joinBy) {
 					break
 				}
@@ -844,7 +941,7 @@ func soak(args []string) error {
 				before = maxLinkID(*dir)
 			}
 			tag := fmt.Sprintf("churn=%d", k)
-			c, err := dialPeer(*dir, transport, "soak "+tag)
+			c, err := dialPeer(*dir, transport, "soak "+tag, kind >= 2)
 			if err != nil {
 				report(fmt.Errorf("link session %d (%s): %w", k, transport, err))
 				time.Sleep(*linkEvery)
@@ -872,7 +969,7 @@ func soak(args []string) error {
 			if transport == "vde" {
 				descr = " " + tag + " "
 			}
-			id, err := findLink(*dir, before, transport, descr, 3*time.Second)
+			id, err := findLink(*dir, before, transport, descr, pidOf(c), 3*time.Second)
 			if err != nil {
 				report(fmt.Errorf("link session %d: %w", k, err))
 				c.Close()
