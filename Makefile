@@ -10,7 +10,8 @@ RUN_PKGS  := fuse3
 # systemd: systemd-analyze verify of the unit; man-db: man -l of the page.
 # openssh-server openssh-client vde2: the real peers of t_peer_ssh and t_peer_vdeswitch.
 # cmake make libexecs-dev: building the newest vdeplug4 (../shared/peers) for t_peer_vdeplug4.
-TEST_PKGS := fuse3 vdeplug iproute2 iputils-ping psmisc procps util-linux passwd python3 gcc libc6-dev systemd man-db openssh-server openssh-client vde2 cmake make libexecs-dev
+# qemu-system-x86 busybox-static linux-image-cloud-amd64: the VM of t_peer_qemu (TCG).
+TEST_PKGS := fuse3 vdeplug iproute2 iputils-ping psmisc procps util-linux passwd python3 gcc libc6-dev systemd man-db openssh-server openssh-client vde2 cmake make libexecs-dev qemu-system-x86 busybox-static linux-image-cloud-amd64
 
 .PHONY: all build run test deps-run deps-test check unit fuzz integration clean install uninstall
 
