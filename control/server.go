@@ -238,17 +238,6 @@ func (s *Server) join(c *net.UnixConn, isHost bool) {
 		return
 	}
 	log = log.WithField("peer", req.Description)
-	if h := s.ml.Host(); isHost && h != nil {
-		// A host that is reattaching (a VM restarting, say) must not be
-		// refused because the old one is still draining its last frames,
-		// or has exited a moment ago and its stream's end has not been
-		// read yet (which t_handoff_frames's back-to-back hosts showed).
-		// A real second host waits this second before its refusal.
-		select {
-		case <-h.Done():
-		case <-time.After(time.Second):
-		}
-	}
 	if isHost && s.ml.HostAttached() {
 		log.Warn("refused: a host is already attached")
 		c.Close()
@@ -268,6 +257,10 @@ func (s *Server) join(c *net.UnixConn, isHost bool) {
 		return
 	}
 	data.ownThread = isHost
+	// The peer's exit shows on its control stream, not on the datagram
+	// socket: a host reattaching is admitted once the old one's stream
+	// has hung up, even before watchStream has read that.
+	data.peerLeft = func() bool { return connHungUp(c) }
 	dataPath := filepath.Join(s.dir, dataName) // what the client connects to
 	cleanup := func() {
 		c.Close()
@@ -294,33 +287,34 @@ func (s *Server) join(c *net.UnixConn, isHost bool) {
 	c.SetDeadline(time.Time{})
 	// The stream's watcher lives as long as the peer, not the handshake,
 	// so Close (which waits for handshakes) must not wait for it.
-	go watchStream(c, port, data)
+	go watchStream(c, port)
 }
 
 // watchStream waits for the control stream to end, which ends the peer.
-// Nothing is expected on it; anything sent is discarded.
-//
-// A peer that leaves (vde_plug exiting) may have sent its last frames just
-// before: they are still queued in our data socket. So its end shuts the
-// data socket's read side instead of closing it: the reader drains what is
-// queued, then reads EOF and closes the port. The timeout only guards
-// against a reader that never wakes.
-func watchStream(c *net.UnixConn, port *multilink.Port, data *pollFD) {
+// Nothing is expected on it; anything sent is discarded. A peer that
+// leaves (vde_plug exiting) may have sent its last frames just before:
+// Leave takes them before the port closes.
+func watchStream(c *net.UnixConn, port *multilink.Port) {
 	var buf [256]byte
 	for {
 		if _, err := c.Read(buf[:]); err != nil {
 			break
 		}
 	}
-	if !port.Closed() {
-		port.SetLeaving()
-		data.shutdownRead()
-		select {
-		case <-port.Done():
-		case <-time.After(time.Second):
-		}
+	port.Leave()
+}
+
+// connHungUp reports, without reading, whether c's peer has gone.
+func connHungUp(c *net.UnixConn) bool {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return true
 	}
-	port.Close()
+	gone := false
+	if rc.Control(func(fd uintptr) { gone = hungUp(int(fd)) }) != nil {
+		return true
+	}
+	return gone
 }
 
 // readRequest reads one vde-2 request: the fixed header robustly (it may

@@ -47,6 +47,8 @@ type pollFD struct {
 	// for it, until HostWait passes and frames are dropped. A tap never
 	// makes its writer wait that way, so a tap host joins the loop.
 	ownThread bool
+	// peerLeft, if set, tells whether the peer has gone (PeerGone).
+	peerLeft func() bool
 
 	// Waiting in the shared epoll (poller.go).
 	wait struct {
@@ -205,6 +207,20 @@ func (p *pollFD) peerGone() bool {
 	}
 	defer p.leave()
 	return hungUp(p.fd)
+}
+
+// CloseRead is shutdownRead, for multilink.Leaver.
+func (p *pollFD) CloseRead() { p.shutdownRead() }
+
+// PeerGone reports, without reading, whether the peer has gone
+// (multilink.Leaver). A vde-2 data socket is a datagram socket, on which
+// the peer's exit does not show: its join gives peerLeft, which looks at
+// the peer's control stream. Other sockets hang up.
+func (p *pollFD) PeerGone() bool {
+	if p.peerLeft != nil {
+		return p.peerLeft()
+	}
+	return p.peerGone()
 }
 
 // Close closes the descriptor and ends every wait on it. A wait in poll(2)

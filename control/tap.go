@@ -3,7 +3,6 @@ package control
 import (
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -43,11 +42,6 @@ func OpenTap(name string) (multilink.Conn, error) {
 	}
 	p.rxOp, p.txOp = opTapRead, opTapWrite
 	return p, nil
-}
-
-// TapName returns NAME for a tap://NAME URL.
-func TapName(url string) (string, bool) {
-	return strings.CutPrefix(url, "tap://")
 }
 
 // TapPeerInfo describes a tap host in stats.

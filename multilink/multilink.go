@@ -90,6 +90,14 @@ func (m *Multilink) AttachHost(info PeerInfo, conn Conn, onClose func()) (*Port,
 // the peer's handshake there, so that a peer holding its answer is a member
 // and no frame overtakes the answer. If ready fails, nothing is registered.
 func (m *Multilink) Admit(asHost bool, info PeerInfo, conn Conn, onClose func(), ready func() error) (*Port, error) {
+	if h := m.host.Load(); asHost && h != nil && h.gone() {
+		// A host reattaching (a VM restarting, say) is not refused
+		// because the old one is still draining what it sent, or has
+		// exited a moment ago and nobody has seen its end yet: the old
+		// one leaves first, within LeaveWait. Whatever the transport of
+		// either.
+		h.Leave()
+	}
 	m.mu.Lock()
 	if m.mu.closed {
 		m.mu.Unlock()

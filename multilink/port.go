@@ -152,21 +152,51 @@ func newPort(m *Multilink, id uint64, isHost bool, info PeerInfo, conn Conn, onC
 	return p
 }
 
-// IsHost reports whether this port is the host.
-func (p *Port) IsHost() bool { return p.isHost }
-
 // Closed reports whether the port has been closed.
 func (p *Port) Closed() bool { return p.closed.Load() }
 
-// SetLeaving records that the peer has gone and the port is draining what
-// it sent before closing.
-func (p *Port) SetLeaving() { p.leaving.Store(true) }
+// Leaver is a Conn whose peer can leave while frames it sent are still
+// waiting to be read: a port ends such a peer with Leave, which loses none
+// of them. Both vde-2 and seqpacket peers are Leavers.
+type Leaver interface {
+	// CloseRead stops the peer's frames at what was sent: the reader
+	// takes what is waiting, then reads EOF.
+	CloseRead()
+	// PeerGone reports, without reading, whether the peer has gone.
+	PeerGone() bool
+}
 
-// Leaving reports whether the port is draining a departed peer.
-func (p *Port) Leaving() bool { return p.leaving.Load() }
+// LeaveWait bounds how long Leave waits for the reader to take what a
+// departed peer left before the port is closed anyway.
+const LeaveWait = time.Second
 
-// Done is closed once the port is closed.
-func (p *Port) Done() <-chan struct{} { return p.done }
+// Leave ends a port whose peer has gone (its control stream ended, say):
+// it stops taking new frames towards the peer, lets the reader take what
+// the peer sent before it left, waits for the port to close by itself at
+// the end of that, up to LeaveWait, and closes it. Any number of callers
+// may leave a port at once; each returns once it is closed.
+func (p *Port) Leave() {
+	if !p.Closed() {
+		p.leaving.Store(true)
+		if l, ok := p.conn.(Leaver); ok {
+			l.CloseRead()
+		}
+		select {
+		case <-p.done:
+		case <-time.After(LeaveWait):
+		}
+	}
+	p.Close()
+}
+
+// gone reports whether the peer has left, or is known to be leaving.
+func (p *Port) gone() bool {
+	if p.leaving.Load() {
+		return true
+	}
+	l, ok := p.conn.(Leaver)
+	return ok && l.PeerGone()
+}
 
 // Finaler is a Conn whose peer comes straight back when it is hung up:
 // newer vdeplug4's ptp client reconnects at once, so a close alone would
@@ -295,9 +325,10 @@ func (p *Port) send(frames [][]byte) bool {
 	if p.Closed() {
 		return false
 	}
-	if p.Leaving() {
-		// The peer is gone. Sending to a dead datagram peer would make
-		// the kernel purge what it sent us and we have not read yet.
+	if p.leaving.Load() {
+		// The peer is gone. A send to it now could cost what it sent
+		// before leaving and we have not read yet (a datagram socket's
+		// queue is purged when a send to its dead peer is refused).
 		p.drop(ErrWouldBlock, len(frames))
 		return true
 	}

@@ -49,7 +49,7 @@ type options struct {
 	noEffect   []string // options of the reference that mean nothing here, KEY=VALUE
 	spec       perms.Spec
 	sockdir    string
-	host       string // tap://NAME: a tap device multifs opens as the host
+	tap        string // NAME of --host tap://NAME: a tap device multifs opens as the host
 	foreground bool
 	logLevel   string
 	logFormat  string
@@ -77,10 +77,11 @@ func parseArgs(args []string) (*options, error) {
 		"grp":     func(v string) error { return o.setKey("grp", v, "--grp") },
 		"sockdir": func(v string) error { o.sockdir = v; return nil },
 		"host": func(v string) error {
-			if name, ok := strings.CutPrefix(v, "tap://"); !ok || name == "" {
+			name, ok := strings.CutPrefix(v, "tap://")
+			if !ok || name == "" {
 				return usageErr("--host %q: want tap://NAME", v)
 			}
-			o.host = v
+			o.tap = name
 			return nil
 		},
 		"log-level":  func(v string) error { o.logLevel = v; return nil },
@@ -194,8 +195,8 @@ func (o *options) argv() []string {
 	if o.sockdir != "" {
 		a = append(a, "--sockdir", o.sockdir)
 	}
-	if o.host != "" {
-		a = append(a, "--host", o.host)
+	if o.tap != "" {
+		a = append(a, "--host", "tap://"+o.tap)
 	}
 	if o.spec.ModeSet {
 		a = append(a, "--mode", fmt.Sprintf("%04o", o.spec.Mode))

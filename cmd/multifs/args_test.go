@@ -45,7 +45,7 @@ func TestParseArgs(t *testing.T) {
 			return o.spec.Mode == 0o640 && o.spec.Dirmode == 0o750 && o.sockdir == "/run/x" && o.foreground
 		}, ""},
 		{"relative made absolute", []string{"rel"}, func(o *options) bool { return strings.HasPrefix(o.path, "/") && strings.HasSuffix(o.path, "/rel") }, ""},
-		{"tap host", []string{"--host", "tap://tap0", "/x"}, func(o *options) bool { return o.host == "tap://tap0" }, ""},
+		{"tap host", []string{"--host", "tap://tap0", "/x"}, func(o *options) bool { return o.tap == "tap0" }, ""},
 		{"bad host", []string{"--host", "vde:///x", "/x"}, nil, "want tap://NAME"},
 		{"help", []string{"-h"}, func(o *options) bool { return o.help }, ""},
 		{"version", []string{"--version"}, func(o *options) bool { return o.version }, ""},

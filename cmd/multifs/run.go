@@ -119,13 +119,12 @@ func serve(opts *options, notify *readyNotifier, sigs <-chan os.Signal) (err err
 	}
 	undo = append(undo, srv.Close)
 
-	if opts.host != "" {
-		name, _ := control.TapName(opts.host)
-		tap, err := control.OpenTap(name)
+	if opts.tap != "" {
+		tap, err := control.OpenTap(opts.tap)
 		if err != nil {
 			return err
 		}
-		if _, err := ml.AttachHost(control.TapPeerInfo(name), tap, nil); err != nil {
+		if _, err := ml.AttachHost(control.TapPeerInfo(opts.tap), tap, nil); err != nil {
 			tap.Close()
 			return err
 		}
