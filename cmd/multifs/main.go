@@ -5,7 +5,14 @@
 //
 // Exit codes: 0 a clean stop (SIGTERM, SIGINT, unmount) or --help/--version;
 // 1 anything that kept multifs from serving, with one line on stderr;
-// 2 a command-line mistake.
+// 2 a command-line mistake, one line starting "multifs:". The Go runtime
+// also exits 2 on a panic, after a trace starting "panic:": the first line
+// on stderr tells them apart.
+//
+// The files: args.go the command line, daemon.go daemonizing and the
+// ready pipe, run.go signals and the wait for a stop, service.go what is
+// set up and torn down around it, logging.go and allowother.go their
+// named jobs.
 package main
 
 import (

@@ -14,11 +14,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/sirupsen/logrus"
 
-	"multifs/control"
-	"multifs/fsys"
 	"multifs/fsys/mount"
-	"multifs/multilink"
-	"multifs/perms"
 )
 
 // run serves the multilink until it is stopped. Errors before readiness are
@@ -39,18 +35,9 @@ func run(opts *options) error {
 	return err
 }
 
-// serve sets everything up in an order that leaves nothing behind on
-// failure, reports ready, then waits for a stop.
-//
-// The order matters for concurrent starts and hostile neighbours: the
-// socket directory's lock comes first (two starts on one PATH share it, so
-// only one of them goes on to create PATH), then PATH is checked and
-// locked (a dead mount there is known by its dead connection), and only
-// then does the socket directory lose what a dead multifs left in it
-// (Take): a start refused for PATH changes nothing there. The mount goes on
-// the directory held open (package mount), and the daemon knows its mount
-// by id from then on.
-func serve(opts *options, notify *readyNotifier, sigs <-chan os.Signal) (err error) {
+// serve starts the service (see start), reports ready, waits for a stop,
+// and stops it. Errors before readiness are returned.
+func serve(opts *options, notify *readyNotifier, sigs <-chan os.Signal) error {
 	logger, reopen, err := newLogger(opts)
 	if err != nil {
 		return err
@@ -63,125 +50,19 @@ func serve(opts *options, notify *readyNotifier, sigs <-chan os.Signal) (err err
 		}
 	}
 	log := logrus.NewEntry(logger).WithField("path", opts.path)
-
-	p, err := perms.Resolve(opts.spec, uint32(os.Geteuid()), uint32(os.Getegid()))
+	svc, err := start(opts, log)
 	if err != nil {
 		return err
 	}
-	allow, err := allowOther(p, os.Geteuid(), readFuseConf())
-	if err != nil {
-		return err
-	}
-	sockdir := opts.sockdir
-	if sockdir == "" {
-		sockdir = control.DefaultSockDir(opts.path)
-	}
-	if err := checkApart(opts.path, sockdir); err != nil {
-		return err
-	}
-
-	var undo []func()
-	defer func() {
-		if err != nil {
-			for i := len(undo) - 1; i >= 0; i-- {
-				undo[i]()
-			}
-		}
-	}()
-
-	sd, err := control.OpenSockDir(sockdir, p)
-	if err != nil {
-		return err
-	}
-	undo = append(undo, func() { sd.Remove() })
-	point, err := mount.Open(opts.path, "fuse.multifs", func(msg string) { log.Warn(msg) })
-	if err != nil {
-		return err
-	}
-	undo = append(undo, point.Close)
-	if err := sd.Take(p); err != nil {
-		return err
-	}
-	// A multifs killed with -9 cannot remove the mountpoint it made; it
-	// said so in its lock, and this one removes it at its stop instead.
-	createdLine := "mountpoint-created " + opts.path + "\n"
-	if strings.Contains(sd.Stale(), createdLine) {
-		point.Created = true
-	}
-	if point.Created {
-		sd.Record(createdLine)
-	}
-
-	ml := multilink.New(log)
-	srv := control.NewServer(sd, p, ml, log)
-	if err := srv.Listen(); err != nil {
-		return err
-	}
-	undo = append(undo, srv.Close)
-
-	if opts.tap != "" {
-		tap, err := control.OpenTap(opts.tap)
-		if err != nil {
-			return err
-		}
-		if _, err := ml.AttachHost(control.TapPeerInfo(opts.tap), tap, nil); err != nil {
-			tap.Close()
-			return err
-		}
-		undo = append(undo, ml.Close)
-	}
-	cfg := fsys.Config{
-		Multilink: ml, Perms: p, Log: log,
-		LinkCtl: srv.LinkCtl(), HostCtl: srv.HostCtl(), LinkSeq: srv.LinkSeqpacket(), HostSeq: srv.HostSeqpacket(),
-		FsName: opts.path, AllowOther: allow,
-	}
-	if opts.source != "" {
-		cfg.FsName = opts.source
-	}
-	for _, kv := range opts.noEffect {
-		log.WithField("option", kv).Info("option of the reference's netnode: no effect on a multilink")
-	}
-	var fuseSrv *fuse.Server
-	m, err := point.Mount(mount.Options{FsName: cfg.FsName, Subtype: "multifs", AllowOther: allow}, func(mountpoint string) error {
-		fuseSrv, err = fsys.Mount(mountpoint, cfg)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("mount %s: %w", opts.path, err)
-	}
-	srv.Serve()
-	log.WithFields(logrus.Fields{"sockdir": sockdir, "pid": os.Getpid(), "version": version, "mount_id": m.ID}).Info("serving")
 	notify.ready()
 	if opts.foreground {
 		systemdNotify(daemon.SdNotifyReady, log)
 	}
-
-	waitForStop(sigs, fuseSrv, m, reopen, log)
+	waitForStop(sigs, svc.fuse, svc.mount, reopen, log)
 	if opts.foreground {
 		systemdNotify(daemon.SdNotifyStopping, log)
 	}
-
-	// Peers first: every one sees EOF and exits. That matters beyond
-	// courtesy: a peer started with `ip netns exec` lives in a mount
-	// namespace holding its own copy of our mount, which keeps the FUSE
-	// connection alive until that peer is gone.
-	//
-	// A ptp (seqpacket) client of the newest vdeplug4 reconnects the
-	// moment it is hung up, and finding no entry it would bind one of
-	// its own at PATH/seqpacket, in the mountpoint once we are gone. So
-	// the listeners outlive the multilink a moment: a reconnect then gets
-	// the ack ESHUTDOWN (the multilink is closed), which ends the client.
-	ptp := seqpacketPeers(ml)
-	ml.Close()
-	if ptp > 0 {
-		time.Sleep(ptpLinger)
-	}
-	srv.Close()
-	unmount(fuseSrv, m, log)
-	if err := sd.Remove(); err != nil {
-		log.WithError(err).Warn("removing socket directory")
-	}
-	point.Close()
+	svc.stop()
 	log.Info("stopped")
 	return nil
 }
@@ -195,25 +76,6 @@ func systemdNotify(state string, log *logrus.Entry) {
 	} else if sent {
 		log.WithField("state", state).Debug("notified systemd")
 	}
-}
-
-// ptpLinger is how long the seqpacket listeners stay up after the peers
-// are hung up at a stop: a ptp client's reconnect comes within
-// milliseconds.
-const ptpLinger = 200 * time.Millisecond
-
-// seqpacketPeers counts the peers joined through a seqpacket entry.
-func seqpacketPeers(ml *multilink.Multilink) int {
-	n := 0
-	for _, p := range ml.Links() {
-		if p.Info.Transport == "seqpacket" {
-			n++
-		}
-	}
-	if h := ml.Host(); h != nil && h.Info.Transport == "seqpacket" {
-		n++
-	}
-	return n
 }
 
 // checkApart refuses a socket directory that is PATH, inside it, or holds
