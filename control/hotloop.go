@@ -16,14 +16,14 @@ import (
 // A receiver that waits for its next frames in poll(2) on a thread of its
 // own sleeps whenever its queue is empty and is woken for the next frame:
 // with the host and a link busy at once (a TCP stream through a tap: data
-// one way, acks the other), each daemon made 14,000-26,000 context switches
-// a second, where the reference's single loop, which finds one descriptor
-// or the other ready nearly every time it looks, made 2,600. So a receiver
-// that just had frames joins the loop, which waits for all its members in
-// one epoll_wait, receives from whichever is ready and forwards the batch
-// right there (deliver); a member that stays empty for hotIdle goes back
-// to its own goroutine, which parks it in the poller (poller.go). Waiting
-// to send still happens in the sender's own goroutine.
+// one way, acks the other), each daemon made many times the context
+// switches of the reference's single loop, which finds one descriptor or
+// the other ready nearly every time it looks (figures: docs/performance.md).
+// So a receiver that just had frames joins the loop, which waits for all
+// its members in one epoll_wait, receives from whichever is ready and
+// forwards the batch right there (deliver); a member that stays empty for
+// hotIdle goes back to its own goroutine, which parks it in the poller
+// (poller.go). Waiting to send still happens in the sender's own goroutine.
 //
 // The loop forwards on its own thread, so a host that makes a sender wait
 // (HostWait) holds the other members too, as it holds the reference's
@@ -107,9 +107,9 @@ func (l *hotLoop) serve(p *pollFD, deliver func(n int)) error {
 }
 
 func (l *hotLoop) run() {
-	// One thread for the loop: with epollWaitKeepingP, frames that took
-	// 44-90 µs at the 75th percentile (20,000 frames/s) took 36-49 with
-	// the thread locked; the loop's P then never changes hands.
+	// One thread for the loop: with epollWaitKeepingP, the loop's P then
+	// never changes hands, which made the slower frames faster still
+	// (docs/performance.md).
 	runtime.LockOSThread()
 	events := make([]unix.EpollEvent, 64)
 	lastSweep := time.Now()
@@ -226,9 +226,9 @@ func (l *hotLoop) release(tok int32, m *hotMember, err error) {
 // loop keeps its P (its right to run Go code) while it waits. With the
 // ordinary call, the P was often handed to another thread during the wait
 // (idle Ps, as GODEBUG=schedtrace showed), and the loop had to get one
-// back on waking: at 20,000 frames/s, 40 % of the frames took 60-100 µs
-// longer from link to host (p60 60-85 µs, where the reference's is 40);
-// keeping the P made the distribution one mode again (p50 33 µs, p75 36).
+// back on waking: the latency link→host had a second, slower mode, a large
+// share of the frames; keeping the P made it one mode again (the figures
+// are in docs/performance.md).
 // The price is a P busy while the loop waits, so the loop waits so only
 // while it has members, for at most hotIdle/5, and never when it would
 // hold the daemon's only P (GOMAXPROCS 1). A preemption signal (the

@@ -16,8 +16,8 @@ import (
 // not anyone waits: each frame that arrives on a data socket, and each
 // frame the peer takes off one, wakes the thread sleeping in epoll_wait,
 // which finds nothing to do. On a two-CPU machine those wake-ups, one or
-// two per frame, took more time than forwarding the frame (p50 latency
-// link→host 130-1,100 µs with them, 49 µs without; the reference: 39 µs).
+// two per frame, took more time than forwarding the frame (the latency
+// with and without them is in docs/performance.md).
 //
 // So the daemon's descriptors are not in Go's poller, and they wait in one
 // of three ways:

@@ -7,7 +7,9 @@ import (
 	"fmt"
 )
 
-// The vde-2 switch protocol's connection request (protocols.md §2). Fields
+// The vde-2 switch protocol's connection request, libvdeplug's struct
+// request_v3, packed: magic, version, type, the client's data socket (a
+// struct sockaddr_un), then up to 128 bytes of description. Fields
 // are in the host's byte order; on every platform multifs runs on that is
 // little-endian, as the request is produced by the same kernel's clients.
 const (

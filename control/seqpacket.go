@@ -14,7 +14,7 @@ import (
 )
 
 // The native SOCK_SEQPACKET entries speak the newer vdeplug4 ptp:// protocol
-// (protocols.md §3): on accept the server sends one byte, 0 for "accepted"
+// (libvdeplug_ptp's): on accept the server sends one byte, 0 for "accepted"
 // or an errno before closing: EISCONN when the host entry is taken,
 // ECONNREFUSED for a process whose port was closed for good (refuse.go),
 // ESHUTDOWN while the daemon stops. Then one frame per message both ways;

@@ -1,18 +1,3 @@
-// Package multilink is the heart of multifs: one host and any number of links,
-// and the forwarding rule between them.
-//
-//	host ──frame──▶ every link        (so two open links mean duplicates)
-//	link ──frame──▶ host only         (never link to link)
-//
-// A Multilink knows nothing about sockets, handshakes or FUSE: a peer is a
-// Conn (one frame per message) that the control package hands over once the
-// peer has joined. The Multilink owns the peer from then on: it runs the
-// peer's reader goroutine, counts its traffic, and closes it exactly once, by
-// whichever way comes first (the close file, the peer's EOF, a socket error,
-// shutdown).
-//
-// Sends never block. A peer whose socket is full loses the frame, counted in
-// its tx_dropped, so one stuck peer cannot stall the host or the other links.
 package multilink
 
 import (
@@ -24,7 +9,9 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
-// Frame size limits (protocols.md §1).
+// Frame size limits, the reference's: a frame shorter than an Ethernet
+// header is dropped, and one up to libvdeplug's VDE_ETHBUFSIZE (a 9216-byte
+// jumbo payload, the Ethernet header, an 802.1Q tag) passes whole.
 const (
 	MinFrame = 14            // an Ethernet header; anything shorter is dropped
 	MaxFrame = 9216 + 14 + 4 // VDE_ETHBUFSIZE; never truncate below this

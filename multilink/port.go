@@ -60,7 +60,8 @@ func recvLoop(c Conn) func(get func() ([][]byte, []int), put func(), deliver fun
 	}
 }
 
-// ErrWouldBlock is what Conn.TrySend returns when the peer's socket is full.
+// ErrWouldBlock is what Conn.TrySendBatch returns when the peer's socket is
+// full, and Conn.SendBatchWait when it stayed full until the timeout.
 var ErrWouldBlock = errors.New("peer socket full")
 
 // Two policies for a peer whose socket is full, one per direction.
@@ -92,7 +93,7 @@ const (
 
 // PeerInfo is who a peer is, as learnt at join time.
 type PeerInfo struct {
-	Transport   string // "vde" or "seqpacket"
+	Transport   string // "vde", "seqpacket" or "tap"
 	Description string // the peer's own words (vde-2 request), may be empty
 	PID         int32  // SO_PEERCRED of the connecting process
 	UID         uint32

@@ -121,12 +121,11 @@ func putChunk(c *qchunk) {
 // Unmapping chunks gives back the queues' memory, but not what the
 // links that filled them cost on the Go heap (each stuck link's queue
 // writer is a goroutine, and its stack): freed, the runtime keeps that
-// (a few MiB for 200 links) until its background scavenger gets to it,
-// minutes later. So once releaseAfter of chunks has been unmapped (stuck
-// links are leaving, not a link falling a little behind), the daemon
-// collects and returns its free memory, a moment later so that links
-// leaving together cost one collection, and at most once a second
-// however often queues come and go.
+// until its background scavenger gets to it, minutes later. So once
+// releaseAfter of chunks has been unmapped (stuck links are leaving, not a
+// link falling a little behind), the daemon collects and returns its free
+// memory, a moment later so that links leaving together cost one
+// collection, and at most once a second however often queues come and go.
 const (
 	releaseAfter = 1 << 20
 	releaseDelay = 200 * time.Millisecond

@@ -1,6 +1,7 @@
-// Package perms owns the seed's security options — mode, dirmode and grp —
-// and turns them into the concrete modes and owners of everything multifs
-// exposes: the FUSE tree, the socket directory and every socket in it.
+// Package perms owns libvdeplug_multi's security options — mode, dirmode
+// and grp — and turns them into the concrete modes and owners of everything
+// multifs exposes: the FUSE tree, the socket directory and every socket in
+// it.
 //
 // The rules follow libvdeplug_multi: mode defaults to 0600 and loses its x
 // bits; dirmode defaults to 02700, or is derived from mode when only mode is
@@ -14,7 +15,7 @@ import (
 	"strconv"
 )
 
-// Defaults from the seed.
+// Defaults, libvdeplug_multi's.
 const (
 	DefaultMode    = 0o600
 	DefaultDirmode = 0o2700

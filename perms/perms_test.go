@@ -39,7 +39,7 @@ func TestParseMode(t *testing.T) {
 	}
 }
 
-// The seed's examples and the documented derivation.
+// libvdeplug_multi's examples and the documented derivation.
 func TestResolve(t *testing.T) {
 	tests := []struct {
 		name       string

@@ -312,7 +312,7 @@ func mountOption(kv string) (bool, error) {
 	return strings.HasPrefix(kv, "x-") || strings.HasPrefix(kv, "comment="), nil
 }
 
-// defaultPath is the seed's /tmp/vdenode_$USER.
+// defaultPath is libvdeplug_multi's default, /tmp/vdenode_$USER.
 func defaultPath() string {
 	uid := os.Geteuid()
 	if u, err := user.LookupId(strconv.Itoa(uid)); err == nil && u.Username != "" {
@@ -321,7 +321,7 @@ func defaultPath() string {
 	return "/tmp/vdenode_u" + strconv.Itoa(uid)
 }
 
-// absPath makes p absolute the way the seed does: the parent is resolved,
+// absPath makes p absolute the way the reference does: the parent is resolved,
 // the last element kept as given.
 func absPath(p string) (string, error) {
 	abs, err := filepath.Abs(p)
