@@ -90,7 +90,7 @@
 //     never truncated): Port.forward, the receiving port's rx_dropped;
 //   - no host attached, or it detached after fromLink looked: the
 //     multilink's dropped_no_host; no link open: dropped_no_link (Totals);
-//   - the peer has left (Port.Leaving) and its port is draining what it
+//   - the peer has left (Port.Leave) and its port is draining what it
 //     sent: nothing is sent to it (a send to a departed datagram peer would
 //     make the kernel discard what it sent us), its tx_dropped;
 //   - the host's socket full for HostWait, or at once while stuck; a link's
