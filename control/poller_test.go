@@ -2,70 +2,12 @@ package control
 
 import (
 	"runtime"
-	"sort"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"multifs/multilink"
 )
-
-type recvResult struct {
-	n   int
-	err error
-}
-
-// fixedBatch returns a get for RecvBatch and ServeBatches that hands out
-// the same n frame buffers every time, as the tests need no pool.
-func fixedBatch(n int) func() ([][]byte, []int) {
-	bufs := make([][]byte, n)
-	for i := range bufs {
-		bufs[i] = make([]byte, multilink.MaxFrame+1)
-	}
-	sizes := make([]int, n)
-	return func() ([][]byte, []int) { return bufs, sizes }
-}
-
-// loopMembers is how many receivers the hot loop serves now.
-func loopMembers() int {
-	l := theLoop()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.members)
-}
-
-// recvAsync runs one RecvBatch on p in the background.
-func recvAsync(p *pollFD) <-chan recvResult {
-	get := fixedBatch(multilink.BatchSize)
-	done := make(chan recvResult, 1)
-	go func() {
-		n, err := p.RecvBatch(get, func() {})
-		done <- recvResult{n, err}
-	}()
-	return done
-}
-
-func sendRaw(t *testing.T, p *pollFD, n int) {
-	t.Helper()
-	for i := 0; i < n; i++ {
-		if err := unix.Send(p.fd, make([]byte, 64), unix.MSG_DONTWAIT); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-func waitRecv(t *testing.T, what string, ch <-chan recvResult) recvResult {
-	t.Helper()
-	select {
-	case r := <-ch:
-		return r
-	case <-time.After(2 * time.Second):
-		t.Fatalf("%s: RecvBatch still waiting after 2 s", what)
-	}
-	return recvResult{}
-}
 
 // A reader is woken by a frame whichever way it waits: in poll(2) right
 // after traffic, parked in the shared epoll once idle for longer than
@@ -205,48 +147,6 @@ func TestOwnThreadStaysOutOfTheLoop(t *testing.T) {
 	case <-ended:
 	case <-time.After(time.Second):
 		t.Fatal("ServeBatches still running 1 s after Close")
-	}
-}
-
-// loopMember serves one end of a socket pair with ServeBatches, which puts
-// it in the hot loop once frames come, and returns a function that sends
-// one frame and returns how long its delivery took. Each call keeps the
-// socket a member for another hotIdle.
-func loopMember(t *testing.T) (frame func() time.Duration) {
-	src, dst := socketPair(t)
-	got := make(chan int, 100)
-	go dst.ServeBatches(fixedBatch(1), func() {}, func(n int) { got <- n })
-	frame = func() time.Duration {
-		t.Helper()
-		start := time.Now()
-		sendRaw(t, src, 1)
-		select {
-		case <-got:
-		case <-time.After(2 * time.Second):
-			t.Fatal("no frame delivered after 2 s")
-		}
-		return time.Since(start)
-	}
-	frame() // wakes the parked reader
-	frame() // comes through the loop
-	// A member that an earlier test closed may still be on its way out.
-	members := -1
-	for deadline := time.Now().Add(time.Second); members != 1 && time.Now().Before(deadline); {
-		time.Sleep(time.Millisecond)
-		members = loopMembers()
-	}
-	if members != 1 {
-		t.Fatalf("%d members in the hot loop, want 1", members)
-	}
-	return frame
-}
-
-// medianAtMost fails the test if the median of took is above limit.
-func medianAtMost(t *testing.T, took []time.Duration, limit time.Duration, what string) {
-	t.Helper()
-	sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
-	if med := took[len(took)/2]; med > limit {
-		t.Fatalf("%s took %v (median of %d; all: %v)", what, med, len(took), took)
 	}
 }
 
