@@ -326,3 +326,84 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 	t.Fatalf("timed out waiting for %s", what)
 }
+
+// engineWaits is which wait each descriptor's reader is in, as the engine
+// tells it (noteWait) while watchWaits is on.
+var engineWaits struct {
+	sync.Mutex
+	of map[*pollFD]waitState
+}
+
+// watchWaits has the engine report its waits to waitOf until t ends.
+func watchWaits(t *testing.T) {
+	engineWaits.Lock()
+	engineWaits.of = make(map[*pollFD]waitState)
+	engineWaits.Unlock()
+	note := func(p *pollFD, s waitState) {
+		engineWaits.Lock()
+		defer engineWaits.Unlock()
+		if s == notWaiting {
+			delete(engineWaits.of, p)
+		} else {
+			engineWaits.of[p] = s
+		}
+	}
+	noteWait.Store(&note)
+	t.Cleanup(func() { noteWait.Store(nil) })
+}
+
+// waitOf is the wait p's reader is in now (watchWaits must be on).
+func waitOf(p *pollFD) waitState {
+	engineWaits.Lock()
+	defer engineWaits.Unlock()
+	return engineWaits.of[p]
+}
+
+// inLoop reports whether the hot loop serves p now.
+func inLoop(p *pollFD) bool {
+	l := theLoop()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, m := range l.members {
+		if m.p == p {
+			return true
+		}
+	}
+	return false
+}
+
+func (s waitState) String() string {
+	switch s {
+	case waitingHot:
+		return "in poll(2)"
+	case waitingParked:
+		return "parked"
+	}
+	return "not waiting"
+}
+
+// parks waits until p's reader is parked.
+func parks(t *testing.T, p *pollFD, what string) {
+	t.Helper()
+	waitFor(t, what+": the reader parking", func() bool { return waitOf(p) == waitingParked })
+}
+
+// recvInPoll starts a RecvBatch on dst (as recvAsync) and returns once it
+// waits in poll(2). A reader waits there for hotIdle only: if the test was
+// held up that long and found it parked, a frame from src ends that
+// receive and another begins.
+func recvInPoll(t *testing.T, src, dst *pollFD) <-chan recvResult {
+	t.Helper()
+	for try := 0; try < 5; try++ {
+		ch := recvAsync(dst)
+		var s waitState
+		waitFor(t, "a reader waiting", func() bool { s = waitOf(dst); return s != notWaiting })
+		if s == waitingHot {
+			return ch
+		}
+		sendRaw(t, src, 1)
+		waitRecv(t, "a reader that parked", ch)
+	}
+	t.Fatal("a reader never seen in poll(2) in 5 receives")
+	return nil
+}
