@@ -3,28 +3,8 @@ package control
 import (
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"multifs/multilink"
 )
-
-// socketPair returns two connected datagram sockets wrapped as the daemon
-// wraps its data sockets.
-func socketPair(tb testing.TB) (a, b *pollFD) {
-	tb.Helper()
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if a, err = newPollFD(fds[0], "a"); err != nil {
-		tb.Fatal(err)
-	}
-	if b, err = newPollFD(fds[1], "b"); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { a.Close(); b.Close() })
-	return a, b
-}
 
 // BenchmarkBatchRoundTrip moves a batch of 8 frames of 64 bytes through a
 // socket pair with the daemon's batched calls; one op is one batch. The

@@ -2,28 +2,12 @@ package control
 
 import (
 	"bytes"
-	"io"
 	"os"
-	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/sirupsen/logrus"
-
 	"multifs/multilink"
-	"multifs/perms"
 )
-
-// fuzzServer is one server shared by every input of a fuzz run: starting
-// one per input would measure setup, not the entry.
-var fuzzServer struct {
-	once sync.Once
-	dir  string
-	ml   *multilink.Multilink
-	srv  *Server
-	err  error
-}
 
 // TestMain removes the fuzz server's sockets once the tests are done (fuzz
 // workers run it too).
@@ -37,37 +21,6 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(fuzzServer.dir)
 	}
 	os.Exit(code)
-}
-
-func sharedServer(tb testing.TB) (*multilink.Multilink, *Server) {
-	fuzzServer.once.Do(func() {
-		dir, err := os.MkdirTemp("", "multifs-fuzz")
-		if err != nil {
-			fuzzServer.err = err
-			return
-		}
-		fuzzServer.dir = dir
-		p, _ := perms.Resolve(perms.Spec{}, uint32(os.Geteuid()), uint32(os.Getegid()))
-		log := logrus.New()
-		log.SetOutput(io.Discard)
-		fuzzServer.ml = multilink.New(logrus.NewEntry(log))
-		sd, err := OpenSockDir(filepath.Join(dir, "s"), p)
-		if err == nil {
-			err = sd.Take(p)
-		}
-		if err != nil {
-			fuzzServer.err = err
-			return
-		}
-		fuzzServer.srv = NewServer(sd, p, fuzzServer.ml, logrus.NewEntry(log))
-		if fuzzServer.err = fuzzServer.srv.Listen(); fuzzServer.err == nil {
-			fuzzServer.srv.Serve()
-		}
-	})
-	if fuzzServer.err != nil {
-		tb.Fatal(fuzzServer.err)
-	}
-	return fuzzServer.ml, fuzzServer.srv
 }
 
 // FuzzSeqpacketEntry sends arbitrary messages through a seqpacket link: a

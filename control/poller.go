@@ -39,6 +39,20 @@ const (
 
 var hotWaiters atomic.Int32
 
+// waitState is which of the waits above a descriptor's waiter is in.
+type waitState uint8
+
+const (
+	notWaiting    waitState = iota
+	waitingHot              // in poll(2) on its own thread (hotWait)
+	waitingParked           // in the shared epoll (park)
+)
+
+// noteWait, when set, hears each waiter enter and leave hotWait and park:
+// it is how tests see which wait a reader is in, a thing no result shows.
+// The daemon leaves it nil.
+var noteWait atomic.Pointer[func(p *pollFD, s waitState)]
+
 // hotWait waits in poll(2) for ev and attempts o, until o is over (true),
 // the deadline passes (os.ErrDeadlineExceeded), the descriptor closes, or
 // nothing came for hotIdle or no thread may be held (false, nil: the
@@ -53,6 +67,10 @@ func (p *pollFD) hotWait(o op, ev uint32, deadline time.Time, tried bool) (bool,
 		return false, nil
 	}
 	defer hotWaiters.Add(-1)
+	if note := noteWait.Load(); note != nil {
+		(*note)(p, waitingHot)
+		defer (*note)(p, notWaiting)
+	}
 	events := int16(unix.POLLIN)
 	if ev == unix.EPOLLOUT {
 		events = unix.POLLOUT
@@ -105,6 +123,10 @@ func (p *pollFD) park(ev uint32, deadline time.Time) error {
 		t := time.NewTimer(time.Until(deadline))
 		defer t.Stop()
 		expired = t.C
+	}
+	if note := noteWait.Load(); note != nil {
+		(*note)(p, waitingParked)
+		defer (*note)(p, notWaiting)
 	}
 	select {
 	case <-ch:

@@ -1,87 +1,48 @@
 package control
 
 import (
+	"fmt"
 	"runtime"
-	"sort"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"multifs/multilink"
 )
-
-type recvResult struct {
-	n   int
-	err error
-}
-
-// fixedBatch returns a get for RecvBatch and ServeBatches that hands out
-// the same n frame buffers every time, as the tests need no pool.
-func fixedBatch(n int) func() ([][]byte, []int) {
-	bufs := make([][]byte, n)
-	for i := range bufs {
-		bufs[i] = make([]byte, multilink.MaxFrame+1)
-	}
-	sizes := make([]int, n)
-	return func() ([][]byte, []int) { return bufs, sizes }
-}
-
-// loopMembers is how many receivers the hot loop serves now.
-func loopMembers() int {
-	l := theLoop()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.members)
-}
-
-// recvAsync runs one RecvBatch on p in the background.
-func recvAsync(p *pollFD) <-chan recvResult {
-	get := fixedBatch(multilink.BatchSize)
-	done := make(chan recvResult, 1)
-	go func() {
-		n, err := p.RecvBatch(get, func() {})
-		done <- recvResult{n, err}
-	}()
-	return done
-}
-
-func sendRaw(t *testing.T, p *pollFD, n int) {
-	t.Helper()
-	for i := 0; i < n; i++ {
-		if err := unix.Send(p.fd, make([]byte, 64), unix.MSG_DONTWAIT); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-func waitRecv(t *testing.T, what string, ch <-chan recvResult) recvResult {
-	t.Helper()
-	select {
-	case r := <-ch:
-		return r
-	case <-time.After(2 * time.Second):
-		t.Fatalf("%s: RecvBatch still waiting after 2 s", what)
-	}
-	return recvResult{}
-}
 
 // A reader is woken by a frame whichever way it waits: in poll(2) right
 // after traffic, parked in the shared epoll once idle for longer than
 // hotIdle, or parked because maxHot threads already wait; and Close ends
 // a wait of either kind.
 func TestReaderWakesFromEveryWait(t *testing.T) {
+	watchWaits(t)
 	// More pairs than hot threads: some of the readers must park.
 	const pairs = maxHot + 4
 	var srcs, dsts []*pollFD
 	var waits []<-chan recvResult
+	start := time.Now()
 	for i := 0; i < pairs; i++ {
 		a, b := socketPair(t)
 		srcs, dsts = append(srcs, a), append(dsts, b)
 		waits = append(waits, recvAsync(b))
 	}
-	time.Sleep(10 * time.Millisecond) // all waiting, hot or parked
+	var hot, parked int
+	waitFor(t, "every reader waiting, in poll(2) or parked", func() bool {
+		hot, parked = 0, 0
+		for _, d := range dsts {
+			switch waitOf(d) {
+			case waitingHot:
+				hot++
+			case waitingParked:
+				parked++
+			}
+		}
+		return hot+parked == pairs
+	})
+	// Within hotIdle no reader in poll(2) has given up its thread yet.
+	if hot > maxHot || hot < maxHot && time.Since(start) < hotIdle {
+		t.Fatalf("%d readers in poll(2), %d parked; want %d and %d", hot, parked, maxHot, pairs-maxHot)
+	}
 	for i := range srcs {
 		sendRaw(t, srcs[i], 1)
 	}
@@ -93,22 +54,21 @@ func TestReaderWakesFromEveryWait(t *testing.T) {
 
 	// Idle for longer than hotIdle: the reader has parked.
 	w := recvAsync(dsts[0])
-	time.Sleep(hotIdle + 30*time.Millisecond)
+	parks(t, dsts[0], "idle for hotIdle")
 	sendRaw(t, srcs[0], 1)
 	if r := waitRecv(t, "parked after hotIdle", w); r.err != nil || r.n != 1 {
 		t.Fatalf("after hotIdle: got %d frames, %v; want 1", r.n, r.err)
 	}
 
 	// Close ends a parked wait and one in poll(2), at once.
-	parked := recvAsync(dsts[2])
-	time.Sleep(hotIdle + 30*time.Millisecond)
-	hot := recvAsync(dsts[1])
-	time.Sleep(5 * time.Millisecond)
+	inPark := recvAsync(dsts[2])
+	parks(t, dsts[2], "idle for hotIdle")
+	inPoll := recvInPoll(t, srcs[1], dsts[1])
 	for _, c := range []struct {
 		what string
 		p    *pollFD
 		ch   <-chan recvResult
-	}{{"in poll(2)", dsts[1], hot}, {"parked", dsts[2], parked}} {
+	}{{"in poll(2)", dsts[1], inPoll}, {"parked", dsts[2], inPark}} {
 		start := time.Now()
 		c.p.Close()
 		if r := waitRecv(t, c.what, c.ch); r.err == nil {
@@ -127,6 +87,7 @@ func TestReaderWakesFromEveryWait(t *testing.T) {
 // (busy) or its goroutine parks it (idle for longer than hotIdle), and
 // Close ends it in either state, leaving nothing in the loop.
 func TestServeBatchesThroughLoopAndPark(t *testing.T) {
+	watchWaits(t)
 	for _, closeWhen := range []string{"in the loop", "parked"} {
 		src, dst := socketPair(t)
 		get := fixedBatch(multilink.BatchSize)
@@ -137,7 +98,7 @@ func TestServeBatchesThroughLoopAndPark(t *testing.T) {
 		}()
 		total := 0
 		want := 0
-		for round := 0; round < 3; round++ {
+		round := func(round int) {
 			sendRaw(t, src, 5)
 			want += 5
 			deadline := time.After(2 * time.Second)
@@ -149,12 +110,31 @@ func TestServeBatchesThroughLoopAndPark(t *testing.T) {
 					t.Fatalf("round %d: %d of %d frames delivered after 2 s", round, total, want)
 				}
 			}
-			if round < 2 {
-				time.Sleep(hotIdle + 30*time.Millisecond) // idle: back to parking
+		}
+		for r := 0; r < 3; r++ {
+			round(r)
+			if r < 2 {
+				parks(t, dst, fmt.Sprintf("round %d", r)) // idle: back to parking
 			}
 		}
 		if closeWhen == "parked" {
-			time.Sleep(hotIdle + 2*hotIdle/5 + 30*time.Millisecond)
+			parks(t, dst, "before the close")
+		}
+		// Frames just came: the loop serves dst, for hotIdle. A test held
+		// up longer than that finds it parked, and sends more.
+		for r := 3; closeWhen == "in the loop"; r++ {
+			var parked bool
+			waitFor(t, "the socket in the loop or parked", func() bool {
+				parked = waitOf(dst) == waitingParked
+				return parked || inLoop(dst)
+			})
+			if !parked {
+				break
+			}
+			if r == 8 {
+				t.Fatal("the socket never seen in the hot loop in 5 rounds")
+			}
+			round(r)
 		}
 		start := time.Now()
 		dst.Close()
@@ -178,6 +158,7 @@ func TestServeBatchesThroughLoopAndPark(t *testing.T) {
 // A host's socket (ownThread) is served on its own thread, never by the
 // hot loop: the loop may wait for the host, which may wait for us.
 func TestOwnThreadStaysOutOfTheLoop(t *testing.T) {
+	watchWaits(t)
 	src, dst := socketPair(t)
 	dst.ownThread = true
 	get := fixedBatch(multilink.BatchSize)
@@ -186,12 +167,19 @@ func TestOwnThreadStaysOutOfTheLoop(t *testing.T) {
 	go func() {
 		ended <- dst.ServeBatches(get, func() {}, func(n int) { got.Add(int64(n)) })
 	}()
+	inPoll := 0
 	for i := 0; i < 20; i++ {
 		sendRaw(t, src, 5)
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond) // a pace: a burst every 5 ms, each well within hotIdle of the last
 		if loopMembers() != 0 {
 			t.Fatalf("a receiver that keeps its own thread joined the hot loop")
 		}
+		if waitOf(dst) == waitingHot {
+			inPoll++
+		}
+	}
+	if inPoll == 0 {
+		t.Fatal("the receiver was never seen waiting in poll(2) on its own thread")
 	}
 	deadline := time.Now().Add(2 * time.Second)
 	for got.Load() < 100 && time.Now().Before(deadline) {
@@ -205,48 +193,6 @@ func TestOwnThreadStaysOutOfTheLoop(t *testing.T) {
 	case <-ended:
 	case <-time.After(time.Second):
 		t.Fatal("ServeBatches still running 1 s after Close")
-	}
-}
-
-// loopMember serves one end of a socket pair with ServeBatches, which puts
-// it in the hot loop once frames come, and returns a function that sends
-// one frame and returns how long its delivery took. Each call keeps the
-// socket a member for another hotIdle.
-func loopMember(t *testing.T) (frame func() time.Duration) {
-	src, dst := socketPair(t)
-	got := make(chan int, 100)
-	go dst.ServeBatches(fixedBatch(1), func() {}, func(n int) { got <- n })
-	frame = func() time.Duration {
-		t.Helper()
-		start := time.Now()
-		sendRaw(t, src, 1)
-		select {
-		case <-got:
-		case <-time.After(2 * time.Second):
-			t.Fatal("no frame delivered after 2 s")
-		}
-		return time.Since(start)
-	}
-	frame() // wakes the parked reader
-	frame() // comes through the loop
-	// A member that an earlier test closed may still be on its way out.
-	members := -1
-	for deadline := time.Now().Add(time.Second); members != 1 && time.Now().Before(deadline); {
-		time.Sleep(time.Millisecond)
-		members = loopMembers()
-	}
-	if members != 1 {
-		t.Fatalf("%d members in the hot loop, want 1", members)
-	}
-	return frame
-}
-
-// medianAtMost fails the test if the median of took is above limit.
-func medianAtMost(t *testing.T, took []time.Duration, limit time.Duration, what string) {
-	t.Helper()
-	sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
-	if med := took[len(took)/2]; med > limit {
-		t.Fatalf("%s took %v (median of %d; all: %v)", what, med, len(took), took)
 	}
 }
 

@@ -1,7 +1,6 @@
 package control
 
 import (
-	"bufio"
 	"errors"
 	"io"
 	"os"
@@ -14,37 +13,6 @@ import (
 
 	"golang.org/x/sys/unix"
 )
-
-// A ptp-like client: joins, and when hung up reconnects at once, as
-// libvdeplug_ptp.c does; reports the reconnect's error.
-func reconnectAfterEOF(path string) (*Client, <-chan error) {
-	c, err := DialSeqpacket(path)
-	done := make(chan error, 1)
-	if err != nil {
-		done <- err
-		return nil, done
-	}
-	go func() {
-		if _, err := c.Recv(make([]byte, 100), 5*time.Second); !errors.Is(err, io.EOF) {
-			done <- errors.New("no EOF: " + errString(err))
-			return
-		}
-		c.Close()
-		c2, err := DialSeqpacket(path)
-		if err == nil {
-			c2.Close()
-		}
-		done <- err
-	}()
-	return c, done
-}
-
-func errString(err error) string {
-	if err == nil {
-		return "nil"
-	}
-	return err.Error()
-}
 
 func TestCloseForGoodRefusesReconnect(t *testing.T) {
 	// Many rounds: the refusal must be in place before the hang-up, so
@@ -160,34 +128,6 @@ func TestRefuseHelperProcess(t *testing.T) {
 	os.Exit(0)
 }
 
-func startHelper(t *testing.T, path string) (*exec.Cmd, *bufio.Reader, io.WriteCloser) {
-	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestRefuseHelperProcess$")
-	cmd.Env = append(os.Environ(), "MULTIFS_REFUSE_HELPER="+path)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { in.Close(); cmd.Process.Kill(); cmd.Wait() })
-	return cmd, bufio.NewReader(out), in
-}
-
-func readLine(t *testing.T, r *bufio.Reader) string {
-	t.Helper()
-	line, err := r.ReadString('\n')
-	if err != nil {
-		t.Fatalf("helper: %v (read %q)", err, line)
-	}
-	return strings.TrimSuffix(line, "\n")
-}
-
 // The refusal is for the process, not for its pid: another process (here
 // another pid, since pids cannot be made to come round in a test; the
 // table test below shows an entry goes when its process exits) is
@@ -230,15 +170,6 @@ func TestRefusalEndsWithProcess(t *testing.T) {
 	if n := countFDs(t); n > fds0 {
 		t.Fatalf("%d descriptors open, %d before", n, fds0)
 	}
-}
-
-func countFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
 }
 
 // The table: an entry lives while its process does (a zombie is gone

@@ -6,10 +6,6 @@ import (
 	"testing"
 )
 
-func validRequest() []byte {
-	return Request{SockPath: "/tmp/.client-1", Description: "vde_plug user=0 pid=1"}.Encode()
-}
-
 func TestParseRequest(t *testing.T) {
 	mutate := func(f func(b []byte) []byte) []byte { return f(validRequest()) }
 	tests := []struct {

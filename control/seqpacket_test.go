@@ -13,16 +13,6 @@ import (
 	"multifs/multilink"
 )
 
-func dialSeq(t *testing.T, path string) *Client {
-	t.Helper()
-	c, err := DialSeqpacket(path)
-	if err != nil {
-		t.Fatalf("dial %s: %v", path, err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
 func TestSeqpacketHandshake(t *testing.T) {
 	_, ml, srv := serve(t)
 	h := dialSeq(t, srv.HostSeqpacket())

@@ -3,78 +3,17 @@ package control
 import (
 	"bytes"
 	"errors"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
 	"multifs/multilink"
 	"multifs/perms"
 )
-
-// serve starts a server on a fresh socket directory and returns a dir that
-// looks like a multifs mount to the client: DIR/ctl and DIR/host/ctl.
-func serve(t *testing.T) (root string, ml *multilink.Multilink, srv *Server) {
-	t.Helper()
-	base := t.TempDir()
-	sockdir := filepath.Join(base, "sock")
-	p, err := perms.Resolve(perms.Spec{}, uint32(os.Geteuid()), uint32(os.Getegid()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sd, err := OpenSockDir(sockdir, p)
-	if err == nil {
-		err = sd.Take(p)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := logrus.New()
-	log.SetOutput(io.Discard)
-	ml = multilink.New(logrus.NewEntry(log))
-	srv = NewServer(sd, p, ml, logrus.NewEntry(log))
-	if err := srv.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	srv.Serve()
-	root = filepath.Join(base, "mnt")
-	os.MkdirAll(filepath.Join(root, "host"), 0o700)
-	os.Symlink(srv.LinkCtl(), filepath.Join(root, "ctl"))
-	os.Symlink(srv.HostCtl(), filepath.Join(root, "host", "ctl"))
-	t.Cleanup(func() {
-		srv.Close()
-		ml.Close()
-		if err := sd.Remove(); err != nil {
-			t.Errorf("removing socket dir: %v", err)
-		}
-	})
-	return root, ml, srv
-}
-
-func dial(t *testing.T, dir string) *Client {
-	t.Helper()
-	c, err := Dial(dir, "test pid=1")
-	if err != nil {
-		t.Fatalf("dial %s: %v", dir, err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
-func recvFrame(t *testing.T, c *Client) []byte {
-	t.Helper()
-	buf := make([]byte, 16384)
-	n, err := c.Recv(buf, 2*time.Second)
-	if err != nil {
-		t.Fatalf("recv: %v", err)
-	}
-	return buf[:n]
-}
 
 func TestJoinAndForward(t *testing.T) {
 	root, ml, _ := serve(t)
@@ -279,16 +218,6 @@ func TestDefaultSockDir(t *testing.T) {
 			t.Errorf("DefaultSockDir(%q) = %q, want %q", in, got, want)
 		}
 	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatalf("timed out waiting for %s", what)
 }
 
 func TestPort1(t *testing.T) {

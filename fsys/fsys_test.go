@@ -2,92 +2,17 @@ package fsys
 
 import (
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/sirupsen/logrus"
-
 	"multifs/multilink"
 	"multifs/perms"
 )
-
-// nullConn is a peer that never sends and accepts everything.
-type nullConn struct {
-	once   sync.Once
-	closed chan struct{}
-}
-
-func newNullConn() *nullConn { return &nullConn{closed: make(chan struct{})} }
-
-func (c *nullConn) RecvBatch(func() ([][]byte, []int), func()) (int, error) {
-	<-c.closed
-	return 0, io.EOF
-}
-func (c *nullConn) TrySendBatch(frames [][]byte) (int, error)              { return len(frames), nil }
-func (c *nullConn) SendBatchWait(f [][]byte, _ time.Duration) (int, error) { return len(f), nil }
-func (c *nullConn) Send([]byte) error                                      { return nil }
-func (c *nullConn) Close() error                                           { c.once.Do(func() { close(c.closed) }); return nil }
-
-func mount(t *testing.T, spec perms.Spec) (string, *multilink.Multilink, perms.Perms) {
-	t.Helper()
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skip("no /dev/fuse on this machine")
-	}
-	p, err := perms.Resolve(spec, uint32(os.Geteuid()), uint32(os.Getegid()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := logrus.New()
-	l.SetOutput(io.Discard)
-	ml := multilink.New(logrus.NewEntry(l))
-	dir := t.TempDir()
-	srv, err := Mount(dir, Config{Multilink: ml, Perms: p, LinkCtl: "/sock/ctl", HostCtl: "/sock/host.ctl", LinkSeq: "/sock/seqpacket", HostSeq: "/sock/host.seqpacket", Log: logrus.NewEntry(l)})
-	if err != nil {
-		t.Fatalf("mount: %v", err)
-	}
-	t.Cleanup(func() {
-		ml.Close()
-		if err := srv.Unmount(); err != nil {
-			t.Errorf("unmount: %v", err)
-		}
-	})
-	return dir, ml, p
-}
-
-func names(t *testing.T, dir string) []string {
-	t.Helper()
-	es, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n []string
-	for _, e := range es {
-		n = append(n, e.Name())
-	}
-	return n
-}
-
-func statKey(t *testing.T, path, key string) string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if k, v, ok := strings.Cut(line, ": "); ok && k == key {
-			return v
-		}
-	}
-	t.Fatalf("%s has no key %q:\n%s", path, key, b)
-	return ""
-}
 
 func TestTreeShape(t *testing.T) {
 	dir, _, _ := mount(t, perms.Spec{})

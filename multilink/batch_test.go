@@ -103,10 +103,3 @@ func TestForwardingPastTheBudget(t *testing.T) {
 		t.Fatalf("the host's receive was given %d buffers, want %d", maxBufs, BatchSize)
 	}
 }
-
-// noBatchesOut waits until the readers of earlier tests hold no full batch
-// (they hold one only while they forward), so the test can count its own.
-func noBatchesOut(t *testing.T) {
-	t.Helper()
-	eventually(t, "no full batch out", func() bool { return fullOut.Load() == 0 })
-}

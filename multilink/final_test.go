@@ -2,36 +2,8 @@ package multilink
 
 import (
 	"errors"
-	"sync"
 	"testing"
 )
-
-// finalConn records the Final calls and whether the Conn was still open
-// at each.
-type finalConn struct {
-	*fakeConn
-	mu     sync.Mutex
-	finals []uint64
-	open   []bool
-}
-
-func (c *finalConn) Final(p *Port) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	select {
-	case <-c.closed:
-		c.open = append(c.open, false)
-	default:
-		c.open = append(c.open, true)
-	}
-	c.finals = append(c.finals, p.ID)
-}
-
-func (c *finalConn) calls() ([]uint64, []bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]uint64(nil), c.finals...), append([]bool(nil), c.open...)
-}
 
 func TestCloseLinkForGood(t *testing.T) {
 	m := New(testLog())

@@ -252,6 +252,18 @@ check_back_to() {
 	fi
 }
 
+# steady STATS KEY...: the KEYs of STATS read the same twice, 200 ms
+# apart. A condition (for wait_for, check_within) for taking a baseline of
+# counts that fall back after churn (open_fds, goroutines): they have
+# stopped moving.
+steady() {
+	local stats=$1 before k
+	shift
+	before=$(for k in "$@"; do stat_key "$stats" "$k"; done)
+	sleep 0.2
+	[ "$before" = "$(for k in "$@"; do stat_key "$stats" "$k"; done)" ]
+}
+
 # links_of PATH: the open link ids, space-separated.
 links_of() { ls "$1/links" 2>/dev/null | sort -n | tr '\n' ' ' | sed 's/ $//'; }
 

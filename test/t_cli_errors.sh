@@ -102,7 +102,7 @@ S=$SCRATCH/served
 if start_multifs "$S"; then
 	D=$LASTPID
 	bg vde_plug "$S" null://
-	wait_for "[ -d '$S/links/1' ]" 2
+	check_within "already served: a link joins the first multifs" 2 "[ -d '$S/links/1' ]" show_links "$S"
 	expect_error "PATH already served" 1 "$S" "$S"
 	expect_error "PATH already served, -f" 1 "$S" -f "$S"
 	check "already served: first daemon still runs" alive "$D"

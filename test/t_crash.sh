@@ -85,7 +85,7 @@ check_stat "a host attaches to the restarted multifs" "$P/stats" host attached 3
 
 # A second kill -9 and restart, with the sockets of a live peer in place.
 kill -KILL "$D2"
-wait_exit "$D2" 2
+check_exits "a second kill -9: the daemon is gone" "$D2" 2
 "$MULTIFS" --log-file "$SCRATCH/k3.log" "$P" 2>"$SCRATCH/k3.err"
 RC=$?
 check_eq "a second kill -9 and restart: exit 0" "0" "$RC${RC:+$( [ "$RC" != 0 ] && echo ": $(cat "$SCRATCH/k3.err")")}"
@@ -104,7 +104,7 @@ M=$SCRATCH/made
 "$MULTIFS" --log-file "$SCRATCH/made.log" "$M" || fail "start over a PATH multifs makes" "exit $?"
 D=$(daemon_pid "$M")
 kill -KILL "$D"
-wait_exit "$D" 2
+check_exits "kill -9 over the PATH it had made: the daemon is gone" "$D" 2
 "$MULTIFS" --log-file "$SCRATCH/made.log" "$M" || fail "restart after kill -9 over the PATH it had made" "exit $?"
 D=$(daemon_pid "$M")
 track_mount "$M" "$D"
@@ -115,7 +115,7 @@ mkdir "$M"
 "$MULTIFS" --log-file "$SCRATCH/made.log" "$M" || fail "start over a PATH made by hand" "exit $?"
 D=$(daemon_pid "$M")
 kill -KILL "$D"
-wait_exit "$D" 2
+check_exits "kill -9 over a PATH made by hand: the daemon is gone" "$D" 2
 "$MULTIFS" --log-file "$SCRATCH/made.log" "$M" || fail "restart over a PATH made by hand" "exit $?"
 D=$(daemon_pid "$M")
 track_mount "$M" "$D"

@@ -78,7 +78,7 @@ fi
 ip netns exec "$NSA" ping -i 0.01 -c 400 -W 2 "$IPB" >"$SCRATCH/ping3" 2>&1 &
 PING=$!
 track "$PING"
-sleep 1.5
+sleep 1.5 # a pace: link 1 carries the flood for 1.5 s before the close
 close_link "$P1/links/1/close" "echo 1 > vm1/links/1/close during the ping flood"
 exits_after_close "$L1" "link 1's vde_plug"
 if wait_exit "$PING" 20; then

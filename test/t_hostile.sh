@@ -35,6 +35,9 @@ log_has_warning() {
 	grep 'level=warning' "$LOG" | grep -E " pid=$1( |\$)" | grep -Eq " uid=$2( |\$)"
 }
 
+# NOTHING_JOINED: a condition for check_within: no link, no host.
+NOTHING_JOINED="[ \"\$(stat_key '$P/stats' links)\" = 0 ] && [ \"\$(stat_key '$P/stats' host)\" = detached ]"
+
 # field NAME FILE: the value of NAME=... in the helper's output.
 field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" "$2" | head -n 1; }
 
@@ -99,7 +102,7 @@ check_eq "a request written in three pieces is accepted" reply "$(field result "
 OUT=$SCRATCH/portbits.out
 timeout 15 "$PY" "$HD/vde_req.py" "$P/ctl" portbits --hold 0.5 >"$OUT" 2>&1
 check_eq "type 0 with port bits (old clients) is accepted" reply "$(field result "$OUT")"
-wait_for "[ \"\$(stat_key '$P/stats' links)\" = 0 ]" 3
+check_stat "those two links left" "$P/stats" links 0 3
 
 # --- sockets of other users ---------------------------------------------------------
 for u in mfu_h1 mfu_h2; do
@@ -115,7 +118,7 @@ if id -u mfu_h1 >/dev/null 2>&1 && id -u mfu_h2 >/dev/null 2>&1; then
 	chown mfu_h2 "$SCRATCH/u2"
 	chmod 755 "$SCRATCH/u1" "$SCRATCH/u2"
 	bg runuser -u mfu_h1 -- "$PY" "$HD/bind_sock.py" "$SCRATCH/u1/s" 60
-	wait_for "[ -e '$SCRATCH/u1/s.ready' ]" 5
+	check_within "mfu_h1's socket is bound" 5 "[ -e '$SCRATCH/u1/s.ready' ]"
 	check_eq "mfu_h1's socket is owned by mfu_h1" "$U1 socket" "$(stat -c '%u %F' "$SCRATCH/u1/s" 2>&1)"
 	for entry in ctl host/ctl; do
 		RUNAS=mfu_h2 refused "$entry: mfu_h2 names mfu_h1's socket" "$P/$entry" path --sock "$SCRATCH/u1/s"
@@ -141,11 +144,11 @@ if id -u mfu_h1 >/dev/null 2>&1 && id -u mfu_h2 >/dev/null 2>&1; then
 	OUT=$SCRATCH/u2.out
 	runuser -u mfu_h2 -- "$PY" "$HD/vde_req.py" "$P/host/ctl" valid --sockdir "$SCRATCH/u2" --hold 0.3 </dev/null >"$OUT" 2>&1
 	check_eq "mfu_h2 with its own socket attaches as the host" reply "$(field result "$OUT")"
-	wait_for "[ \"\$(stat_key '$P/stats' host)\" = detached ]" 3
+	check_stat "mfu_h2's host detached" "$P/stats" host detached 3
 	OUT=$SCRATCH/root-u1.out
 	timeout 15 "$PY" "$HD/vde_req.py" "$P/ctl" path --sock "$SCRATCH/u1/s" --hold 0.3 >"$OUT" 2>&1
 	check_eq "root naming mfu_h1's socket is accepted (root may)" reply "$(field result "$OUT")"
-	wait_for "[ \"\$(stat_key '$P/stats' links)\" = 0 ] && [ \"\$(stat_key '$P/stats' host)\" = detached ]" 3
+	check_within "root's link left" 3 "$NOTHING_JOINED" grep -E '^(links|host):' "$P/stats"
 
 	# The ownership check must hold against a race: mfu_h2 asks for
 	# DIR/cur/s while swapping DIR/cur between its own directory and a
@@ -159,11 +162,12 @@ if id -u mfu_h1 >/dev/null 2>&1 && id -u mfu_h2 >/dev/null 2>&1; then
 	VICTIM=$!
 	disown "$VICTIM" 2>/dev/null
 	track "$VICTIM"
-	wait_for "[ -e '$SCRATCH/v1/s.ready' ]" 5
+	check_within "mfu_h1's victim socket is bound" 5 "[ -e '$SCRATCH/v1/s.ready' ]"
 	"$VDEPROBE" send -dir "$P/host" -count 24000 -rate 3000 >/dev/null 2>&1 &
 	RACEHOST=$!
 	track "$RACEHOST"
-	sleep 0.3
+	check_within "a host sends while the race runs" 3 \
+		"[ \"\$(stat_key '$P/host/stats' rx_packets)\" -gt 0 ] 2>/dev/null" head -n 3 "$P/host/stats"
 	OUT=$SCRATCH/toctou.out
 	timeout 30 runuser -u mfu_h2 -- "$PY" "$HD/toctou.py" "$P/ctl" "$SCRATCH/u2/race" "$SCRATCH/v1" 3000 6 </dev/null >"$OUT" 2>&1
 	if [ "$(field attempts "$OUT")" -gt 0 ] 2>/dev/null; then
@@ -178,7 +182,7 @@ if id -u mfu_h1 >/dev/null 2>&1 && id -u mfu_h2 >/dev/null 2>&1; then
 else
 	fail "create users mfu_h1 and mfu_h2" "useradd failed"
 fi
-wait_for "[ \"\$(stat_key '$P/stats' links)\" = 0 ] && [ \"\$(stat_key '$P/stats' host)\" = detached ]" 3
+check_within "nothing joined after the other users' sockets" 3 "$NOTHING_JOINED" grep -E '^(links|host):' "$P/stats"
 
 # --- clients that leave before the reply ----------------------------------------------
 for entry in ctl host/ctl; do
@@ -215,7 +219,14 @@ for i in 1 2 3 4 5 6; do
 	SILENT+=($!)
 	track $!
 done
-sleep 0.3
+# connected PID...: each PID holds a connected unix stream socket.
+connected() {
+	local p
+	for p in "$@"; do
+		ss -xpH state established 2>/dev/null | grep -q "pid=$p," || return 1
+	done
+}
+check_within "the 6 silent clients are connected" 3 "connected ${SILENT[*]}"
 T0=$(now_ms)
 bg "$VDEPROBE" hold -dir "$P" -ready "$SCRATCH/sil.link" -max 20s
 SL=$LASTPID
@@ -245,10 +256,11 @@ for i in 1 2 3 4 5 6; do
 		fail "silent client $i: logged at warning with pid=$pid (timeout)" "$(grep -E " pid=${pid:-x}( |\$)" "$LOG" | tail -n 1)"
 	fi
 done
-wait_for "[ \"\$(stat_key '$P/stats' links)\" = 0 ] && [ \"\$(stat_key '$P/stats' host)\" = detached ]" 3
+check_within "nothing joined after the silent clients" 3 "$NOTHING_JOINED" grep -E '^(links|host):' "$P/stats"
 
 # --- 500 simultaneous connects ----------------------------------------------------------
-sleep 0.5
+check_within "the baseline: open_fds and goroutines settled" 5 "steady '$P/stats' open_fds goroutines" \
+	grep -E '^(open_fds|goroutines):' "$P/stats"
 FD0=$(stat_key "$P/stats" open_fds)
 GR0=$(stat_key "$P/stats" goroutines)
 note "baseline before the mass connects: open_fds=$FD0 goroutines=$GR0"
@@ -300,7 +312,7 @@ timeout 30 "$PY" "$HD/mass.py" seqpacket "$P/seqpacket" 100 --max 20 \
 	--ready "$SCRATCH/sq2.ready" --release "$SCRATCH/sq2.release" >"$OUT" 2>&1 &
 SQ=$!
 track $SQ
-wait_for "[ -e '$SCRATCH/sq2.ready' ]" 15
+check_within "seqpacket: the 100 clients connected" 15 "[ -e '$SCRATCH/sq2.ready' ]" cat "$OUT"
 check_eq "seqpacket: 100 simultaneous connects all acked 0" 100 "$(field acks_ok "$OUT")"
 check_eq "seqpacket: links: 100 while they are open" 100 "$(stat_key "$P/stats" links)"
 touch "$SCRATCH/sq2.release"
@@ -338,7 +350,7 @@ rm -f "$SCRATCH/tp.ready"
 nice -n -10 "$VDEPROBE" recv -dir "$P" -count 20000 -idle 5s -max 40s -ready "$SCRATCH/tp.ready" >"$OUT" 2>&1 &
 R=$!
 track $R
-wait_for "[ -e '$SCRATCH/tp.ready' ]" 3
+check_within "the receiver joined" 3 "[ -e '$SCRATCH/tp.ready' ]" cat "$OUT"
 "$VDEPROBE" send -dir "$P/host" -count 20000 -rate 20000 >"$SCRATCH/tp.send" 2>&1
 if wait "$R"; then
 	pass "throughput afterwards: 20000 frames at 20000/s host -> link: $(cat "$OUT")"
@@ -363,12 +375,12 @@ accept_warnings() { grep -c 'msg="accept failed"' "$FDLOG"; }
 timeout 40 "$PY" "$HD/hold_many.py" "$FDP/seqpacket" 150 "$SCRATCH/fd.ready" "$SCRATCH/fd.release" 30 >"$SCRATCH/fd.out" 2>&1 &
 HM=$!
 track $HM
-wait_for "[ -e '$SCRATCH/fd.ready' ]" 10
+check_within "out of descriptors: the client made its connections" 10 "[ -e '$SCRATCH/fd.ready' ]" cat "$SCRATCH/fd.out"
 check_within "out of descriptors: accept fails with EMFILE ($(cat "$SCRATCH/fd.out"))" 3 \
 	"grep -q 'accept failed.*too many open files' '$FDLOG'" tail -n 2 "$FDLOG"
 T0=$(cpu_ticks "$FDD")
 W0=$(accept_warnings)
-sleep 3
+sleep 3 # the window measured
 T1=$(cpu_ticks "$FDD")
 W1=$(accept_warnings)
 check "out of descriptors: the daemon does not spin ($((T1 - T0)) CPU ticks of 10 ms in 3 s)" \

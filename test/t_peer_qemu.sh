@@ -203,12 +203,12 @@ check_eq "A/host/stats: transport vde" vde "$(stat_key "$A/host/stats" transport
 RX0=$(stat_key "$A/host/stats" rx_packets)
 
 vm_wait a PING-START 10 "VM a starts its $COUNTA pings"
-sleep 2
+sleep 2 # a pace: 2 s of pings through link 1 alone
 bg vde_plug "$A" = vde_plug "$B"
 L2=$LASTPID
 check_within "link 2 (vde_plug A = vde_plug B) joins: links 1 2 on A and B" 3 \
 	"[ \"\$(links_of '$A')\" = '1 2' ] && [ \"\$(links_of '$B')\" = '1 2' ]" ls "$A/links" "$B/links"
-sleep 3
+sleep 3 # the overlap: both links carry the pings for 3 s
 if [ -z "$(marker a PING-END)" ] && alive "$VM_WRAP"; then
 	pass "the guest is still pinging when link 1 is closed"
 else

@@ -195,7 +195,7 @@ COUNT=1600
 ip netns exec "$NSA" ping -D -i 0.005 -c $COUNT -W 2 "$IPB" >"$SCRATCH/ping2" 2>&1 &
 PING=$!
 track "$PING"
-sleep 1
+sleep 1 # a pace: link 1 alone for a second (above)
 t0=$(now_ms)
 ssh_link "$ADDR2"
 L2=$LASTPID
@@ -209,7 +209,7 @@ R2=$(stat_key "$PB/links/2/stats" pid)
 DB2=$(stat_key "$PB/links/2/stats" description)
 note "B/links/2 description: '$DB2'"
 check_eq "B/links/2 description" "vdeplug: user=root pid=$R2 SSH=$(ssh_from 2)" "$DB2"
-sleep 1
+sleep 1 # the overlap: both links carry the pings for a second
 
 close_link "$PA/links/1/close" "echo 1 > A/links/1/close during the ping flood"
 exits_after_close "$L1" "link 1's local vde_plug"

@@ -90,7 +90,7 @@ check_eq "its stats: transport seqpacket, its pid" "seqpacket $ST" \
 	"$(stat_key "$A/links/1/stats" transport) $(stat_key "$A/links/1/stats" pid)"
 close_link "$A/links/1/close" "close the = form link"
 check_within "the refusal of its reconnect is logged with its pid" 3 "refusal_logged $ST" tail -n 3 "$ALOG"
-sleep 1
+sleep 1 # a rejoin takes milliseconds: a second in which none may come
 check_links "the = form link did not rejoin (1 s after the close)" "$A" "" 0
 check_eq "links_total 1: nothing rejoined" 1 "$(stat_key "$A/stats" links_total)"
 check "it was told ECONNREFUSED (vde_plug prints the ack's errno)" grep -q "recvfrom : Connection refused" "$SCRATCH/bg.log"
@@ -171,7 +171,7 @@ else
 	fail "the bridge's vde_plug exits within 3 s of the close" "still running; A links '$(links_of "$A")'"
 fi
 check_within "the refusal is logged at warning with the bridge's pid" 3 "refusal_logged $BR1" tail -n 3 "$ALOG"
-sleep 1
+sleep 1 # a rejoin takes milliseconds: a second in which none may come
 check_links "A shows no new link from it (1 s later)" "$A" "" 0
 check_eq "A's links_total: nothing rejoined" "$LT" "$(stat_key "$A/stats" links_total)"
 check_stat "B's host (the bridge) detached" "$B/host/stats" attached no 2

@@ -67,7 +67,8 @@ setup_users
 P=$SCRATCH/def
 start_multifs "$P" || finish
 join_as root "$P"; ROOTPLUG=$LASTPID
-wait_for "[ -d '$P/links/1' ]" 3
+# The checks below that other users cannot reach link 1 need it there.
+check_within "default: root's vde_plug joins as link 1" 3 "[ -d '$P/links/1' ]" show_links "$P"
 check_fails "default: other cannot list the mount" as $OTHER ls "$P"
 check_fails "default: other cannot read stats" as $OTHER cat "$P/stats"
 check_fails "default: other cannot read a link's stats" as $OTHER cat "$P/links/1/stats"

@@ -152,7 +152,7 @@ P=$SCRATCH/stale
 start_multifs "$P" || finish
 D=$LASTPID
 kill -KILL "$D"
-wait_exit "$D" 2
+check_exits "kill -9: the daemon is gone" "$D" 2
 ERR=$(stat "$P" 2>&1)
 if printf '%s' "$ERR" | grep -q 'not connected'; then pass "kill -9 leaves a dead mount at PATH"; else fail "kill -9 leaves a dead mount at PATH" "$ERR"; fi
 timeout 20 "$MULTIFS" --log-file "$SCRATCH/stale2.log" "$P" </dev/null >/dev/null 2>"$SCRATCH/stale2.err"
@@ -170,7 +170,7 @@ DM=$SCRATCH/dead
 start_multifs "$DM" || finish
 D=$LASTPID
 kill -KILL "$D"
-wait_exit "$D" 2
+check_exits "kill -9 of the daemon at $DM: gone" "$D" 2
 DMID=$(awk -v p="$DM" '$5 == p { print $1 }' /proc/self/mountinfo | tail -n 1)
 check "the dead mount exists (mount id ${DMID:-none})" test -n "$DMID"
 runuser -u "$A" -- ln -s "$DM" "$PUB/dlink"

@@ -109,7 +109,7 @@ run_case() {
 
 	# kill -9 with peers joined: their data sockets stay in the directory.
 	kill -KILL "$D"
-	wait_exit "$D" 2
+	check_exits "$label: kill -9: the daemon is gone" "$D" 2
 	for p in "${VPS[@]}"; do wait_exit "$p" 2 || kill_tree "$p"; done
 	note "$label: after kill -9 the socket directory holds: $(ls "$SD" 2>&1 | tr '\n' ' ')"
 	"$MULTIFS" --log-file "$SCRATCH/$name.2.log" -o "$opts" "$P" </dev/null >/dev/null 2>"$SCRATCH/$name.2.err"

@@ -33,7 +33,7 @@ dead_socket() {
 listener() {
 	rm -f "$SCRATCH/listen.ready"
 	bg "$PY" "$LS" "$1" "$SCRATCH/listen.ready" 60
-	wait_for "[ -e '$SCRATCH/listen.ready' ]" 5
+	check_within "another program listens at $1" 5 "[ -e '$SCRATCH/listen.ready' ]"
 }
 
 # gone_or_empty DIR: what is left of DIR after a stop, in words; status 0
@@ -124,8 +124,9 @@ bg vde_plug "$P" null://
 VP=$LASTPID
 check_stat "kill -9: a link had joined" "$P/stats" links 1 3
 kill -KILL "$DP"
-wait_exit "$DP" 2
-wait_exit "$VP" 2
+check_exits "kill -9: the daemon is gone" "$DP" 2
+# A live vde_plug's data socket would not be a leftover.
+check_exits "kill -9: the link's vde_plug exits" "$VP" 2
 note "kill -9: the socket directory it left: $(listing "$D")"
 check "kill -9: the socket directory is left" test -d "$D"
 timeout 20 "$MULTIFS" --log-file "$SCRATCH/p5.2.log" --sockdir "$D" "$P" </dev/null >/dev/null 2>"$SCRATCH/err"

@@ -55,7 +55,7 @@ frames() { # NAME RECV_DIR RECV_T SEND_DIR SEND_T
 	"$VDEPROBE" recv -dir "$2" -transport "$3" -count 300 -idle 5s -max 20s -ready "$SCRATCH/$1.ready" >"$out" 2>&1 &
 	local r=$!
 	track $r
-	wait_for "[ -e '$SCRATCH/$1.ready' ]" 3
+	check_within "$1: the receiver joins" 3 "[ -e '$SCRATCH/$1.ready' ]" cat "$out"
 	"$VDEPROBE" send -dir "$4" -transport "$5" -count 300 -rate 3000 -size 9234 >/dev/null 2>&1
 	if wait "$r"; then pass "$1: $(cat "$out")"; else fail "$1" "$(cat "$out")"; fi
 }
@@ -75,7 +75,7 @@ handoff() { # NAME FIRST SECOND: each "vde" (vde_plug A B) or "seq" (a bridge, s
 	"$VDEPROBE" recv -dir "$B/host" -count 9000 -idle 3s -max 30s -ready "$SCRATCH/ho.ready" >"$out" 2>&1 &
 	r=$!
 	track $r
-	wait_for "[ -e '$SCRATCH/ho.ready' ]" 3
+	check_within "hand-off $name: the receiver joins B's host" 3 "[ -e '$SCRATCH/ho.ready' ]" cat "$out"
 	start_link() {
 		if [ "$1" = vde ]; then
 			bg vde_plug "$A" "$B"
@@ -84,15 +84,17 @@ handoff() { # NAME FIRST SECOND: each "vde" (vde_plug A B) or "seq" (a bridge, s
 		fi
 	}
 	start_link "$2"
-	wait_for "[ -n \"\$(links_of '$A')\" ]" 3
+	check_within "hand-off $name: the first link joins A" 3 "[ -n \"\$(links_of '$A')\" ]"
 	first=$(links_of "$A")
 	"$VDEPROBE" send -dir "$A/host" -count 9000 -rate 3000 >/dev/null 2>&1 &
 	s=$!
 	track $s
-	sleep 1
+	sleep 1 # a pace: frames flow through the first link alone for a second
 	start_link "$3"
-	wait_for "[ \"\$(links_of '$A' | wc -w)\" = 2 ] && [ \"\$(links_of '$B' | wc -w)\" -ge 2 ]" 3
-	sleep 0.5
+	check_within "hand-off $name: the second link joins A and B" 3 \
+		"[ \"\$(links_of '$A' | wc -w)\" = 2 ] && [ \"\$(links_of '$B' | wc -w)\" -ge 2 ]" \
+		eval "show_links '$A'; show_links '$B'"
+	sleep 0.5 # the overlap: both links carry the frames for half a second
 	echo 1 >"$A/links/$first/close"
 	wait "$s"
 	if wait "$r"; then pass "hand-off $name: $(cat "$out")"; else fail "hand-off $name" "$(cat "$out")"; fi
@@ -100,7 +102,8 @@ handoff() { # NAME FIRST SECOND: each "vde" (vde_plug A B) or "seq" (a bridge, s
 	dups=$(sed -n 's/.*dups=\([0-9]*\).*/\1/p' "$out")
 	if [ "${dups:-0}" -gt 0 ]; then pass "hand-off $name: duplicates while both links were up"; else fail "hand-off $name: duplicates" "$(cat "$out")"; fi
 	for l in $(links_of "$A"); do echo 1 >"$A/links/$l/close"; done
-	wait_for "[ -z \"\$(links_of '$A')\" ] && [ -z \"\$(links_of '$B')\" ]" 3
+	check_within "hand-off $name: every link left A and B" 3 "[ -z \"\$(links_of '$A')\" ] && [ -z \"\$(links_of '$B')\" ]" \
+		eval "show_links '$A'; show_links '$B'"
 }
 handoff "vde to seqpacket" vde seq
 handoff "seqpacket to vde" seq vde

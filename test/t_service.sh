@@ -68,7 +68,7 @@ with open(out, "w", buffering=1) as f:
 EOF
 	LASTPID=$!
 	track "$LASTPID"
-	wait_for "[ -S '$1' ]" 3
+	check_within "a notify socket listens at $1" 3 "[ -S '$1' ]"
 }
 
 P=$SCRATCH/vm1
@@ -92,7 +92,7 @@ L=$LASTPID
 NOTIFY_SOCKET=$SCRATCH/notify2 "$MULTIFS" --log-file "$SCRATCH/d.log" "$P"
 D=$(daemon_pid "$P")
 track_mount "$P" "$D"
-sleep 0.5
+sleep 0.5 # a window for a notification that must not come
 check_eq "daemonized: no notification" "" "$(cat "$SCRATCH/notify2.out")"
 fusermount -u "$P"
 check_exits "daemonized: stopped" "$D" 3
@@ -123,7 +123,7 @@ EOF
 	SL=$!
 	track "$SL"
 	at_exit "rm -f /dev/log" # ours: there was none
-	wait_for "[ -S /dev/log ]" 3
+	check_within "a stand-in syslog listens at /dev/log" 3 "[ -S /dev/log ]"
 fi
 P=$SCRATCH/vm2
 "$MULTIFS" "$P" 2>"$SCRATCH/sl.err"
@@ -134,7 +134,7 @@ if [ "$HAVE_SYSLOG" = 0 ]; then
 	check_within "syslog: the daemon's 'serving' line arrived, tag multifs[pid]" 3 \
 		"grep -q 'multifs\\[$D\\]: .*msg=serving' '$SCRATCH/syslog.out'" tail -n 2 "$SCRATCH/syslog.out"
 	bg vde_plug "$P/host" null://
-	wait_for "[ \"\$(stat_key '$P/host/stats' attached)\" = yes ]" 3
+	check_stat "syslog: a host attaches" "$P/host/stats" attached yes 3
 	timeout 5 vde_plug "$P/host" null:// </dev/null >/dev/null 2>"$SCRATCH/second.err"
 	check_within "syslog: a refused second host is logged with the reason" 3 \
 		"grep -q 'a host is already attached' '$SCRATCH/syslog.out'" tail -n 2 "$SCRATCH/syslog.out"

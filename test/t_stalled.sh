@@ -78,7 +78,7 @@ start_recv() {
 	nice -n -10 "$VDEPROBE" recv -dir "$dir" -count "$count" -idle 5s -max 60s -ready "$SCRATCH/$name.ready" "$@" >"$SCRATCH/$name.out" 2>&1 &
 	LASTPID=$!
 	track "$LASTPID"
-	wait_for "[ -e '$SCRATCH/$name.ready' ]" 5
+	check_within "$name: the receiver joins" 5 "[ -e '$SCRATCH/$name.ready' ]" cat "$SCRATCH/$name.out"
 }
 
 # =============================================================================
@@ -111,7 +111,7 @@ if wait "$HEALTHY"; then
 else
 	fail "the healthy link gets every frame" "$(cat "$SCRATCH/healthy.out")"
 fi
-wait_for "[ \"\$(stat_key '$P/stats' host)\" = detached ]" 3
+check_stat "1a's host detached" "$P/stats" host detached 3
 for s in "$S1" "$S2"; do
 	stuck_drops "stuck link $s ($(stat_key "$P/links/$s/stats" transport))" "$P/links/$s/stats"
 done
@@ -161,7 +161,8 @@ LS1=$!
 "$VDEPROBE" send -dir "$P" -count 20000 -rate 20000 -transport seqpacket >"$SCRATCH/ls2.out" 2>&1 &
 LS2=$!
 track $LS1 $LS2
-sleep 0.3
+check_within "the links' frames fill the stuck host's socket (tx_dropped grows)" 3 \
+	"[ \"\$(stat_key '$P/host/stats' tx_dropped)\" -gt 0 ] 2>/dev/null" show_key "$P/host/stats" tx_dropped
 # Meanwhile the daemon serves: stats answer, a link joins.
 check "stats answer while the host is stuck" grep -q '^host: attached' "$P/stats"
 bg vde_plug "$P" null://
@@ -183,7 +184,8 @@ check_eq "the daemon read every frame of both links (rx_packets at their close)"
 stuck_drops "the stuck host" "$P/host/stats"
 check_eq "dropped_no_host: none (the host was there all along)" 0 "$(stat_key "$P/stats" dropped_no_host)"
 kill "$STUCKH" "$JOINER" 2>/dev/null
-wait_for "[ \"\$(stat_key '$P/stats' host)\" = detached ] && [ -z \"\$(links_of '$P')\" ]" 3
+check_within "the stuck host and the joiner left" 3 "[ \"\$(stat_key '$P/stats' host)\" = detached ] && [ -z \"\$(links_of '$P')\" ]" \
+	eval "show_key '$P/stats' host; show_links '$P'"
 check_eq "the stuck host's final counters cover all 40000 frames" 40000 \
 	"$(($(closed tx_packets "$STUCKH" "host detached") + 0 + $(closed tx_dropped "$STUCKH" "host detached") + 0))"
 
@@ -205,7 +207,7 @@ DNL0=$(stat_key "$P/stats" dropped_no_link)
 "$VDEPROBE" send -dir "$P/host" -count 30000 -rate 10000 >"$SCRATCH/ks.out" 2>&1 &
 KS=$!
 track $KS
-sleep 1
+sleep 1 # a pace: a second of the stream before the kill
 kill -KILL "$B"
 T0=$(now_ms)
 if wait_for "[ ! -e '$P/links/$LB' ]" 2; then
@@ -241,7 +243,7 @@ fi
 check_eq "dropped_no_link unchanged" "$DNL0" "$(stat_key "$P/stats" dropped_no_link)"
 check "the vde_plug still runs" alive "$C"
 kill "$C" 2>/dev/null
-wait_for "[ -z \"\$(links_of '$P')\" ]" 3
+check_links "the vde_plug link left" "$P" "" 3
 
 # =============================================================================
 # 4. data socket files deleted from SOCKDIR
@@ -272,11 +274,12 @@ send3000() {
 start_recv del1 "$Q/host" 3000
 R=$LASTPID
 send3000 "$P/host" del1 "host -> the link whose socket file is gone"
-wait_for "[ \"\$(stat_key '$P/stats' host)\" = detached ] && [ \"\$(stat_key '$Q/stats' host)\" = detached ]" 3
+check_within "both hosts detached" 3 "[ \"\$(stat_key '$P/stats' host)\" = detached ] && [ \"\$(stat_key '$Q/stats' host)\" = detached ]" \
+	eval "show_key '$P/stats' host; show_key '$Q/stats' host"
 start_recv del2 "$P/host" 3000
 R=$LASTPID
 send3000 "$Q/host" del2 "the link whose socket file is gone -> host"
-wait_for "[ \"\$(stat_key '$P/stats' host)\" = detached ]" 3
+check_stat "the receiver host detached" "$P/stats" host detached 3
 # The host's socket file too.
 start_recv del3 "$P/host" 3000
 R=$LASTPID

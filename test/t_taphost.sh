@@ -29,7 +29,7 @@ ip -n "$NA" link set "$TA" up
 ip -n "$NB" link set "$TB" up
 
 bg vde_plug "$A" "$B"
-wait_for "[ -d '$A/links/1' ] && [ -d '$B/links/1' ]" 3
+check_within "a vde_plug links A and B" 3 "[ -d '$A/links/1' ] && [ -d '$B/links/1' ]" eval "show_links '$A'; show_links '$B'"
 check "ping A -> B through the tap hosts" ip netns exec "$NA" ping -c 5 -i 0.1 -W 2 169.254.91.2
 check "ping B -> A" ip netns exec "$NB" ping -c 3 -i 0.1 -W 2 169.254.91.1
 rx=$(stat_key "$A/host/stats" rx_packets)
