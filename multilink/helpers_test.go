@@ -300,3 +300,39 @@ func (c *burstConn) Send(frame []byte) error {
 	<-c.release
 	return c.fakeConn.TrySend(frame)
 }
+
+// leavingConn is a fakeConn whose peer can leave: gone is what PeerGone
+// says; CloseRead makes the receive side end with EOF once what was sent
+// has been taken, as a shut-down socket does.
+type leavingConn struct {
+	*fakeConn
+	gone     atomic.Bool
+	readShut chan struct{}
+	once     sync.Once
+}
+
+func newLeavingConn() *leavingConn {
+	return &leavingConn{fakeConn: newFakeConn(), readShut: make(chan struct{})}
+}
+
+func (c *leavingConn) PeerGone() bool { return c.gone.Load() }
+
+func (c *leavingConn) CloseRead() { c.once.Do(func() { close(c.readShut) }) }
+
+func (c *leavingConn) RecvBatch(get func() ([][]byte, []int), put func()) (int, error) {
+	var first []byte
+	select {
+	case first = <-c.in:
+	case <-c.closed:
+		return 0, io.EOF
+	case <-c.readShut:
+		select {
+		case first = <-c.in: // taken before the EOF
+		default:
+			return 0, io.EOF
+		}
+	}
+	bufs, sizes := get()
+	sizes[0] = copy(bufs[0], first)
+	return 1, nil
+}
