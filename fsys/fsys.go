@@ -55,6 +55,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -63,6 +64,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"multifs/multilink"
+	"multifs/multilink/peertext"
 	"multifs/perms"
 )
 
@@ -273,9 +275,28 @@ func (t *tree) rootStats() string {
 
 func (t *tree) hostStats() string {
 	if h := t.Multilink.Host(); h != nil {
-		return "attached: yes\n" + h.Stats()
+		return "attached: yes\n" + portStats(h, true)
 	}
 	return "attached: no\n"
+}
+
+// portStats renders a link's (or, isHost, the host's) stats file: its
+// identity, then its counters. Every stats text of the tree is rendered
+// here, in fsys; multilink only counts.
+func portStats(p *multilink.Port, isHost bool) string {
+	var b strings.Builder
+	if !isHost {
+		fmt.Fprintf(&b, "id: %d\n", p.ID)
+	}
+	c := p.Counters()
+	fmt.Fprintf(&b, "transport: %s\n", p.Info.Transport)
+	// The peer's own words: one line for every parser, splitlines() too.
+	fmt.Fprintf(&b, "description: %s\n", peertext.Escape(p.Info.Description))
+	fmt.Fprintf(&b, "pid: %d\nuid: %d\ngid: %d\n", p.Info.PID, p.Info.UID, p.Info.GID)
+	fmt.Fprintf(&b, "since: %s\n", p.Info.Since.UTC().Format(time.RFC3339))
+	fmt.Fprintf(&b, "rx_packets: %d\nrx_bytes: %d\nrx_dropped: %d\n", c.RxPackets, c.RxBytes, c.RxDropped)
+	fmt.Fprintf(&b, "tx_packets: %d\ntx_bytes: %d\ntx_dropped: %d\n", c.TxPackets, c.TxBytes, c.TxDropped)
+	return b.String()
 }
 
 // symlink points into the socket directory, where the real sockets are.
@@ -366,7 +387,7 @@ func (d *linkDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		ml, id := d.t.Multilink, d.id
 		render := func() (string, bool) {
 			if p := ml.Link(id); p != nil {
-				return p.Stats(), true
+				return portStats(p, false), true
 			}
 			return "", false
 		}

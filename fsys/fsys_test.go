@@ -2,6 +2,7 @@ package fsys
 
 import (
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -9,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sirupsen/logrus"
 
 	"multifs/multilink"
 	"multifs/perms"
@@ -51,7 +54,7 @@ func TestModes(t *testing.T) {
 	}
 	for _, tc := range tests {
 		dir, ml, p := mount(t, tc.spec)
-		l, _ := ml.AddLink(multilink.PeerInfo{}, newNullConn(), nil)
+		l, _ := addLink(ml, multilink.PeerInfo{}, newNullConn(), nil)
 		ln := filepath.Join(dir, "links", "1")
 		for path, want := range map[string]uint32{
 			dir: tc.root, ln: tc.dir, filepath.Join(dir, "links"): tc.dir, filepath.Join(dir, "host"): tc.dir,
@@ -75,7 +78,7 @@ func TestLinksAppearAndVanishAtOnce(t *testing.T) {
 	links := filepath.Join(dir, "links")
 	var ports []*multilink.Port
 	for i := 0; i < 3; i++ {
-		p, _ := ml.AddLink(multilink.PeerInfo{Transport: "vde", PID: int32(100 + i)}, newNullConn(), nil)
+		p, _ := addLink(ml, multilink.PeerInfo{Transport: "vde", PID: int32(100 + i)}, newNullConn(), nil)
 		ports = append(ports, p)
 		// no sleep: nothing may be cached
 		if _, err := os.Stat(filepath.Join(links, ports[i].IDString())); err != nil {
@@ -110,7 +113,7 @@ func TestLinksAppearAndVanishAtOnce(t *testing.T) {
 
 func TestCloseFile(t *testing.T) {
 	dir, ml, _ := mount(t, perms.Spec{})
-	l, _ := ml.AddLink(multilink.PeerInfo{}, newNullConn(), nil)
+	l, _ := addLink(ml, multilink.PeerInfo{}, newNullConn(), nil)
 	closePath := filepath.Join(dir, "links", "1", "close")
 
 	for _, bad := range []string{"0", "abc", "1 1", "11", "1\n\n", " 1", "\n", strings.Repeat("1", 1<<20)} {
@@ -154,7 +157,7 @@ func TestStatsAreCurrentAndReadOnly(t *testing.T) {
 	dir, ml, _ := mount(t, perms.Spec{})
 	stats := filepath.Join(dir, "stats")
 	before := statKey(t, stats, "links")
-	ml.AddLink(multilink.PeerInfo{}, newNullConn(), nil)
+	addLink(ml, multilink.PeerInfo{}, newNullConn(), nil)
 	if after := statKey(t, stats, "links"); before != "0" || after != "1" {
 		t.Fatalf("links %s then %s: stale read", before, after)
 	}
@@ -185,7 +188,7 @@ func TestStatsAreCurrentAndReadOnly(t *testing.T) {
 
 func TestTreeCannotBeChanged(t *testing.T) {
 	dir, ml, _ := mount(t, perms.Spec{})
-	ml.AddLink(multilink.PeerInfo{}, newNullConn(), nil)
+	addLink(ml, multilink.PeerInfo{}, newNullConn(), nil)
 	ln := filepath.Join(dir, "links", "1")
 	ops := map[string]func() error{
 		"mkdir":          func() error { return os.Mkdir(filepath.Join(dir, "new"), 0o700) },
@@ -216,5 +219,25 @@ func TestTreeCannotBeChanged(t *testing.T) {
 	}
 	if got := names(t, ln); !reflect.DeepEqual(got, []string{"close", "stats"}) {
 		t.Fatalf("link dir changed: %v", got)
+	}
+}
+
+// TestPortStatsText: a link's stats text, the peer's description escaped
+// to one line.
+func TestPortStatsText(t *testing.T) {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	ml := multilink.New(logrus.NewEntry(l))
+	defer ml.Close()
+	since := time.Date(2026, 11, 27, 10, 11, 12, 0, time.UTC)
+	p, _ := addLink(ml, multilink.PeerInfo{Transport: "vde", Description: "vde_plug\nid: 99", PID: 42, UID: 1, GID: 2, Since: since}, newNullConn(), nil)
+	got := portStats(p, false)
+	want := "id: 1\ntransport: vde\ndescription: vde_plug\\x0aid: 99\npid: 42\nuid: 1\ngid: 2\nsince: 2026-11-27T10:11:12Z\n" +
+		"rx_packets: 0\nrx_bytes: 0\nrx_dropped: 0\ntx_packets: 0\ntx_bytes: 0\ntx_dropped: 0\n"
+	if got != want {
+		t.Fatalf("stats:\n%s\nwant:\n%s", got, want)
+	}
+	if host := portStats(p, true); host != want[len("id: 1\n"):] {
+		t.Fatalf("as the host, no id line:\n%s", host)
 	}
 }

@@ -28,7 +28,6 @@ func (c *nullConn) RecvBatch(func() ([][]byte, []int), func()) (int, error) {
 }
 func (c *nullConn) TrySendBatch(frames [][]byte) (int, error)              { return len(frames), nil }
 func (c *nullConn) SendBatchWait(f [][]byte, _ time.Duration) (int, error) { return len(f), nil }
-func (c *nullConn) Send([]byte) error                                      { return nil }
 func (c *nullConn) Close() error                                           { c.once.Do(func() { close(c.closed) }); return nil }
 
 func mount(t *testing.T, spec perms.Spec) (string, *multilink.Multilink, perms.Perms) {
@@ -83,4 +82,9 @@ func statKey(t *testing.T, path, key string) string {
 	}
 	t.Fatalf("%s has no key %q:\n%s", path, key, b)
 	return ""
+}
+
+// addLink joins conn to ml as a new link, as control's admission does.
+func addLink(ml *multilink.Multilink, info multilink.PeerInfo, conn multilink.Conn, onClose func()) (*multilink.Port, error) {
+	return ml.Admit(false, info, conn, onClose, nil)
 }

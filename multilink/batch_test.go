@@ -75,7 +75,7 @@ func TestForwardingPastTheBudget(t *testing.T) {
 	if _, err := m.AttachHost(PeerInfo{}, hc, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.AddLink(PeerInfo{}, lc, nil); err != nil {
+	if _, err := addLink(m, PeerInfo{}, lc, nil); err != nil {
 		t.Fatal(err)
 	}
 	const n = 40

@@ -15,7 +15,7 @@ func BenchmarkForwardHostToQueuedLink(b *testing.B) {
 	m := New(testLog())
 	src := &loopConn{frame: make([]byte, 64), limit: int64(b.N), done: make(chan struct{})}
 	sink := &halfConn{}
-	l, _ := m.AddLink(PeerInfo{}, sink, nil)
+	l, _ := addLink(m, PeerInfo{}, sink, nil)
 	b.ReportAllocs()
 	b.ResetTimer()
 	m.AttachHost(PeerInfo{}, src, nil)

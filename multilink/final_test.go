@@ -10,11 +10,11 @@ func TestCloseLinkForGood(t *testing.T) {
 	defer m.Close()
 	a := &finalConn{fakeConn: newFakeConn()}
 	b := &finalConn{fakeConn: newFakeConn()}
-	pa, err := m.AddLink(PeerInfo{Transport: "seqpacket"}, a, nil)
+	pa, err := addLink(m, PeerInfo{Transport: "seqpacket"}, a, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pb, _ := m.AddLink(PeerInfo{Transport: "seqpacket"}, b, nil)
+	pb, _ := addLink(m, PeerInfo{Transport: "seqpacket"}, b, nil)
 
 	// A plain close is not final.
 	m.CloseLink(pb.ID)
@@ -64,7 +64,7 @@ func TestCloseForGoodPlainConn(t *testing.T) {
 	m := New(testLog())
 	defer m.Close()
 	c := newFakeConn()
-	p, _ := m.AddLink(PeerInfo{Transport: "vde"}, c, nil)
+	p, _ := addLink(m, PeerInfo{Transport: "vde"}, c, nil)
 	if err := m.CloseLinkForGood(p.ID); err != nil {
 		t.Fatal(err)
 	}

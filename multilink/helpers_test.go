@@ -78,7 +78,7 @@ func benchForward(b *testing.B, fromHost bool, links int) {
 	}
 	if fromHost {
 		for _, s := range sinks {
-			m.AddLink(PeerInfo{}, s, nil)
+			addLink(m, PeerInfo{}, s, nil)
 		}
 	} else {
 		m.AttachHost(PeerInfo{}, sinks[0], nil)
@@ -88,7 +88,7 @@ func benchForward(b *testing.B, fromHost bool, links int) {
 	if fromHost {
 		m.AttachHost(PeerInfo{}, src, nil)
 	} else {
-		m.AddLink(PeerInfo{}, src, nil)
+		addLink(m, PeerInfo{}, src, nil)
 	}
 	<-src.done
 	b.StopTimer()
@@ -226,18 +226,6 @@ func (c *fakeConn) TrySend(frame []byte) error {
 	return nil
 }
 
-// Send stands for a socket that stays full while c.full: it waits for close.
-func (c *fakeConn) Send(frame []byte) error {
-	c.mu.Lock()
-	full := c.full
-	c.mu.Unlock()
-	if full {
-		<-c.closed
-		return io.ErrClosedPipe
-	}
-	return c.TrySend(frame)
-}
-
 func (c *fakeConn) Close() error {
 	c.once.Do(func() { close(c.closed) })
 	return nil
@@ -335,4 +323,10 @@ func (c *leavingConn) RecvBatch(get func() ([][]byte, []int), put func()) (int, 
 	bufs, sizes := get()
 	sizes[0] = copy(bufs[0], first)
 	return 1, nil
+}
+
+// addLink joins conn as a new link, as control's admission does (without
+// its handshake answer).
+func addLink(m *Multilink, info PeerInfo, conn Conn, onClose func()) (*Port, error) {
+	return m.Admit(false, info, conn, onClose, nil)
 }

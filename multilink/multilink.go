@@ -59,13 +59,6 @@ func New(log *logrus.Entry) *Multilink {
 	return m
 }
 
-// AddLink registers a joined peer as a new link and starts forwarding its
-// frames to the host. onClose runs once when the link ends, after its Conn
-// is closed; it is where the control side closes the peer's control stream.
-func (m *Multilink) AddLink(info PeerInfo, conn Conn, onClose func()) (*Port, error) {
-	return m.Admit(false, info, conn, onClose, nil)
-}
-
 // AttachHost registers a peer as the host. Only one host at a time.
 func (m *Multilink) AttachHost(info PeerInfo, conn Conn, onClose func()) (*Port, error) {
 	return m.Admit(true, info, conn, onClose, nil)

@@ -15,8 +15,8 @@ func TestForwardingRule(t *testing.T) {
 		t.Fatal(err)
 	}
 	l1c, l2c := newFakeConn(), newFakeConn()
-	l1, _ := m.AddLink(PeerInfo{}, l1c, nil)
-	l2, _ := m.AddLink(PeerInfo{}, l2c, nil)
+	l1, _ := addLink(m, PeerInfo{}, l1c, nil)
+	l2, _ := addLink(m, PeerInfo{}, l2c, nil)
 
 	// host -> every link
 	hc.in <- frameOf(60, 1)
@@ -59,7 +59,7 @@ func TestFrameSizes(t *testing.T) {
 			defer m.Close()
 			hc, lc := newFakeConn(), newFakeConn()
 			m.AttachHost(PeerInfo{}, hc, nil)
-			l, _ := m.AddLink(PeerInfo{}, lc, nil)
+			l, _ := addLink(m, PeerInfo{}, lc, nil)
 			lc.in <- frameOf(tc.size, 7)
 			lc.in <- frameOf(100, 8) // a marker: once it is through, the first was handled
 			// A frame is counted when it is read, before it is forwarded:
@@ -90,8 +90,8 @@ func TestStuckPeerLosesFramesButStallsNobody(t *testing.T) {
 	h, _ := m.AttachHost(PeerInfo{}, hc, nil)
 	stuck, ok := newFakeConn(), newFakeConn()
 	stuck.full = true
-	sl, _ := m.AddLink(PeerInfo{}, stuck, nil)
-	ol, _ := m.AddLink(PeerInfo{}, ok, nil)
+	sl, _ := addLink(m, PeerInfo{}, stuck, nil)
+	ol, _ := addLink(m, PeerInfo{}, ok, nil)
 	queued := queueFrames(64)
 	total := queued + 10
 	for i := 0; i < total; i++ {
@@ -110,7 +110,7 @@ func TestBurstIsQueuedInOrder(t *testing.T) {
 	hc := newFakeConn()
 	h, _ := m.AttachHost(PeerInfo{}, hc, nil)
 	lc := &burstConn{fakeConn: newFakeConn(), release: make(chan struct{})}
-	l, _ := m.AddLink(PeerInfo{}, lc, nil)
+	l, _ := addLink(m, PeerInfo{}, lc, nil)
 	for i := 0; i < 100; i++ {
 		hc.in <- frameOf(64+i, byte(i))
 	}
@@ -131,7 +131,7 @@ func TestNoHostNoLink(t *testing.T) {
 	m := New(testLog())
 	defer m.Close()
 	lc := newFakeConn()
-	l, _ := m.AddLink(PeerInfo{}, lc, nil)
+	l, _ := addLink(m, PeerInfo{}, lc, nil)
 	lc.in <- frameOf(64, 1)
 	eventually(t, "drop without host", func() bool { return m.Totals().DroppedNoHost == 1 })
 	if l.Closed() {
@@ -168,7 +168,7 @@ func TestCloseLink(t *testing.T) {
 	defer m.Close()
 	lc := newFakeConn()
 	closed := 0
-	l, _ := m.AddLink(PeerInfo{}, lc, func() { closed++ })
+	l, _ := addLink(m, PeerInfo{}, lc, func() { closed++ })
 	if err := m.CloseLink(l.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +195,7 @@ func TestIDsNeverReused(t *testing.T) {
 	defer m.Close()
 	var last uint64
 	for i := 0; i < 5; i++ {
-		l, err := m.AddLink(PeerInfo{}, newFakeConn(), nil)
+		l, err := addLink(m, PeerInfo{}, newFakeConn(), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -223,7 +223,7 @@ func TestPeerEOFClosesPort(t *testing.T) {
 	m := New(testLog())
 	defer m.Close()
 	lc := newFakeConn()
-	l, _ := m.AddLink(PeerInfo{}, lc, nil)
+	l, _ := addLink(m, PeerInfo{}, lc, nil)
 	lc.Close() // Recv now fails, as on a socket error
 	eventually(t, "port closed", l.Closed)
 	if m.Link(l.ID) != nil {
@@ -235,29 +235,16 @@ func TestShutdownClosesEverythingAndRefusesNew(t *testing.T) {
 	m := New(testLog())
 	hc, lc := newFakeConn(), newFakeConn()
 	h, _ := m.AttachHost(PeerInfo{}, hc, nil)
-	l, _ := m.AddLink(PeerInfo{}, lc, nil)
+	l, _ := addLink(m, PeerInfo{}, lc, nil)
 	m.Close()
 	if !h.Closed() || !l.Closed() {
 		t.Fatal("peers still open after Close")
 	}
-	if _, err := m.AddLink(PeerInfo{}, newFakeConn(), nil); !errors.Is(err, ErrClosed) {
-		t.Fatalf("AddLink after Close: %v", err)
+	if _, err := addLink(m, PeerInfo{}, newFakeConn(), nil); !errors.Is(err, ErrClosed) {
+		t.Fatalf("a link joining after Close: %v", err)
 	}
 	if _, err := m.AttachHost(PeerInfo{}, newFakeConn(), nil); !errors.Is(err, ErrClosed) {
 		t.Fatalf("AttachHost after Close: %v", err)
-	}
-}
-
-func TestStatsText(t *testing.T) {
-	m := New(testLog())
-	defer m.Close()
-	since := time.Date(2026, 11, 27, 10, 11, 12, 0, time.UTC)
-	l, _ := m.AddLink(PeerInfo{Transport: "vde", Description: "vde_plug\nid: 99", PID: 42, UID: 1, GID: 2, Since: since}, newFakeConn(), nil)
-	got := l.Stats()
-	want := "id: 1\ntransport: vde\ndescription: vde_plug\\x0aid: 99\npid: 42\nuid: 1\ngid: 2\nsince: 2026-11-27T10:11:12Z\n" +
-		"rx_packets: 0\nrx_bytes: 0\nrx_dropped: 0\ntx_packets: 0\ntx_bytes: 0\ntx_dropped: 0\n"
-	if got != want {
-		t.Fatalf("stats:\n%s\nwant:\n%s", got, want)
 	}
 }
 
@@ -268,7 +255,7 @@ func TestStuckHostDropsAfterHostWait(t *testing.T) {
 	hc.full = true
 	h, _ := m.AttachHost(PeerInfo{}, hc, nil)
 	lc := newFakeConn()
-	l, _ := m.AddLink(PeerInfo{}, lc, nil)
+	l, _ := addLink(m, PeerInfo{}, lc, nil)
 	start := time.Now()
 	for i := 0; i < 5; i++ {
 		lc.in <- frameOf(64, byte(i))
@@ -292,7 +279,7 @@ func TestCloseLeavesFinalCounters(t *testing.T) {
 	h, _ := m.AttachHost(PeerInfo{}, hc, nil)
 	stuck := newFakeConn()
 	stuck.full = true
-	sl, _ := m.AddLink(PeerInfo{}, stuck, nil)
+	sl, _ := addLink(m, PeerInfo{}, stuck, nil)
 	const total = 100
 	for i := 0; i < total; i++ {
 		hc.in <- frameOf(64, byte(i))

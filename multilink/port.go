@@ -2,19 +2,15 @@ package multilink
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
-
-	"multifs/multilink/peertext"
 )
 
 // Conn is a peer's data channel: one Ethernet frame per message, moved in
@@ -440,23 +436,6 @@ func (p *Port) Counters() Counters {
 		RxPackets: p.rxPackets.Load(), RxBytes: p.rxBytes.Load(), RxDropped: p.rxDropped.Load(),
 		TxPackets: p.txPackets.Load(), TxBytes: p.txBytes.Load(), TxDropped: p.txDropped.Load(),
 	}
-}
-
-// Stats renders the port's stats file: identity, then counters.
-func (p *Port) Stats() string {
-	var b strings.Builder
-	if !p.isHost {
-		fmt.Fprintf(&b, "id: %d\n", p.ID)
-	}
-	c := p.Counters()
-	fmt.Fprintf(&b, "transport: %s\n", p.Info.Transport)
-	// The peer's own words: one line for every parser, splitlines() too.
-	fmt.Fprintf(&b, "description: %s\n", peertext.Escape(p.Info.Description))
-	fmt.Fprintf(&b, "pid: %d\nuid: %d\ngid: %d\n", p.Info.PID, p.Info.UID, p.Info.GID)
-	fmt.Fprintf(&b, "since: %s\n", p.Info.Since.UTC().Format(time.RFC3339))
-	fmt.Fprintf(&b, "rx_packets: %d\nrx_bytes: %d\nrx_dropped: %d\n", c.RxPackets, c.RxBytes, c.RxDropped)
-	fmt.Fprintf(&b, "tx_packets: %d\ntx_bytes: %d\ntx_dropped: %d\n", c.TxPackets, c.TxBytes, c.TxDropped)
-	return b.String()
 }
 
 // IDString is the link's name in the tree.
