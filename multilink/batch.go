@@ -28,11 +28,21 @@ type batch struct {
 // path nothing until links pile up behind the host.
 const fullBatches = 64
 
-var (
-	fullOut   atomic.Int32 // full batches out of fullPool
-	fullPool  = sync.Pool{New: func() any { return newBatch(BatchSize) }}
-	smallPool = sync.Pool{New: func() any { return newBatch(1) }}
-)
+// batches are a multilink's receive buffers: a pool of full batches, of
+// which at most fullBatches are out at once, and a pool of one-frame ones.
+// Each multilink has its own (the daemon has one), so the bound is the
+// daemon's, and tests with multilinks of their own do not share it.
+type batches struct {
+	fullOut     atomic.Int32 // full batches out of full
+	full, small sync.Pool
+}
+
+func newBatches() *batches {
+	bs := &batches{}
+	bs.full.New = func() any { return newBatch(BatchSize) }
+	bs.small.New = func() any { return newBatch(1) }
+	return bs
+}
 
 func newBatch(n int) *batch {
 	// One extra byte per buffer lets the kernel report an oversized frame
@@ -46,24 +56,24 @@ func newBatch(n int) *batch {
 	return b
 }
 
-// getBatch returns a full batch, or a one-frame one if fullBatches are out.
+// get returns a full batch, or a one-frame one if fullBatches are out.
 // The host's reader always gets a full one (the bound is fullBatches + 1):
 // what it reads goes to every link, and links piled up behind a slow host
 // must not slow the other direction down too.
-func getBatch(host bool) *batch {
-	if fullOut.Add(1) <= fullBatches || host {
-		return fullPool.Get().(*batch)
+func (bs *batches) get(host bool) *batch {
+	if bs.fullOut.Add(1) <= fullBatches || host {
+		return bs.full.Get().(*batch)
 	}
-	fullOut.Add(-1)
-	return smallPool.Get().(*batch)
+	bs.fullOut.Add(-1)
+	return bs.small.Get().(*batch)
 }
 
-// putBatch gives b back; it must not be used afterwards.
-func putBatch(b *batch) {
+// put gives b back; it must not be used afterwards.
+func (bs *batches) put(b *batch) {
 	if len(b.bufs) == 1 {
-		smallPool.Put(b)
+		bs.small.Put(b)
 		return
 	}
-	fullPool.Put(b)
-	fullOut.Add(-1)
+	bs.full.Put(b)
+	bs.fullOut.Add(-1)
 }

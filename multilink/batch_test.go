@@ -9,7 +9,8 @@ import (
 // that a reader gets a one-frame batch, and full ones again once some are
 // back.
 func TestBatchBudget(t *testing.T) {
-	noBatchesOut(t)
+	bs := newBatches()
+	getBatch, putBatch, fullOut := bs.get, bs.put, &bs.fullOut
 	var held []*batch
 	defer func() {
 		for _, b := range held {
@@ -59,18 +60,17 @@ func TestBatchBudget(t *testing.T) {
 // from a link to the host whole and in order, a frame per receive, and
 // the host's reader still receives whole batches.
 func TestForwardingPastTheBudget(t *testing.T) {
-	noBatchesOut(t)
+	m := New(testLog())
+	defer m.Close()
 	var held []*batch
 	for i := 0; i < fullBatches; i++ {
-		held = append(held, getBatch(false))
+		held = append(held, m.batches.get(false))
 	}
 	defer func() {
 		for _, b := range held {
-			putBatch(b)
+			m.batches.put(b)
 		}
 	}()
-	m := New(testLog())
-	defer m.Close()
 	hc, lc := newFakeConn(), newFakeConn()
 	if _, err := m.AttachHost(PeerInfo{}, hc, nil); err != nil {
 		t.Fatal(err)

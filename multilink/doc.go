@@ -38,7 +38,7 @@
 //	    pollFD.RecvBatch        a host's socket waits on its own thread: pollFD.io, hotWait
 //	                            (poll(2)), then park
 //	    hotLoop.serve, .step    a tap host, once busy, is served by the hot loop instead
-//	      recvBatchOnce         get (getBatch), then one recvmmsg of up to BatchSize frames;
+//	      recvBatchOnce         get (batches.get), then one recvmmsg of up to BatchSize frames;
 //	                            found nothing: put. A tap: tapReadOnce, a read(2) a frame
 //	      finishRecv            each frame's length into the batch's sizes
 //	  deliver
@@ -50,7 +50,7 @@
 //	          frameQueue.push   the rest, copied into the link's queue (queue.go)
 //	          go Port.drain     one writer per link with a queue: frameQueue.peek,
 //	                            pollFD.SendBatchWait (a second at a time), frameQueue.pop
-//	    put                     putBatch: the batch goes back to its pool
+//	    put                     batches.put: the batch goes back to its pool
 //
 // Link to host:
 //
@@ -61,7 +61,7 @@
 //	                            control's own epoll (poller.go)
 //	    hotLoop.serve, .step    busy: the hot loop (hotloop.go) receives and delivers on its
 //	                            one thread, until the link stays empty for hotIdle
-//	      recvBatchOnce         get (getBatch): a full batch, or a one-frame one past
+//	      recvBatchOnce         get (batches.get): a full batch, or a one-frame one past
 //	                            fullBatches
 //	      finishRecv
 //	  deliver

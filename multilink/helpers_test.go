@@ -12,13 +12,6 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
-// noBatchesOut waits until the readers of earlier tests hold no full batch
-// (they hold one only while they forward), so the test can count its own.
-func noBatchesOut(t *testing.T) {
-	t.Helper()
-	eventually(t, "no full batch out", func() bool { return fullOut.Load() == 0 })
-}
-
 // loopConn hands out the same full batch on every receive until limit
 // rounds are done, and accepts every send: the forwarding path alone,
 // without sockets.

@@ -35,6 +35,7 @@ type Multilink struct {
 	linkSnap atomic.Pointer[[]*Port]
 
 	queueBudget   queueBudget // what all ports' queues hold (TotalQueueBytes)
+	batches       *batches    // the readers' receive buffers
 	linksTotal    atomic.Uint64
 	droppedNoHost atomic.Uint64
 	droppedNoLink atomic.Uint64
@@ -52,7 +53,7 @@ type Multilink struct {
 
 // New returns an empty multilink.
 func New(log *logrus.Entry) *Multilink {
-	m := &Multilink{log: log}
+	m := &Multilink{log: log, batches: newBatches()}
 	m.queueBudget.limit = TotalQueueBytes
 	m.mu.links = make(map[uint64]*Port)
 	m.linkSnap.Store(&[]*Port{})

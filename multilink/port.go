@@ -254,11 +254,11 @@ func (p *Port) readLoop() {
 	defer p.ml.wg.Done()
 	var b *batch
 	get := func() ([][]byte, []int) {
-		b = getBatch(p.isHost)
+		b = p.ml.batches.get(p.isHost)
 		return b.bufs, b.sizes
 	}
 	put := func() {
-		putBatch(b)
+		p.ml.batches.put(b)
 		b = nil
 	}
 	deliver := func(n int) {
