@@ -51,17 +51,17 @@ check:
 unit:
 	$(GO) test -race -count=1 ./...
 
-# Each fuzz target from the seed corpus in control/testdata/fuzz, for a
-# number of inputs (about 30 s each here), not a duration: go1.26's fuzz
-# coordinator can fail a duration-bounded run with a bare "context deadline
-# exceeded" as the time runs out (golang/go#75804), which it did in CI while
-# it minimized a new input. MINIMIZETIME bounds each minimization (default
+# Each fuzz target from its seed corpus (control/wire/testdata/fuzz,
+# control/testdata/fuzz), for a number of inputs (about 30 s each here),
+# not a duration: go1.26's fuzz coordinator can fail a duration-bounded run
+# with a bare "context deadline exceeded" as the time runs out
+# (golang/go#75804), which it did in CI while it minimized a new input. MINIMIZETIME bounds each minimization (default
 # 60 s, twice the whole run).
 FUZZ_PARSE ?= 600000x
 FUZZ_SEQPACKET ?= 10000x
 MINIMIZETIME ?= 3s
 fuzz:
-	$(GO) test ./control -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZ_PARSE) -fuzzminimizetime $(MINIMIZETIME)
+	$(GO) test ./control/wire -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZ_PARSE) -fuzzminimizetime $(MINIMIZETIME)
 	$(GO) test ./control -run '^$$' -fuzz '^FuzzSeqpacketEntry$$' -fuzztime $(FUZZ_SEQPACKET) -fuzzminimizetime $(MINIMIZETIME)
 
 integration: build

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"multifs/control/wire"
 	"multifs/multilink"
 )
 
@@ -50,18 +51,18 @@ func Dial(dir, description string) (*Client, error) {
 		return fail(err)
 	}
 	ctl.SetDeadline(time.Now().Add(HandshakeTimeout))
-	req := Request{Type: reqNewCtl, SockPath: own, Description: description}
+	req := wire.Request{Type: wire.ReqNewControl, SockPath: own, Description: description}
 	if _, err := ctl.Write(req.Encode()); err != nil {
 		ctl.Close()
 		return fail(fmt.Errorf("send request: %w", err))
 	}
-	reply := make([]byte, sockaddrLen)
+	reply := make([]byte, wire.SockaddrLen)
 	if _, err := io.ReadFull(ctl, reply); err != nil {
 		ctl.Close()
 		return fail(fmt.Errorf("no reply from %s (refused?): %w", dir, err))
 	}
 	ctl.SetDeadline(time.Time{})
-	remote, err := decodeSockaddr(reply)
+	remote, err := wire.DecodeSockaddr(reply)
 	if err != nil {
 		ctl.Close()
 		return fail(err)

@@ -16,6 +16,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"multifs/control/wire"
 	"multifs/multilink"
 	"multifs/perms"
 )
@@ -245,7 +246,7 @@ func countFDs(t *testing.T) int {
 }
 
 func validRequest() []byte {
-	return Request{SockPath: "/tmp/.client-1", Description: "vde_plug user=0 pid=1"}.Encode()
+	return wire.Request{SockPath: "/tmp/.client-1", Description: "vde_plug user=0 pid=1"}.Encode()
 }
 
 func dialSeq(t *testing.T, path string) *Client {

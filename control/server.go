@@ -4,7 +4,8 @@
 //
 // A join goes: accept on a listening SOCK_STREAM socket (SOCKDIR/ctl for
 // links, SOCKDIR/host.ctl for the host); read one request (bounded in size
-// and time, in its own goroutine so a stalled client blocks nobody); make a
+// and time, in its own goroutine so a stalled client blocks nobody; its
+// bytes are package wire's to parse); make a
 // SOCK_DGRAM data socket connected to the client's, bound in SOCKDIR; reply
 // with its address; hand the data socket to the multilink. The control
 // stream then carries nothing; its EOF, from either side, ends the peer.
@@ -27,6 +28,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"multifs/control/wire"
 	"multifs/multilink"
 	"multifs/perms"
 )
@@ -274,7 +276,7 @@ func (s *Server) join(c *net.UnixConn, isHost bool) {
 		PID: cred.Pid, UID: cred.Uid, GID: cred.Gid, Since: time.Now(),
 	}
 	reply := func() error {
-		_, err := c.Write(encodeSockaddr(dataPath))
+		_, err := c.Write(wire.EncodeSockaddr(dataPath))
 		return err
 	}
 	port, err := s.ml.Admit(isHost, info, data, cleanup, reply)
@@ -319,21 +321,21 @@ func connHungUp(c *net.UnixConn) bool {
 
 // readRequest reads one vde-2 request: the fixed header robustly (it may
 // arrive in pieces), then whatever description came with it, all within
-// HandshakeTimeout and MaxRequestLen.
-func readRequest(c *net.UnixConn) (Request, error) {
+// HandshakeTimeout and wire.MaxRequestLen.
+func readRequest(c *net.UnixConn) (wire.Request, error) {
 	c.SetDeadline(time.Now().Add(HandshakeTimeout))
-	buf := make([]byte, MaxRequestLen+1)
+	buf := make([]byte, wire.MaxRequestLen+1)
 	n := 0
-	for n < reqHeaderLen {
+	for n < wire.HeaderLen {
 		m, err := c.Read(buf[n:])
 		n += m
 		if err != nil {
-			return Request{}, fmt.Errorf("after %d bytes: %w", n, err)
+			return wire.Request{}, fmt.Errorf("after %d bytes: %w", n, err)
 		}
 	}
 	// The description has no length field: take what the client sent
 	// together with the header, without waiting for more.
-	if n <= MaxRequestLen {
+	if n <= wire.MaxRequestLen {
 		rc, err := c.SyscallConn()
 		if err == nil {
 			rc.Read(func(fd uintptr) bool {
@@ -345,7 +347,7 @@ func readRequest(c *net.UnixConn) (Request, error) {
 			})
 		}
 	}
-	return ParseRequest(buf[:n])
+	return wire.ParseRequest(buf[:n])
 }
 
 // pinClientSocket opens the client's data socket path and checks the very

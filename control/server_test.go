@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"multifs/control/wire"
 	"multifs/multilink"
 	"multifs/perms"
 )
@@ -106,8 +107,8 @@ func TestBadHandshakesAreRefused(t *testing.T) {
 	}{
 		{"garbage", bytes.Repeat([]byte{0x55}, 200)},
 		{"short then EOF", validRequest()[:50]},
-		{"path not a socket", Request{SockPath: notSocket}.Encode()},
-		{"path missing", Request{SockPath: "/nonexistent/sock"}.Encode()},
+		{"path not a socket", wire.Request{SockPath: notSocket}.Encode()},
+		{"path missing", wire.Request{SockPath: "/nonexistent/sock"}.Encode()},
 		{"oversized", append(validRequest(), make([]byte, 300)...)},
 	}
 	for _, tc := range tests {

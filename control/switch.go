@@ -5,6 +5,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+
+	"multifs/control/wire"
 )
 
 // Port1 is a vde-2 switch with a single port: it serves DIR/ctl, admits one
@@ -43,7 +45,7 @@ func Port1(dir string) (*Client, error) {
 		c.Close()
 		return nil, err
 	}
-	if _, err := c.Write(encodeSockaddr(path)); err != nil {
+	if _, err := c.Write(wire.EncodeSockaddr(path)); err != nil {
 		fd.Close()
 		c.Close()
 		return nil, err

@@ -1,4 +1,4 @@
-package control
+package wire
 
 import (
 	"bytes"
@@ -20,7 +20,7 @@ func TestParseRequest(t *testing.T) {
 		{"old client port in upper bits", mutate(func(b []byte) []byte { b[9] = 5; return b }), nil,
 			Request{Port: 5, SockPath: "/tmp/.client-1", Description: "vde_plug user=0 pid=1"}},
 		{"empty", nil, ErrShortRequest, Request{}},
-		{"short", validRequest()[:reqHeaderLen-1], ErrShortRequest, Request{}},
+		{"short", validRequest()[:HeaderLen-1], ErrShortRequest, Request{}},
 		{"oversized", append(validRequest(), make([]byte, 200)...), ErrLongRequest, Request{}},
 		{"wrong magic", mutate(func(b []byte) []byte { b[0] ^= 1; return b }), ErrBadMagic, Request{}},
 		{"version 2", mutate(func(b []byte) []byte { b[4] = 2; return b }), ErrBadVersion, Request{}},
@@ -50,18 +50,18 @@ func TestParseRequest(t *testing.T) {
 
 func TestSockaddrRoundTrip(t *testing.T) {
 	p := "/tmp/.vm1.multifs/link.7"
-	got, err := decodeSockaddr(encodeSockaddr(p))
+	got, err := DecodeSockaddr(EncodeSockaddr(p))
 	if err != nil || got != p {
 		t.Fatalf("round trip: %q, %v", got, err)
 	}
-	if _, err := decodeSockaddr(make([]byte, sockaddrLen)); err == nil {
+	if _, err := DecodeSockaddr(make([]byte, SockaddrLen)); err == nil {
 		t.Fatal("a zero reply must not decode")
 	}
 }
 
 func FuzzParseRequest(f *testing.F) {
 	f.Add(validRequest())
-	f.Add(validRequest()[:reqHeaderLen])
+	f.Add(validRequest()[:HeaderLen])
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := ParseRequest(b)
@@ -69,7 +69,7 @@ func FuzzParseRequest(f *testing.F) {
 			return
 		}
 		// Whatever parses must be sane and survive a round trip.
-		if r.Type != reqNewCtl || len(r.SockPath) == 0 || r.SockPath[0] != '/' || len(r.Description) > maxDescr {
+		if r.Type != ReqNewControl || len(r.SockPath) == 0 || r.SockPath[0] != '/' || len(r.Description) > maxDescr {
 			t.Fatalf("accepted a bad request: %+v", r)
 		}
 		again, err := ParseRequest(r.Encode())
@@ -77,4 +77,8 @@ func FuzzParseRequest(f *testing.F) {
 			t.Fatalf("round trip: %+v, %v", again, err)
 		}
 	})
+}
+
+func validRequest() []byte {
+	return Request{SockPath: "/tmp/.client-1", Description: "vde_plug user=0 pid=1"}.Encode()
 }

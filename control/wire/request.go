@@ -1,4 +1,9 @@
-package control
+// Package wire is the vde-2 switch protocol's wire format: the connection
+// request a client sends (libvdeplug's struct request_v3) and the struct
+// sockaddr_un a switch answers with. It parses what a hostile client may
+// send (bounded, every field checked) and is fuzzed (FuzzParseRequest); it
+// does no I/O.
+package wire
 
 import (
 	"bytes"
@@ -13,15 +18,15 @@ import (
 // are in the host's byte order; on every platform multifs runs on that is
 // little-endian, as the request is produced by the same kernel's clients.
 const (
-	reqMagic     = 0xfeedface
-	reqVersion   = 3
-	reqNewCtl    = 0 // REQ_NEW_CONTROL
-	sunPathLen   = 108
-	sockaddrLen  = 2 + sunPathLen // struct sockaddr_un on Linux
-	reqHeaderLen = 4 + 4 + 4 + sockaddrLen
-	maxDescr     = 128
+	reqMagic      = 0xfeedface
+	reqVersion    = 3
+	ReqNewControl = 0 // REQ_NEW_CONTROL
+	sunPathLen    = 108
+	SockaddrLen   = 2 + sunPathLen // struct sockaddr_un on Linux: the switch's reply
+	HeaderLen     = 4 + 4 + 4 + SockaddrLen
+	maxDescr      = 128
 	// MaxRequestLen is the largest request a well-behaved client sends.
-	MaxRequestLen = reqHeaderLen + maxDescr
+	MaxRequestLen = HeaderLen + maxDescr
 )
 
 var byteOrder = binary.LittleEndian
@@ -48,7 +53,7 @@ var (
 // ParseRequest validates and decodes one request. It never panics, whatever
 // the input.
 func ParseRequest(b []byte) (Request, error) {
-	if len(b) < reqHeaderLen {
+	if len(b) < HeaderLen {
 		return Request{}, fmt.Errorf("%w: %d bytes", ErrShortRequest, len(b))
 	}
 	if len(b) > MaxRequestLen {
@@ -62,10 +67,10 @@ func ParseRequest(b []byte) (Request, error) {
 	}
 	typ := byteOrder.Uint32(b[8:])
 	r := Request{Type: typ & 0xff, Port: typ >> 8}
-	if r.Type != reqNewCtl {
+	if r.Type != ReqNewControl {
 		return Request{}, fmt.Errorf("%w %d", ErrBadType, r.Type)
 	}
-	sa := b[12 : 12+sockaddrLen]
+	sa := b[12 : 12+SockaddrLen]
 	if fam := byteOrder.Uint16(sa); fam != 1 /* AF_UNIX */ {
 		return Request{}, fmt.Errorf("%w (family %d)", ErrBadFamily, fam)
 	}
@@ -81,7 +86,7 @@ func ParseRequest(b []byte) (Request, error) {
 	if r.SockPath[0] != '/' {
 		return Request{}, fmt.Errorf("%w: %q is not absolute", ErrBadPath, r.SockPath)
 	}
-	d := b[reqHeaderLen:]
+	d := b[HeaderLen:]
 	if i := bytes.IndexByte(d, 0); i >= 0 {
 		d = d[:i]
 	}
@@ -91,11 +96,11 @@ func ParseRequest(b []byte) (Request, error) {
 
 // Encode renders the request as a client sends it.
 func (r Request) Encode() []byte {
-	b := make([]byte, reqHeaderLen, MaxRequestLen)
+	b := make([]byte, HeaderLen, MaxRequestLen)
 	byteOrder.PutUint32(b[0:], reqMagic)
 	byteOrder.PutUint32(b[4:], reqVersion)
 	byteOrder.PutUint32(b[8:], r.Type&0xff|r.Port<<8)
-	putSockaddr(b[12:12+sockaddrLen], r.SockPath)
+	putSockaddr(b[12:12+SockaddrLen], r.SockPath)
 	d := r.Description
 	if len(d) > maxDescr {
 		d = d[:maxDescr]
@@ -103,22 +108,22 @@ func (r Request) Encode() []byte {
 	return append(b, d...)
 }
 
-// putSockaddr writes a struct sockaddr_un for path into b (sockaddrLen bytes).
+// putSockaddr writes a struct sockaddr_un for path into b (SockaddrLen bytes).
 func putSockaddr(b []byte, path string) {
 	byteOrder.PutUint16(b, 1)
 	copy(b[2:2+sunPathLen-1], path)
 }
 
-// encodeSockaddr returns the 110-byte sockaddr_un the server replies with.
-func encodeSockaddr(path string) []byte {
-	b := make([]byte, sockaddrLen)
+// EncodeSockaddr returns the 110-byte sockaddr_un the server replies with.
+func EncodeSockaddr(path string) []byte {
+	b := make([]byte, SockaddrLen)
 	putSockaddr(b, path)
 	return b
 }
 
-// decodeSockaddr parses the server's reply.
-func decodeSockaddr(b []byte) (string, error) {
-	if len(b) != sockaddrLen || byteOrder.Uint16(b) != 1 {
+// DecodeSockaddr parses the server's reply.
+func DecodeSockaddr(b []byte) (string, error) {
+	if len(b) != SockaddrLen || byteOrder.Uint16(b) != 1 {
 		return "", fmt.Errorf("%w: bad reply", ErrBadPath)
 	}
 	p := b[2:]
