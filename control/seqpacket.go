@@ -10,6 +10,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"multifs/control/wire"
 	"multifs/multilink"
 )
 
@@ -81,7 +82,7 @@ func (s *Server) joinSeqpacket(fd int, isHost bool) {
 	if e, ok := s.refused.refuses(isHost, cred.Pid); ok {
 		// The process whose port was closed for good, reconnecting (a
 		// ptp client does so at once): the ack fails its reconnect.
-		unix.Write(fd, []byte{byte(ackRefused)})
+		unix.Write(fd, wire.Refusal(ackRefused))
 		unix.Close(fd)
 		log.WithField("closed", closedName(e)).WithField("ack", ackRefused.Error()).Warn(MsgRefusedClosed)
 		return
@@ -99,18 +100,18 @@ func (s *Server) joinSeqpacket(fd int, isHost bool) {
 	// frame can be sent, so no frame overtakes it. The socket is new, so
 	// this one-byte write cannot block.
 	ack := func() error {
-		_, err := unix.Write(fd, []byte{0})
+		_, err := unix.Write(fd, wire.Accepted())
 		return err
 	}
 	if _, err := s.ml.Admit(isHost, info, conn, nil, ack); err != nil {
 		switch {
 		case errors.Is(err, multilink.ErrHostAttached):
-			unix.Write(fd, []byte{byte(unix.EISCONN)})
+			unix.Write(fd, wire.Refusal(unix.EISCONN))
 		case errors.Is(err, multilink.ErrClosed):
 			// Stopping: a ptp client hung up by the stop reconnects at
 			// once; an ack ends it here, before it finds the entry gone
 			// and binds a socket of its own at PATH/seqpacket.
-			unix.Write(fd, []byte{byte(unix.ESHUTDOWN)})
+			unix.Write(fd, wire.Refusal(unix.ESHUTDOWN))
 		}
 		log.WithError(err).Warn("refused")
 		conn.Close()
@@ -183,9 +184,9 @@ func DialSeqpacket(path string) (*Client, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("no ack from %s (n=%d): %v", path, n, err)
 	}
-	if ack[0] != 0 {
+	if err := wire.ParseAck(ack); err != nil {
 		unix.Close(fd)
-		return nil, fmt.Errorf("refused by %s: %w", path, unix.Errno(ack[0]))
+		return nil, fmt.Errorf("refused by %s: %w", path, err)
 	}
 	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{})
 	data, err := newClientFD(fd, path)

@@ -1,8 +1,9 @@
-// Package wire is the vde-2 switch protocol's wire format: the connection
-// request a client sends (libvdeplug's struct request_v3) and the struct
-// sockaddr_un a switch answers with. It parses what a hostile client may
-// send (bounded, every field checked) and is fuzzed (FuzzParseRequest); it
-// does no I/O.
+// Package wire is the wire format multifs speaks with its peers, as bytes
+// and without I/O: the vde-2 switch protocol's connection request (what a
+// client sends, libvdeplug's struct request_v3) and reply (a struct
+// sockaddr_un), and the ptp ack byte of the seqpacket entries (ack.go).
+// It parses what a hostile client may send, bounded and every field
+// checked, and is fuzzed (FuzzParseRequest).
 package wire
 
 import (

@@ -51,6 +51,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"multifs/control"
+	"multifs/control/wire"
 )
 
 const (
@@ -458,9 +459,9 @@ func ackedSeqPeer(c *net.UnixConn, path string) (*seqPeer, error) {
 		c.Close()
 		return nil, fmt.Errorf("no ack from %s (n=%d): %v", path, n, err)
 	}
-	if ack[0] != 0 {
+	if err := wire.ParseAck(ack[:n]); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("refused by %s: %w", path, syscall.Errno(ack[0]))
+		return nil, fmt.Errorf("refused by %s: %w", path, err)
 	}
 	c.SetReadDeadline(time.Time{})
 	return &seqPeer{c: c}, nil
