@@ -357,6 +357,28 @@ hostile_copy() {
 # track_netns NAME: delete it (and kill what runs inside) at exit.
 track_netns() { _NETNS+=("$1"); }
 
+# netns_host NS TAP ENTRY ADDR: a network namespace NS of the test's own
+# behind the VDE entry ENTRY (PATH/host for a multilink's host, a link's
+# PATH, a vde_switch's directory): a vde_plug inside NS makes the tap TAP
+# there (taps live in a namespace) and joins ENTRY; ADDR/24 on the tap.
+# The vde_plug's pid is left in $NSPID.
+netns_host() {
+	local ns=$1 tap=$2 entry=$3 addr=$4
+	track_netns "$ns"
+	ip netns add "$ns" || { fail "ip netns add $ns" "failed"; return 1; }
+	bg ip netns exec "$ns" vde_plug "$entry" "tap://$tap"
+	NSPID=$LASTPID
+	if ! wait_for "ip netns exec $ns ip link show $tap" 3; then
+		fail "tap $tap in $ns" "$(tail -n 3 "$SCRATCH/bg.log" | tr '\n' ' ')"
+		return 1
+	fi
+	ip -n "$ns" link set lo up &&
+		ip -n "$ns" addr add "$addr/24" dev "$tap" &&
+		ip -n "$ns" link set "$tap" up ||
+		{ fail "configure $tap in $ns" "ip failed"; return 1; }
+	pass "namespace $ns ($addr) behind $entry"
+}
+
 # ---------------------------------------------------------------------------
 # anything else
 

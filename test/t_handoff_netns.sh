@@ -19,32 +19,13 @@ IPB=$NET.2
 start_multifs "$P1" || finish
 start_multifs "$P2" || finish
 
-track_netns "$NSA"
-track_netns "$NSB"
-ip netns add "$NSA" || { fail "ip netns add $NSA" "failed"; finish; }
-ip netns add "$NSB" || { fail "ip netns add $NSB" "failed"; finish; }
-
 # The hosts: a vde_plug per namespace, each making a tap there.
-bg ip netns exec "$NSA" vde_plug "$P1/host" "tap://$TAPA"
-HA=$LASTPID
-bg ip netns exec "$NSB" vde_plug "$P2/host" "tap://$TAPB"
-HB=$LASTPID
-if wait_for "ip netns exec $NSA ip link show $TAPA && ip netns exec $NSB ip link show $TAPB" 3; then
-	pass "taps created in both namespaces"
-else
-	fail "taps created in both namespaces" "$(tail -n 3 "$SCRATCH/bg.log" | tr '\n' ' ')"
-	finish
-fi
-check_eq "vm1 host is the namespace's vde_plug" "$HA" "$(stat_key "$P1/host/stats" pid)"
-check_eq "vm2 host is the namespace's vde_plug" "$HB" "$(stat_key "$P2/host/stats" pid)"
-
-for ns in "$NSA:$TAPA:$IPA" "$NSB:$TAPB:$IPB"; do
-	IFS=: read -r n t a <<<"$ns"
-	ip netns exec "$n" ip link set lo up &&
-		ip netns exec "$n" ip addr add "$a/24" dev "$t" &&
-		ip netns exec "$n" ip link set "$t" up ||
-		fail "configure $t in $n" "ip failed"
-done
+netns_host "$NSA" "$TAPA" "$P1/host" "$IPA" || finish
+HA=$NSPID
+netns_host "$NSB" "$TAPB" "$P2/host" "$IPB" || finish
+HB=$NSPID
+check_stat "vm1 host is the namespace's vde_plug" "$P1/host/stats" pid "$HA" 3
+check_stat "vm2 host is the namespace's vde_plug" "$P2/host/stats" pid "$HB" 3
 
 # ping_a ARGS...: ping IPB from namespace A.
 ping_a() { ip netns exec "$NSA" ping "$@" "$IPB"; }

@@ -148,24 +148,6 @@ check_summary() {
 	fi
 }
 
-# netns_host NS TAP PATH ADDR: the namespace NS is PATH's host through a
-# vde_plug tap inside it (taps live in a namespace); ADDR on the tap.
-netns_host() {
-	local ns=$1 tap=$2 path=$3 addr=$4
-	track_netns "$ns"
-	ip netns add "$ns" || { fail "ip netns add $ns" "failed"; return 1; }
-	bg ip netns exec "$ns" vde_plug "$path/host" "tap://$tap"
-	if ! wait_for "ip netns exec $ns ip link show $tap" 3; then
-		fail "tap $tap in $ns" "$(tail -n 3 "$SCRATCH/bg.log" | tr '\n' ' ')"
-		return 1
-	fi
-	ip -n "$ns" link set lo up &&
-		ip -n "$ns" addr add "$addr/24" dev "$tap" &&
-		ip -n "$ns" link set "$tap" up ||
-		{ fail "configure $tap in $ns" "ip failed"; return 1; }
-	pass "namespace $ns is the host of $(basename "$path") ($addr)"
-}
-
 # stat_ge NAME FILE KEY MIN: the numeric KEY in FILE is at least MIN.
 stat_ge() {
 	local v
@@ -184,7 +166,7 @@ INTERVALA=0.005
 
 start_multifs "$A" || finish
 start_multifs "$B" || finish
-netns_host "$NSB" "mfq$$tb" "$B" "$NETA.1" || finish
+netns_host "$NSB" "mfq$$tb" "$B/host" "$NETA.1" || finish
 
 bg vde_plug "$A" "$B"
 L1=$LASTPID
@@ -245,7 +227,7 @@ COUNTC=500
 INTERVALC=0.005
 
 start_multifs "$C" || finish
-netns_host "$NSC" "mfq$$tc" "$C" "$NETC.1" || finish
+netns_host "$NSC" "mfq$$tc" "$C/host" "$NETC.1" || finish
 start_vm b "$COUNTC" "$INTERVALC" "$NETC.2/24" "$NETC.1" "52:54:00:4d:46:02" "sock=$C"
 vm_ready b || finish
 check_links "C/links lists the VM as link 1" "$C" 1 1

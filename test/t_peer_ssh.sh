@@ -122,25 +122,8 @@ fi
 start_multifs "$PA" || finish
 start_multifs "$PB" || finish
 
-track_netns "$NSA"
-track_netns "$NSB"
-ip netns add "$NSA" || { fail "ip netns add $NSA" "failed"; finish; }
-ip netns add "$NSB" || { fail "ip netns add $NSB" "failed"; finish; }
-bg ip netns exec "$NSA" vde_plug "$PA/host" "tap://$TAPA"
-bg ip netns exec "$NSB" vde_plug "$PB/host" "tap://$TAPB"
-if wait_for "ip netns exec $NSA ip link show $TAPA && ip netns exec $NSB ip link show $TAPB" 3; then
-	pass "taps created in both namespaces"
-else
-	fail "taps created in both namespaces" "$(tail -n 3 "$SCRATCH/bg.log" | tr '\n' ' ')"
-	finish
-fi
-for ns in "$NSA:$TAPA:$IPA" "$NSB:$TAPB:$IPB"; do
-	IFS=: read -r n t a <<<"$ns"
-	ip netns exec "$n" ip link set lo up &&
-		ip netns exec "$n" ip addr add "$a/24" dev "$t" &&
-		ip netns exec "$n" ip link set "$t" up ||
-		fail "configure $t in $n" "ip failed"
-done
+netns_host "$NSA" "$TAPA" "$PA/host" "$IPA" || finish
+netns_host "$NSB" "$TAPB" "$PB/host" "$IPB" || finish
 
 # ssh_link ADDR: start `vde_plug -- A = ssh ... root@ADDR vde_plug B`; its
 # pid in $LASTPID.

@@ -79,26 +79,9 @@ check_eq "the switch has no port in use yet" 0 "$(switch_ports)"
 
 # --- A and the two namespaces ------------------------------------------------------
 start_multifs "$PA" || finish
-track_netns "$NSA"
-track_netns "$NSS"
-ip netns add "$NSA" || { fail "ip netns add $NSA" "failed"; finish; }
-ip netns add "$NSS" || { fail "ip netns add $NSS" "failed"; finish; }
-bg ip netns exec "$NSA" vde_plug "$PA/host" "tap://$TAPA"
-bg ip netns exec "$NSS" vde_plug "$SW" "tap://$TAPS"
-HS=$LASTPID
-if wait_for "ip netns exec $NSA ip link show $TAPA && ip netns exec $NSS ip link show $TAPS" 3; then
-	pass "taps created behind A and behind the switch"
-else
-	fail "taps created behind A and behind the switch" "$(tail -n 3 "$SCRATCH/bg.log" | tr '\n' ' ')"
-	finish
-fi
-for ns in "$NSA:$TAPA:$IPA" "$NSS:$TAPS:$IPS"; do
-	IFS=: read -r n t a <<<"$ns"
-	ip netns exec "$n" ip link set lo up &&
-		ip netns exec "$n" ip addr add "$a/24" dev "$t" &&
-		ip netns exec "$n" ip link set "$t" up ||
-		fail "configure $t in $n" "ip failed"
-done
+netns_host "$NSA" "$TAPA" "$PA/host" "$IPA" || finish
+netns_host "$NSS" "$TAPS" "$SW" "$IPS" || finish
+HS=$NSPID
 check_within "the switch lists the namespace's plug" 3 "[ \"\$(switch_ports)\" = 1 ]" switch_progs
 
 # --- the link: vde_plug A vde://SWITCH --------------------------------------------
