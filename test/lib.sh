@@ -342,6 +342,26 @@ one_line() { [ "$(grep -c . "$1")" = 1 ] && [ "$(wc -l <"$1")" = 1 ]; }
 # ---------------------------------------------------------------------------
 # attackers: throw-away users and what they may reach
 
+# throwaway_user NAME: a fresh user with no home and no shell (one left by
+# an earlier run is made anew), removed at exit; the test ends if it cannot
+# be made.
+throwaway_user() {
+	userdel "$1" >/dev/null 2>&1
+	if ! useradd -M -N -s /usr/sbin/nologin "$1" >/dev/null 2>&1; then
+		fail "create user $1" "useradd failed"
+		finish
+	fi
+	at_exit "userdel $1"
+}
+
+# public_dir: $PUB, a directory of the test's own that is like /tmp:
+# sticky and world-writable.
+public_dir() {
+	PUB=$SCRATCH/pub
+	mkdir -p "$PUB"
+	chmod 1777 "$PUB"
+}
+
 # hostile_copy: a copy of test/hostile the throw-away users can read (they
 # cannot look into /root, say) at $HD; $SCRATCH becomes traversable.
 hostile_copy() {

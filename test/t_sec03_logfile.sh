@@ -26,20 +26,13 @@
 . "$(dirname "$0")/lib.sh"
 
 hostile_copy
-PUB=$SCRATCH/pub # a /tmp of our own: sticky, world-writable
-mkdir -p "$PUB"
-chmod 1777 "$PUB"
+public_dir # a /tmp of our own: sticky, world-writable
 ROOTDIR=$SCRATCH/rootonly
 mkdir -p "$ROOTDIR"
 chmod 755 "$ROOTDIR"
 
 U=mfu_b1
-userdel "$U" >/dev/null 2>&1
-if ! useradd -M -N -s /usr/sbin/nologin "$U" >/dev/null 2>&1; then
-	fail "create user $U" "useradd failed"
-	finish
-fi
-at_exit "userdel $U"
+throwaway_user "$U"
 as_user() { runuser -u "$U" -- "$@"; }
 
 TARGET=$ROOTDIR/precious

@@ -30,12 +30,7 @@ BACK=$((4 * MiB))
 LINKS=200
 
 U=mfu_a1
-userdel "$U" >/dev/null 2>&1
-if ! useradd -M -N -s /usr/sbin/nologin "$U"; then
-	fail "create user $U" "useradd failed"
-	finish
-fi
-at_exit "userdel $U"
+throwaway_user "$U"
 hostile_copy
 US=$SCRATCH/u # where the user binds its links' data sockets
 mkdir "$US"

@@ -12,17 +12,10 @@
 . "$(dirname "$0")/lib.sh"
 
 hostile_copy
-PUB=$SCRATCH/pub # where the attacker binds its data socket
-mkdir -p "$PUB"
-chmod 1777 "$PUB"
+public_dir # where the attacker binds its data socket
 
 U=mfu_b2
-userdel "$U" >/dev/null 2>&1
-if ! useradd -M -N -s /usr/sbin/nologin "$U" >/dev/null 2>&1; then
-	fail "create user $U" "useradd failed"
-	finish
-fi
-at_exit "userdel $U"
+throwaway_user "$U"
 
 P=$SCRATCH/m
 start_multifs "$P" -o mode=0666 || finish

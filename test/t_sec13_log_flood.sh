@@ -18,17 +18,10 @@
 . "$(dirname "$0")/lib.sh"
 
 hostile_copy
-PUB=$SCRATCH/pub
-mkdir -p "$PUB"
-chmod 1777 "$PUB"
+public_dir
 
 U=mfu_b3
-userdel "$U" >/dev/null 2>&1
-if ! useradd -M -N -s /usr/sbin/nologin "$U" >/dev/null 2>&1; then
-	fail "create user $U" "useradd failed"
-	finish
-fi
-at_exit "userdel $U"
+throwaway_user "$U"
 as_user() { runuser -u "$U" -- "$@"; }
 
 size() { stat -c %s "$1" 2>/dev/null || echo 0; }
