@@ -101,26 +101,25 @@ check "the live one still serves" grep -q '^links: 0$' "$P/stats"
 # The mountpoint a killed multifs had made is removed by the next one's
 # stop (the dead one's lock says it made it); one made by hand stays.
 M=$SCRATCH/made
-"$MULTIFS" --log-file "$SCRATCH/made.log" "$M" || fail "start over a PATH multifs makes" "exit $?"
-D=$(daemon_pid "$M")
-kill -KILL "$D"
-check_exits "kill -9 over the PATH it had made: the daemon is gone" "$D" 2
-"$MULTIFS" --log-file "$SCRATCH/made.log" "$M" || fail "restart after kill -9 over the PATH it had made" "exit $?"
-D=$(daemon_pid "$M")
-track_mount "$M" "$D"
-fusermount -u "$M"
-check_exits "restarted over its own mountpoint: stopped" "$D" 3
+
+# killed_then_restarted HOW: start multifs on M, kill -9 it, start it again
+# over what it left, and stop that one; HOW names how M came to be.
+killed_then_restarted() {
+	local d
+	"$MULTIFS" --log-file "$SCRATCH/made.log" "$M" || fail "start over a PATH $1" "exit $?"
+	d=$(daemon_pid "$M")
+	kill -KILL "$d"
+	check_exits "kill -9 over a PATH $1: the daemon is gone" "$d" 2
+	"$MULTIFS" --log-file "$SCRATCH/made.log" "$M" || fail "restart after kill -9 over a PATH $1" "exit $?"
+	d=$(daemon_pid "$M")
+	track_mount "$M" "$d"
+	fusermount -u "$M"
+	check_exits "restarted over a PATH $1: stopped" "$d" 3
+}
+killed_then_restarted "multifs made"
 check_fails "the mountpoint the killed multifs made is removed at the next stop" test -e "$M"
 mkdir "$M"
-"$MULTIFS" --log-file "$SCRATCH/made.log" "$M" || fail "start over a PATH made by hand" "exit $?"
-D=$(daemon_pid "$M")
-kill -KILL "$D"
-check_exits "kill -9 over a PATH made by hand: the daemon is gone" "$D" 2
-"$MULTIFS" --log-file "$SCRATCH/made.log" "$M" || fail "restart over a PATH made by hand" "exit $?"
-D=$(daemon_pid "$M")
-track_mount "$M" "$D"
-fusermount -u "$M"
-check_exits "restarted over a hand-made mountpoint: stopped" "$D" 3
+killed_then_restarted "made by hand"
 check "a mountpoint made by hand stays" test -d "$M"
 
 # =============================================================================

@@ -64,9 +64,7 @@ func newLogger(opts *options) (logger *logrus.Logger, reopen func() error, err e
 	}
 	safe := newSafeFormatter(inner)
 	safe.lim.emit = func(level logrus.Level, msg string, held int) {
-		e := logrus.NewEntry(log).WithFields(logrus.Fields{"repeated": held, "summary": true})
-		e.Level, e.Message, e.Time = level, peertext.Escape(msg), time.Now()
-		if b, err := inner.Format(e); err == nil {
+		if b, err := inner.Format(summaryEntry(log, level, msg, held)); err == nil {
 			out.Write(b)
 		}
 	}
@@ -416,14 +414,21 @@ func useSyslog(log *logrus.Logger) error {
 	text.SetFormatter(&logrus.TextFormatter{DisableTimestamp: true, DisableColors: true})
 	h := &guardedHook{inner: inner, lim: newLineLimiter(time.Now), text: text}
 	h.lim.emit = func(level logrus.Level, msg string, held int) {
-		e := logrus.NewEntry(text).WithFields(logrus.Fields{"repeated": held, "summary": true})
-		e.Level, e.Message, e.Time = level, peertext.Escape(msg), time.Now()
-		inner.Fire(e)
+		inner.Fire(summaryEntry(text, level, msg, held))
 	}
 	log.AddHook(h)
 	log.SetOutput(io.Discard)
 	log.SetFormatter(nullFormatter{})
 	return nil
+}
+
+// summaryEntry is the line that reports held lines of (level, msg) once
+// their flood has stopped (lineLimiter.emit), already escaped: it goes
+// straight to a formatter or hook, past guard.
+func summaryEntry(log *logrus.Logger, level logrus.Level, msg string, held int) *logrus.Entry {
+	e := logrus.NewEntry(log).WithFields(logrus.Fields{"repeated": held, "summary": true})
+	e.Level, e.Message, e.Time = level, peertext.Escape(msg), time.Now()
+	return e
 }
 
 // guardedHook passes an entry to its hook as guard lets it be shown.
