@@ -5,6 +5,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/sirupsen/logrus"
 )
@@ -41,6 +42,14 @@ type Multilink struct {
 	droppedNoLink atomic.Uint64
 	hostsTotal    atomic.Uint64
 
+	// dd is the duplicate table (nil: dedup off), in use while two or
+	// more links are open and for a window after they were last: the
+	// slower path's copies of what the closed link delivered still come.
+	// dedupUntil is that moment (mono), 0 once past or while not needed.
+	dd         *dedup
+	dedupUntil atomic.Int64
+	dupDropped atomic.Uint64
+
 	mu struct {
 		sync.Mutex
 		links        map[uint64]*Port
@@ -51,13 +60,38 @@ type Multilink struct {
 	wg sync.WaitGroup // reader goroutines
 }
 
+// Option is a setting of New.
+type Option func(*Multilink)
+
+// Dedup sets the window of duplicate suppression towards the host (see
+// dedup.go); 0 turns it off. The default is DefaultDedupWindow.
+func Dedup(window time.Duration) Option {
+	return func(m *Multilink) {
+		m.dd = nil
+		if window > 0 {
+			m.dd = newDedup(min(window, MaxDedupWindow))
+		}
+	}
+}
+
 // New returns an empty multilink.
-func New(log *logrus.Entry) *Multilink {
-	m := &Multilink{log: log, batches: newBatches()}
+func New(log *logrus.Entry, opts ...Option) *Multilink {
+	m := &Multilink{log: log, batches: newBatches(), dd: newDedup(DefaultDedupWindow)}
+	for _, o := range opts {
+		o(m)
+	}
 	m.queueBudget.limit = TotalQueueBytes
 	m.mu.links = make(map[uint64]*Port)
 	m.linkSnap.Store(&[]*Port{})
 	return m
+}
+
+// DedupWindow is the window of duplicate suppression, 0 if it is off.
+func (m *Multilink) DedupWindow() time.Duration {
+	if m.dd == nil {
+		return 0
+	}
+	return time.Duration(m.dd.window)
 }
 
 // AttachHost registers a peer as the host. Only one host at a time.
@@ -201,6 +235,7 @@ type Totals struct {
 	HostsTotal    uint64
 	DroppedNoHost uint64 // frames from links while no host was attached (or it was detaching)
 	DroppedNoLink uint64 // frames from the host while no link was open
+	DupDropped    uint64 // frames from links not given to the host: duplicates (dedup.go)
 }
 
 // Totals returns the current multilink-wide counters.
@@ -212,6 +247,7 @@ func (m *Multilink) Totals() Totals {
 		HostsTotal:    m.hostsTotal.Load(),
 		DroppedNoHost: m.droppedNoHost.Load(),
 		DroppedNoLink: m.droppedNoLink.Load(),
+		DupDropped:    m.dupDropped.Load(),
 	}
 }
 
@@ -233,13 +269,43 @@ func (m *Multilink) publishLinksLocked() {
 		snap = append(snap, p)
 	}
 	sort.Slice(snap, func(i, j int) bool { return snap[i].ID < snap[j].ID })
+	if m.dd != nil {
+		if len(snap) >= 2 {
+			// Before the list is published: whoever sees two links
+			// sees the table's memory.
+			m.dd.allocate()
+			m.dedupUntil.Store(0)
+		} else if len(*m.linkSnap.Load()) >= 2 {
+			m.dedupUntil.Store(mono() + m.dd.window)
+		}
+	}
 	m.linkSnap.Store(&snap)
 }
 
-// fromLink delivers frames that arrived on a link: to the host only.
-func (m *Multilink) fromLink(frames [][]byte) {
+// dedupFor returns the duplicate table if it is to be used at now: while
+// two or more links are open, or within a window of the last time they
+// were. Otherwise nil, at the cost of two atomic loads.
+func (m *Multilink) dedupFor(now int64) *dedup {
+	if m.dd == nil {
+		return nil
+	}
+	if len(*m.linkSnap.Load()) >= 2 {
+		return m.dd
+	}
+	if until := m.dedupUntil.Load(); until != 0 {
+		if now < until {
+			return m.dd
+		}
+		m.dedupUntil.CompareAndSwap(until, 0)
+	}
+	return nil
+}
+
+// fromLink delivers frames that arrived on link from at now: to the host
+// only, less the duplicates.
+func (m *Multilink) fromLink(from *Port, frames [][]byte, now int64) {
 	h := m.host.Load()
-	if h == nil || !h.send(frames) {
+	if h == nil || !h.sendToHost(from, frames, now) {
 		// No host, or one that detached after we looked.
 		m.droppedNoHost.Add(uint64(len(frames)))
 	}

@@ -298,7 +298,7 @@ func TestCloseLeavesFinalCounters(t *testing.T) {
 	if after := h.Counters(); after != before {
 		t.Fatalf("a closed host's counters moved: %+v -> %+v", before, after)
 	}
-	m.fromLink([][]byte{frameOf(64, 1)})
+	m.fromLink(sl, [][]byte{frameOf(64, 1)}, mono())
 	if got := m.Totals().DroppedNoHost; got != 1 {
 		t.Fatalf("dropped_no_host %d after a frame with no host, want 1", got)
 	}

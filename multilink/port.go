@@ -110,6 +110,10 @@ type Port struct {
 
 	rxPackets, rxBytes, rxDropped atomic.Uint64
 	txPackets, txBytes, txDropped atomic.Uint64
+	rxDupDropped                  atomic.Uint64 // links only: duplicates not given to the host
+	// lastRx is when the last batch came from the peer (mono; at first,
+	// when it joined): set once per batch, not per frame.
+	lastRx atomic.Int64
 
 	// out holds frames the peer's socket could not take at once, in order.
 	// While it is not empty a writer goroutine drains it and every new frame
@@ -139,6 +143,7 @@ func newPort(m *Multilink, id uint64, isHost bool, info PeerInfo, conn Conn, onC
 	p := &Port{ID: id, Info: info, isHost: isHost, ml: m, conn: conn, onClose: onClose,
 		done: make(chan struct{}), readerDone: make(chan struct{})}
 	p.out.q.budget = &m.queueBudget
+	p.lastRx.Store(mono())
 	fields := logrus.Fields{"pid": info.PID, "peer": info.Description, "transport": info.Transport}
 	if isHost {
 		fields["link"] = "host"
@@ -279,6 +284,11 @@ func (p *Port) readLoop() {
 
 // forward counts the n frames of b and hands the good ones on.
 func (p *Port) forward(b *batch, n int) {
+	if n == 0 {
+		return
+	}
+	now := mono()
+	p.lastRx.Store(now)
 	frames := b.frames[:0]
 	for i := 0; i < n; i++ {
 		size := b.sizes[i]
@@ -299,7 +309,7 @@ func (p *Port) forward(b *batch, n int) {
 		if p.isHost {
 			p.ml.fromHost(frames)
 		} else {
-			p.ml.fromLink(frames)
+			p.ml.fromLink(p, frames, now)
 		}
 	}
 }
@@ -322,6 +332,35 @@ func (p *Port) send(frames [][]byte) bool {
 	if p.Closed() {
 		return false
 	}
+	return p.sendLocked(frames)
+}
+
+// sendToHost is send for the host, p, of frames from link from, less the
+// duplicates. The out lock serialises every link's deliveries, and it is
+// the duplicate table's lock too.
+func (p *Port) sendToHost(from *Port, frames [][]byte, now int64) bool {
+	p.out.Lock()
+	defer p.out.Unlock()
+	if p.Closed() {
+		return false
+	}
+	if d := p.ml.dedupFor(now); d != nil {
+		var dups int
+		if frames, dups = d.filter(from.ID, frames, now); dups > 0 {
+			p.ml.dupDropped.Add(uint64(dups))
+			if from.rxDupDropped.Add(uint64(dups)) == uint64(dups) {
+				from.log.Debug("first duplicate not given to the host")
+			}
+			if len(frames) == 0 {
+				return true
+			}
+		}
+	}
+	return p.sendLocked(frames)
+}
+
+// sendLocked is send under the out lock, the port open.
+func (p *Port) sendLocked(frames [][]byte) bool {
 	if p.leaving.Load() {
 		// The peer is gone. A send to it now could cost what it sent
 		// before leaving and we have not read yet (a datagram socket's
@@ -428,6 +467,7 @@ func isClosedErr(err error) bool {
 type Counters struct {
 	RxPackets, RxBytes, RxDropped uint64
 	TxPackets, TxBytes, TxDropped uint64
+	RxDupDropped                  uint64 // links only: counted in RxPackets, not given to the host
 }
 
 // Counters returns the port's current counters.
@@ -435,8 +475,13 @@ func (p *Port) Counters() Counters {
 	return Counters{
 		RxPackets: p.rxPackets.Load(), RxBytes: p.rxBytes.Load(), RxDropped: p.rxDropped.Load(),
 		TxPackets: p.txPackets.Load(), TxBytes: p.txBytes.Load(), TxDropped: p.txDropped.Load(),
+		RxDupDropped: p.rxDupDropped.Load(),
 	}
 }
+
+// Idle is how long ago the last frame came from the peer (or, if none has
+// yet, it joined).
+func (p *Port) Idle() time.Duration { return time.Duration(mono() - p.lastRx.Load()) }
 
 // IDString is the link's name in the tree.
 func (p *Port) IDString() string { return strconv.FormatUint(p.ID, 10) }

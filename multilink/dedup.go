@@ -1,0 +1,190 @@
+package multilink
+
+import (
+	"bytes"
+	"hash/maphash"
+	"time"
+)
+
+// Duplicate suppression towards the host.
+//
+// During a hand-off two links reach the same far multilink, which sends
+// every frame to both: without suppression the host gets each one twice.
+// The table below remembers the frames that went to the host within the
+// last window and drops a copy that came over another link.
+//
+// The rule, per content (the frame's exact bytes): the host gets as many
+// copies as the one link that carried the most of them within the window.
+// A link's n-th copy is delivered only if no link has had n copies
+// delivered yet. So
+//
+//   - the overlap's duplicate (A's copy delivered, then B's: B has 1, 1 was
+//     delivered) is dropped, whichever link is faster;
+//   - a sender's own repeats (ARP retries, a gratuitous ARP sent three
+//     times, a retransmit identical to the original) come over every link,
+//     so the leading link delivers each, and the others' copies of them are
+//     dropped: the host sees the repeats exactly as the far host sent them;
+//   - a link that lost a frame (its queue at the far side was full) delivers
+//     nothing for it, and the other link's copy is the first: delivered;
+//   - three or more links: the same, every link counts its own copies.
+//
+// What the rule cannot tell apart, and what it then does: a repeat sent
+// while only A was open and the next one while only B is (A closed in
+// between), within the window, looks exactly like B's late copy of A's
+// frame, which is the overlap's very case, so it is dropped. The sender
+// repeats again (it had had no answer), and that copy counts as B's second.
+// TCP retransmissions of Linux differ from the original anyway (the
+// timestamp option, the IP id), so they are never taken for duplicates.
+//
+// Bytes, not hashes, decide: a wrong drop is a lost frame, and a 64-bit
+// hash, however keyed, can collide. The table keeps a copy of each frame it
+// remembers in a ring of dedupRingBytes, and a match is a full comparison.
+// The hash (maphash, with a seed drawn at random for each table, so that
+// no peer can aim frames at one bucket) only finds the candidates.
+//
+// Memory is fixed: dedupEntries entries of 72 bytes (1.1 MiB) and the
+// ring, allocated the first time two links are open. An entry lives a
+// window from its first copy; a new frame takes a free, expired or
+// overwritten slot of its bucket, or evicts the bucket's oldest. Under a
+// flood of distinct frames entries are evicted before their window ends,
+// and the ring overwrites their bytes: their copies are no longer
+// recognised and reach the host. Suppression is lost, never a frame:
+// nothing is dropped unless its bytes are in the table.
+//
+// A dedup is used under one lock only, the host port's out lock: every
+// link's delivery to the host takes it, so the table needs no lock of its
+// own. A new host's sends start only after the old host's have ended
+// (remove runs after the old port is marked closed under that lock).
+type dedup struct {
+	window  int64 // ns
+	seed    maphash.Seed
+	entries []dedupEntry // dedupEntries, in buckets of dedupWays
+	ring    []byte       // dedupRingBytes: the remembered frames' bytes
+	head    uint64       // where the next frame goes, counted from the start of time
+}
+
+// DefaultDedupWindow is the window when none is given: the largest
+// difference in delay between two paths it covers.
+const DefaultDedupWindow = time.Second
+
+// MaxDedupWindow bounds the window an operator can ask for.
+const MaxDedupWindow = time.Minute
+
+// The table's fixed size, allocated once two links are open.
+const (
+	dedupEntries   = 1 << 14 // frames remembered at most
+	dedupWays      = 4       // entries per bucket
+	dedupRingBytes = 8 << 20 // their bytes: 5,600 frames of 1,500 bytes, 900 jumbo ones
+	dedupLinks     = 4       // links counted per frame; a fifth link's copy is delivered
+)
+
+type dedupEntry struct {
+	hash      uint64
+	pos       uint64 // the frame's bytes start here in the ring (see head)
+	born      int64  // ns since epoch: the first copy
+	size      uint16 // the frame's length; 0: a free slot
+	delivered uint16 // copies the host got
+	link      [dedupLinks]uint64
+	count     [dedupLinks]uint16 // copies link[i] carried
+}
+
+func newDedup(window time.Duration) *dedup {
+	return &dedup{window: int64(window), seed: maphash.MakeSeed()}
+}
+
+// allocate makes the table's memory; once, before its first use.
+func (d *dedup) allocate() {
+	if d.entries == nil {
+		d.entries = make([]dedupEntry, dedupEntries)
+		d.ring = make([]byte, dedupRingBytes)
+	}
+}
+
+// filter removes from frames, in place, the duplicates of frames that came
+// over other links, and remembers the rest, all as having arrived from
+// link from at now. It returns what is left and how many it removed.
+func (d *dedup) filter(from uint64, frames [][]byte, now int64) ([][]byte, int) {
+	kept := frames[:0]
+	for _, f := range frames {
+		if !d.dup(from, f, now) {
+			kept = append(kept, f)
+		}
+	}
+	return kept, len(frames) - len(kept)
+}
+
+// dup reports whether frame, arriving from link from at now, is to be
+// dropped, and remembers it.
+func (d *dedup) dup(from uint64, frame []byte, now int64) bool {
+	if len(frame) > MaxFrame || len(frame) == 0 {
+		return false // Port.forward lets none through; never store one
+	}
+	h := maphash.Bytes(d.seed, frame)
+	i := int(h%(dedupEntries/dedupWays)) * dedupWays
+	bucket := d.entries[i : i+dedupWays : i+dedupWays]
+	var victim *dedupEntry
+	for j := range bucket {
+		e := &bucket[j]
+		if e.size != 0 && (now-e.born > d.window || e.pos+dedupRingBytes < d.head) {
+			e.size = 0 // expired, or its bytes overwritten
+		}
+		if e.size == 0 {
+			if victim == nil || victim.size != 0 {
+				victim = e
+			}
+			continue
+		}
+		if e.hash == h && int(e.size) == len(frame) && bytes.Equal(d.ring[e.pos%dedupRingBytes:][:len(frame)], frame) {
+			return e.copyFrom(from)
+		}
+		if victim == nil || victim.size != 0 && e.born < victim.born {
+			victim = e
+		}
+	}
+	d.remember(victim, h, frame, from, now)
+	return false
+}
+
+// copyFrom counts another copy of e's frame from link from and reports
+// whether it is a duplicate. When unsure (no room to count a fifth link,
+// a count at its limit) it delivers.
+func (e *dedupEntry) copyFrom(from uint64) bool {
+	k := -1
+	for i, l := range e.link {
+		if l == from && e.count[i] > 0 {
+			k = i
+			break
+		}
+		if k < 0 && e.count[i] == 0 {
+			k = i // the first free one, unless from has its own further on
+		}
+	}
+	if k < 0 || e.count[k] == ^uint16(0) {
+		return false
+	}
+	e.link[k] = from
+	e.count[k]++
+	if e.count[k] > e.delivered {
+		e.delivered = e.count[k]
+		return false
+	}
+	return true
+}
+
+// remember stores frame's first copy in e.
+func (d *dedup) remember(e *dedupEntry, h uint64, frame []byte, from uint64, now int64) {
+	n := uint64(len(frame))
+	if off := d.head % dedupRingBytes; off+n > dedupRingBytes {
+		d.head += dedupRingBytes - off // keep a frame's bytes in one piece
+	}
+	copy(d.ring[d.head%dedupRingBytes:], frame)
+	*e = dedupEntry{hash: h, pos: d.head, born: now, size: uint16(n), delivered: 1}
+	e.link[0], e.count[0] = from, 1
+	d.head += n
+}
+
+// epoch is the zero of the multilink's clock: mono is time since epoch,
+// monotonic, in ns, read once per batch.
+var epoch = time.Now()
+
+func mono() int64 { return int64(time.Since(epoch)) }
