@@ -5,7 +5,7 @@
 //	PATH/                 dir (dirmode)         the multilink
 //	PATH/ctl              symlink               -> SOCKDIR/ctl: links join here (vde-2)
 //	PATH/seqpacket        symlink               -> SOCKDIR/seqpacket: links join here (SOCK_SEQPACKET)
-//	PATH/stats            file (r bits of mode) totals: links, links_total, host, drops
+//	PATH/stats            file (r bits of mode) totals: links, links_total, host, drops, dup_dropped
 //	PATH/host/            dir (dirmode)         the host's attachment point
 //	PATH/host/ctl         symlink               -> SOCKDIR/host.ctl: the host joins here
 //	PATH/host/seqpacket   symlink               -> SOCKDIR/host.seqpacket: or here
@@ -269,8 +269,8 @@ func (t *tree) rootStats() string {
 	if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
 		fds = len(ents)
 	}
-	return fmt.Sprintf("links: %d\nlinks_total: %d\nhost: %s\nhosts_total: %d\ndropped_no_host: %d\ndropped_no_link: %d\ngoroutines: %d\nopen_fds: %d\n",
-		tot.Links, tot.LinksTotal, host, tot.HostsTotal, tot.DroppedNoHost, tot.DroppedNoLink, runtime.NumGoroutine(), fds)
+	return fmt.Sprintf("links: %d\nlinks_total: %d\nhost: %s\nhosts_total: %d\ndropped_no_host: %d\ndropped_no_link: %d\ndup_dropped: %d\ngoroutines: %d\nopen_fds: %d\n",
+		tot.Links, tot.LinksTotal, host, tot.HostsTotal, tot.DroppedNoHost, tot.DroppedNoLink, tot.DupDropped, runtime.NumGoroutine(), fds)
 }
 
 func (t *tree) hostStats() string {
@@ -296,6 +296,12 @@ func portStats(p *multilink.Port, isHost bool) string {
 	fmt.Fprintf(&b, "since: %s\n", p.Info.Since.UTC().Format(time.RFC3339))
 	fmt.Fprintf(&b, "rx_packets: %d\nrx_bytes: %d\nrx_dropped: %d\n", c.RxPackets, c.RxBytes, c.RxDropped)
 	fmt.Fprintf(&b, "tx_packets: %d\ntx_bytes: %d\ntx_dropped: %d\n", c.TxPackets, c.TxBytes, c.TxDropped)
+	// A script tells a live path from a dead one by it, before it closes
+	// anything.
+	fmt.Fprintf(&b, "idle_ms: %d\n", p.Idle().Milliseconds())
+	if !isHost {
+		fmt.Fprintf(&b, "rx_dup_dropped: %d\n", c.RxDupDropped)
+	}
 	return b.String()
 }
 

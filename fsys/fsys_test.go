@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -231,13 +233,65 @@ func TestPortStatsText(t *testing.T) {
 	defer ml.Close()
 	since := time.Date(2026, 11, 27, 10, 11, 12, 0, time.UTC)
 	p, _ := addLink(ml, multilink.PeerInfo{Transport: "vde", Description: "vde_plug\nid: 99", PID: 42, UID: 1, GID: 2, Since: since}, newNullConn(), nil)
-	got := portStats(p, false)
+	// idle_ms is the time since the link joined: the one value that moves.
+	idle := regexp.MustCompile(`(?m)^idle_ms: [0-9]+$`)
+	got := idle.ReplaceAllString(portStats(p, false), "idle_ms: N")
 	want := "id: 1\ntransport: vde\ndescription: vde_plug\\x0aid: 99\npid: 42\nuid: 1\ngid: 2\nsince: 2026-11-27T10:11:12Z\n" +
-		"rx_packets: 0\nrx_bytes: 0\nrx_dropped: 0\ntx_packets: 0\ntx_bytes: 0\ntx_dropped: 0\n"
+		"rx_packets: 0\nrx_bytes: 0\nrx_dropped: 0\ntx_packets: 0\ntx_bytes: 0\ntx_dropped: 0\nidle_ms: N\nrx_dup_dropped: 0\n"
 	if got != want {
 		t.Fatalf("stats:\n%s\nwant:\n%s", got, want)
 	}
-	if host := portStats(p, true); host != want[len("id: 1\n"):] {
-		t.Fatalf("as the host, no id line:\n%s", host)
+	hostWant := strings.TrimSuffix(want[len("id: 1\n"):], "rx_dup_dropped: 0\n")
+	if host := idle.ReplaceAllString(portStats(p, true), "idle_ms: N"); host != hostWant {
+		t.Fatalf("as the host, no id line and no rx_dup_dropped:\n%s", host)
+	}
+}
+
+// TestDupAndIdleStats: two links carry the same frame; one copy reaches
+// the host, the other is counted in the later link's rx_dup_dropped and
+// the root's dup_dropped. idle_ms grows on the quiet host, not on a link
+// that has just carried a frame.
+func TestDupAndIdleStats(t *testing.T) {
+	dir, ml, _ := mount(t, perms.Spec{})
+	hc := newChanConn()
+	ml.AttachHost(multilink.PeerInfo{}, hc, nil)
+	a, b := newChanConn(), newChanConn()
+	pa, _ := addLink(ml, multilink.PeerInfo{}, a, nil)
+	pb, _ := addLink(ml, multilink.PeerInfo{}, b, nil)
+	frame := []byte("\xff\xff\xff\xff\xff\xff\x02\x00\x00\x00\x00\x01\x08\x06 an ARP request, say")
+	time.Sleep(200 * time.Millisecond)
+	a.in <- frame
+	for deadline := time.Now().Add(2 * time.Second); pa.Counters().RxPackets == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("link 1 did not read its frame")
+		}
+	}
+	b.in <- frame
+	for deadline := time.Now().Add(2 * time.Second); pb.Counters().RxPackets == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("link 2 did not read its frame")
+		}
+	}
+	for deadline := time.Now().Add(2 * time.Second); ml.Totals().DupDropped == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no duplicate counted")
+		}
+	}
+	if v := statKey(t, filepath.Join(dir, "links", "1", "stats"), "rx_dup_dropped"); v != "0" {
+		t.Errorf("link 1, the first copy: rx_dup_dropped %s", v)
+	}
+	if v := statKey(t, filepath.Join(dir, "links", "2", "stats"), "rx_dup_dropped"); v != "1" {
+		t.Errorf("link 2, the copy: rx_dup_dropped %s", v)
+	}
+	if v := statKey(t, filepath.Join(dir, "stats"), "dup_dropped"); v != "1" {
+		t.Errorf("root dup_dropped %s", v)
+	}
+	if v := statKey(t, filepath.Join(dir, "host", "stats"), "tx_packets"); v != "1" {
+		t.Errorf("host tx_packets %s, want the one copy", v)
+	}
+	hostIdle, _ := strconv.Atoi(statKey(t, filepath.Join(dir, "host", "stats"), "idle_ms"))
+	linkIdle, _ := strconv.Atoi(statKey(t, filepath.Join(dir, "links", "2", "stats"), "idle_ms"))
+	if hostIdle < 200 || linkIdle >= hostIdle {
+		t.Errorf("idle_ms: quiet host %d (want >= 200), busy link %d (want less)", hostIdle, linkIdle)
 	}
 }

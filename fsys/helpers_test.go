@@ -88,3 +88,23 @@ func statKey(t *testing.T, path, key string) string {
 func addLink(ml *multilink.Multilink, info multilink.PeerInfo, conn multilink.Conn, onClose func()) (*multilink.Port, error) {
 	return ml.Admit(false, info, conn, onClose, nil)
 }
+
+// chanConn is a peer whose frames are those pushed into in; it accepts
+// everything sent to it.
+type chanConn struct {
+	nullConn
+	in chan []byte
+}
+
+func newChanConn() *chanConn { return &chanConn{nullConn: *newNullConn(), in: make(chan []byte, 16)} }
+
+func (c *chanConn) RecvBatch(get func() ([][]byte, []int), put func()) (int, error) {
+	select {
+	case f := <-c.in:
+		bufs, sizes := get()
+		sizes[0] = copy(bufs[0], f)
+		return 1, nil
+	case <-c.closed:
+		return 0, io.EOF
+	}
+}

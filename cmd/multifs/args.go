@@ -8,9 +8,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
+	"multifs/multilink"
 	"multifs/perms"
 )
 
@@ -24,7 +26,10 @@ directory is a FUSE mount at PATH (default /tmp/vdenode_$USER).
   -o KEY=VALUE[,...]      mode=OCTAL, dirmode=OCTAL, grp=GROUP (as in libvdeplug_multi);
                           mount(8)'s generic options (nosuid, noatime, nofail, x-*, ...)
                           are accepted and ignored, ro is refused; the netnode keys
-                          hashsize=, hashseed=, expiretime= are accepted with no effect
+                          hashsize=, hashseed=, expiretime= are accepted with no effect;
+                          dedup=DURATION|off (default 1s): while two or more links are open,
+                          a frame identical to one another link brought within DURATION is
+                          not given to the host; off gives it every copy, as the reference
       --mode OCTAL        permissions of the sockets (default 0600)
       --dirmode OCTAL     permissions of the directories (default 02700, or derived from mode)
       --grp GROUP         group owning the multilink (name or number)
@@ -49,7 +54,9 @@ type options struct {
 	noEffect   []string // options of the reference that mean nothing here, KEY=VALUE
 	spec       perms.Spec
 	sockdir    string
-	tap        string // NAME of --host tap://NAME: a tap device multifs opens as the host
+	tap        string        // NAME of --host tap://NAME: a tap device multifs opens as the host
+	dedup      time.Duration // duplicate suppression's window; 0: off
+	dedupSet   bool          // dedup= was given
 	foreground bool
 	logLevel   string
 	logFormat  string
@@ -67,7 +74,7 @@ func usageErr(format string, a ...any) error {
 
 // parseArgs reads the command line. Flags may come before or after PATH.
 func parseArgs(args []string) (*options, error) {
-	o := &options{logLevel: "info", logFormat: "text"}
+	o := &options{logLevel: "info", logFormat: "text", dedup: multilink.DefaultDedupWindow}
 	var positional []string
 	// valued flags and where their values go
 	valued := map[string]func(string) error{
@@ -210,6 +217,9 @@ func (o *options) argv() []string {
 	for _, kv := range o.noEffect {
 		a = append(a, "-o", kv)
 	}
+	if o.dedupSet {
+		a = append(a, "-o", "dedup="+dedupString(o.dedup))
+	}
 	if o.foreground {
 		a = append(a, "-f")
 	}
@@ -285,14 +295,40 @@ func (o *options) setKey(k, v, src string) error {
 			return usageErr("grp: empty value, want a group name or number")
 		}
 		o.spec.Group = v
+	case "dedup":
+		d, err := parseDedup(v)
+		if err != nil {
+			return usageErr("%s: %v", src, err)
+		}
+		o.dedup, o.dedupSet = d, true
 	case "hashsize", "hashseed", "expiretime":
 		// The reference's netnode keys, which its multi:// accepts
 		// too: a URL copied from a working command line must work.
 		o.noEffect = append(o.noEffect, k+"="+v)
 	default:
-		return usageErr("%s: unknown option %q (known: mode, dirmode, grp)", src, k)
+		return usageErr("%s: unknown option %q (known: mode, dirmode, grp, dedup)", src, k)
 	}
 	return nil
+}
+
+// parseDedup reads dedup's value: a Go duration (1s, 250ms) up to
+// multilink.MaxDedupWindow, or off.
+func parseDedup(v string) (time.Duration, error) {
+	if v == "off" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 || d > multilink.MaxDedupWindow {
+		return 0, fmt.Errorf("dedup=%s: want a duration over 0 and up to %v (like 1s or 200ms), or off", v, multilink.MaxDedupWindow)
+	}
+	return d, nil
+}
+
+func dedupString(d time.Duration) string {
+	if d == 0 {
+		return "off"
+	}
+	return d.String()
 }
 
 // mountOption takes one of mount(8)'s generic options, which mount.fuse3

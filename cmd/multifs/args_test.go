@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseArgs(t *testing.T) {
@@ -60,6 +61,18 @@ func TestParseArgs(t *testing.T) {
 		{"other url scheme", []string{"vde:///x"}, nil, "only multi://"},
 		{"bad log format", []string{"--log-format", "xml", "/x"}, nil, "--log-format"},
 		{"root", []string{"/"}, nil, "cannot be /"},
+		{"dedup default", []string{"/x"}, func(o *options) bool { return o.dedup == time.Second && !o.dedupSet }, ""},
+		{"dedup in -o", []string{"-o", "mode=0600,dedup=250ms", "/x"}, func(o *options) bool { return o.dedup == 250*time.Millisecond && o.dedupSet }, ""},
+		{"dedup off", []string{"-o", "dedup=off", "/x"}, func(o *options) bool { return o.dedup == 0 && o.dedupSet }, ""},
+		{"dedup in url", []string{"multi:///tmp/m[dedup=2s/mode=0600]"}, func(o *options) bool { return o.dedup == 2*time.Second && o.path == "/tmp/m" }, ""},
+		{"dedup off in url", []string{"multi:///tmp/m[dedup=off]"}, func(o *options) bool { return o.dedup == 0 && o.dedupSet }, ""},
+		{"dedup not a duration", []string{"-o", "dedup=fast", "/x"}, nil, "dedup=fast: want a duration"},
+		{"dedup without unit", []string{"-o", "dedup=5", "/x"}, nil, "dedup=5: want a duration"},
+		{"dedup zero", []string{"-o", "dedup=0s", "/x"}, nil, "dedup=0s: want a duration over 0"},
+		{"dedup negative", []string{"multi:///x[dedup=-1s]"}, nil, "dedup=-1s"},
+		{"dedup too long", []string{"-o", "dedup=2m", "/x"}, nil, "up to 1m0s"},
+		{"dedup empty", []string{"-o", "dedup=", "/x"}, nil, "dedup=: want"},
+		{"dedup On", []string{"-o", "dedup=On", "/x"}, nil, "or off"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -94,6 +107,8 @@ func TestArgvRoundTrip(t *testing.T) {
 		{"-o", "mode=0666", "--host", "tap://tap0", "-f", "/tmp/x"},
 		{"--", "-odd-name"},
 		{"label", "rel/vm3", "-o", "rw,nosuid,hashsize=64"},
+		{"-o", "dedup=off", "/tmp/x"},
+		{"multi:///tmp/x[dedup=1500ms]"},
 	} {
 		o, err := parseArgs(args)
 		if err != nil {

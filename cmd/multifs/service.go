@@ -86,7 +86,7 @@ func start(opts *options, log *logrus.Entry) (svc *service, err error) {
 		s.sd.Record(createdLine)
 	}
 
-	s.ml = multilink.New(log)
+	s.ml = multilink.New(log, multilink.Dedup(opts.dedup))
 	s.srv = control.NewServer(s.sd, p, s.ml, log)
 	if err := s.srv.Listen(); err != nil {
 		return nil, err
@@ -124,7 +124,7 @@ func start(opts *options, log *logrus.Entry) (svc *service, err error) {
 		return nil, fmt.Errorf("mount %s: %w", opts.path, err)
 	}
 	s.srv.Serve()
-	log.WithFields(logrus.Fields{"sockdir": sockdir, "pid": os.Getpid(), "version": version, "mount_id": s.mount.ID}).Info("serving")
+	log.WithFields(logrus.Fields{"sockdir": sockdir, "pid": os.Getpid(), "version": version, "mount_id": s.mount.ID, "dedup": dedupString(opts.dedup)}).Info("serving")
 	return s, nil
 }
 
