@@ -42,10 +42,10 @@ import (
 // The hash (maphash, with a seed drawn at random for each table, so that
 // no peer can aim frames at one bucket) only finds the candidates.
 //
-// Memory is fixed: dedupEntries entries of 72 bytes (1.1 MiB) and the
-// ring, allocated the first time two links are open. An entry lives a
-// window from its first copy; a new frame takes a free, expired or
-// overwritten slot of its bucket, or evicts the bucket's oldest. Under a
+// Memory is fixed: dedupEntries entries of 72 bytes (1.1 MiB with their
+// buckets) and the ring, allocated the first time two links are open. An
+// entry lives a window from its first copy; a new frame takes a free or
+// expired slot of its bucket, or evicts the bucket's oldest. Under a
 // flood of distinct frames entries are evicted before their window ends,
 // and the ring overwrites their bytes: their copies are no longer
 // recognised and reach the host. Suppression is lost, never a frame:
@@ -58,9 +58,10 @@ import (
 type dedup struct {
 	window  int64 // ns
 	seed    maphash.Seed
-	entries []dedupEntry // dedupEntries, in buckets of dedupWays
-	ring    []byte       // dedupRingBytes: the remembered frames' bytes
-	head    uint64       // where the next frame goes, counted from the start of time
+	buckets []dedupBucket // dedupEntries/dedupWays
+	entries []dedupEntry  // dedupEntries: bucket i's are i*dedupWays on
+	ring    []byte        // dedupRingBytes: the remembered frames' bytes
+	head    uint64        // where the next frame goes, counted from the start of time
 }
 
 // DefaultDedupWindow is the window when none is given: the largest
@@ -78,14 +79,20 @@ const (
 	dedupLinks     = 4       // links counted per frame; a fifth link's copy is delivered
 )
 
+// dedupBucket is what a lookup reads, one cache line: a frame that is not
+// a copy (most are not) costs no more. A slot's entry is read only when
+// its hash matches, and written when it is taken.
+type dedupBucket struct {
+	hash  [dedupWays]uint64
+	until [dedupWays]int64 // when the slot's entry expires (mono); 0: free
+}
+
 type dedupEntry struct {
-	hash      uint64
-	pos       uint64 // the frame's bytes start here in the ring (see head)
-	born      int64  // ns since epoch: the first copy
-	size      uint16 // the frame's length; 0: a free slot
-	delivered uint16 // copies the host got
-	link      [dedupLinks]uint64
+	pos       uint64             // the frame's bytes start here in the ring (see head)
+	size      uint16             // the frame's length
+	delivered uint16             // copies the host got
 	count     [dedupLinks]uint16 // copies link[i] carried
+	link      [dedupLinks]uint64
 }
 
 func newDedup(window time.Duration) *dedup {
@@ -95,6 +102,7 @@ func newDedup(window time.Duration) *dedup {
 // allocate makes the table's memory; once, before its first use.
 func (d *dedup) allocate() {
 	if d.entries == nil {
+		d.buckets = make([]dedupBucket, dedupEntries/dedupWays)
 		d.entries = make([]dedupEntry, dedupEntries)
 		d.ring = make([]byte, dedupRingBytes)
 	}
@@ -120,28 +128,29 @@ func (d *dedup) dup(from uint64, frame []byte, now int64) bool {
 		return false // Port.forward lets none through; never store one
 	}
 	h := maphash.Bytes(d.seed, frame)
-	i := int(h%(dedupEntries/dedupWays)) * dedupWays
-	bucket := d.entries[i : i+dedupWays : i+dedupWays]
-	var victim *dedupEntry
-	for j := range bucket {
-		e := &bucket[j]
-		if e.size != 0 && (now-e.born > d.window || e.pos+dedupRingBytes < d.head) {
-			e.size = 0 // expired, or its bytes overwritten
+	bi := int(h % uint64(len(d.buckets)))
+	b := &d.buckets[bi]
+	victim := 0
+	for j := range dedupWays {
+		u := b.until[j]
+		if u != 0 && now > u {
+			b.until[j], u = 0, 0 // expired
 		}
-		if e.size == 0 {
-			if victim == nil || victim.size != 0 {
-				victim = e
+		if u != 0 && b.hash[j] == h {
+			// The bytes decide. Those of an entry the ring has
+			// overwritten since are gone: no match.
+			e := &d.entries[bi*dedupWays+j]
+			if int(e.size) == len(frame) && e.pos+dedupRingBytes >= d.head &&
+				bytes.Equal(d.ring[e.pos%dedupRingBytes:][:len(frame)], frame) {
+				return e.copyFrom(from)
 			}
-			continue
 		}
-		if e.hash == h && int(e.size) == len(frame) && bytes.Equal(d.ring[e.pos%dedupRingBytes:][:len(frame)], frame) {
-			return e.copyFrom(from)
-		}
-		if victim == nil || victim.size != 0 && e.born < victim.born {
-			victim = e
+		// A free slot, else the oldest.
+		if v := b.until[victim]; v != 0 && u < v {
+			victim = j
 		}
 	}
-	d.remember(victim, h, frame, from, now)
+	d.remember(b, bi, victim, h, frame, from, now)
 	return false
 }
 
@@ -171,14 +180,16 @@ func (e *dedupEntry) copyFrom(from uint64) bool {
 	return true
 }
 
-// remember stores frame's first copy in e.
-func (d *dedup) remember(e *dedupEntry, h uint64, frame []byte, from uint64, now int64) {
+// remember stores frame's first copy in slot j of bucket b (index bi).
+func (d *dedup) remember(b *dedupBucket, bi, j int, h uint64, frame []byte, from uint64, now int64) {
 	n := uint64(len(frame))
 	if off := d.head % dedupRingBytes; off+n > dedupRingBytes {
 		d.head += dedupRingBytes - off // keep a frame's bytes in one piece
 	}
 	copy(d.ring[d.head%dedupRingBytes:], frame)
-	*e = dedupEntry{hash: h, pos: d.head, born: now, size: uint16(n), delivered: 1}
+	b.hash[j], b.until[j] = h, now+d.window
+	e := &d.entries[bi*dedupWays+j]
+	*e = dedupEntry{pos: d.head, size: uint16(n), delivered: 1}
 	e.link[0], e.count[0] = from, 1
 	d.head += n
 }

@@ -189,11 +189,12 @@ func TestDedupHashMatchIsNotADuplicate(t *testing.T) {
 	x, y := numbered(1, 200), numbered(2, 200)
 	feed(d, 1, 0, x)
 	h := maphash.Bytes(d.seed, y)
-	i := int(h%(dedupEntries/dedupWays)) * dedupWays
-	for j := i; j < i+dedupWays; j++ {
-		if d.entries[j].size == 0 {
-			d.entries[j] = dedupEntry{hash: h, pos: 0, born: 0, size: 200, delivered: 1}
-			d.entries[j].link[0], d.entries[j].count[0] = 1, 1
+	bi := int(h % uint64(len(d.buckets)))
+	for j := range dedupWays {
+		if d.buckets[bi].until[j] == 0 {
+			d.buckets[bi].hash[j], d.buckets[bi].until[j] = h, win
+			d.entries[bi*dedupWays+j] = dedupEntry{pos: 0, size: 200, delivered: 1} // x's bytes
+			d.entries[bi*dedupWays+j].link[0], d.entries[bi*dedupWays+j].count[0] = 1, 1
 			break
 		}
 	}
@@ -223,14 +224,15 @@ func TestDedupJumbo(t *testing.T) {
 func TestDedupFloodLosesSuppressionNeverFrames(t *testing.T) {
 	for _, size := range []int{64, 1500, MaxFrame} {
 		d := newTable()
-		entries, ring := &d.entries[0], &d.ring[0]
+		buckets, entries, ring := &d.buckets[0], &d.entries[0], &d.ring[0]
 		const n = 4 * dedupEntries
 		for i := 0; i < n; i++ {
 			if len(feed(d, 1, int64(i), numbered(i, size))) != 1 {
 				t.Fatalf("size %d: distinct frame %d dropped", size, i)
 			}
 		}
-		if &d.entries[0] != entries || &d.ring[0] != ring || len(d.entries) != dedupEntries || len(d.ring) != dedupRingBytes {
+		if &d.buckets[0] != buckets || &d.entries[0] != entries || &d.ring[0] != ring ||
+			len(d.buckets)*dedupWays != dedupEntries || len(d.entries) != dedupEntries || len(d.ring) != dedupRingBytes {
 			t.Fatal("the table grew or moved")
 		}
 		// The first frames were evicted or overwritten: their copies go
