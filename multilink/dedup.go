@@ -62,6 +62,34 @@ type dedup struct {
 	entries []dedupEntry  // dedupEntries: bucket i's are i*dedupWays on
 	ring    []byte        // dedupRingBytes: the remembered frames' bytes
 	head    uint64        // where the next frame goes, counted from the start of time
+
+	// While one link is open its latest frames are only copied into a
+	// small ring of their own (histBytes, which stays in the cache) and
+	// listed, not looked up: the first frames of a new path are often
+	// copies of what the old link delivered just before the new one
+	// reached us (vde_plug A = vde_plug B joins A, and B a moment later:
+	// what A's side sent meanwhile waits in the pipe, 64 KiB at most).
+	// The table takes them in (replay) when a second link opens.
+	hbuf      []byte      // histBytes
+	hhead     uint64      // as head, for hbuf
+	hist      []histEntry // histFrames, a ring
+	histN     uint64      // entries ever written
+	histStart uint64      // the first not replayed yet
+	histLink  uint64      // the link they came from
+}
+
+// The sole link's latest frames kept for a replay: what a new path's
+// pipe or socket can hold before its far end joins, and more.
+const (
+	histBytes  = 256 << 10
+	histFrames = 4096
+)
+
+// histEntry is one frame the sole link delivered.
+type histEntry struct {
+	pos  uint64 // in hbuf
+	at   int64  // mono
+	size uint16
 }
 
 // DefaultDedupWindow is the window when none is given: the largest
@@ -105,6 +133,8 @@ func (d *dedup) allocate() {
 		d.buckets = make([]dedupBucket, dedupEntries/dedupWays)
 		d.entries = make([]dedupEntry, dedupEntries)
 		d.ring = make([]byte, dedupRingBytes)
+		d.hbuf = make([]byte, histBytes)
+		d.hist = make([]histEntry, histFrames)
 	}
 }
 
@@ -128,30 +158,39 @@ func (d *dedup) dup(from uint64, frame []byte, now int64) bool {
 		return false // Port.forward lets none through; never store one
 	}
 	h := maphash.Bytes(d.seed, frame)
-	bi := int(h % uint64(len(d.buckets)))
-	b := &d.buckets[bi]
-	victim := 0
-	for j := range dedupWays {
-		u := b.until[j]
+	e, b, bi, j := d.find(frame, h, now)
+	if e != nil {
+		return e.copyFrom(from)
+	}
+	d.insert(b, bi, j, h, d.store(frame), len(frame), from, now)
+	return false
+}
+
+// find looks frame, of hash h, up at now: its entry if the table has one,
+// else nil and the slot for it, j of bucket b (index bi): a free one, else
+// the oldest.
+func (d *dedup) find(frame []byte, h uint64, now int64) (e *dedupEntry, b *dedupBucket, bi, j int) {
+	bi = int(h % uint64(len(d.buckets)))
+	b = &d.buckets[bi]
+	for k := range dedupWays {
+		u := b.until[k]
 		if u != 0 && now > u {
-			b.until[j], u = 0, 0 // expired
+			b.until[k], u = 0, 0 // expired
 		}
-		if u != 0 && b.hash[j] == h {
+		if u != 0 && b.hash[k] == h {
 			// The bytes decide. Those of an entry the ring has
 			// overwritten since are gone: no match.
-			e := &d.entries[bi*dedupWays+j]
+			e := &d.entries[bi*dedupWays+k]
 			if int(e.size) == len(frame) && e.pos+dedupRingBytes >= d.head &&
 				bytes.Equal(d.ring[e.pos%dedupRingBytes:][:len(frame)], frame) {
-				return e.copyFrom(from)
+				return e, nil, 0, 0
 			}
 		}
-		// A free slot, else the oldest.
-		if v := b.until[victim]; v != 0 && u < v {
-			victim = j
+		if v := b.until[j]; v != 0 && u < v {
+			j = k
 		}
 	}
-	d.remember(b, bi, victim, h, frame, from, now)
-	return false
+	return nil, b, bi, j
 }
 
 // copyFrom counts another copy of e's frame from link from and reports
@@ -180,18 +219,70 @@ func (e *dedupEntry) copyFrom(from uint64) bool {
 	return true
 }
 
-// remember stores frame's first copy in slot j of bucket b (index bi).
-func (d *dedup) remember(b *dedupBucket, bi, j int, h uint64, frame []byte, from uint64, now int64) {
+// store copies frame into the ring and returns where it went.
+func (d *dedup) store(frame []byte) uint64 {
 	n := uint64(len(frame))
 	if off := d.head % dedupRingBytes; off+n > dedupRingBytes {
 		d.head += dedupRingBytes - off // keep a frame's bytes in one piece
 	}
-	copy(d.ring[d.head%dedupRingBytes:], frame)
-	b.hash[j], b.until[j] = h, now+d.window
-	e := &d.entries[bi*dedupWays+j]
-	*e = dedupEntry{pos: d.head, size: uint16(n), delivered: 1}
-	e.link[0], e.count[0] = from, 1
+	pos := d.head
+	copy(d.ring[pos%dedupRingBytes:], frame)
 	d.head += n
+	return pos
+}
+
+// insert makes slot j of bucket b (index bi) the entry of a frame whose
+// first copy, stored at pos, came from link from at t.
+func (d *dedup) insert(b *dedupBucket, bi, j int, h, pos uint64, size int, from uint64, t int64) {
+	b.hash[j], b.until[j] = h, t+d.window
+	e := &d.entries[bi*dedupWays+j]
+	*e = dedupEntry{pos: pos, size: uint16(size), delivered: 1}
+	e.link[0], e.count[0] = from, 1
+}
+
+// record keeps the frames the sole link, from, delivered at now, for a
+// replay: a copy and a list entry each, no lookup.
+func (d *dedup) record(from uint64, frames [][]byte, now int64) {
+	if from != d.histLink {
+		d.histLink, d.histStart = from, d.histN
+	}
+	for _, f := range frames {
+		n := uint64(len(f))
+		if n > MaxFrame {
+			continue
+		}
+		if off := d.hhead % histBytes; off+n > histBytes {
+			d.hhead += histBytes - off
+		}
+		copy(d.hbuf[d.hhead%histBytes:], f)
+		d.hist[d.histN%histFrames] = histEntry{pos: d.hhead, at: now, size: uint16(n)}
+		d.hhead += n
+		d.histN++
+	}
+}
+
+// replay puts what record kept, and is still within the window and in
+// the ring, into the table, in order, as first copies or as the link's
+// own repeats; once, when the table comes into use.
+func (d *dedup) replay(now int64) {
+	first := d.histStart
+	if d.histN-first > histFrames {
+		first = d.histN - histFrames
+	}
+	for i := first; i < d.histN; i++ {
+		e := d.hist[i%histFrames]
+		if now-e.at > d.window || e.pos+histBytes < d.hhead {
+			continue // out of the window, or its bytes overwritten
+		}
+		f := d.hbuf[e.pos%histBytes:][:e.size]
+		h := maphash.Bytes(d.seed, f)
+		if t, b, bi, j := d.find(f, h, e.at); t != nil {
+			t.copyFrom(d.histLink) // delivered: a repeat of its own
+		} else {
+			d.insert(b, bi, j, h, d.store(f), len(f), d.histLink, e.at)
+		}
+	}
+	d.histStart = d.histN
 }
 
 // epoch is the zero of the multilink's clock: mono is time since epoch,

@@ -302,8 +302,8 @@ func TestMultilinkDedup(t *testing.T) {
 	}
 }
 
-// With one link the table is not used, not even allocated: a link's frames
-// all reach the host, repeats too.
+// With one link the table is not looked up: a link's frames all reach the
+// host, repeats too, and are only recorded.
 func TestMultilinkDedupOneLink(t *testing.T) {
 	m := New(testLog())
 	defer m.Close()
@@ -315,8 +315,72 @@ func TestMultilinkDedupOneLink(t *testing.T) {
 		ac.in <- frameOf(60, 3)
 	}
 	eventually(t, "ten frames", func() bool { return len(hc.sentFrames()) == 10 })
-	if m.dd.entries != nil {
-		t.Fatal("the table was allocated with one link")
+	m.Host().out.Lock()
+	defer m.Host().out.Unlock()
+	if m.dd.histN != 10 || m.dd.buckets[0] != (dedupBucket{}) {
+		t.Fatalf("one link: %d frames recorded (want 10)", m.dd.histN)
+	}
+	for _, b := range m.dd.buckets {
+		if b != (dedupBucket{}) {
+			t.Fatal("one link: the table has entries")
+		}
+	}
+}
+
+// The new path's first frames are copies of what the old link delivered
+// just before the new one reached us: recorded while the old one was
+// alone, they are known when the second link opens.
+func TestMultilinkDedupNewPathsBacklog(t *testing.T) {
+	m := New(testLog())
+	defer m.Close()
+	hc := newFakeConn()
+	h, _ := m.AttachHost(PeerInfo{}, hc, nil)
+	oc := newFakeConn()
+	addLink(m, PeerInfo{}, oc, nil)
+	for i := 0; i < 10; i++ {
+		oc.in <- numbered(i, 100)
+	}
+	oc.in <- frameOf(60, 5) // a repeat of the old link's own, twice
+	oc.in <- frameOf(60, 5)
+	eventually(t, "the old link's frames", func() bool { return len(hc.sentFrames()) == 12 })
+	nc := newFakeConn()
+	nl, _ := addLink(m, PeerInfo{}, nc, nil)
+	for i := 0; i < 10; i++ {
+		nc.in <- numbered(i, 100) // the backlog: copies
+	}
+	nc.in <- frameOf(60, 5)
+	nc.in <- frameOf(60, 5)
+	nc.in <- frameOf(60, 5) // a third: the old link carried two
+	nc.in <- numbered(10, 100)
+	eventually(t, "the new link's frames read", func() bool { return nl.Counters().RxPackets == 14 })
+	eventually(t, "the new link's frames handled", func() bool { return h.Counters().TxPackets+nl.Counters().RxDupDropped == 26 })
+	if d := nl.Counters().RxDupDropped; d != 12 {
+		t.Fatalf("the new link's backlog: %d dropped, want the 12 copies", d)
+	}
+	got := hc.sentFrames()
+	if len(got) != 14 || !bytes.Equal(got[12], frameOf(60, 5)) || !bytes.Equal(got[13], numbered(10, 100)) {
+		t.Fatalf("host got %d frames, want 12 + the third repeat + the new frame", len(got))
+	}
+}
+
+func TestDedupReplayWindow(t *testing.T) {
+	d := newTable()
+	x, y := numbered(1, 60), numbered(2, 60)
+	d.record(1, [][]byte{x}, 0)
+	d.record(1, [][]byte{y}, win/2)
+	d.replay(win + 1) // x is out of the window, y is not
+	if len(feed(d, 2, win+1, x)) != 1 {
+		t.Fatal("a copy of a frame recorded longer than a window ago was dropped")
+	}
+	if len(feed(d, 2, win+1, y)) != 0 {
+		t.Fatal("a copy of a recorded frame within the window was delivered")
+	}
+	// Another sole link's records start afresh: link 1's are not its.
+	d.record(3, [][]byte{numbered(3, 60)}, win+2)
+	d.record(4, [][]byte{numbered(4, 60)}, win+3)
+	d.replay(win + 4)
+	if len(feed(d, 5, win+5, numbered(3, 60))) != 1 || len(feed(d, 5, win+5, numbered(4, 60))) != 0 {
+		t.Fatal("replay took the records of a link that was not the last sole one")
 	}
 }
 
@@ -344,7 +408,7 @@ func TestMultilinkDedupAfterClose(t *testing.T) {
 	if h.Counters().TxPackets != 3 || m.Totals().DupDropped != 1 {
 		t.Fatalf("host tx_packets %d, dup_dropped %d; want 3, 1", h.Counters().TxPackets, m.Totals().DupDropped)
 	}
-	if m.dedupFor(mono()) != nil {
+	if m.dedupActive(mono()) {
 		t.Fatal("the table still in use with one link, past the window")
 	}
 }

@@ -46,6 +46,7 @@ type Multilink struct {
 	// more links are open and for a window after they were last: the
 	// slower path's copies of what the closed link delivered still come.
 	// dedupUntil is that moment (mono), 0 once past or while not needed.
+	// Its memory is allocated when the first link joins.
 	dd         *dedup
 	dedupUntil atomic.Int64
 	dupDropped atomic.Uint64
@@ -270,10 +271,12 @@ func (m *Multilink) publishLinksLocked() {
 	}
 	sort.Slice(snap, func(i, j int) bool { return snap[i].ID < snap[j].ID })
 	if m.dd != nil {
-		if len(snap) >= 2 {
-			// Before the list is published: whoever sees two links
+		if len(snap) > 0 {
+			// Before the list is published: whoever sees a link
 			// sees the table's memory.
 			m.dd.allocate()
+		}
+		if len(snap) >= 2 {
 			m.dedupUntil.Store(0)
 		} else if len(*m.linkSnap.Load()) >= 2 {
 			m.dedupUntil.Store(mono() + m.dd.window)
@@ -282,23 +285,20 @@ func (m *Multilink) publishLinksLocked() {
 	m.linkSnap.Store(&snap)
 }
 
-// dedupFor returns the duplicate table if it is to be used at now: while
-// two or more links are open, or within a window of the last time they
-// were. Otherwise nil, at the cost of two atomic loads.
-func (m *Multilink) dedupFor(now int64) *dedup {
-	if m.dd == nil {
-		return nil
-	}
+// dedupActive reports whether the duplicate table is to be used at now:
+// while two or more links are open, or within a window of the last time
+// they were. Otherwise the sole link's frames are only recorded.
+func (m *Multilink) dedupActive(now int64) bool {
 	if len(*m.linkSnap.Load()) >= 2 {
-		return m.dd
+		return true
 	}
 	if until := m.dedupUntil.Load(); until != 0 {
 		if now < until {
-			return m.dd
+			return true
 		}
 		m.dedupUntil.CompareAndSwap(until, 0)
 	}
-	return nil
+	return false
 }
 
 // fromLink delivers frames that arrived on link from at now: to the host

@@ -250,7 +250,7 @@ func (p *Port) Close() {
 		if p.isHost {
 			log.Info("host detached")
 		} else {
-			log.Info("link closed")
+			log.WithField("rx_dup_dropped", c.RxDupDropped).Info("link closed")
 		}
 	})
 }
@@ -344,7 +344,14 @@ func (p *Port) sendToHost(from *Port, frames [][]byte, now int64) bool {
 	if p.Closed() {
 		return false
 	}
-	if d := p.ml.dedupFor(now); d != nil {
+	if d := p.ml.dd; d != nil {
+		if !p.ml.dedupActive(now) {
+			d.record(from.ID, frames, now)
+			return p.sendLocked(frames)
+		}
+		if d.histStart != d.histN {
+			d.replay(now)
+		}
 		var dups int
 		if frames, dups = d.filter(from.ID, frames, now); dups > 0 {
 			p.ml.dupDropped.Add(uint64(dups))

@@ -24,7 +24,7 @@ check "host/ctl is a symlink to a socket" test -L "$P/host/ctl" -a -S "$P/host/c
 check "socket dir exists" test -d "$SD"
 check_eq "root stats before any join" "links: 0|links_total: 0|host: detached" \
 	"$(grep -E '^(links|links_total|host):' "$P/stats" | tr '\n' '|' | sed 's/|$//')"
-for k in links links_total host hosts_total dropped_no_host dropped_no_link; do
+for k in links links_total host hosts_total dropped_no_host dropped_no_link dup_dropped; do
 	check "root stats has $k" grep -q "^$k: " "$P/stats"
 done
 check_eq "host/stats says attached: no" "attached: no" "$(head -n 1 "$P/host/stats")"
@@ -51,7 +51,7 @@ check_eq "links/1 transport" vde "$(stat_key "$P/links/1/stats" transport)"
 check_eq "links/1 uid" 0 "$(stat_key "$P/links/1/stats" uid)"
 check "links/1 description names the vde_plug" grep -q "^description: .*pid=$L1" "$P/links/1/stats"
 check "links/1 since is RFC 3339 UTC" grep -Eq '^since: [0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?Z$' "$P/links/1/stats"
-for k in id transport description pid uid gid since rx_packets rx_bytes rx_dropped tx_packets tx_bytes tx_dropped; do
+for k in id transport description pid uid gid since rx_packets rx_bytes rx_dropped tx_packets tx_bytes tx_dropped idle_ms rx_dup_dropped; do
 	check "links/2 stats has $k" grep -q "^$k: " "$P/links/2/stats"
 done
 check_eq "root stats links: 2" 2 "$(stat_key "$P/stats" links)"
@@ -64,7 +64,7 @@ check_within "host/stats attached: yes" 2 "[ \"\$(head -n 1 '$P/host/stats')\" =
 check_eq "root stats host: attached" attached "$(stat_key "$P/stats" host)"
 check_eq "host pid is the vde_plug" "$H1" "$(stat_key "$P/host/stats" pid)"
 check_eq "host transport" vde "$(stat_key "$P/host/stats" transport)"
-for k in transport description pid uid gid since rx_packets rx_bytes rx_dropped tx_packets tx_bytes tx_dropped; do
+for k in transport description pid uid gid since rx_packets rx_bytes rx_dropped tx_packets tx_bytes tx_dropped idle_ms; do
 	check "host/stats has $k" grep -q "^$k: " "$P/host/stats"
 done
 check_eq "links did not change when the host attached" "1 2" "$(links_of "$P")"

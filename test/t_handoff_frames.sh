@@ -1,7 +1,8 @@
 #!/bin/bash
 # t_handoff_frames.sh: a hand-off under a steady stream of numbered frames
-# loses nothing and damages nothing (vdeprobe), and duplicates show while
-# both links are up; frames of every size up to 9234 bytes pass intact;
+# loses nothing and damages nothing (vdeprobe), and the duplicates of the
+# overlap are suppressed at the far side (dedup, on by default; the
+# frames of both settings are t_dedup's); frames of every size up to 9234 bytes pass intact;
 # every frame a host sends reaches the links, even just before it leaves.
 . "$(dirname "$0")/lib.sh"
 
@@ -72,11 +73,12 @@ check_eq "hand-off: vdeprobe recv exit status (nothing lost or corrupt)" 0 "$REC
 check_eq "hand-off: unique frames" "$COUNT" "$(field "$RESULT" unique)"
 check_eq "hand-off: lost" 0 "$(field "$RESULT" lost)"
 check_eq "hand-off: corrupt" 0 "$(field "$RESULT" corrupt)"
-dups=$(field "$RESULT" dups)
-if [ "${dups:-0}" -gt 0 ]; then
-	pass "hand-off: duplicates while both links were up ($dups)"
+check_eq "hand-off: no duplicate reached B's host (dedup)" 0 "$(field "$RESULT" dups)"
+dd=$(stat_key "$B/stats" dup_dropped)
+if [ "${dd:-0}" -gt 0 ]; then
+	pass "hand-off: B suppressed the overlap's duplicates (dup_dropped $dd)"
 else
-	fail "hand-off: duplicates while both links were up" "dups=${dups:-?}"
+	fail "hand-off: B suppressed the overlap's duplicates" "dup_dropped=${dd:-?}"
 fi
 check "link 2's vde_plug still runs" alive "$L2"
 
@@ -97,9 +99,12 @@ check_eq "no frame of A's host dropped as oversized or short (A/links/2 rx_dropp
 
 # last_frames NAME JOIN_DIR DEST_STATS DROP_KEY: 60 senders join JOIN_DIR one
 # after the other, send 10 frames each and leave; every frame must show up
-# at DEST_STATS as tx_packets or tx_dropped, or in the root's DROP_KEY.
+# at DEST_STATS as tx_packets or tx_dropped, or in the root's DROP_KEY, or
+# in its dup_dropped: the senders all send the same 10 frames, and while
+# link 2 is open too a sender's frames within a second of the last one's
+# are duplicates to A's host.
 # accounted STATS DROP_KEY: frames handed on towards STATS, or dropped for DROP_KEY.
-accounted() { echo $(($(stat_key "$1" tx_packets) + $(stat_key "$1" tx_dropped) + $(stat_key "$A/stats" "$2"))); }
+accounted() { echo $(($(stat_key "$1" tx_packets) + $(stat_key "$1" tx_dropped) + $(stat_key "$A/stats" "$2") + $(stat_key "$A/stats" dup_dropped))); }
 last_frames() {
 	local name=$1 dir=$2 dest=$3 key=$4 before failed=0 i
 	before=$(accounted "$dest" "$key")
@@ -108,7 +113,7 @@ last_frames() {
 	done
 	check_eq "all 60 senders joining as $name ran to the end" 0 "$failed"
 	# The last sender's frames may still be on their way through.
-	check_within "$name: last frames before leaving are all accounted for (600 sent by 60 senders; tx_packets+tx_dropped at $dest, $key)" 2 \
+	check_within "$name: last frames before leaving are all accounted for (600 sent by 60 senders; tx_packets+tx_dropped at $dest, $key, dup_dropped)" 2 \
 		"[ \$((\$(accounted '$dest' $key) - $before)) = 600 ]" since "$dest" "$key" "$before"
 }
 # since STATS DROP_KEY BEFORE: how many were accounted for, for failure details.

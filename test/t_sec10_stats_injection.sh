@@ -35,9 +35,10 @@ import sys
 data = open(sys.argv[1], "rb").read()
 kind = sys.argv[2]
 want = ["id", "transport", "description", "pid", "uid", "gid", "since",
-        "rx_packets", "rx_bytes", "rx_dropped", "tx_packets", "tx_bytes", "tx_dropped"]
+        "rx_packets", "rx_bytes", "rx_dropped", "tx_packets", "tx_bytes", "tx_dropped",
+        "idle_ms", "rx_dup_dropped"]
 if kind == "host":
-    want = ["attached"] + want[1:]
+    want = ["attached"] + want[1:-1]
 try:
     text = data.decode("utf-8")
 except UnicodeDecodeError as e:

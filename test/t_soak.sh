@@ -18,7 +18,9 @@
 #     before leaving is still read), exactly for seqpacket links; a vde-2
 #     link may lose up to a socket queue when it leaves: see below;
 #  E2 link -> host: sum of the links' rx_packets = sum of the hosts'
-#     tx_packets + tx_dropped, + dropped_no_host;
+#     tx_packets + tx_dropped, + dropped_no_host, + dup_dropped (the probe's
+#     senders all send the same numbered frames), which is the sum of the
+#     links' rx_dup_dropped;
 #  E3 host -> daemon: sum of the hosts' rx_packets = frames the probe's
 #     hosts sent, likewise;
 #  E4 host -> links: each of the four steady links (there before the first
@@ -93,7 +95,10 @@ HOST_TX=$(sum "host detached" tx_packets)
 HOST_TXD=$(sum "host detached" tx_dropped)
 DNH=$(stat_key "$P/stats" dropped_no_host)
 DNL=$(stat_key "$P/stats" dropped_no_link)
-note "links rx_packets=$LINK_RX rx_dropped=$LINK_RXD; hosts rx_packets=$HOST_RX tx_packets=$HOST_TX tx_dropped=$HOST_TXD; dropped_no_host=$DNH dropped_no_link=$DNL"
+# The probe's senders all send the same numbered frames: while two or more
+# links are open, those another link had just brought are duplicates.
+DUP=$(stat_key "$P/stats" dup_dropped)
+note "links rx_packets=$LINK_RX rx_dropped=$LINK_RXD; hosts rx_packets=$HOST_RX tx_packets=$HOST_TX tx_dropped=$HOST_TXD; dropped_no_host=$DNH dropped_no_link=$DNL dup_dropped=$DUP"
 
 check_eq "hosts_total = the probe's host sessions" "$(out host_sessions)" "$(stat_key "$P/stats" hosts_total)"
 check_eq "links_total = the probe's link sessions" "$(out link_sessions)" "$(stat_key "$P/stats" links_total)"
@@ -130,8 +135,9 @@ check_eq "E1 link -> daemon, seqpacket links: rx_packets = what they sent" \
 	"$(($(out link_sent) - $(out link_sent_vde) - STEADY_VDE_SENT))" "$(by_transport "link closed" seqpacket)"
 within "$(($(out link_sent) - LINK_RX))" "$(($(out link_sessions_vde) * QUEUE))" "$(out link_sessions_vde)" \
 	"E1 link -> daemon: links' rx_packets = what they sent, less what vde-2 links took with them"
-check_eq "E2 link -> host: links' rx_packets = hosts' tx_packets + tx_dropped + dropped_no_host (off by $((LINK_RX - HOST_TX - HOST_TXD - DNH)))" \
-	"$LINK_RX" "$((HOST_TX + HOST_TXD + DNH))"
+check_eq "E2 link -> host: links' rx_packets = hosts' tx_packets + tx_dropped + dropped_no_host + dup_dropped (off by $((LINK_RX - HOST_TX - HOST_TXD - DNH - DUP)))" \
+	"$LINK_RX" "$((HOST_TX + HOST_TXD + DNH + DUP))"
+check_eq "E2 dup_dropped = the links' rx_dup_dropped at their close" "$DUP" "$(sum "link closed" rx_dup_dropped)"
 check_eq "E3 host -> daemon, seqpacket hosts: rx_packets = what they sent" \
 	"$(($(out host_sent) - $(out host_sent_vde)))" "$(by_transport "host detached" seqpacket)"
 within "$(($(out host_sent) - HOST_RX))" "$(($(out host_sessions_vde) * QUEUE))" "$(out host_sessions_vde)" \
