@@ -246,19 +246,24 @@ func (d *dedup) record(from uint64, frames [][]byte, now int64) {
 	if from != d.histLink {
 		d.histLink, d.histStart = from, d.histN
 	}
+	// Locals: this runs for every frame of a link that is alone.
+	buf, hist, head, n := d.hbuf[:histBytes], d.hist[:histFrames], d.hhead, d.histN
 	for _, f := range frames {
-		n := uint64(len(f))
-		if n > MaxFrame {
+		size := uint64(len(f))
+		if size > MaxFrame {
 			continue
 		}
-		if off := d.hhead % histBytes; off+n > histBytes {
-			d.hhead += histBytes - off
+		off := head % histBytes
+		if off+size > histBytes {
+			head += histBytes - off // keep a frame's bytes in one piece
+			off = 0
 		}
-		copy(d.hbuf[d.hhead%histBytes:], f)
-		d.hist[d.histN%histFrames] = histEntry{pos: d.hhead, at: now, size: uint16(n)}
-		d.hhead += n
-		d.histN++
+		copy(buf[off:off+size], f)
+		hist[n%histFrames] = histEntry{pos: head, at: now, size: uint16(size)}
+		head += size
+		n++
 	}
+	d.hhead, d.histN = head, n
 }
 
 // replay puts what record kept, and is still within the window and in
