@@ -42,9 +42,13 @@ import (
 // The hash (maphash, with a seed drawn at random for each table, so that
 // no peer can aim frames at one bucket) only finds the candidates.
 //
+// With one link open nothing is looked up; the link's latest frames are
+// copied aside (record), for the moment a second link opens (replay): see
+// the hist fields. That copy is what one link costs, and dedup=off saves.
+//
 // Memory is fixed: dedupEntries entries of 72 bytes (1.1 MiB with their
-// buckets) and the ring, allocated the first time two links are open. An
-// entry lives a window from its first copy; a new frame takes a free or
+// buckets), the ring, and histBytes with their list (histFrames entries of
+// 24 bytes), allocated when the first link joins. An entry lives a window from its first copy; a new frame takes a free or
 // expired slot of its bucket, or evicts the bucket's oldest. Under a
 // flood of distinct frames entries are evicted before their window ends,
 // and the ring overwrites their bytes: their copies are no longer
