@@ -11,6 +11,10 @@ func BenchmarkForwardLinkToHost(b *testing.B)       { benchForward(b, false, 1) 
 func BenchmarkForwardHostToOneLink(b *testing.B)    { benchForward(b, true, 1) }
 func BenchmarkForwardHostToEightLinks(b *testing.B) { benchForward(b, true, 8) }
 
+// BenchmarkForwardLinkToHostDedupOff is BenchmarkForwardLinkToHost with
+// dedup=off: without the record of the sole link's frames.
+func BenchmarkForwardLinkToHostDedupOff(b *testing.B) { benchForward(b, false, 1, Dedup(0)) }
+
 // BenchmarkForwardHostToQueuedLink: half of every batch goes through the
 // link's queue. Each op is one batch of BatchSize 64-byte frames.
 func BenchmarkForwardHostToQueuedLink(b *testing.B) {

@@ -62,8 +62,8 @@ func (c *sinkConn) Close() error      { return nil }
 
 // benchForward runs b.N batches from one source through the multilink.
 // Each op is one batch of BatchSize 64-byte frames.
-func benchForward(b *testing.B, fromHost bool, links int) {
-	m := New(testLog())
+func benchForward(b *testing.B, fromHost bool, links int, opts ...Option) {
+	m := New(testLog(), opts...)
 	src := &loopConn{frame: make([]byte, 64), limit: int64(b.N), done: make(chan struct{})}
 	sinks := make([]*sinkConn, links)
 	for i := range sinks {
