@@ -103,7 +103,7 @@ const DefaultDedupWindow = time.Second
 // MaxDedupWindow bounds the window an operator can ask for.
 const MaxDedupWindow = time.Minute
 
-// The table's fixed size, allocated once two links are open.
+// The table's fixed size, allocated when the first link joins.
 const (
 	dedupEntries   = 1 << 14 // frames remembered at most
 	dedupWays      = 4       // entries per bucket

@@ -87,14 +87,6 @@ func New(log *logrus.Entry, opts ...Option) *Multilink {
 	return m
 }
 
-// DedupWindow is the window of duplicate suppression, 0 if it is off.
-func (m *Multilink) DedupWindow() time.Duration {
-	if m.dd == nil {
-		return 0
-	}
-	return time.Duration(m.dd.window)
-}
-
 // AttachHost registers a peer as the host. Only one host at a time.
 func (m *Multilink) AttachHost(info PeerInfo, conn Conn, onClose func()) (*Port, error) {
 	return m.Admit(true, info, conn, onClose, nil)
