@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"multifs/cmd/multifs/handoff"
 	"multifs/fsys/tree"
 )
@@ -201,13 +203,8 @@ func openLinks(t *tree.Tree) string {
 }
 
 func signalName(s os.Signal) string {
-	switch s {
-	case syscall.SIGINT:
-		return "SIGINT"
-	case syscall.SIGTERM:
-		return "SIGTERM"
-	case syscall.SIGHUP:
-		return "SIGHUP"
+	if sig, ok := s.(syscall.Signal); ok && unix.SignalName(sig) != "" {
+		return unix.SignalName(sig)
 	}
 	return s.String()
 }

@@ -35,6 +35,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"multifs/fsys/tree"
 )
 
@@ -272,7 +274,7 @@ func exitText(err error) string {
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			return "killed by " + ws.Signal().String()
+			return "killed by " + unix.SignalName(ws.Signal())
 		}
 		return fmt.Sprintf("status %d", ee.ExitCode())
 	}
@@ -293,9 +295,10 @@ func dupDropped(t *tree.Tree) (uint64, bool) {
 
 // End ends the processes of the session that leader (a child of ours,
 // started with Setsid) made: SIGTERM to its process group and to every
-// process of its session in another group, SIGKILL to what is left after
-// EndWait, and an error if some are still there EndWait after that.
-// exited is closed once leader has been reaped (by whoever waits for it).
+// live process of its session (some may have left the group), SIGKILL to
+// what is left after EndWait, and an error if some are still there EndWait
+// after that. exited is closed once leader has been reaped (by whoever
+// waits for it). Zombies do not count: their parent, or init, reaps them.
 func End(leader int, exited <-chan struct{}) error {
 	send := func(sig syscall.Signal) {
 		syscall.Kill(-leader, sig)
@@ -309,7 +312,7 @@ func End(leader int, exited <-chan struct{}) error {
 		default:
 			return true
 		}
-		return syscall.Kill(-leader, 0) == nil || len(Session(leader, ReadProc)) > 0
+		return len(Session(leader, ReadProc)) > 0
 	}
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
 		send(sig)

@@ -88,8 +88,7 @@ func Descends(pid, ancestor int, read func(int) (Proc, error)) bool {
 	return false
 }
 
-// Session lists the live processes (zombies left out) of session sid that
-// are not in process group sid: those a signal to the group misses.
+// Session lists the live processes (zombies left out) of session sid.
 func Session(sid int, read func(int) (Proc, error)) []int {
 	d, err := os.Open("/proc")
 	if err != nil {
@@ -107,7 +106,7 @@ func Session(sid int, read func(int) (Proc, error)) []int {
 			continue
 		}
 		p, err := read(pid)
-		if err != nil || p.SID != sid || p.PGID == sid || p.State == 'Z' || p.State == 'X' {
+		if err != nil || p.SID != sid || p.State == 'Z' || p.State == 'X' {
 			continue
 		}
 		out = append(out, pid)
