@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -62,22 +63,28 @@ type handoffOpts struct {
 // PATH; everything after "--" is COMMAND, untouched.
 func parseHandoff(args []string) (*handoffOpts, error) {
 	o := &handoffOpts{timeout: handoff.DefaultTimeout}
-	var pos []string
-	i := 0
-	for ; i < len(args); i++ {
-		a := args[i]
-		if a == "--" {
-			o.command = args[i+1:]
-			break
-		}
-		switch {
-		case a == "-h" || a == "--help":
+	for _, a := range args {
+		if a == "-h" || a == "--help" {
 			o.help = true
 			return o, nil
+		}
+		if a == "--" {
+			break
+		}
+	}
+	end := slices.Index(args, "--")
+	if end < 0 {
+		return nil, usageErr("handoff: want PATH OLD -- COMMAND [ARG...]; no -- before COMMAND")
+	}
+	o.command = args[end+1:]
+	var pos []string
+	for i := 0; i < end; i++ {
+		a := args[i]
+		switch {
 		case a == "--timeout" || a == "-timeout" || strings.HasPrefix(a, "--timeout=") || strings.HasPrefix(a, "-timeout="):
 			v, ok := "", false
 			if _, v, ok = strings.Cut(a, "="); !ok {
-				if i+1 >= len(args) {
+				if i+1 >= end {
 					return nil, usageErr("handoff: %s needs a duration", a)
 				}
 				i++
@@ -93,9 +100,6 @@ func parseHandoff(args []string) (*handoffOpts, error) {
 		default:
 			pos = append(pos, a)
 		}
-	}
-	if i == len(args) {
-		return nil, usageErr("handoff: want PATH OLD -- COMMAND [ARG...]; no -- before COMMAND")
 	}
 	if len(pos) != 2 {
 		return nil, usageErr("handoff: want PATH and OLD before --, got %d argument(s)", len(pos))

@@ -60,7 +60,8 @@ func TestParseHandoff(t *testing.T) {
 		{[]string{"--timeout", "-1s", "p", "1", "--", "x"}, `--timeout "-1s"`},
 		{[]string{"--timeout", "10", "p", "1", "--", "x"}, `--timeout "10"`},
 		{[]string{"--timeout=soon", "p", "1", "--", "x"}, `--timeout "soon"`},
-		{[]string{"p", "1", "--timeout"}, "needs a duration"},
+		{[]string{"p", "1", "--timeout", "--", "x"}, "needs a duration"},
+		{[]string{"p", "1", "sh", "-c", "x"}, "no --"},
 		{[]string{"--dedup=off", "p", "1", "--", "x"}, "unknown flag --dedup=off"},
 	} {
 		_, err := parseHandoff(c.args)
