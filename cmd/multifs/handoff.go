@@ -27,18 +27,22 @@ import (
 
 // handoffSummary is the line multifs --help gives the subcommand.
 const handoffSummary = `Hand off from link OLD to a new one (make-before-break):
-       multifs handoff [--timeout D] PATH OLD -- COMMAND [ARG...]   (multifs handoff --help)
+       multifs handoff [--timeout D] [--overlap D] PATH OLD -- COMMAND [ARG...]   (multifs handoff --help)
 `
 
-const handoffUsage = `usage: multifs handoff [--timeout D] PATH OLD -- COMMAND [ARG...]
+const handoffUsage = `usage: multifs handoff [--timeout D] [--overlap D] PATH OLD -- COMMAND [ARG...]
 
 Make-before-break on the multilink at PATH: start COMMAND, which joins PATH
 as a new link (typically vde_plug -- PATH = ssh host2 vde_plug /tmp/vm2);
-once that link has received a frame from the far side, close link OLD.
-COMMAND runs on, in a session of its own, owning the new link.
+once that link has received a frame from the far side, and both links have
+been up for the overlap, close link OLD. COMMAND runs on, in a session of
+its own, owning the new link.
 
   --timeout D   how long COMMAND has to join and carry a frame from the far
                 side (a Go duration: 500ms, 10s, 2m; default 30s)
+  --overlap D   how long both links stay up at least, from the new link's
+                join, so that what OLD alone carries gets through (default
+                500ms; 0: close OLD at the first frame)
   -h, --help    print this help and exit
 
 On success it prints one line and exits 0:
@@ -55,6 +59,7 @@ type handoffOpts struct {
 	path    string
 	old     uint64
 	timeout time.Duration
+	overlap time.Duration
 	command []string
 	help    bool
 }
@@ -62,17 +67,16 @@ type handoffOpts struct {
 // parseHandoff reads the arguments after "handoff". Flags come before
 // PATH; everything after "--" is COMMAND, untouched.
 func parseHandoff(args []string) (*handoffOpts, error) {
-	o := &handoffOpts{timeout: handoff.DefaultTimeout}
-	for _, a := range args {
-		if a == "-h" || a == "--help" {
-			o.help = true
-			return o, nil
-		}
-		if a == "--" {
-			break
-		}
-	}
+	o := &handoffOpts{timeout: handoff.DefaultTimeout, overlap: handoff.DefaultOverlap}
 	end := slices.Index(args, "--")
+	head := args
+	if end >= 0 {
+		head = args[:end] // the rest is COMMAND's
+	}
+	if slices.Contains(head, "-h") || slices.Contains(head, "--help") {
+		o.help = true
+		return o, nil
+	}
 	if end < 0 {
 		return nil, usageErr("handoff: want PATH OLD -- COMMAND [ARG...]; no -- before COMMAND")
 	}
@@ -81,7 +85,8 @@ func parseHandoff(args []string) (*handoffOpts, error) {
 	for i := 0; i < end; i++ {
 		a := args[i]
 		switch {
-		case a == "--timeout" || a == "-timeout" || strings.HasPrefix(a, "--timeout=") || strings.HasPrefix(a, "-timeout="):
+		case durationFlag(a) != "":
+			name := durationFlag(a)
 			v, ok := "", false
 			if _, v, ok = strings.Cut(a, "="); !ok {
 				if i+1 >= end {
@@ -91,10 +96,16 @@ func parseHandoff(args []string) (*handoffOpts, error) {
 				v = args[i]
 			}
 			d, err := time.ParseDuration(v)
-			if err != nil || d <= 0 {
+			switch {
+			case name == "timeout" && (err != nil || d <= 0):
 				return nil, usageErr("handoff: --timeout %q: want a duration above 0, such as 500ms, 10s or 2m", v)
+			case name == "overlap" && (err != nil || d < 0):
+				return nil, usageErr("handoff: --overlap %q: want a duration, 0 or more, such as 0, 200ms or 2s", v)
+			case name == "timeout":
+				o.timeout = d
+			default:
+				o.overlap = d
 			}
-			o.timeout = d
 		case strings.HasPrefix(a, "-") && a != "-":
 			return nil, usageErr("handoff: unknown flag %s", a)
 		default:
@@ -117,6 +128,16 @@ func parseHandoff(args []string) (*handoffOpts, error) {
 	}
 	o.old = id
 	return o, nil
+}
+
+// durationFlag names the duration flag a is (--timeout, --overlap, with
+// one dash or two, the value after = or next), "" if none.
+func durationFlag(a string) string {
+	name, _, _ := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-"), "=")
+	if !strings.HasPrefix(a, "-") || (name != "timeout" && name != "overlap") {
+		return ""
+	}
+	return name
 }
 
 // handoffMain runs `multifs handoff ARGS` and returns the exit status.
@@ -168,7 +189,7 @@ func handoffMain(args []string) int {
 	}()
 
 	res, err := handoff.Run(ctx, handoff.Config{
-		Tree: t, Old: o.old, Command: o.command, Timeout: o.timeout, Stderr: os.Stderr,
+		Tree: t, Old: o.old, Command: o.command, Timeout: o.timeout, Overlap: o.overlap, Stderr: os.Stderr,
 	})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "multifs: handoff: %v\n", oneLine(err.Error()))

@@ -18,22 +18,24 @@ func TestParseHandoff(t *testing.T) {
 		path    string
 		old     uint64
 		timeout time.Duration
+		overlap time.Duration
 		command []string
 	}{
-		{[]string{"/tmp/vm1", "1", "--", "vde_plug", "/tmp/vm1", "/tmp/vm2"}, "/tmp/vm1", 1, handoff.DefaultTimeout, []string{"vde_plug", "/tmp/vm1", "/tmp/vm2"}},
-		{[]string{"--timeout", "2s", "/tmp/vm1", "12", "--", "sleep", "60"}, "/tmp/vm1", 12, 2 * time.Second, []string{"sleep", "60"}},
-		{[]string{"--timeout=1m30s", "p", "3", "--", "x"}, "p", 3, 90 * time.Second, []string{"x"}},
-		{[]string{"-timeout", "500ms", "p", "3", "--", "x"}, "p", 3, 500 * time.Millisecond, []string{"x"}},
+		{[]string{"/tmp/vm1", "1", "--", "vde_plug", "/tmp/vm1", "/tmp/vm2"}, "/tmp/vm1", 1, handoff.DefaultTimeout, handoff.DefaultOverlap, []string{"vde_plug", "/tmp/vm1", "/tmp/vm2"}},
+		{[]string{"--timeout", "2s", "/tmp/vm1", "12", "--", "sleep", "60"}, "/tmp/vm1", 12, 2 * time.Second, handoff.DefaultOverlap, []string{"sleep", "60"}},
+		{[]string{"--timeout=1m30s", "--overlap=0", "p", "3", "--", "x"}, "p", 3, 90 * time.Second, 0, []string{"x"}},
+		{[]string{"-timeout", "500ms", "-overlap", "2s", "p", "3", "--", "x"}, "p", 3, 500 * time.Millisecond, 2 * time.Second, []string{"x"}},
+		{[]string{"p", "3", "--overlap", "1ms", "--", "x"}, "p", 3, handoff.DefaultTimeout, time.Millisecond, []string{"x"}},
 		// COMMAND's own flags and "--" are its own.
-		{[]string{"p", "3", "--", "vde_plug", "--", "p", "=", "ssh", "-p", "2222", "h", "--timeout", "9s"}, "p", 3, handoff.DefaultTimeout,
-			[]string{"vde_plug", "--", "p", "=", "ssh", "-p", "2222", "h", "--timeout", "9s"}},
+		{[]string{"p", "3", "--", "vde_plug", "--", "p", "=", "ssh", "-p", "2222", "h", "--timeout", "9s", "-h"}, "p", 3, handoff.DefaultTimeout, handoff.DefaultOverlap,
+			[]string{"vde_plug", "--", "p", "=", "ssh", "-p", "2222", "h", "--timeout", "9s", "-h"}},
 	} {
 		o, err := parseHandoff(c.args)
 		if err != nil {
 			t.Errorf("parseHandoff(%q): %v", c.args, err)
 			continue
 		}
-		if o.path != c.path || o.old != c.old || o.timeout != c.timeout || !reflect.DeepEqual(o.command, c.command) {
+		if o.path != c.path || o.old != c.old || o.timeout != c.timeout || o.overlap != c.overlap || !reflect.DeepEqual(o.command, c.command) || o.help {
 			t.Errorf("parseHandoff(%q) = %+v", c.args, *o)
 		}
 	}
@@ -63,6 +65,10 @@ func TestParseHandoff(t *testing.T) {
 		{[]string{"p", "1", "--timeout", "--", "x"}, "needs a duration"},
 		{[]string{"p", "1", "sh", "-c", "x"}, "no --"},
 		{[]string{"--dedup=off", "p", "1", "--", "x"}, "unknown flag --dedup=off"},
+		{[]string{"---timeout", "1s", "p", "1", "--", "x"}, "unknown flag ---timeout"},
+		{[]string{"--overlap", "-1s", "p", "1", "--", "x"}, `--overlap "-1s"`},
+		{[]string{"--overlap", "x", "p", "1", "--", "x"}, `--overlap "x"`},
+		{[]string{"p", "1", "--overlap", "--", "x"}, "needs a duration"},
 	} {
 		_, err := parseHandoff(c.args)
 		if err == nil {
