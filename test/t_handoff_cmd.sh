@@ -111,6 +111,11 @@ handoff_under_load() {
 	else
 		fail "$name: vdeprobe send ends" "still running after 20 s"
 	fi
+	# Read while the receiver is still attached: frames Y could not give
+	# its host because the receiver did not read in time (a loaded
+	# machine), which no hand-off can help.
+	local starved
+	starved=$(stat_key "$Y/host/stats" tx_dropped)
 	rc=124
 	if wait_exit "$recv" 45; then
 		wait "$recv"
@@ -119,10 +124,14 @@ handoff_under_load() {
 		fail "$name: vdeprobe recv ends" "still running"
 	fi
 	result=$(grep '^received=' "$SCRATCH/$name.recv" | tail -n 1)
-	note "$name: at Y's host: $result; Y's dup_dropped: $(stat_key "$Y/stats" dup_dropped)"
+	note "$name: at Y's host: $result; Y's dup_dropped: $(stat_key "$Y/stats" dup_dropped); Y's host tx_dropped: ${starved:-?}"
 	check_eq "$name: vdeprobe recv exit status (nothing lost or corrupt)" 0 "$rc"
-	check_eq "$name: frames lost / corrupt / unique at Y's host" "0 0 $count" \
-		"$(field "$result" lost) $(field "$result" corrupt) $(field "$result" unique)"
+	if [ "$(field "$result" lost) $(field "$result" corrupt) $(field "$result" unique)" = "0 0 $count" ]; then
+		pass "$name: 0 frames lost, 0 corrupt, $count unique at Y's host"
+	else
+		fail "$name: 0 frames lost, 0 corrupt, $count unique at Y's host" \
+			"$result; of them dropped by Y because its host did not read in time (tx_dropped): ${starved:-?}"
+	fi
 	dups=$(field "$result" dups)
 	case $want in
 	none) check_eq "$name: duplicates at Y's host (dedup on both)" 0 "$dups" ;;
@@ -230,6 +239,46 @@ for sig in TERM INT; do
 	old_untouched "SIG$sig while waiting"
 done
 
+# A signal during the overlap (the new link ready, OLD not yet closed): the
+# same clean-up. B's host sends a beacon every 10 ms, so a link to B is
+# ready at once.
+"$VDEPROBE" recv -dir "$B/host" -count 1 -idle 60s -max 60s -beacon 10ms >"$SCRATCH/beacon.out" 2>&1 &
+track $!
+check_within "a beacon host attaches to B" 3 "[ \"\$(stat_key '$B/host/stats' attached)\" = yes ]" head -n 1 "$B/host/stats"
+P=$SCRATCH/overlap.pid
+"$MULTIFS" handoff -v --overlap 30s "$A" 1 -- sh -c "echo \$\$ >$P; exec vde_plug '$A' '$B'" >"$SCRATCH/overlap" 2>"$SCRATCH/overlap.err" &
+hpid=$!
+track "$hpid"
+# newest PATH: the highest open link id.
+newest() { links_of "$1" | tr ' ' '\n' | tail -n 1; }
+# new_ready: A has a link besides 1, and it received a frame.
+new_ready() {
+	local n
+	n=$(newest "$A")
+	[ -n "$n" ] && [ "$n" != 1 ] && [ "$(stat_key "$A/links/$n/stats" rx_packets)" -gt 0 ]
+}
+if wait_for "[ -s '$P' ] && new_ready" 5; then
+	NEWL=$(newest "$A")
+	track "$(pid_of "$P")"
+	check_within "-v: handoff says link $NEWL joined" 2 "grep -q '^multifs: handoff: link $NEWL joined' '$SCRATCH/overlap.err'" cat "$SCRATCH/overlap.err"
+	check_within "-v: handoff says link $NEWL is ready (first frame)" 2 "grep -q '^multifs: handoff: link $NEWL received its first frame' '$SCRATCH/overlap.err'" cat "$SCRATCH/overlap.err"
+	kill -TERM "$hpid"
+	if wait_exit "$hpid" 5; then
+		wait "$hpid"
+		check_eq "SIGTERM during the overlap: exit status" 1 "$?"
+	else
+		fail "SIGTERM during the overlap: handoff exits" "still running after 5 s"
+	fi
+	tail -n 1 "$SCRATCH/overlap.err" >"$SCRATCH/overlap.last"
+	one_line_err "SIGTERM during the overlap (the last line)" "$SCRATCH/overlap.last" "interrupted by SIGTERM before the switch \(link $NEWL ready"
+	check_eq "-v: three lines on stderr (joined, ready, the reason)" 3 "$(wc -l <"$SCRATCH/overlap.err")"
+	check "SIGTERM during the overlap: COMMAND ended" eval "! alive '$(pid_of "$P")'"
+	check_links "SIGTERM during the overlap: the new link closed on B" "$B" 1 2
+	old_untouched "SIGTERM during the overlap"
+else
+	fail "SIGTERM during the overlap: the new link is ready" "links: $(links_of "$A"); $(show_key "$A/links/$(newest "$A")/stats" rx_packets)"
+fi
+
 # --- refusals: exit 2, one line, nothing started ------------------------------------
 # refused NAME PATTERN ARGS...: multifs handoff ARGS exits 2 with one line
 # matching PATTERN; COMMAND (which would leave a file) did not run and A
@@ -269,9 +318,9 @@ old_untouched "after the refusals"
 
 run_handoff "$SCRATCH/help" --help
 check_eq "multifs handoff --help: exit status" 0 "$RC"
-check "multifs handoff --help prints its usage" grep -q '^usage: multifs handoff \[--timeout D\] \[--overlap D\] PATH OLD -- COMMAND' "$SCRATCH/help"
+check "multifs handoff --help prints its usage" grep -q '^usage: multifs handoff \[--timeout D\] \[--overlap D\] \[-v\] PATH OLD -- COMMAND' "$SCRATCH/help"
 "$MULTIFS" --help >"$SCRATCH/help" 2>&1
-check "multifs --help names handoff" grep -q 'multifs handoff \[--timeout D\] \[--overlap D\] PATH OLD -- COMMAND' "$SCRATCH/help"
+check "multifs --help names handoff" grep -q 'multifs handoff \[--timeout D\] \[--overlap D\] \[-v\] PATH OLD -- COMMAND' "$SCRATCH/help"
 
 # --- OLD closed by someone else before the switch: the same clean-up ----------------
 P=$SCRATCH/vanish.pid

@@ -27,10 +27,10 @@ import (
 
 // handoffSummary is the line multifs --help gives the subcommand.
 const handoffSummary = `Hand off from link OLD to a new one (make-before-break):
-       multifs handoff [--timeout D] [--overlap D] PATH OLD -- COMMAND [ARG...]   (multifs handoff --help)
+       multifs handoff [--timeout D] [--overlap D] [-v] PATH OLD -- COMMAND [ARG...]   (multifs handoff --help)
 `
 
-const handoffUsage = `usage: multifs handoff [--timeout D] [--overlap D] PATH OLD -- COMMAND [ARG...]
+const handoffUsage = `usage: multifs handoff [--timeout D] [--overlap D] [-v] PATH OLD -- COMMAND [ARG...]
 
 Make-before-break on the multilink at PATH: start COMMAND, which joins PATH
 as a new link (typically vde_plug -- PATH = ssh host2 vde_plug /tmp/vm2);
@@ -43,6 +43,7 @@ its own, owning the new link.
   --overlap D   how long both links stay up at least, from the new link's
                 join, so that what OLD alone carries gets through (default
                 500ms; 0: close OLD at the first frame)
+  -v, --verbose say on stderr when the new link joins and when it is ready
   -h, --help    print this help and exit
 
 On success it prints one line and exits 0:
@@ -60,6 +61,7 @@ type handoffOpts struct {
 	old     uint64
 	timeout time.Duration
 	overlap time.Duration
+	verbose bool
 	command []string
 	help    bool
 }
@@ -106,6 +108,8 @@ func parseHandoff(args []string) (*handoffOpts, error) {
 			default:
 				o.overlap = d
 			}
+		case a == "-v" || a == "--verbose":
+			o.verbose = true
 		case strings.HasPrefix(a, "-") && a != "-":
 			return nil, usageErr("handoff: unknown flag %s", a)
 		default:
@@ -188,9 +192,13 @@ func handoffMain(args []string) int {
 		}
 	}()
 
-	res, err := handoff.Run(ctx, handoff.Config{
+	cfg := handoff.Config{
 		Tree: t, Old: o.old, Command: o.command, Timeout: o.timeout, Overlap: o.overlap, Stderr: os.Stderr,
-	})
+	}
+	if o.verbose {
+		cfg.Progress = func(line string) { fmt.Fprintf(os.Stderr, "multifs: handoff: %s\n", line) }
+	}
+	res, err := handoff.Run(ctx, cfg)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "multifs: handoff: %v\n", oneLine(err.Error()))
 		return 1

@@ -39,6 +39,12 @@ func TestParseHandoff(t *testing.T) {
 			t.Errorf("parseHandoff(%q) = %+v", c.args, *o)
 		}
 	}
+	if o, err := parseHandoff([]string{"-v", "p", "1", "--", "x"}); err != nil || !o.verbose {
+		t.Errorf("-v: %+v, %v", o, err)
+	}
+	if o, err := parseHandoff([]string{"p", "1", "--", "x", "-v"}); err != nil || o.verbose {
+		t.Errorf("COMMAND's -v taken as handoff's: %+v, %v", o, err)
+	}
 	if o, err := parseHandoff([]string{"--help"}); err != nil || !o.help {
 		t.Errorf("--help: %+v, %v", o, err)
 	}

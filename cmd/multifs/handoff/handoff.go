@@ -69,6 +69,8 @@ type Config struct {
 	Overlap time.Duration // both links up at least this long, from the new link's join
 	Poll    time.Duration // how often the tree is read (DefaultPoll if 0)
 	Stderr  *os.File      // COMMAND's standard error (nil: /dev/null)
+	// Progress, if set, is told of each step (joined, ready) in a line.
+	Progress func(string)
 }
 
 // Result is a hand-off done.
@@ -207,6 +209,7 @@ func (h *run) watch(ctx context.Context, start time.Time, known map[uint64]bool)
 				continue
 			}
 			h.newID, joined = id, time.Now()
+			h.progress("link %d joined, %d ms after COMMAND's start", id, joined.Sub(start).Milliseconds())
 		}
 		st, err := cfg.Tree.Link(h.newID)
 		if err != nil {
@@ -217,6 +220,8 @@ func (h *run) watch(ctx context.Context, start time.Time, known map[uint64]bool)
 				continue
 			}
 			ready, expired = time.Now(), nil
+			h.progress("link %d received its first frame, %d ms after COMMAND's start; link %d closes once both were up for %v",
+				h.newID, ready.Sub(start).Milliseconds(), cfg.Old, cfg.Overlap)
 		}
 		if time.Since(joined) < cfg.Overlap {
 			continue // OLD still carries what was sent before the new link joined
@@ -227,6 +232,12 @@ func (h *run) watch(ctx context.Context, start time.Time, known map[uint64]bool)
 			return Result{}, fmt.Sprintf("link %d (OLD) %s before the switch", cfg.Old, gone(err))
 		}
 		return Result{New: h.newID, PID: h.pid, Ready: ready.Sub(start), Overlap: time.Since(joined)}, ""
+	}
+}
+
+func (h *run) progress(format string, a ...any) {
+	if h.cfg.Progress != nil {
+		h.cfg.Progress(fmt.Sprintf(format, a...))
 	}
 }
 
