@@ -147,7 +147,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err := cmd.Start(); err != nil {
 		return Result{}, fmt.Errorf("starting %s: %w", cfg.Command[0], err)
 	}
-	h := &run{cfg: cfg, cmd: cmd, pid: cmd.Process.Pid, exited: make(chan struct{})}
+	h := &run{cfg: cfg, pid: cmd.Process.Pid, exited: make(chan struct{})}
 	go func() {
 		h.waitErr = cmd.Wait()
 		close(h.exited)
@@ -168,7 +168,6 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 // run is one hand-off under way.
 type run struct {
 	cfg     Config
-	cmd     *exec.Cmd
 	pid     int
 	newID   uint64 // 0 until COMMAND joined
 	exited  chan struct{}
