@@ -12,7 +12,8 @@
 // The files: args.go the command line, daemon.go daemonizing and the
 // ready pipe, run.go signals and the wait for a stop, service.go what is
 // set up and torn down around it, logging.go and allowother.go their
-// named jobs.
+// named jobs; handoff.go the `multifs handoff` subcommand (its exit codes
+// are its own, said there).
 package main
 
 import (
@@ -24,6 +25,9 @@ import (
 const version = "0.1.0"
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "handoff" {
+		os.Exit(handoffMain(os.Args[2:]))
+	}
 	opts, err := parseArgs(os.Args[1:])
 	if err != nil {
 		if errors.Is(err, errUsage) {
@@ -35,7 +39,7 @@ func main() {
 	}
 	switch {
 	case opts.help:
-		fmt.Print(usage)
+		fmt.Print(usage + handoffSummary)
 		return
 	case opts.version:
 		fmt.Printf("multifs %s\n", version)

@@ -4,7 +4,7 @@
 // duplicates were seen.
 //
 //	vdeprobe send   -dir DIR [-transport vde|seqpacket] -count N -rate FPS [-size BYTES]
-//	vdeprobe recv   -dir DIR [-transport ...] -count N [-idle 3s] [-max 60s] [-ready FILE]
+//	vdeprobe recv   -dir DIR [-transport ...] -count N [-idle 3s] [-max 60s] [-ready FILE] [-beacon 10ms]
 //	vdeprobe hold   -dir DIR [-transport ...] [-ready FILE] [-max 60s]
 //	vdeprobe bridge -a DIR -a-transport T -b DIR -b-transport T [-ready FILE] [-max 60s]
 //	vdeprobe churn  -dir PATH -cycles N [-seqpacket-every K] [-close-every M] [-frames F] [-max 50s]
@@ -16,7 +16,10 @@
 // speaking vde-2 on DIR/ctl.
 //
 // recv prints one line, "received=N unique=N lost=N dups=N corrupt=N", and
-// exits 0 only if every frame 0..N-1 arrived intact at least once. hold
+// exits 0 only if every frame 0..N-1 arrived intact at least once; with
+// -beacon it also sends a frame of its own at that interval while it
+// receives (another ethertype, never counted), so that a link towards it
+// carries frames both ways (what multifs handoff waits for). hold
 // joins and waits until the daemon ends the connection, then prints "eof"
 // and exits 0 (1 if -max passes first). bridge joins two multilinks and
 // relays frames both ways until either side ends: a link made of a
@@ -180,6 +183,7 @@ func recv(args []string) error {
 	max := fs.Duration("max", 60*time.Second, "give up after this long in all")
 	ready := fs.String("ready", "", "file to create once joined")
 	transport := fs.String("transport", "vde", "vde or seqpacket")
+	beacon := fs.Duration("beacon", 0, "send a frame of another ethertype at this interval while receiving (0: none)")
 	fs.Parse(args)
 	c, err := join(*dir, *transport, "recv")
 	if err != nil {
@@ -188,6 +192,11 @@ func recv(args []string) error {
 	defer c.Close()
 	if err := markReady(*ready); err != nil {
 		return err
+	}
+	if *beacon > 0 {
+		stopBeacon := make(chan struct{})
+		defer close(stopBeacon)
+		go sendBeacons(c, *beacon, stopBeacon)
 	}
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
@@ -246,6 +255,32 @@ func recv(args []string) error {
 		return fmt.Errorf("%d lost, %d corrupt", lost, corrupt)
 	}
 	return nil
+}
+
+// beaconType is the ethertype of recv's beacons: IEEE local experimental 2,
+// apart from the test frames'.
+const beaconType = 0x88b6
+
+// sendBeacons sends a numbered broadcast frame of beaconType every
+// interval until stop is closed.
+func sendBeacons(c *control.Client, interval time.Duration, stop <-chan struct{}) {
+	buf := make([]byte, 64)
+	for i := 0; i < 6; i++ {
+		buf[i] = 0xff
+	}
+	copy(buf[6:12], []byte{0x02, 0, 0, 0x6d, 0x66, 0x02})
+	binary.BigEndian.PutUint16(buf[12:], beaconType)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for n := uint64(0); ; n++ {
+		binary.BigEndian.PutUint64(buf[hdrLen:], n)
+		c.TrySend(buf) // a full socket loses a beacon: the next one follows
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+	}
 }
 
 func hold(args []string) error {
