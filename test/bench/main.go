@@ -84,7 +84,10 @@ type bench struct {
 	clean *cleaner
 	res   *results
 
-	data []*system // the systems shared by the data-plane scenarios
+	data []*system // the systems shared by the Go clients' data-plane scenarios
+
+	cclient string     // the compiled real client (vdeclient), "" when it did not build
+	real    []*realSys // the relays the real clients go through
 }
 
 func main() {
@@ -94,11 +97,11 @@ func main() {
 func mainRC() int {
 	quick := flag.Bool("quick", false, "short runs (CI, development): 0.25 s per measurement, one run")
 	jsonOut := flag.String("json", "bench.json", "write every figure (and every run) to this JSON file")
-	runs := flag.Int("runs", 3, "runs per noisy figure; the table shows their median")
+	runs := flag.Int("runs", 5, "runs per noisy figure; the table shows their median and targets are decided on it")
 	bin := flag.String("multifs", "", "use this multifs binary instead of building bin/multifs")
 	keep := flag.Bool("keep", false, "keep the scratch directory with the daemons' and vde_plugs' logs")
 	latRate := flag.Int("lat-rate", 20000, "frames/s of the latency scenario")
-	only := flag.String("only", "", "comma-separated scenarios to run: tp,fan,lat,handoff,ctl,mem,iperf (default all)")
+	only := flag.String("only", "", "comma-separated scenarios to run: tp,rtp,rate,fan,rfan,lat,rlat,handoff,ctl,mem,iperf (default all)")
 	flag.Parse()
 
 	runsSet := false
@@ -138,8 +141,12 @@ func mainRC() int {
 	}
 	scenarios := []scenario{
 		{"tp", b.linkToHost},
+		{"rtp", b.realLinkToHost},
+		{"rate", b.fixedRates},
 		{"fan", b.fanOut},
+		{"rfan", b.realFanOut},
 		{"lat", b.latency},
+		{"rlat", b.realLatency},
 		{"handoff", b.handoff},
 		{"ctl", b.controlPlane},
 		{"mem", b.memory},
@@ -237,6 +244,7 @@ func (b *bench) setup(bin string) error {
 	if _, err := os.Stat(b.multifs); err != nil {
 		return err
 	}
+	b.buildCClient()
 	if p, err := exec.LookPath("vde_plug"); err == nil {
 		b.vdePlug = p
 	} else {
