@@ -211,6 +211,10 @@ func (b *bench) realRun(s *realSys, o realOpts) (realResult, error) {
 		if res["frames"] == 0 {
 			return r, fmt.Errorf("%s received none of %d frames", c.name, r.sent)
 		}
+		if res["dups"] > 0 {
+			// No relay here repeats a frame: say so if one did.
+			b.res.notice("%s: %s received %d duplicates of %d frames sent", s.name, c.name, res["dups"], r.sent)
+		}
 		r.sinks = append(r.sinks, res)
 	}
 	if meter != nil {
