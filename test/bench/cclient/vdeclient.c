@@ -308,6 +308,9 @@ int main(int argc, char *argv[])
 		usage();
 	const char *mode = argv[1];
 	char *url = argv[2];
+	int is_gen = strcmp(mode, "gen") == 0;
+	if (!is_gen && strcmp(mode, "sink") != 0)
+		usage();
 	uint32_t run = 0;
 	int size = 64, lat = 0, idle_ms = 150, opt;
 	long rate = 0;
@@ -327,8 +330,10 @@ int main(int argc, char *argv[])
 		default: usage();
 		}
 	}
-	if (size < MIN_FRAME || size > MAX_FRAME || max == 0 || max > (1ull << 32) || secs <= 0 || hard <= 0) {
-		fprintf(stderr, "vdeclient: -s must be %d..%d, -n 1..2^32, -t and -T above 0\n", MIN_FRAME, MAX_FRAME);
+	if (size < MIN_FRAME || size > MAX_FRAME || max == 0 || max > (1ull << 32) || secs <= 0 || hard <= 0 ||
+			rate < 0 || rate > 1000000000 || idle_ms < 0) {
+		fprintf(stderr, "vdeclient: -s must be %d..%d, -n 1..2^32, -r 0..10^9, -w 0 or more, -t and -T above 0\n",
+				MIN_FRAME, MAX_FRAME);
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
@@ -337,13 +342,7 @@ int main(int argc, char *argv[])
 	if (!conn)
 		die(url);
 	printf("ready\n");
-	int rc;
-	if (strcmp(mode, "gen") == 0)
-		rc = gen(conn, run, size, rate, secs, max);
-	else if (strcmp(mode, "sink") == 0)
-		rc = sink(conn, run, max, lat, idle_ms, hard);
-	else
-		usage();
+	int rc = is_gen ? gen(conn, run, size, rate, secs, max) : sink(conn, run, max, lat, idle_ms, hard);
 	vde_close(conn);
 	return rc;
 }
