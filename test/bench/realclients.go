@@ -289,9 +289,9 @@ func (b *bench) realLinkToHost() error {
 // ---------------------------------------------------------------------------
 // 3. CPU at fixed rates
 
-// rateDur is twice a run: at 10,000 frames/s a relay uses about twenty
-// clock ticks (10 ms) a second, so one tick is 5 % of a 1 s run, 2.5 % of
-// a 2 s one.
+// rateDur is twice a run: at 10,000 frames/s a relay uses tens of clock
+// ticks (10 ms) a second, so one tick is a few per cent of a 1 s run; twice
+// as long halves that.
 func (b *bench) rateDur() time.Duration { return 2 * b.dur }
 
 func (b *bench) fixedRates() error {
