@@ -11,7 +11,8 @@ RUN_PKGS  := fuse3
 # openssh-server openssh-client vde2: the real peers of t_peer_ssh and t_peer_vdeswitch.
 # cmake make libexecs-dev: building the newest vdeplug4 (../shared/peers) for t_peer_vdeplug4.
 # qemu-system-x86 busybox-static linux-image-cloud-amd64: the VM of t_peer_qemu (TCG).
-TEST_PKGS := fuse3 vdeplug iproute2 iputils-ping psmisc procps util-linux passwd python3 gcc libc6-dev systemd man-db openssh-server openssh-client vde2 cmake make libexecs-dev qemu-system-x86 busybox-static linux-image-cloud-amd64
+# libvdeplug-dev: test/bench's TestCClientCounts builds the benchmark's real client.
+TEST_PKGS := fuse3 vdeplug iproute2 iputils-ping psmisc procps util-linux passwd python3 gcc libc6-dev systemd man-db openssh-server openssh-client vde2 cmake make libexecs-dev qemu-system-x86 busybox-static linux-image-cloud-amd64 libvdeplug-dev
 
 .PHONY: all build run test deps-run deps-test check unit fuzz integration clean install uninstall
 
@@ -92,10 +93,13 @@ install:
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/multifs $(DESTDIR)$(MANDIR)/man1/multifs.1 $(DESTDIR)$(UNITDIR)/$(UNIT)
 
-# make bench: multifs against the reference (Debian's vde_plug multi://), one
-# table plus bench.json. BENCH_FLAGS=-quick for a short run; see test/bench
-# (iperf3 is only for its optional tap-to-tap TCP figure).
+# make bench: multifs against the reference (Debian's vde_plug multi://) and
+# the ceiling (the clients joined directly), one table plus bench.json; the
+# targets are decided on the median of -runs 5. BENCH_FLAGS=-quick for a
+# short run, BENCH_FLAGS='-only rtp,rate' for some scenarios; see test/bench.
+# gcc and libvdeplug-dev build the real client (test/bench/cclient); iperf3
+# is for the tap-to-tap TCP rows.
 .PHONY: bench
 bench:
-	$(call install-missing,fuse3 vdeplug iproute2 iputils-ping iperf3)
+	$(call install-missing,fuse3 vdeplug iproute2 iputils-ping iperf3 gcc libc6-dev libvdeplug-dev)
 	$(GO) run ./test/bench $(BENCH_FLAGS)

@@ -1,6 +1,6 @@
 package main
 
-// Scenarios 5 and 6: the control plane (multifs only: the reference has
+// Scenarios 9 and 10: the control plane (multifs only: the reference has
 // no tree to look at) and memory.
 
 import (
@@ -20,7 +20,7 @@ const manyLinks = 1000
 // 5. control plane
 
 func (b *bench) controlPlane() error {
-	const section = "5. control plane (multifs only)"
+	const section = "9. control plane (multifs only)"
 	d, err := b.startMultifs("ctl")
 	if err != nil {
 		return err
@@ -161,7 +161,7 @@ func maxOf(v []float64) float64 {
 // 6. memory
 
 func (b *bench) memory() error {
-	const section = "6. memory: resident set of the daemon (reference: the vde_plug multi process)"
+	const section = "10. memory: resident set of the daemon (reference: the vde_plug multi process)"
 	steps := []int{0, 100, manyLinks}
 	mrss, err := b.rssSteps(steps, func() (string, int, func(), error) {
 		d, err := b.startMultifs("mem")
@@ -204,7 +204,7 @@ func (b *bench) memory() error {
 				peak[i] = &x
 			}
 		}
-		b.res.one(section, "memory.peak_after_traffic", "peak RSS (VmHWM) after scenarios 1-3", "MiB", peak[0], peak[1])
+		b.res.one(section, "memory.peak_after_traffic", "peak RSS (VmHWM) after the Go clients' runs", "MiB", peak[0], peak[1])
 	}
 	return nil
 }

@@ -1,6 +1,6 @@
 package main
 
-// Scenario 4: the hand-off. Numbered frames flow host A → host B at a
+// Scenario 8: the hand-off. Numbered frames flow host A → host B at a
 // steady rate over link 1 (`vde_plug A B`); after one phase link 2
 // (`vde_plug A = vde_plug B`) joins, so B's host sees duplicates; after
 // another phase link 1 is closed; a third phase runs on link 2 alone.
@@ -38,14 +38,14 @@ type handoffResult struct {
 
 func (b *bench) handoff() error {
 	if b.vdePlug == "" {
-		b.res.notice("vde_plug not found: scenario 4, the hand-off (whose links are vde_plug), skipped")
+		b.res.notice("vde_plug not found: scenario 8, the hand-off (whose links are vde_plug), skipped")
 		return nil
 	}
 	phase, runs := 500*time.Millisecond, b.runs
 	if b.quick {
 		phase = 250 * time.Millisecond
 	}
-	section := fmt.Sprintf("4. hand-off, %s frames/s host A → host B, %v per phase", thousands(handoffRate), phase)
+	section := fmt.Sprintf("8. hand-off, %s frames/s host A → host B, %v per phase", thousands(handoffRate), phase)
 
 	results := map[string][]*handoffResult{}
 	for run := 0; run < runs; run++ {

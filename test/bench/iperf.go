@@ -1,6 +1,6 @@
 package main
 
-// Scenario 7: tap-to-tap TCP and 64-byte UDP through one link, with
+// Scenario 11: tap-to-tap TCP and 64-byte UDP through one link, with
 // iperf3. Two network namespaces of our own, each with a tap on its side's
 // host, 169.254.77.1 and .2; iperf3 runs from A to B for one second, TCP
 // then UDP (64-byte datagrams, as fast as the client can send them).
@@ -24,19 +24,19 @@ import (
 
 func (b *bench) iperf() error {
 	if _, err := exec.LookPath("iperf3"); err != nil {
-		b.res.notice("iperf3 not found (apt-get install iperf3): scenario 7, tap-to-tap TCP, skipped")
+		b.res.notice("iperf3 not found (apt-get install iperf3): scenario 11, tap-to-tap TCP, skipped")
 		return nil
 	}
 	if b.vdePlug == "" {
-		b.res.notice("vde_plug not found: scenario 7, tap-to-tap TCP, skipped")
+		b.res.notice("vde_plug not found: scenario 11, tap-to-tap TCP, skipped")
 		return nil
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
-		b.res.notice("ip (iproute2) not found: scenario 7, tap-to-tap TCP, skipped")
+		b.res.notice("ip (iproute2) not found: scenario 11, tap-to-tap TCP, skipped")
 		return nil
 	}
 	if os.Geteuid() != 0 {
-		b.res.notice("not root: scenario 7, tap-to-tap TCP (namespaces, taps), skipped")
+		b.res.notice("not root: scenario 11, tap-to-tap TCP (namespaces, taps), skipped")
 		return nil
 	}
 	tag := fmt.Sprintf("%d", os.Getpid()%100000)
@@ -101,7 +101,7 @@ func (b *bench) iperf() error {
 		srv.kill()
 		stop()
 	}
-	const section = "7. tap-to-tap through one link, iperf3 -t 1 (both: the multilink owns the tap)"
+	const section = "11. tap-to-tap through one link, iperf3 -t 1 (both: the multilink owns the tap)"
 	b.addFigure(section, "iperf.mbps", "TCP throughput", "Mbit/s", mbps)
 	b.addFigure(section, "iperf.retransmits", "TCP retransmits", "count", retr)
 	b.addFigure(section, "iperf.udp64.fps", "UDP 64 B datagrams/s received", "fps", udpPPS)

@@ -1,6 +1,7 @@
 package main
 
-// Scenarios 1-3: link→host throughput, host→links fan-out, latency.
+// Scenarios 1, 4 and 6, with the Go clients: link→host throughput,
+// host→links fan-out, latency.
 
 import (
 	"fmt"
@@ -45,9 +46,9 @@ func (b *bench) linkToHost() error {
 	if err != nil {
 		return err
 	}
-	section := fmt.Sprintf("1. link → host throughput for %v (generator = a link, sink = the host)", b.dur)
+	section := fmt.Sprintf("1. link → host throughput, Go clients (batched receive) for %v (generator = a link, sink = the host)", b.dur)
 	for _, size := range []int{64, 1500} {
-		fps, mbps, loss := perSystem{}, perSystem{}, perSystem{}
+		fps, mbps, loss, cpu := perSystem{}, perSystem{}, perSystem{}, perSystem{}
 		for run := 0; run < b.runs; run++ {
 			// Alternate the columns so that drift in the machine's load
 			// does not favour one of them.
@@ -59,16 +60,20 @@ func (b *bench) linkToHost() error {
 				fps.put(s, r.fps)
 				mbps.put(s, r.mbps)
 				loss.put(s, r.loss)
+				cpu.put(s, r.cpu)
 			}
 		}
 		b.addFigure(section, fmt.Sprintf("link_to_host.%d.fps", size), fmt.Sprintf("%d B frames/s received", size), "fps", fps)
 		b.addFigure(section, fmt.Sprintf("link_to_host.%d.mbps", size), fmt.Sprintf("%d B Mbit/s", size), "Mbit/s", mbps)
 		b.addFigure(section, fmt.Sprintf("link_to_host.%d.loss", size), fmt.Sprintf("%d B loss", size), "%", loss)
+		b.addFigure(section, fmt.Sprintf("link_to_host.%d.cpu", size), fmt.Sprintf("%d B relay CPU per frame", size), "ns", cpu)
 	}
 	return nil
 }
 
-type rate struct{ fps, mbps, loss float64 }
+// rate is one throughput run: cpu is the relay's CPU per frame delivered,
+// in ns (utime+stime of its process over the run, see cpu.go).
+type rate struct{ fps, mbps, loss, cpu float64 }
 
 func (b *bench) linkToHostRun(s *system, size int) (rate, error) {
 	gen, err := dialRetry(s.linkDir, "bench generator")
@@ -77,12 +82,20 @@ func (b *bench) linkToHostRun(s *system, size int) (rate, error) {
 	}
 	defer gen.Close()
 	run := nextRun()
+	meter, err := startCPU(s.pid)
+	if err != nil {
+		return rate{}, err
+	}
 	g, rs, err := trial(
 		func() genResult { return blast(gen, size, run, b.dur, b.maxFrames()) },
 		[]func(<-chan uint64) sinkResult{func(sent <-chan uint64) sinkResult {
 			return sink(s.host, sinkOpts{run: run}, sent, idleAfterGen, b.dur+10*time.Second)
 		}},
 		b.dur+15*time.Second)
+	if err != nil {
+		return rate{}, err
+	}
+	cpu, _, err := meter.stop()
 	if err != nil {
 		return rate{}, err
 	}
@@ -95,6 +108,7 @@ func (b *bench) linkToHostRun(s *system, size int) (rate, error) {
 		fps:  float64(r.frames) / secs,
 		mbps: float64(r.bytes) * 8 / secs / 1e6,
 		loss: lossPct(g.sent, r.frames),
+		cpu:  float64(cpu.Nanoseconds()) / float64(r.frames),
 	}, nil
 }
 
@@ -113,9 +127,9 @@ func (b *bench) fanOut() error {
 	if err != nil {
 		return err
 	}
-	section := fmt.Sprintf("2. host → links fan-out, 64 B frames for %v (generator = the host, sinks = k links)", b.fanDur())
+	section := fmt.Sprintf("4. host → links fan-out, Go clients, 64 B frames for %v (generator = the host, sinks = k links)", b.fanDur())
 	for _, k := range []int{1, 2, 8} {
-		fps, loss, sentFps := perSystem{}, perSystem{}, perSystem{}
+		fps, loss, sentFps, cpu := perSystem{}, perSystem{}, perSystem{}, perSystem{}
 		for run := 0; run < b.runs; run++ {
 			for _, s := range syss {
 				r, sent, err := b.fanOutRun(s, k)
@@ -125,11 +139,13 @@ func (b *bench) fanOut() error {
 				fps.put(s, r.fps)
 				loss.put(s, r.loss)
 				sentFps.put(s, sent)
+				cpu.put(s, r.cpu)
 			}
 		}
 		b.addFigure(section, fmt.Sprintf("fan_out.%d.fps_per_link", k), fmt.Sprintf("%d link(s): frames/s per link", k), "fps", fps)
 		b.addFigure(section, fmt.Sprintf("fan_out.%d.host_fps", k), fmt.Sprintf("%d link(s): frames/s the host sent", k), "fps", sentFps)
 		b.addFigure(section, fmt.Sprintf("fan_out.%d.loss", k), fmt.Sprintf("%d link(s): loss", k), "%", loss)
+		b.addFigure(section, fmt.Sprintf("fan_out.%d.cpu", k), fmt.Sprintf("%d link(s): relay CPU per delivered frame", k), "ns", cpu)
 	}
 	return nil
 }
@@ -150,7 +166,15 @@ func (b *bench) fanOutRun(s *system, k int) (rate, float64, error) {
 			return sink(l, sinkOpts{run: run}, sent, idleAfterGen, b.dur+10*time.Second)
 		}
 	}
+	meter, err := startCPU(s.pid)
+	if err != nil {
+		return rate{}, 0, err
+	}
 	g, rs, err := trial(func() genResult { return blast(s.host, 64, run, b.fanDur(), b.maxFrames()) }, sinks, b.dur+15*time.Second)
+	if err != nil {
+		return rate{}, 0, err
+	}
+	cpu, _, err := meter.stop()
 	if err != nil {
 		return rate{}, 0, err
 	}
@@ -164,7 +188,7 @@ func (b *bench) fanOutRun(s *system, k int) (rate, float64, error) {
 		got += r.frames
 	}
 	sentFps := float64(g.sent) / (float64(g.end-g.start) / 1e9)
-	return rate{fps: sum / float64(k), loss: lossPct(g.sent*uint64(k), got)}, sentFps, nil
+	return rate{fps: sum / float64(k), loss: lossPct(g.sent*uint64(k), got), cpu: float64(cpu.Nanoseconds()) / float64(max(got, 1))}, sentFps, nil
 }
 
 // waitLinksGone waits (bounded) until multifs no longer lists any link, so
@@ -193,7 +217,7 @@ func (b *bench) latency() error {
 	if err != nil {
 		return err
 	}
-	section := fmt.Sprintf("3. latency link → host, 64 B frames at %s frames/s", thousands(int64(b.latRate)))
+	section := fmt.Sprintf("6. latency link → host, Go clients, 64 B frames at %s frames/s", thousands(int64(b.latRate)))
 	p50, p99, pmax, loss, achieved := perSystem{}, perSystem{}, perSystem{}, perSystem{}, perSystem{}
 	for run := 0; run < b.runs; run++ {
 		for _, s := range syss {
