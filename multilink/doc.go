@@ -20,22 +20,22 @@
 //
 // # The path of a frame
 //
-// The functions are listed in the order a frame meets them. pollFD and
-// hotLoop are package control's (recvBatchOnce, tapReadOnce and finishRecv
-// are pollFD's methods): every production Conn is a pollFD, a vde-2 data
+// The functions are listed in the order a frame meets them. FD and
+// hotLoop are package control/engine's (recvBatchOnce, tapReadOnce and
+// finishRecv are FD's methods): every production Conn is an engine.FD, a vde-2 data
 // socket (SOCKDIR/link.N, SOCKDIR/host.N), a seqpacket connection, or a tap
 // device opened for --host. Every peer enters through
 // Multilink.Admit (from control's Server.join for vde-2, Server.joinSeqpacket
-// for seqpacket, or cmd/multifs's AttachHost of control.OpenTap's tap),
+// for seqpacket, or cmd/multifs's AttachHost of engine.OpenTap's tap),
 // which starts the port's reader, Port.readLoop, on a goroutine of its own.
 //
 // Host to links:
 //
 //	host peer                   writes a frame: a datagram, a seqpacket message or a tap frame
 //	Port.readLoop               the host's reader: makes get, put and deliver, then runs
-//	  pollFD.ServeBatches       control's receive loop (recvLoop over Conn.RecvBatch for
+//	  FD.ServeBatches           the engine's receive loop (recvLoop over Conn.RecvBatch for
 //	                            a Conn without ServeBatches)
-//	    pollFD.RecvBatch        a host's socket waits on its own thread: pollFD.io, hotWait
+//	    FD.RecvBatch            a host's socket waits on its own thread: FD.io, hotWait
 //	                            (poll(2)), then park
 //	    hotLoop.serve, .step    a tap host, once busy, is served by the hot loop instead
 //	      recvBatchOnce         get (batches.get), then one recvmmsg of up to BatchSize frames;
@@ -49,16 +49,16 @@
 //	          TrySendBatch      nothing queued: sendmmsg what the socket takes, never waiting
 //	          frameQueue.push   the rest, copied into the link's queue (queue.go)
 //	          go Port.drain     one writer per link with a queue: frameQueue.peek,
-//	                            pollFD.SendBatchWait (a second at a time), frameQueue.pop
+//	                            FD.SendBatchWait (a second at a time), frameQueue.pop
 //	    put                     batches.put: the batch goes back to its pool
 //
 // Link to host:
 //
 //	link peer                   writes a frame: a datagram or a seqpacket message
 //	Port.readLoop               the link's reader
-//	  pollFD.ServeBatches
-//	    pollFD.waitIdle, park   idle: the goroutine parks, its descriptor armed one-shot in
-//	                            control's own epoll (poller.go)
+//	  FD.ServeBatches
+//	    FD.waitIdle, park       idle: the goroutine parks, its descriptor armed one-shot in
+//	                            the engine's own epoll (poller.go)
 //	    hotLoop.serve, .step    busy: the hot loop (hotloop.go) receives and delivers on its
 //	                            one thread, until the link stays empty for hotIdle
 //	      recvBatchOnce         get (batches.get): a full batch, or a one-frame one past

@@ -10,6 +10,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"multifs/control"
+	"multifs/control/engine"
 	"multifs/fsys"
 	"multifs/fsys/mount"
 	"multifs/multilink"
@@ -93,11 +94,11 @@ func start(opts *options, log *logrus.Entry) (svc *service, err error) {
 	}
 	undo = append(undo, s.srv.Close)
 	if opts.tap != "" {
-		tap, err := control.OpenTap(opts.tap)
+		tap, err := engine.OpenTap(opts.tap)
 		if err != nil {
 			return nil, err
 		}
-		if _, err := s.ml.AttachHost(control.TapPeerInfo(opts.tap), tap, nil); err != nil {
+		if _, err := s.ml.AttachHost(engine.TapPeerInfo(opts.tap), tap, nil); err != nil {
 			tap.Close()
 			return nil, err
 		}

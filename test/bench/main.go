@@ -6,9 +6,9 @@
 //	multifs:    gen ─▶ multifs daemon ─▶ sink
 //	reference:  gen ─▶ vde_plug multi:// (the multilink and its host) ─▶ sink
 //
-// Link→host: the generator is a link (control.Dial on PATH, or on the
+// Link→host: the generator is a link (client.Dial on PATH, or on the
 // reference's multi directory) and the sink is the host (Dial on PATH/host,
-// or control.Port1, the one-port switch that the reference vde_plug relays
+// or client.Port1, the one-port switch that the reference vde_plug relays
 // its host side to). Host→links swaps the roles. So every frame crosses two
 // datagram sockets and one relay process in both columns. A sink takes
 // every frame waiting with one recvmmsg (Client.RecvBatch), so that it

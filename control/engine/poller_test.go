@@ -1,4 +1,4 @@
-package control
+package engine
 
 import (
 	"fmt"
@@ -18,7 +18,7 @@ func TestReaderWakesFromEveryWait(t *testing.T) {
 	watchWaits(t)
 	// More pairs than hot threads: some of the readers must park.
 	const pairs = maxHot + 4
-	var srcs, dsts []*pollFD
+	var srcs, dsts []*FD
 	var waits []<-chan recvResult
 	start := time.Now()
 	for i := 0; i < pairs; i++ {
@@ -66,7 +66,7 @@ func TestReaderWakesFromEveryWait(t *testing.T) {
 	inPoll := recvInPoll(t, srcs[1], dsts[1])
 	for _, c := range []struct {
 		what string
-		p    *pollFD
+		p    *FD
 		ch   <-chan recvResult
 	}{{"in poll(2)", dsts[1], inPoll}, {"parked", dsts[2], inPark}} {
 		start := time.Now()
@@ -155,12 +155,11 @@ func TestServeBatchesThroughLoopAndPark(t *testing.T) {
 	}
 }
 
-// A host's socket (ownThread) is served on its own thread, never by the
+// A host's socket (Options.OwnThread) is served on its own thread, never by the
 // hot loop: the loop may wait for the host, which may wait for us.
 func TestOwnThreadStaysOutOfTheLoop(t *testing.T) {
 	watchWaits(t)
-	src, dst := socketPair(t)
-	dst.ownThread = true
+	src, dst := socketPairOpts(t, Options{OwnThread: true})
 	get := fixedBatch(multilink.BatchSize)
 	var got atomic.Int64
 	ended := make(chan error, 1)

@@ -1,4 +1,4 @@
-package control
+package engine
 
 import (
 	"fmt"
@@ -51,14 +51,14 @@ const (
 // noteWait, when set, hears each waiter enter and leave hotWait and park:
 // it is how tests see which wait a reader is in, a thing no result shows.
 // The daemon leaves it nil.
-var noteWait atomic.Pointer[func(p *pollFD, s waitState)]
+var noteWait atomic.Pointer[func(p *FD, s waitState)]
 
 // hotWait waits in poll(2) for ev and attempts o, until o is over (true),
 // the deadline passes (os.ErrDeadlineExceeded), the descriptor closes, or
 // nothing came for hotIdle or no thread may be held (false, nil: the
 // caller parks). tried says whether the caller attempted o since the
 // descriptor last waited. The caller has entered p.
-func (p *pollFD) hotWait(o op, ev uint32, deadline time.Time, tried bool) (bool, error) {
+func (p *FD) hotWait(o op, ev uint32, deadline time.Time, tried bool) (bool, error) {
 	if hotWaiters.Add(1) > maxHot {
 		hotWaiters.Add(-1)
 		if !tried {
@@ -106,7 +106,7 @@ func (p *pollFD) hotWait(o op, ev uint32, deadline time.Time, tried bool) (bool,
 // park waits in the shared epoll until fd reports ev, the deadline passes
 // or the descriptor closes. A wake-up may be spurious: the caller retries
 // its system call.
-func (p *pollFD) park(ev uint32, deadline time.Time) error {
+func (p *FD) park(ev uint32, deadline time.Time) error {
 	ch := p.readable
 	if ev == unix.EPOLLOUT {
 		ch = p.writable
@@ -142,12 +142,12 @@ func (p *pollFD) park(ev uint32, deadline time.Time) error {
 type poller struct {
 	epfd int
 	mu   sync.Mutex
-	fds  map[int32]*pollFD
+	fds  map[int32]*FD
 	err  error
 }
 
 var thePoller = sync.OnceValue(func() *poller {
-	p := &poller{fds: make(map[int32]*pollFD)}
+	p := &poller{fds: make(map[int32]*FD)}
 	p.epfd, p.err = unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if p.err != nil {
 		p.err = fmt.Errorf("epoll_create: %w", p.err)
@@ -158,7 +158,7 @@ var thePoller = sync.OnceValue(func() *poller {
 })
 
 // add registers p, armed for nothing yet.
-func (pl *poller) add(p *pollFD) error {
+func (pl *poller) add(p *FD) error {
 	if pl.err != nil {
 		return pl.err
 	}
@@ -177,7 +177,7 @@ func (pl *poller) add(p *pollFD) error {
 
 // remove unregisters p before its descriptor is closed, so that the number
 // can be reused safely.
-func (pl *poller) remove(p *pollFD) {
+func (pl *poller) remove(p *FD) {
 	p.wait.Lock()
 	p.wait.closed = true
 	unix.EpollCtl(pl.epfd, unix.EPOLL_CTL_DEL, p.fd, nil)
@@ -192,7 +192,7 @@ func (pl *poller) remove(p *pollFD) {
 // arm asks for one wake-up when p reports ev. If p is ready already, the
 // kernel reports it at once: no wake-up is lost between a receive that
 // found nothing and the arming.
-func (pl *poller) arm(p *pollFD, ev uint32) error {
+func (pl *poller) arm(p *FD, ev uint32) error {
 	p.wait.Lock()
 	defer p.wait.Unlock()
 	if p.wait.closed {
@@ -202,7 +202,7 @@ func (pl *poller) arm(p *pollFD, ev uint32) error {
 	return pl.rearm(p)
 }
 
-func (pl *poller) rearm(p *pollFD) error {
+func (pl *poller) rearm(p *FD) error {
 	events := p.wait.armed | unix.EPOLLONESHOT
 	if events&unix.EPOLLIN != 0 {
 		// A hang-up is news for a reader only; a writer would be woken
@@ -241,7 +241,7 @@ func (pl *poller) watch() {
 
 // fire hands the events to whoever waits for them and re-arms what is
 // still awaited (one-shot disarmed all of it).
-func (pl *poller) fire(p *pollFD, got uint32) {
+func (pl *poller) fire(p *FD, got uint32) {
 	p.wait.Lock()
 	defer p.wait.Unlock()
 	if p.wait.closed {

@@ -1,4 +1,4 @@
-package control
+package engine
 
 import (
 	"errors"
@@ -75,7 +75,7 @@ type txState struct {
 // thousand idle peers hold no buffer memory. sizes[i] gets each message's
 // real length, more than its buffer if it was truncated. Not safe for
 // concurrent use: one reader per socket.
-func (p *pollFD) RecvBatch(get func() ([][]byte, []int), put func()) (int, error) {
+func (p *FD) RecvBatch(get func() ([][]byte, []int), put func()) (int, error) {
 	p.rx.get, p.rx.put = get, put
 	defer func() { p.rx.get, p.rx.put = nil, nil }()
 	return p.finishRecv(p.io(p.rxOp, unix.EPOLLIN, 0, p.rx.drained))
@@ -84,10 +84,10 @@ func (p *pollFD) RecvBatch(get func() ([][]byte, []int), put func()) (int, error
 // ServeBatches is RecvBatch in a loop, handing each batch to deliver (see
 // multilink.BatchServer). While frames keep coming, the hot loop serves p
 // (hotloop.go); once p is idle, the caller's goroutine parks until it is
-// readable again. A receiver that keeps its own thread (ownThread) waits
+// readable again. A receiver that keeps its own thread (Options.OwnThread) waits
 // for its frames in poll(2) on it instead, then parks.
-func (p *pollFD) ServeBatches(get func() ([][]byte, []int), put func(), deliver func(n int)) error {
-	if p.ownThread {
+func (p *FD) ServeBatches(get func() ([][]byte, []int), put func(), deliver func(n int)) error {
+	if p.opts.OwnThread {
 		for {
 			n, err := p.RecvBatch(get, put)
 			if err != nil {
@@ -111,7 +111,7 @@ func (p *pollFD) ServeBatches(get func() ([][]byte, []int), put func(), deliver 
 
 // finishRecv turns what the last receive attempt left in p.rx (and err,
 // from waiting for it) into RecvBatch's results.
-func (p *pollFD) finishRecv(err error) (int, error) {
+func (p *FD) finishRecv(err error) (int, error) {
 	rx := &p.rx
 	n, bufs, sizes := rx.n, rx.bufs, rx.sizes
 	rx.bufs, rx.sizes = nil, nil
@@ -141,7 +141,7 @@ func (p *pollFD) finishRecv(err error) (int, error) {
 			sizes[i] = len(bufs[i]) + 1 // truncated: make sure it reads as too long
 		}
 	}
-	if p.eofOnEmpty.Load() && n > 0 && sizes[n-1] == 0 && p.peerGone() {
+	if p.opts.EOFOnEmpty && n > 0 && sizes[n-1] == 0 && p.peerGone() {
 		// At a seqpacket EOF every further receive "succeeds" with 0
 		// bytes: the empty tail is the EOF, not messages.
 		for n > 0 && sizes[n-1] == 0 {
@@ -155,7 +155,7 @@ func (p *pollFD) finishRecv(err error) (int, error) {
 }
 
 // recvBatchOnce is one receive attempt of RecvBatch.
-func (p *pollFD) recvBatchOnce() bool {
+func (p *FD) recvBatchOnce() bool {
 	rx := &p.rx
 	// Read the flag before receiving: only an empty queue seen after the
 	// shutdown means everything the peer sent has been drained.
@@ -163,7 +163,7 @@ func (p *pollFD) recvBatchOnce() bool {
 	rx.bufs, rx.sizes = rx.get()
 	k := rx.m.fill(rx.bufs)
 	rx.n, rx.errno = mmsgCall(unix.SYS_RECVMMSG, p.fd, &rx.m, k, unix.MSG_DONTWAIT|unix.MSG_TRUNC)
-	if rx.errno == unix.ECONNRESET && p.eofOnEmpty.Load() {
+	if rx.errno == unix.ECONNRESET && p.opts.EOFOnEmpty {
 		// A seqpacket peer that left with frames of ours unread makes
 		// the kernel report ECONNRESET once, ahead of the frames it sent
 		// us. Those are still queued: drain them, then the empty queue
@@ -192,14 +192,14 @@ func (p *pollFD) recvBatchOnce() bool {
 // waiting. It returns how many were sent, and multilink.ErrWouldBlock or
 // the socket's error if not all. Not safe for concurrent use: multilink
 // calls it under the destination port's lock.
-func (p *pollFD) TrySendBatch(frames [][]byte) (int, error) {
+func (p *FD) TrySendBatch(frames [][]byte) (int, error) {
 	return p.SendBatchWait(frames, -1)
 }
 
 // SendBatchWait is TrySendBatch that waits for room, up to timeout in all
 // (< 0: not at all); it returns multilink.ErrWouldBlock if the time ran out
 // first. Not safe for concurrent use (see TrySendBatch).
-func (p *pollFD) SendBatchWait(frames [][]byte, timeout time.Duration) (int, error) {
+func (p *FD) SendBatchWait(frames [][]byte, timeout time.Duration) (int, error) {
 	tx := &p.tx
 	tx.frames, tx.sent, tx.errno, tx.err = frames, 0, 0, nil
 	err := p.io(p.txOp, unix.EPOLLOUT, timeout, false)
@@ -218,7 +218,7 @@ func (p *pollFD) SendBatchWait(frames [][]byte, timeout time.Duration) (int, err
 
 // sendBatchOnce sends what is left of tx.frames with sendmmsg until all
 // went or a call failed.
-func (p *pollFD) sendBatchOnce() bool {
+func (p *FD) sendBatchOnce() bool {
 	tx := &p.tx
 	for tx.sent < len(tx.frames) {
 		k := tx.m.fill(tx.frames[tx.sent:])

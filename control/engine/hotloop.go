@@ -1,4 +1,4 @@
-package control
+package engine
 
 import (
 	"fmt"
@@ -31,7 +31,7 @@ import (
 // is not waited for again.
 
 type hotMember struct {
-	p       *pollFD
+	p       *FD
 	deliver func(n int)
 	last    time.Time
 	back    chan error // the member's goroutine waits here while served
@@ -68,7 +68,7 @@ var theLoop = sync.OnceValue(func() *hotLoop {
 
 // serve hands p to the loop until p stays idle for hotIdle (nil: park it)
 // or its receive ends (the error: EOF, closed, failed).
-func (l *hotLoop) serve(p *pollFD, deliver func(n int)) error {
+func (l *hotLoop) serve(p *FD, deliver func(n int)) error {
 	if l.err != nil {
 		return nil // no loop: the caller waits the ordinary way
 	}

@@ -1,4 +1,4 @@
-package control
+package engine
 
 import (
 	"fmt"
@@ -13,12 +13,13 @@ import (
 // A tap device as the host: multifs opens it itself (`--host tap://NAME`,
 // as `vde_plug multi://PATH tap://NAME` would), which saves the hop through
 // a vde_plug process. A tap fd is not a socket, so frames move one read(2)
-// or write(2) each (the tap ops of pollFD), still gathered into batches for
+// or write(2) each (the tap ops of FD), still gathered into batches for
 // the multilink.
 
 // OpenTap opens (creating if needed) the tap interface name, without
-// packet information headers, non-blocking.
-func OpenTap(name string) (multilink.Conn, error) {
+// packet information headers, non-blocking. A tap host joins the hot loop
+// (see Options.OwnThread).
+func OpenTap(name string) (*FD, error) {
 	if len(name) == 0 || len(name) >= unix.IFNAMSIZ {
 		return nil, fmt.Errorf("tap: bad interface name %q", name)
 	}
@@ -36,12 +37,7 @@ func OpenTap(name string) (multilink.Conn, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("tap %s: TUNSETIFF: %w", name, err)
 	}
-	p, err := newPollFD(fd, "tap:"+name)
-	if err != nil {
-		return nil, err
-	}
-	p.rxOp, p.txOp = opTapRead, opTapWrite
-	return p, nil
+	return newFD(fd, "tap:"+name, Options{}, opTapRead, opTapWrite)
 }
 
 // TapPeerInfo describes a tap host in stats.
@@ -54,7 +50,7 @@ func TapPeerInfo(name string) multilink.PeerInfo {
 
 // tapReadOnce reads frames, one read(2) each, until the batch is full or
 // the device has no more.
-func (p *pollFD) tapReadOnce() bool {
+func (p *FD) tapReadOnce() bool {
 	rx := &p.rx
 	rx.err = nil
 	rx.bufs, rx.sizes = rx.get()
@@ -77,7 +73,7 @@ func (p *pollFD) tapReadOnce() bool {
 }
 
 // tapWriteOnce writes what is left of tx.frames, one write(2) each.
-func (p *pollFD) tapWriteOnce() bool {
+func (p *FD) tapWriteOnce() bool {
 	tx := &p.tx
 	for tx.sent < len(tx.frames) {
 		if _, err := unix.Write(p.fd, tx.frames[tx.sent]); err != nil {

@@ -1,0 +1,21 @@
+// Package engine is multifs's I/O engine: non-blocking descriptors (the
+// data sockets of joined peers and a tap host) that wait outside Go's
+// network poller, move frames in batches, and are served, while busy, by
+// one loop.
+//
+// An FD is made by NewSocket (a connected data socket) or OpenTap, with
+// its policy (Options) fixed then. It satisfies multilink.Conn: frames
+// are received by ServeBatches (or RecvBatch) and sent by TrySendBatch and
+// SendBatchWait, with recvmmsg and sendmmsg (batch.go), one read(2) or
+// write(2) per frame for a tap (tap.go).
+//
+// A descriptor waits in one of three ways (poller.go): in poll(2) on its
+// own thread right after I/O (hot), parked in the engine's shared epoll
+// once idle, or, as a busy receiver, served by the hot loop, which
+// receives and forwards for every busy receiver on one thread
+// (hotloop.go). Why not Go's poller: its wake-ups, one or two per frame,
+// cost more than forwarding the frame (docs/performance.md).
+//
+// Admission (who may join, the socket directory) is package control's;
+// the client side of the protocols, for tests, is package control/client.
+package engine
