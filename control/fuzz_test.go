@@ -17,6 +17,7 @@ func TestMain(m *testing.M) {
 	if fuzzServer.srv != nil {
 		fuzzServer.srv.Close()
 		fuzzServer.ml.Close()
+		fuzzServer.eng.Close()
 	}
 	if fuzzServer.dir != "" {
 		os.RemoveAll(fuzzServer.dir)

@@ -15,6 +15,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"multifs/control/client"
+	"multifs/control/engine"
 	"multifs/control/wire"
 	"multifs/multilink"
 	"multifs/perms"
@@ -26,6 +27,7 @@ var fuzzServer struct {
 	once sync.Once
 	dir  string
 	ml   *multilink.Multilink
+	eng  *engine.Engine
 	srv  *Server
 	err  error
 }
@@ -50,7 +52,11 @@ func sharedServer(tb testing.TB) (*multilink.Multilink, *Server) {
 			fuzzServer.err = err
 			return
 		}
-		fuzzServer.srv = NewServer(sd, p, fuzzServer.ml, logrus.NewEntry(log))
+		if fuzzServer.eng, err = engine.New(); err != nil {
+			fuzzServer.err = err
+			return
+		}
+		fuzzServer.srv = NewServer(sd, p, fuzzServer.ml, fuzzServer.eng, logrus.NewEntry(log))
 		if fuzzServer.err = fuzzServer.srv.Listen(); fuzzServer.err == nil {
 			fuzzServer.srv.Serve()
 		}
@@ -163,7 +169,11 @@ func serve(t *testing.T) (root string, ml *multilink.Multilink, srv *Server) {
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	ml = multilink.New(logrus.NewEntry(log))
-	srv = NewServer(sd, p, ml, logrus.NewEntry(log))
+	eng, err := engine.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv = NewServer(sd, p, ml, eng, logrus.NewEntry(log))
 	if err := srv.Listen(); err != nil {
 		t.Fatal(err)
 	}
@@ -175,6 +185,9 @@ func serve(t *testing.T) (root string, ml *multilink.Multilink, srv *Server) {
 	t.Cleanup(func() {
 		srv.Close()
 		ml.Close()
+		if err := eng.Close(); err != nil {
+			t.Errorf("closing the engine: %v", err)
+		}
 		if err := sd.Remove(); err != nil {
 			t.Errorf("removing socket dir: %v", err)
 		}

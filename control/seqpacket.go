@@ -104,7 +104,7 @@ func (s *Server) joinSeqpacket(fd int, isHost bool) {
 		log.WithField("closed", closedName(e)).WithField("ack", ackRefused.Error()).Warn(MsgRefusedClosed)
 		return
 	}
-	pc, err := engine.NewSocket(fd, "seqpacket", engine.Options{EOFOnEmpty: true, OwnThread: isHost})
+	pc, err := s.eng.NewSocket(fd, "seqpacket", engine.Options{EOFOnEmpty: true, OwnThread: isHost})
 	if err != nil {
 		log.WithError(err).Warn("refused")
 		return

@@ -51,6 +51,7 @@ type Server struct {
 	sd    *SockDir // SOCKDIR held
 	perms perms.Perms
 	ml    *multilink.Multilink
+	eng   *engine.Engine // where the data sockets go
 	log   *logrus.Entry
 
 	listeners    []*net.UnixListener // vde-2: links, host
@@ -61,11 +62,12 @@ type Server struct {
 	refused      refusals // seqpacket peers closed for good (refuse.go)
 }
 
-// NewServer returns a server that will place its sockets in sd. It binds,
-// chmods and removes them through sd's descriptor, never through a path
-// that a rename above SOCKDIR could redirect.
-func NewServer(sd *SockDir, p perms.Perms, ml *multilink.Multilink, log *logrus.Entry) *Server {
-	return &Server{dir: sd.Path, sd: sd, perms: p, ml: ml, log: log}
+// NewServer returns a server that will place its sockets in sd and admit
+// peers into ml, their data sockets served by eng. It binds, chmods and
+// removes its sockets through sd's descriptor, never through a path that
+// a rename above SOCKDIR could redirect.
+func NewServer(sd *SockDir, p perms.Perms, ml *multilink.Multilink, eng *engine.Engine, log *logrus.Entry) *Server {
+	return &Server{dir: sd.Path, sd: sd, perms: p, ml: ml, eng: eng, log: log}
 }
 
 // at is where to bind or remove name: through the held directory.
@@ -394,7 +396,7 @@ func (s *Server) dataSocket(role, peer string, o engine.Options) (*engine.FD, st
 		return nil, "", err
 	}
 	path := filepath.Join(s.dir, name)
-	p, err := engine.NewSocket(fd, path, o)
+	p, err := s.eng.NewSocket(fd, path, o)
 	if err != nil {
 		unix.Unlink(s.at(name))
 		return nil, "", err

@@ -26,7 +26,7 @@
 // socket (SOCKDIR/link.N, SOCKDIR/host.N), a seqpacket connection, or a tap
 // device opened for --host. Every peer enters through
 // Multilink.Admit (from control's Server.join for vde-2, Server.joinSeqpacket
-// for seqpacket, or cmd/multifs's AttachHost of engine.OpenTap's tap),
+// for seqpacket, or cmd/multifs's AttachHost of Engine.OpenTap's tap),
 // which starts the port's reader, Port.readLoop, on a goroutine of its own.
 //
 // Host to links:

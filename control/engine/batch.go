@@ -103,7 +103,7 @@ func (p *FD) ServeBatches(get func() ([][]byte, []int), put func(), deliver func
 			return err
 		}
 		deliver(n)
-		if err := theLoop().serve(p, deliver); err != nil {
+		if err := p.e.loop.serve(p, deliver); err != nil {
 			return err
 		}
 	}

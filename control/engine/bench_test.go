@@ -10,7 +10,7 @@ import (
 // socket pair with the daemon's batched calls; one op is one batch. The
 // data path must not allocate: the figure to watch is allocs/op.
 func BenchmarkBatchRoundTrip(b *testing.B) {
-	src, dst := socketPair(b)
+	src, dst := socketPair(b, newEngine(b))
 	frames := make([][]byte, 8)
 	for i := range frames {
 		frames[i] = make([]byte, 64)

@@ -3,11 +3,14 @@
 // network poller, move frames in batches, and are served, while busy, by
 // one loop.
 //
-// An FD is made by NewSocket (a connected data socket) or OpenTap, with
-// its policy (Options) fixed then. It satisfies multilink.Conn: frames
-// are received by ServeBatches (or RecvBatch) and sent by TrySendBatch and
-// SendBatchWait, with recvmmsg and sendmmsg (batch.go), one read(2) or
-// write(2) per frame for a tap (tap.go).
+// An Engine (New) holds the waits: the daemon makes one, hands it to
+// control's Server and opens its tap host with it, and closes it at its
+// stop; tests make their own. An FD is made by Engine.NewSocket (a
+// connected data socket) or Engine.OpenTap, with its policy (Options)
+// fixed then. It satisfies multilink.Conn: frames are received by
+// ServeBatches (or RecvBatch) and sent by TrySendBatch and SendBatchWait,
+// with recvmmsg and sendmmsg (batch.go), one read(2) or write(2) per frame
+// for a tap (tap.go).
 //
 // A descriptor waits in one of three ways (poller.go): in poll(2) on its
 // own thread right after I/O (hot), parked in the engine's shared epoll

@@ -21,6 +21,7 @@ import (
 // One goroutine receives and one sends at a time (the multilink serializes
 // senders); Close may come from anywhere, at any time.
 type FD struct {
+	e        *Engine
 	fd       int
 	isSocket bool
 	// users counts system calls in flight on fd, plus fdClosing once Close
@@ -46,6 +47,7 @@ type FD struct {
 		armed  uint32 // events asked for, not yet seen
 		closed bool
 	}
+	waitState          atomic.Uint32 // a waitState: which wait p is in, for tests
 	readable, writable chan struct{} // capacity 1: a wake-up token
 	gone               chan struct{} // closed by Close
 	closeOnce          sync.Once
@@ -74,23 +76,17 @@ const fdClosing = 1 << 40
 
 var errEOF = io.EOF
 
-// NewSocket takes over fd, a socket, with the policy o; name is for
-// errors. fd is made non-blocking. On error fd is closed.
-func NewSocket(fd int, name string, o Options) (*FD, error) {
-	return newFD(fd, name, o, opRecvBatch, opSendBatch)
-}
-
-func newFD(fd int, name string, o Options, rxOp, txOp op) (*FD, error) {
+func (e *Engine) newFD(fd int, name string, o Options, rxOp, txOp op) (*FD, error) {
 	if err := unix.SetNonblock(fd, true); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("%s: set non-blocking: %w", name, err)
 	}
 	_, serr := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
 	p := &FD{
-		fd: fd, isSocket: serr == nil, opts: o, rxOp: rxOp, txOp: txOp,
+		e: e, fd: fd, isSocket: serr == nil, opts: o, rxOp: rxOp, txOp: txOp,
 		readable: make(chan struct{}, 1), writable: make(chan struct{}, 1), gone: make(chan struct{}),
 	}
-	if err := thePoller().add(p); err != nil {
+	if err := e.poller.add(p); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
@@ -252,7 +248,7 @@ func (p *FD) Close() error {
 	p.closeOnce.Do(func() {
 		err = nil
 		p.closing.Store(true)
-		thePoller().remove(p)
+		p.e.poller.remove(p)
 		close(p.gone)
 		if p.isSocket && p.enter() {
 			unix.Shutdown(p.fd, unix.SHUT_RDWR)

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"sort"
-	"sync"
 	"testing"
 	"time"
 
@@ -11,24 +10,39 @@ import (
 	"multifs/multilink"
 )
 
-// socketPair returns two connected datagram sockets wrapped as the daemon
-// wraps its data sockets.
-func socketPair(tb testing.TB) (a, b *FD) {
+// newEngine returns an engine of the test's own, closed when it ends.
+func newEngine(tb testing.TB) *Engine {
 	tb.Helper()
-	return socketPairOpts(tb, Options{})
+	e, err := New()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := e.Close(); err != nil {
+			tb.Errorf("closing the engine: %v", err)
+		}
+	})
+	return e
+}
+
+// socketPair returns two connected datagram sockets wrapped as the daemon
+// wraps its data sockets, in e.
+func socketPair(tb testing.TB, e *Engine) (a, b *FD) {
+	tb.Helper()
+	return socketPairOpts(tb, e, Options{})
 }
 
 // socketPairOpts is socketPair with the policy o for b, the receiving end.
-func socketPairOpts(tb testing.TB, o Options) (a, b *FD) {
+func socketPairOpts(tb testing.TB, e *Engine, o Options) (a, b *FD) {
 	tb.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if a, err = NewSocket(fds[0], "a", Options{}); err != nil {
+	if a, err = e.NewSocket(fds[0], "a", Options{}); err != nil {
 		tb.Fatal(err)
 	}
-	if b, err = NewSocket(fds[1], "b", o); err != nil {
+	if b, err = e.NewSocket(fds[1], "b", o); err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { a.Close(); b.Close() })
@@ -49,14 +63,6 @@ func fixedBatch(n int) func() ([][]byte, []int) {
 	}
 	sizes := make([]int, n)
 	return func() ([][]byte, []int) { return bufs, sizes }
-}
-
-// loopMembers is how many receivers the hot loop serves now.
-func loopMembers() int {
-	l := theLoop()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.members)
 }
 
 // recvAsync runs one RecvBatch on p in the background.
@@ -93,9 +99,11 @@ func waitRecv(t *testing.T, what string, ch <-chan recvResult) recvResult {
 // loopMember serves one end of a socket pair with ServeBatches, which puts
 // it in the hot loop once frames come, and returns a function that sends
 // one frame and returns how long its delivery took. Each call keeps the
-// socket a member for another hotIdle.
+// socket a member for another hotIdle. The socket is in an engine of its
+// own, whose loop serves nothing else.
 func loopMember(t *testing.T) (frame func() time.Duration) {
-	src, dst := socketPair(t)
+	e := newEngine(t)
+	src, dst := socketPair(t, e)
 	got := make(chan int, 100)
 	go dst.ServeBatches(fixedBatch(1), func() {}, func(n int) { got <- n })
 	frame = func() time.Duration {
@@ -111,14 +119,8 @@ func loopMember(t *testing.T) (frame func() time.Duration) {
 	}
 	frame() // wakes the parked reader
 	frame() // comes through the loop
-	// A member that an earlier test closed may still be on its way out.
-	members := -1
-	for deadline := time.Now().Add(time.Second); members != 1 && time.Now().Before(deadline); {
-		time.Sleep(time.Millisecond)
-		members = loopMembers()
-	}
-	if members != 1 {
-		t.Fatalf("%d members in the hot loop, want 1", members)
+	if !dst.inLoop() || e.loopMembers() != 1 {
+		t.Fatalf("after two frames: in the hot loop %v, %d members; want true, 1", dst.inLoop(), e.loopMembers())
 	}
 	return frame
 }
@@ -142,65 +144,10 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Fatalf("timed out waiting for %s", what)
 }
 
-// engineWaits is which wait each descriptor's reader is in, as the engine
-// tells it (noteWait) while watchWaits is on.
-var engineWaits struct {
-	sync.Mutex
-	of map[*FD]waitState
-}
-
-// watchWaits has the engine report its waits to waitOf until t ends.
-func watchWaits(t *testing.T) {
-	engineWaits.Lock()
-	engineWaits.of = make(map[*FD]waitState)
-	engineWaits.Unlock()
-	note := func(p *FD, s waitState) {
-		engineWaits.Lock()
-		defer engineWaits.Unlock()
-		if s == notWaiting {
-			delete(engineWaits.of, p)
-		} else {
-			engineWaits.of[p] = s
-		}
-	}
-	noteWait.Store(&note)
-	t.Cleanup(func() { noteWait.Store(nil) })
-}
-
-// waitOf is the wait p's reader is in now (watchWaits must be on).
-func waitOf(p *FD) waitState {
-	engineWaits.Lock()
-	defer engineWaits.Unlock()
-	return engineWaits.of[p]
-}
-
-// inLoop reports whether the hot loop serves p now.
-func inLoop(p *FD) bool {
-	l := theLoop()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, m := range l.members {
-		if m.p == p {
-			return true
-		}
-	}
-	return false
-}
-
-func (s waitState) String() string {
-	switch s {
-	case waitingHot:
-		return "in poll(2)"
-	case waitingParked:
-		return "parked"
-	}
-	return "not waiting"
-}
-
 // parks waits until p's reader is parked.
 func parks(t *testing.T, p *FD, what string) {
 	t.Helper()
-	waitFor(t, what+": the reader parking", func() bool { return waitOf(p) == waitingParked })
+	waitFor(t, what+": the reader parking", func() bool { return p.waitNow() == waitingParked })
 }
 
 // recvInPoll starts a RecvBatch on dst (as recvAsync) and returns once it
@@ -212,7 +159,7 @@ func recvInPoll(t *testing.T, src, dst *FD) <-chan recvResult {
 	for try := 0; try < 5; try++ {
 		ch := recvAsync(dst)
 		var s waitState
-		waitFor(t, "a reader waiting", func() bool { s = waitOf(dst); return s != notWaiting })
+		waitFor(t, "a reader waiting", func() bool { s = dst.waitNow(); return s != notWaiting })
 		if s == waitingHot {
 			return ch
 		}

@@ -1,11 +1,15 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"multifs/multilink"
 )
@@ -15,14 +19,14 @@ import (
 // hotIdle, or parked because maxHot threads already wait; and Close ends
 // a wait of either kind.
 func TestReaderWakesFromEveryWait(t *testing.T) {
-	watchWaits(t)
+	e := newEngine(t)
 	// More pairs than hot threads: some of the readers must park.
 	const pairs = maxHot + 4
 	var srcs, dsts []*FD
 	var waits []<-chan recvResult
 	start := time.Now()
 	for i := 0; i < pairs; i++ {
-		a, b := socketPair(t)
+		a, b := socketPair(t, e)
 		srcs, dsts = append(srcs, a), append(dsts, b)
 		waits = append(waits, recvAsync(b))
 	}
@@ -30,7 +34,7 @@ func TestReaderWakesFromEveryWait(t *testing.T) {
 	waitFor(t, "every reader waiting, in poll(2) or parked", func() bool {
 		hot, parked = 0, 0
 		for _, d := range dsts {
-			switch waitOf(d) {
+			switch d.waitNow() {
 			case waitingHot:
 				hot++
 			case waitingParked:
@@ -78,8 +82,8 @@ func TestReaderWakesFromEveryWait(t *testing.T) {
 			t.Fatalf("%s: Close took %v to end the wait", c.what, d)
 		}
 	}
-	if hotWaiters.Load() != 0 {
-		t.Fatalf("%d threads still counted as waiting in poll(2)", hotWaiters.Load())
+	if e.hotWaiters.Load() != 0 {
+		t.Fatalf("%d threads still counted as waiting in poll(2)", e.hotWaiters.Load())
 	}
 }
 
@@ -87,9 +91,9 @@ func TestReaderWakesFromEveryWait(t *testing.T) {
 // (busy) or its goroutine parks it (idle for longer than hotIdle), and
 // Close ends it in either state, leaving nothing in the loop.
 func TestServeBatchesThroughLoopAndPark(t *testing.T) {
-	watchWaits(t)
+	e := newEngine(t)
 	for _, closeWhen := range []string{"in the loop", "parked"} {
-		src, dst := socketPair(t)
+		src, dst := socketPair(t, e)
 		get := fixedBatch(multilink.BatchSize)
 		got := make(chan int, 1000)
 		ended := make(chan error, 1)
@@ -125,8 +129,8 @@ func TestServeBatchesThroughLoopAndPark(t *testing.T) {
 		for r := 3; closeWhen == "in the loop"; r++ {
 			var parked bool
 			waitFor(t, "the socket in the loop or parked", func() bool {
-				parked = waitOf(dst) == waitingParked
-				return parked || inLoop(dst)
+				parked = dst.waitNow() == waitingParked
+				return parked || dst.inLoop()
 			})
 			if !parked {
 				break
@@ -149,7 +153,7 @@ func TestServeBatchesThroughLoopAndPark(t *testing.T) {
 		if d := time.Since(start); d > hotIdle {
 			t.Fatalf("closed %s: ServeBatches took %v to end", closeWhen, d)
 		}
-		if left := loopMembers(); left != 0 {
+		if left := e.loopMembers(); left != 0 {
 			t.Fatalf("closed %s: %d members left in the hot loop", closeWhen, left)
 		}
 	}
@@ -158,8 +162,8 @@ func TestServeBatchesThroughLoopAndPark(t *testing.T) {
 // A host's socket (Options.OwnThread) is served on its own thread, never by the
 // hot loop: the loop may wait for the host, which may wait for us.
 func TestOwnThreadStaysOutOfTheLoop(t *testing.T) {
-	watchWaits(t)
-	src, dst := socketPairOpts(t, Options{OwnThread: true})
+	e := newEngine(t)
+	src, dst := socketPairOpts(t, e, Options{OwnThread: true})
 	get := fixedBatch(multilink.BatchSize)
 	var got atomic.Int64
 	ended := make(chan error, 1)
@@ -170,10 +174,10 @@ func TestOwnThreadStaysOutOfTheLoop(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		sendRaw(t, src, 5)
 		time.Sleep(5 * time.Millisecond) // a pace: a burst every 5 ms, each well within hotIdle of the last
-		if loopMembers() != 0 {
+		if e.loopMembers() != 0 {
 			t.Fatalf("a receiver that keeps its own thread joined the hot loop")
 		}
-		if waitOf(dst) == waitingHot {
+		if dst.waitNow() == waitingHot {
 			inPoll++
 		}
 	}
@@ -230,4 +234,84 @@ func TestLoopWaitLeavesTheOnlyP(t *testing.T) {
 	}
 	// Well under a millisecond here; 20 ms when the loop keeps the P.
 	medianAtMost(t, took, 10*time.Millisecond, "a frame's delivery")
+}
+
+// Engine.Close closes the descriptors still open, which ends their waits,
+// whichever they are in (parked, in the hot loop), stops the engine's two
+// goroutines, and makes later descriptors fail.
+func TestEngineCloseEndsEverything(t *testing.T) {
+	e, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := e.NewSocket(fds[0], "src", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	busy, err := e.NewSocket(fds[1], "busy", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, idle := socketPair(t, e)
+	ended := make(chan error, 2)
+	got := make(chan int, 100)
+	for _, p := range []*FD{busy, idle} {
+		go func() { ended <- p.ServeBatches(fixedBatch(1), func() {}, func(n int) { got <- n }) }()
+	}
+	for i := 0; i < 2; i++ { // the first wakes the parked reader, the second comes through the loop
+		sendRaw(t, src, 1)
+		select {
+		case <-got:
+		case <-time.After(2 * time.Second):
+			t.Fatal("no frame delivered after 2 s")
+		}
+	}
+	waitFor(t, "one socket in the loop, the other parked", func() bool {
+		return busy.inLoop() && idle.waitNow() == waitingParked
+	})
+	if err := e.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	for i := 0; i < 2; i++ {
+		select {
+		case err := <-ended:
+			if err == nil {
+				t.Fatal("ServeBatches returned no error after the engine closed")
+			}
+		case <-time.After(time.Second):
+			t.Fatal("ServeBatches still running 1 s after the engine closed")
+		}
+	}
+	for _, p := range []*FD{src, busy, a, idle} {
+		if p.Close() == nil {
+			t.Fatal("a descriptor of a closed engine was still open")
+		}
+	}
+	select {
+	case <-e.poller.done:
+	default:
+		t.Fatal("the poller's watcher still runs after Close")
+	}
+	select {
+	case <-e.loop.done:
+	default:
+		t.Fatal("the hot loop still runs after Close")
+	}
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.NewSocket(fd, "late", Options{}); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("NewSocket after Close: %v, want os.ErrClosed", err)
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != unix.EBADF {
+		t.Fatalf("NewSocket after Close left its descriptor open (fcntl: %v)", err)
+	}
+	if e.Close() == nil {
+		t.Fatal("a second Close returned nil")
+	}
 }

@@ -19,7 +19,7 @@ import (
 // OpenTap opens (creating if needed) the tap interface name, without
 // packet information headers, non-blocking. A tap host joins the hot loop
 // (see Options.OwnThread).
-func OpenTap(name string) (*FD, error) {
+func (e *Engine) OpenTap(name string) (*FD, error) {
 	if len(name) == 0 || len(name) >= unix.IFNAMSIZ {
 		return nil, fmt.Errorf("tap: bad interface name %q", name)
 	}
@@ -37,7 +37,7 @@ func OpenTap(name string) (*FD, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("tap %s: TUNSETIFF: %w", name, err)
 	}
-	return newFD(fd, "tap:"+name, Options{}, opTapRead, opTapWrite)
+	return e.newFD(fd, "tap:"+name, Options{}, opTapRead, opTapWrite)
 }
 
 // TapPeerInfo describes a tap host in stats.
