@@ -4,31 +4,18 @@ import (
 	"io"
 	"os"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/sirupsen/logrus"
 
 	"multifs/multilink"
+	"multifs/multilink/conn/conntest"
 	"multifs/perms"
 )
 
-// nullConn is a peer that never sends and accepts everything.
-type nullConn struct {
-	once   sync.Once
-	closed chan struct{}
-}
-
-func newNullConn() *nullConn { return &nullConn{closed: make(chan struct{})} }
-
-func (c *nullConn) RecvBatch(func() ([][]byte, []int), func()) (int, error) {
-	<-c.closed
-	return 0, io.EOF
-}
-func (c *nullConn) TrySendBatch(frames [][]byte) (int, error)              { return len(frames), nil }
-func (c *nullConn) SendBatchWait(f [][]byte, _ time.Duration) (int, error) { return len(f), nil }
-func (c *nullConn) Close() error                                           { c.once.Do(func() { close(c.closed) }); return nil }
+// newNullConn is a peer that never sends and accepts everything: the
+// shared fake peer, left alone.
+func newNullConn() *conntest.Peer { return conntest.New() }
 
 func mount(t *testing.T, spec perms.Spec) (string, *multilink.Multilink, perms.Perms) {
 	t.Helper()

@@ -15,8 +15,7 @@ func BenchmarkBatchRoundTrip(b *testing.B) {
 	for i := range frames {
 		frames[i] = make([]byte, 64)
 	}
-	get := fixedBatch(multilink.BatchSize)
-	put := func() {}
+	r := fixedReceiver(b, multilink.BatchSize, nil)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -24,10 +23,11 @@ func BenchmarkBatchRoundTrip(b *testing.B) {
 			b.Fatalf("sent %d: %v", n, err)
 		}
 		for got := 0; got < len(frames); {
-			n, err := dst.RecvBatch(get, put)
+			batch, n, err := dst.recvBatch(r)
 			if err != nil {
 				b.Fatal(err)
 			}
+			r.Deliver(batch, n)
 			got += n
 		}
 	}

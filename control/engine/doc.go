@@ -7,10 +7,11 @@
 // control's Server and opens its tap host with it, and closes it at its
 // stop; tests make their own. An FD is made by Engine.NewSocket (a
 // connected data socket) or Engine.OpenTap, with its policy (Options)
-// fixed then. It satisfies multilink.Conn: frames are received by
-// ServeBatches (or RecvBatch) and sent by TrySendBatch and SendBatchWait,
-// with recvmmsg and sendmmsg (batch.go), one read(2) or write(2) per frame
-// for a tap (tap.go).
+// fixed then. It is a conn.Conn (package multilink/conn, the seam to the
+// multilink): frames are received by Receive, into the batches of the
+// Receiver it is given, and sent by TrySendBatch and SendBatchWait, with
+// recvmmsg and sendmmsg (batch.go), one read(2) or write(2) per frame for
+// a tap (tap.go).
 //
 // A descriptor waits in one of three ways (poller.go): in poll(2) on its
 // own thread right after I/O (hot), parked in the engine's shared epoll

@@ -15,8 +15,8 @@ import (
 // tap. It waits in the engine's own poller, not in Go's (see the package
 // doc), and the data path through it does not allocate: the arguments and
 // results of the one receive and the one send that may be in flight live
-// in the struct, not in closures. It is a multilink.Conn, a
-// multilink.BatchServer and a multilink.Leaver.
+// in the struct, not in closures. It is a conn.Conn and a
+// multilink.Leaver.
 //
 // One goroutine receives and one sends at a time (the multilink serializes
 // senders); Close may come from anywhere, at any time.

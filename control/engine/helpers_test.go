@@ -2,12 +2,14 @@ package engine
 
 import (
 	"sort"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"multifs/multilink"
+	"multifs/multilink/conn"
 )
 
 // newEngine returns an engine of the test's own, closed when it ends.
@@ -54,23 +56,63 @@ type recvResult struct {
 	err error
 }
 
-// fixedBatch returns a get for RecvBatch and ServeBatches that hands out
-// the same n frame buffers every time, as the tests need no pool.
-func fixedBatch(n int) func() ([][]byte, []int) {
-	bufs := make([][]byte, n)
-	for i := range bufs {
-		bufs[i] = make([]byte, multilink.MaxFrame+1)
+// fixedReceiver is a conn.Receiver that hands out the same batch of n
+// frame buffers every time, as the tests need no pool, and tells deliver
+// (if not nil) how many frames each delivery had. It fails the test if the
+// engine breaks the ownership rule: a Get while its batch is out, a Put or
+// Deliver of a batch that is not.
+func fixedReceiver(tb testing.TB, n int, deliver func(n int)) *testReceiver {
+	b := &conn.Batch{Bufs: make([][]byte, n), Sizes: make([]int, n), Frames: make([][]byte, 0, n)}
+	for i := range b.Bufs {
+		b.Bufs[i] = make([]byte, multilink.MaxFrame+1)
 	}
-	sizes := make([]int, n)
-	return func() ([][]byte, []int) { return bufs, sizes }
+	return &testReceiver{tb: tb, b: b, deliver: deliver}
 }
 
-// recvAsync runs one RecvBatch on p in the background.
-func recvAsync(p *FD) <-chan recvResult {
-	get := fixedBatch(multilink.BatchSize)
+type testReceiver struct {
+	tb      testing.TB
+	b       *conn.Batch
+	out     atomic.Bool
+	deliver func(n int)
+}
+
+func (r *testReceiver) Get() *conn.Batch {
+	if r.out.Swap(true) {
+		r.tb.Error("Get while the batch is out")
+	}
+	return r.b
+}
+
+func (r *testReceiver) Put(b *conn.Batch) { r.back(b, "Put") }
+
+func (r *testReceiver) Deliver(b *conn.Batch, n int) {
+	r.back(b, "Deliver")
+	if n < 1 || n > len(b.Bufs) {
+		r.tb.Errorf("Deliver of %d frames in a batch of %d", n, len(b.Bufs))
+	}
+	if r.deliver != nil {
+		r.deliver(n)
+	}
+}
+
+func (r *testReceiver) back(b *conn.Batch, what string) {
+	if b != r.b {
+		r.tb.Errorf("%s of a batch that is not the receiver's", what)
+	}
+	if !r.out.Swap(false) {
+		r.tb.Errorf("%s of a batch that is not out", what)
+	}
+}
+
+// recvAsync runs one recvBatch on p in the background.
+func recvAsync(t testing.TB, p *FD) <-chan recvResult {
+	r := fixedReceiver(t, multilink.BatchSize, nil)
 	done := make(chan recvResult, 1)
 	go func() {
-		n, err := p.RecvBatch(get, func() {})
+		b, n, err := p.recvBatch(r)
+		if err == nil {
+			r.Deliver(b, n)
+		}
 		done <- recvResult{n, err}
 	}()
 	return done
@@ -91,12 +133,12 @@ func waitRecv(t *testing.T, what string, ch <-chan recvResult) recvResult {
 	case r := <-ch:
 		return r
 	case <-time.After(2 * time.Second):
-		t.Fatalf("%s: RecvBatch still waiting after 2 s", what)
+		t.Fatalf("%s: recvBatch still waiting after 2 s", what)
 	}
 	return recvResult{}
 }
 
-// loopMember serves one end of a socket pair with ServeBatches, which puts
+// loopMember serves one end of a socket pair with Receive, which puts
 // it in the hot loop once frames come, and returns a function that sends
 // one frame and returns how long its delivery took. Each call keeps the
 // socket a member for another hotIdle. The socket is in an engine of its
@@ -105,7 +147,7 @@ func loopMember(t *testing.T) (frame func() time.Duration) {
 	e := newEngine(t)
 	src, dst := socketPair(t, e)
 	got := make(chan int, 100)
-	go dst.ServeBatches(fixedBatch(1), func() {}, func(n int) { got <- n })
+	go dst.Receive(fixedReceiver(t, 1, func(n int) { got <- n }))
 	frame = func() time.Duration {
 		t.Helper()
 		start := time.Now()
@@ -150,14 +192,14 @@ func parks(t *testing.T, p *FD, what string) {
 	waitFor(t, what+": the reader parking", func() bool { return p.waitNow() == waitingParked })
 }
 
-// recvInPoll starts a RecvBatch on dst (as recvAsync) and returns once it
+// recvInPoll starts a recvBatch on dst (as recvAsync) and returns once it
 // waits in poll(2). A reader waits there for hotIdle only: if the test was
 // held up that long and found it parked, a frame from src ends that
 // receive and another begins.
 func recvInPoll(t *testing.T, src, dst *FD) <-chan recvResult {
 	t.Helper()
 	for try := 0; try < 5; try++ {
-		ch := recvAsync(dst)
+		ch := recvAsync(t, dst)
 		var s waitState
 		waitFor(t, "a reader waiting", func() bool { s = dst.waitNow(); return s != notWaiting })
 		if s == waitingHot {

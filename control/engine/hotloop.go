@@ -21,7 +21,7 @@ import (
 // the other ready nearly every time it looks (figures: docs/performance.md).
 // So a receiver that just had frames joins the loop, which waits for all
 // its members in one epoll_wait, receives from whichever is ready and
-// forwards the batch right there (deliver); a member that stays empty for
+// forwards the batch right there (Receiver.Deliver); a member that stays empty for
 // hotIdle goes back to its own goroutine, which parks it in the poller
 // (poller.go). Waiting to send still happens in the sender's own goroutine.
 //
@@ -31,10 +31,9 @@ import (
 // is not waited for again.
 
 type hotMember struct {
-	p       *FD
-	deliver func(n int)
-	last    time.Time
-	back    chan error // the member's goroutine waits here while served
+	p    *FD // delivers to p.rx.r
+	last time.Time
+	back chan error // the member's goroutine waits here while served
 }
 
 type hotLoop struct {
@@ -82,11 +81,11 @@ func (l *hotLoop) stop() {
 
 // serve hands p to the loop until p stays idle for hotIdle (nil: park it)
 // or its receive ends (the error: EOF, closed, failed).
-func (l *hotLoop) serve(p *FD, deliver func(n int)) error {
+func (l *hotLoop) serve(p *FD) error {
 	if !p.enter() {
 		return os.ErrClosed
 	}
-	m := &hotMember{p: p, deliver: deliver, last: time.Now(), back: make(chan error, 1)}
+	m := &hotMember{p: p, last: time.Now(), back: make(chan error, 1)}
 	l.mu.Lock()
 	if l.stopped {
 		l.mu.Unlock()
@@ -199,13 +198,13 @@ func (l *hotLoop) step(tok int32, m *hotMember, now time.Time) {
 		if !p.attempt(p.rxOp) {
 			return // nothing after all
 		}
-		k, err := p.finishRecv(nil)
+		b, k, err := p.finishRecv(nil)
 		if err != nil {
 			l.release(tok, m, err)
 			return
 		}
 		m.last = now
-		m.deliver(k)
+		p.rx.r.Deliver(b, k)
 		if p.rx.drained {
 			return
 		}

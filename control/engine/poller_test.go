@@ -28,7 +28,7 @@ func TestReaderWakesFromEveryWait(t *testing.T) {
 	for i := 0; i < pairs; i++ {
 		a, b := socketPair(t, e)
 		srcs, dsts = append(srcs, a), append(dsts, b)
-		waits = append(waits, recvAsync(b))
+		waits = append(waits, recvAsync(t, b))
 	}
 	var hot, parked int
 	waitFor(t, "every reader waiting, in poll(2) or parked", func() bool {
@@ -57,7 +57,7 @@ func TestReaderWakesFromEveryWait(t *testing.T) {
 	}
 
 	// Idle for longer than hotIdle: the reader has parked.
-	w := recvAsync(dsts[0])
+	w := recvAsync(t, dsts[0])
 	parks(t, dsts[0], "idle for hotIdle")
 	sendRaw(t, srcs[0], 1)
 	if r := waitRecv(t, "parked after hotIdle", w); r.err != nil || r.n != 1 {
@@ -65,7 +65,7 @@ func TestReaderWakesFromEveryWait(t *testing.T) {
 	}
 
 	// Close ends a parked wait and one in poll(2), at once.
-	inPark := recvAsync(dsts[2])
+	inPark := recvAsync(t, dsts[2])
 	parks(t, dsts[2], "idle for hotIdle")
 	inPoll := recvInPoll(t, srcs[1], dsts[1])
 	for _, c := range []struct {
@@ -76,7 +76,7 @@ func TestReaderWakesFromEveryWait(t *testing.T) {
 		start := time.Now()
 		c.p.Close()
 		if r := waitRecv(t, c.what, c.ch); r.err == nil {
-			t.Fatalf("%s: RecvBatch on a closed socket returned %d frames and no error", c.what, r.n)
+			t.Fatalf("%s: recvBatch on a closed socket returned %d frames and no error", c.what, r.n)
 		}
 		if d := time.Since(start); d > hotIdle/2 {
 			t.Fatalf("%s: Close took %v to end the wait", c.what, d)
@@ -87,19 +87,17 @@ func TestReaderWakesFromEveryWait(t *testing.T) {
 	}
 }
 
-// ServeBatches delivers every frame whether the hot loop serves the socket
+// Receive delivers every frame whether the hot loop serves the socket
 // (busy) or its goroutine parks it (idle for longer than hotIdle), and
 // Close ends it in either state, leaving nothing in the loop.
-func TestServeBatchesThroughLoopAndPark(t *testing.T) {
+func TestReceiveThroughLoopAndPark(t *testing.T) {
 	e := newEngine(t)
 	for _, closeWhen := range []string{"in the loop", "parked"} {
 		src, dst := socketPair(t, e)
-		get := fixedBatch(multilink.BatchSize)
 		got := make(chan int, 1000)
+		r := fixedReceiver(t, multilink.BatchSize, func(n int) { got <- n })
 		ended := make(chan error, 1)
-		go func() {
-			ended <- dst.ServeBatches(get, func() {}, func(n int) { got <- n })
-		}()
+		go func() { ended <- dst.Receive(r) }()
 		total := 0
 		want := 0
 		round := func(round int) {
@@ -145,13 +143,16 @@ func TestServeBatchesThroughLoopAndPark(t *testing.T) {
 		select {
 		case err := <-ended:
 			if err == nil {
-				t.Fatalf("closed %s: ServeBatches returned no error", closeWhen)
+				t.Fatalf("closed %s: Receive returned no error", closeWhen)
 			}
 		case <-time.After(time.Second):
-			t.Fatalf("closed %s: ServeBatches still running 1 s after Close", closeWhen)
+			t.Fatalf("closed %s: Receive still running 1 s after Close", closeWhen)
 		}
 		if d := time.Since(start); d > hotIdle {
-			t.Fatalf("closed %s: ServeBatches took %v to end", closeWhen, d)
+			t.Fatalf("closed %s: Receive took %v to end", closeWhen, d)
+		}
+		if r.out.Load() {
+			t.Fatalf("closed %s: Receive returned holding the receiver's batch", closeWhen)
 		}
 		if left := e.loopMembers(); left != 0 {
 			t.Fatalf("closed %s: %d members left in the hot loop", closeWhen, left)
@@ -164,12 +165,10 @@ func TestServeBatchesThroughLoopAndPark(t *testing.T) {
 func TestOwnThreadStaysOutOfTheLoop(t *testing.T) {
 	e := newEngine(t)
 	src, dst := socketPairOpts(t, e, Options{OwnThread: true})
-	get := fixedBatch(multilink.BatchSize)
 	var got atomic.Int64
+	r := fixedReceiver(t, multilink.BatchSize, func(n int) { got.Add(int64(n)) })
 	ended := make(chan error, 1)
-	go func() {
-		ended <- dst.ServeBatches(get, func() {}, func(n int) { got.Add(int64(n)) })
-	}()
+	go func() { ended <- dst.Receive(r) }()
 	inPoll := 0
 	for i := 0; i < 20; i++ {
 		sendRaw(t, src, 5)
@@ -195,7 +194,7 @@ func TestOwnThreadStaysOutOfTheLoop(t *testing.T) {
 	select {
 	case <-ended:
 	case <-time.After(time.Second):
-		t.Fatal("ServeBatches still running 1 s after Close")
+		t.Fatal("Receive still running 1 s after Close")
 	}
 }
 
@@ -260,7 +259,8 @@ func TestEngineCloseEndsEverything(t *testing.T) {
 	ended := make(chan error, 2)
 	got := make(chan int, 100)
 	for _, p := range []*FD{busy, idle} {
-		go func() { ended <- p.ServeBatches(fixedBatch(1), func() {}, func(n int) { got <- n }) }()
+		r := fixedReceiver(t, 1, func(n int) { got <- n })
+		go func() { ended <- p.Receive(r) }()
 	}
 	for i := 0; i < 2; i++ { // the first wakes the parked reader, the second comes through the loop
 		sendRaw(t, src, 1)
@@ -280,10 +280,10 @@ func TestEngineCloseEndsEverything(t *testing.T) {
 		select {
 		case err := <-ended:
 			if err == nil {
-				t.Fatal("ServeBatches returned no error after the engine closed")
+				t.Fatal("Receive returned no error after the engine closed")
 			}
 		case <-time.After(time.Second):
-			t.Fatal("ServeBatches still running 1 s after the engine closed")
+			t.Fatal("Receive still running 1 s after the engine closed")
 		}
 	}
 	for _, p := range []*FD{src, busy, a, idle} {

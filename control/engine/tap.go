@@ -53,20 +53,20 @@ func TapPeerInfo(name string) multilink.PeerInfo {
 func (p *FD) tapReadOnce() bool {
 	rx := &p.rx
 	rx.err = nil
-	rx.bufs, rx.sizes = rx.get()
-	for rx.n = 0; rx.n < len(rx.bufs); rx.n++ {
-		k, err := unix.Read(p.fd, rx.bufs[rx.n])
+	rx.b = rx.r.Get()
+	for rx.n = 0; rx.n < len(rx.b.Bufs); rx.n++ {
+		k, err := unix.Read(p.fd, rx.b.Bufs[rx.n])
 		if err != nil {
 			if err != unix.EAGAIN {
 				rx.err = err
 			}
 			break
 		}
-		rx.sizes[rx.n] = k
+		rx.b.Sizes[rx.n] = k
 	}
 	if rx.n == 0 && rx.err == nil {
-		rx.put()
-		rx.bufs, rx.sizes = nil, nil
+		rx.r.Put(rx.b)
+		rx.b = nil
 		return false
 	}
 	return true
