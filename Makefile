@@ -48,6 +48,9 @@ check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	@# control/client is for tests, the benchmark and vdeprobe: never in the daemon.
+	@if $(GO) list -deps ./cmd/multifs | grep -q '^multifs/control/client$$'; then \
+		echo "cmd/multifs imports multifs/control/client (test-only)"; exit 1; fi
 
 unit:
 	$(GO) test -race -count=1 ./...

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"multifs/control/client"
 	"multifs/multilink"
 )
 
@@ -16,6 +17,7 @@ func TestMain(m *testing.M) {
 	if fuzzServer.srv != nil {
 		fuzzServer.srv.Close()
 		fuzzServer.ml.Close()
+		fuzzServer.eng.Close()
 	}
 	if fuzzServer.dir != "" {
 		os.RemoveAll(fuzzServer.dir)
@@ -33,7 +35,7 @@ func FuzzSeqpacketEntry(f *testing.F) {
 	f.Add(append(bytes.Repeat([]byte{2}, 13), 0, 0, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		ml, srv := sharedServer(t)
-		host, err := DialSeqpacket(srv.HostSeqpacket())
+		host, err := client.DialSeqpacket(srv.HostSeqpacket())
 		if err != nil {
 			t.Fatalf("host: %v", err)
 		}
@@ -43,7 +45,7 @@ func FuzzSeqpacketEntry(f *testing.F) {
 				time.Sleep(time.Millisecond)
 			}
 		}()
-		link, err := DialSeqpacket(srv.LinkSeqpacket())
+		link, err := client.DialSeqpacket(srv.LinkSeqpacket())
 		if err != nil {
 			t.Fatalf("link: %v", err)
 		}

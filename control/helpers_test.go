@@ -7,37 +7,19 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/sirupsen/logrus"
-	"golang.org/x/sys/unix"
 
+	"multifs/control/client"
+	"multifs/control/engine"
 	"multifs/control/wire"
 	"multifs/multilink"
 	"multifs/perms"
 )
-
-// socketPair returns two connected datagram sockets wrapped as the daemon
-// wraps its data sockets.
-func socketPair(tb testing.TB) (a, b *pollFD) {
-	tb.Helper()
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if a, err = newPollFD(fds[0], "a"); err != nil {
-		tb.Fatal(err)
-	}
-	if b, err = newPollFD(fds[1], "b"); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { a.Close(); b.Close() })
-	return a, b
-}
 
 // fuzzServer is one server shared by every input of a fuzz run: starting
 // one per input would measure setup, not the entry.
@@ -45,6 +27,7 @@ var fuzzServer struct {
 	once sync.Once
 	dir  string
 	ml   *multilink.Multilink
+	eng  *engine.Engine
 	srv  *Server
 	err  error
 }
@@ -69,7 +52,11 @@ func sharedServer(tb testing.TB) (*multilink.Multilink, *Server) {
 			fuzzServer.err = err
 			return
 		}
-		fuzzServer.srv = NewServer(sd, p, fuzzServer.ml, logrus.NewEntry(log))
+		if fuzzServer.eng, err = engine.New(); err != nil {
+			fuzzServer.err = err
+			return
+		}
+		fuzzServer.srv = NewServer(sd, p, fuzzServer.ml, fuzzServer.eng, logrus.NewEntry(log))
 		if fuzzServer.err = fuzzServer.srv.Listen(); fuzzServer.err == nil {
 			fuzzServer.srv.Serve()
 		}
@@ -80,107 +67,10 @@ func sharedServer(tb testing.TB) (*multilink.Multilink, *Server) {
 	return fuzzServer.ml, fuzzServer.srv
 }
 
-type recvResult struct {
-	n   int
-	err error
-}
-
-// fixedBatch returns a get for RecvBatch and ServeBatches that hands out
-// the same n frame buffers every time, as the tests need no pool.
-func fixedBatch(n int) func() ([][]byte, []int) {
-	bufs := make([][]byte, n)
-	for i := range bufs {
-		bufs[i] = make([]byte, multilink.MaxFrame+1)
-	}
-	sizes := make([]int, n)
-	return func() ([][]byte, []int) { return bufs, sizes }
-}
-
-// loopMembers is how many receivers the hot loop serves now.
-func loopMembers() int {
-	l := theLoop()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.members)
-}
-
-// recvAsync runs one RecvBatch on p in the background.
-func recvAsync(p *pollFD) <-chan recvResult {
-	get := fixedBatch(multilink.BatchSize)
-	done := make(chan recvResult, 1)
-	go func() {
-		n, err := p.RecvBatch(get, func() {})
-		done <- recvResult{n, err}
-	}()
-	return done
-}
-
-func sendRaw(t *testing.T, p *pollFD, n int) {
-	t.Helper()
-	for i := 0; i < n; i++ {
-		if err := unix.Send(p.fd, make([]byte, 64), unix.MSG_DONTWAIT); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-func waitRecv(t *testing.T, what string, ch <-chan recvResult) recvResult {
-	t.Helper()
-	select {
-	case r := <-ch:
-		return r
-	case <-time.After(2 * time.Second):
-		t.Fatalf("%s: RecvBatch still waiting after 2 s", what)
-	}
-	return recvResult{}
-}
-
-// loopMember serves one end of a socket pair with ServeBatches, which puts
-// it in the hot loop once frames come, and returns a function that sends
-// one frame and returns how long its delivery took. Each call keeps the
-// socket a member for another hotIdle.
-func loopMember(t *testing.T) (frame func() time.Duration) {
-	src, dst := socketPair(t)
-	got := make(chan int, 100)
-	go dst.ServeBatches(fixedBatch(1), func() {}, func(n int) { got <- n })
-	frame = func() time.Duration {
-		t.Helper()
-		start := time.Now()
-		sendRaw(t, src, 1)
-		select {
-		case <-got:
-		case <-time.After(2 * time.Second):
-			t.Fatal("no frame delivered after 2 s")
-		}
-		return time.Since(start)
-	}
-	frame() // wakes the parked reader
-	frame() // comes through the loop
-	// A member that an earlier test closed may still be on its way out.
-	members := -1
-	for deadline := time.Now().Add(time.Second); members != 1 && time.Now().Before(deadline); {
-		time.Sleep(time.Millisecond)
-		members = loopMembers()
-	}
-	if members != 1 {
-		t.Fatalf("%d members in the hot loop, want 1", members)
-	}
-	return frame
-}
-
-// medianAtMost fails the test if the median of took is above limit.
-func medianAtMost(t *testing.T, took []time.Duration, limit time.Duration, what string) {
-	t.Helper()
-	sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
-	if med := took[len(took)/2]; med > limit {
-		t.Fatalf("%s took %v (median of %d; all: %v)", what, med, len(took), took)
-	}
-}
-
 // A ptp-like client: joins, and when hung up reconnects at once, as
 // libvdeplug_ptp.c does; reports the reconnect's error.
-func reconnectAfterEOF(path string) (*Client, <-chan error) {
-	c, err := DialSeqpacket(path)
+func reconnectAfterEOF(path string) (*client.Client, <-chan error) {
+	c, err := client.DialSeqpacket(path)
 	done := make(chan error, 1)
 	if err != nil {
 		done <- err
@@ -192,7 +82,7 @@ func reconnectAfterEOF(path string) (*Client, <-chan error) {
 			return
 		}
 		c.Close()
-		c2, err := DialSeqpacket(path)
+		c2, err := client.DialSeqpacket(path)
 		if err == nil {
 			c2.Close()
 		}
@@ -249,9 +139,9 @@ func validRequest() []byte {
 	return wire.Request{SockPath: "/tmp/.client-1", Description: "vde_plug user=0 pid=1"}.Encode()
 }
 
-func dialSeq(t *testing.T, path string) *Client {
+func dialSeq(t *testing.T, path string) *client.Client {
 	t.Helper()
-	c, err := DialSeqpacket(path)
+	c, err := client.DialSeqpacket(path)
 	if err != nil {
 		t.Fatalf("dial %s: %v", path, err)
 	}
@@ -279,7 +169,11 @@ func serve(t *testing.T) (root string, ml *multilink.Multilink, srv *Server) {
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	ml = multilink.New(logrus.NewEntry(log))
-	srv = NewServer(sd, p, ml, logrus.NewEntry(log))
+	eng, err := engine.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv = NewServer(sd, p, ml, eng, logrus.NewEntry(log))
 	if err := srv.Listen(); err != nil {
 		t.Fatal(err)
 	}
@@ -291,6 +185,9 @@ func serve(t *testing.T) (root string, ml *multilink.Multilink, srv *Server) {
 	t.Cleanup(func() {
 		srv.Close()
 		ml.Close()
+		if err := eng.Close(); err != nil {
+			t.Errorf("closing the engine: %v", err)
+		}
 		if err := sd.Remove(); err != nil {
 			t.Errorf("removing socket dir: %v", err)
 		}
@@ -298,9 +195,9 @@ func serve(t *testing.T) (root string, ml *multilink.Multilink, srv *Server) {
 	return root, ml, srv
 }
 
-func dial(t *testing.T, dir string) *Client {
+func dial(t *testing.T, dir string) *client.Client {
 	t.Helper()
-	c, err := Dial(dir, "test pid=1")
+	c, err := client.Dial(dir, "test pid=1")
 	if err != nil {
 		t.Fatalf("dial %s: %v", dir, err)
 	}
@@ -308,7 +205,7 @@ func dial(t *testing.T, dir string) *Client {
 	return c
 }
 
-func recvFrame(t *testing.T, c *Client) []byte {
+func recvFrame(t *testing.T, c *client.Client) []byte {
 	t.Helper()
 	buf := make([]byte, 16384)
 	n, err := c.Recv(buf, 2*time.Second)
@@ -326,85 +223,4 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 	}
 	t.Fatalf("timed out waiting for %s", what)
-}
-
-// engineWaits is which wait each descriptor's reader is in, as the engine
-// tells it (noteWait) while watchWaits is on.
-var engineWaits struct {
-	sync.Mutex
-	of map[*pollFD]waitState
-}
-
-// watchWaits has the engine report its waits to waitOf until t ends.
-func watchWaits(t *testing.T) {
-	engineWaits.Lock()
-	engineWaits.of = make(map[*pollFD]waitState)
-	engineWaits.Unlock()
-	note := func(p *pollFD, s waitState) {
-		engineWaits.Lock()
-		defer engineWaits.Unlock()
-		if s == notWaiting {
-			delete(engineWaits.of, p)
-		} else {
-			engineWaits.of[p] = s
-		}
-	}
-	noteWait.Store(&note)
-	t.Cleanup(func() { noteWait.Store(nil) })
-}
-
-// waitOf is the wait p's reader is in now (watchWaits must be on).
-func waitOf(p *pollFD) waitState {
-	engineWaits.Lock()
-	defer engineWaits.Unlock()
-	return engineWaits.of[p]
-}
-
-// inLoop reports whether the hot loop serves p now.
-func inLoop(p *pollFD) bool {
-	l := theLoop()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, m := range l.members {
-		if m.p == p {
-			return true
-		}
-	}
-	return false
-}
-
-func (s waitState) String() string {
-	switch s {
-	case waitingHot:
-		return "in poll(2)"
-	case waitingParked:
-		return "parked"
-	}
-	return "not waiting"
-}
-
-// parks waits until p's reader is parked.
-func parks(t *testing.T, p *pollFD, what string) {
-	t.Helper()
-	waitFor(t, what+": the reader parking", func() bool { return waitOf(p) == waitingParked })
-}
-
-// recvInPoll starts a RecvBatch on dst (as recvAsync) and returns once it
-// waits in poll(2). A reader waits there for hotIdle only: if the test was
-// held up that long and found it parked, a frame from src ends that
-// receive and another begins.
-func recvInPoll(t *testing.T, src, dst *pollFD) <-chan recvResult {
-	t.Helper()
-	for try := 0; try < 5; try++ {
-		ch := recvAsync(dst)
-		var s waitState
-		waitFor(t, "a reader waiting", func() bool { s = waitOf(dst); return s != notWaiting })
-		if s == waitingHot {
-			return ch
-		}
-		sendRaw(t, src, 1)
-		waitRecv(t, "a reader that parked", ch)
-	}
-	t.Fatal("a reader never seen in poll(2) in 5 receives")
-	return nil
 }

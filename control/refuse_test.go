@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"multifs/control/client"
 )
 
 func TestCloseForGoodRefusesReconnect(t *testing.T) {
@@ -60,7 +62,7 @@ func TestCloseForGoodPerEntry(t *testing.T) {
 	l := dialSeq(t, srv.LinkSeqpacket())
 	waitFor(t, "link", func() bool { return len(ml.Links()) == 1 })
 	_ = l
-	if _, err := DialSeqpacket(srv.HostSeqpacket()); !errors.Is(err, unix.ECONNREFUSED) {
+	if _, err := client.DialSeqpacket(srv.HostSeqpacket()); !errors.Is(err, unix.ECONNREFUSED) {
 		t.Fatalf("host entry again: %v", err)
 	}
 }
@@ -100,10 +102,10 @@ func TestCloseForGoodVde2Untouched(t *testing.T) {
 func TestSeqpacketShutdownAck(t *testing.T) {
 	_, ml, srv := serve(t)
 	ml.Close()
-	if _, err := DialSeqpacket(srv.LinkSeqpacket()); !errors.Is(err, unix.ESHUTDOWN) {
+	if _, err := client.DialSeqpacket(srv.LinkSeqpacket()); !errors.Is(err, unix.ESHUTDOWN) {
 		t.Fatalf("link: %v, want ESHUTDOWN", err)
 	}
-	if _, err := DialSeqpacket(srv.HostSeqpacket()); !errors.Is(err, unix.ESHUTDOWN) {
+	if _, err := client.DialSeqpacket(srv.HostSeqpacket()); !errors.Is(err, unix.ESHUTDOWN) {
 		t.Fatalf("host: %v, want ESHUTDOWN", err)
 	}
 }

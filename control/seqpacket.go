@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"multifs/control/engine"
 	"multifs/control/wire"
 	"multifs/multilink"
 )
@@ -27,10 +29,15 @@ const (
 	HostSeqpacketName = "host.seqpacket"
 )
 
-// seqListener is a listening SOCK_SEQPACKET socket whose Accept parks in
-// the poller and returns when the listener is closed.
+// seqListener is a listening SOCK_SEQPACKET socket that waits in Go's
+// poller, as the vde-2 listeners (net.UnixListener) do: a listener wakes
+// once per join. It is an os.File rather than a net.UnixListener because
+// the accepted socket goes to the engine as a bare descriptor, which
+// net's listener does not give (its raw Read is not supported), and a dup
+// of a net.Conn's would need one descriptor more at each accept.
 type seqListener struct {
-	*pollFD
+	f    *os.File
+	rc   syscall.RawConn
 	path string
 }
 
@@ -48,24 +55,34 @@ func listenSeqpacket(path string) (*seqListener, error) {
 		os.Remove(path)
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
-	p, err := newPollFD(fd, path)
+	// Non-blocking, so os.NewFile puts it in Go's poller.
+	f := os.NewFile(uintptr(fd), path)
+	rc, err := f.SyscallConn()
 	if err != nil {
+		f.Close()
 		os.Remove(path)
 		return nil, err
 	}
-	return &seqListener{pollFD: p, path: path}, nil
+	return &seqListener{f: f, rc: rc, path: path}, nil
 }
 
-// accept returns a connected, non-blocking socket.
+// accept returns a connected, non-blocking socket; after close, an error
+// that is os.ErrClosed.
 func (l *seqListener) accept() (int, error) {
-	if err := l.io(opAccept, unix.EPOLLIN, 0, false); err != nil {
+	nfd := -1
+	var aerr error
+	err := l.rc.Read(func(fd uintptr) bool {
+		nfd, _, aerr = unix.Accept4(int(fd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		return aerr != unix.EAGAIN
+	})
+	if err != nil {
 		return -1, err
 	}
-	return l.rx.n, l.rx.err
+	return nfd, aerr
 }
 
 func (l *seqListener) close() {
-	l.Close()
+	l.f.Close()
 	os.Remove(l.path)
 }
 
@@ -87,14 +104,12 @@ func (s *Server) joinSeqpacket(fd int, isHost bool) {
 		log.WithField("closed", closedName(e)).WithField("ack", ackRefused.Error()).Warn(MsgRefusedClosed)
 		return
 	}
-	pc, err := newPollFD(fd, "seqpacket")
+	pc, err := s.eng.NewSocket(fd, "seqpacket", engine.Options{EOFOnEmpty: true, OwnThread: isHost})
 	if err != nil {
 		log.WithError(err).Warn("refused")
 		return
 	}
-	pc.eofOnEmpty.Store(true)
-	pc.ownThread = isHost
-	conn := &seqConn{pollFD: pc, s: s, isHost: isHost, pid: cred.Pid}
+	conn := &seqConn{FD: pc, s: s, isHost: isHost, pid: cred.Pid}
 	info := multilink.PeerInfo{Transport: "seqpacket", PID: cred.Pid, UID: cred.Uid, GID: cred.Gid, Since: time.Now()}
 	// The ack is sent inside Admit: after the place is taken, before any
 	// frame can be sent, so no frame overtakes it. The socket is new, so
@@ -126,7 +141,7 @@ const MsgRefusedClosed = "refused: this process's port was closed for good throu
 // which comes straight back when hung up: Final remembers it so that it
 // does not.
 type seqConn struct {
-	*pollFD
+	*engine.FD
 	s      *Server
 	isHost bool
 	pid    int32
@@ -135,11 +150,11 @@ type seqConn struct {
 // Final runs when the port is closed for good, before the socket is
 // closed: the socket tells us which process to refuse from now on.
 func (c *seqConn) Final(p *multilink.Port) {
-	if !c.enter() {
+	var pidfd int
+	var exited bool
+	if !c.Control(func(fd int) { pidfd, exited = peerPidfd(fd, c.pid) }) {
 		return // closing already: the peer left by itself, or we stop
 	}
-	pidfd, exited := peerPidfd(c.fd, c.pid)
-	c.leave()
 	if exited {
 		return
 	}
@@ -160,39 +175,4 @@ func roleName(isHost bool) string {
 		return "host"
 	}
 	return "link"
-}
-
-// DialSeqpacket joins through a seqpacket entry (PATH/seqpacket or
-// PATH/host/seqpacket) and waits for the ack.
-func DialSeqpacket(path string) (*Client, error) {
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("socket: %w", err)
-	}
-	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("connect to %s: %w", path, err)
-	}
-	tv := unix.NsecToTimeval(int64(HandshakeTimeout))
-	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
-	ack := make([]byte, 1)
-	n, err := unix.Read(fd, ack)
-	for err == unix.EINTR { // a read with SO_RCVTIMEO is not restarted after a signal
-		n, err = unix.Read(fd, ack)
-	}
-	if err != nil || n != 1 {
-		unix.Close(fd)
-		return nil, fmt.Errorf("no ack from %s (n=%d): %v", path, n, err)
-	}
-	if err := wire.ParseAck(ack); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("refused by %s: %w", path, err)
-	}
-	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{})
-	data, err := newClientFD(fd, path)
-	if err != nil {
-		return nil, err
-	}
-	data.eofOnEmpty = true
-	return &Client{data: data}, nil
 }

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"multifs/control/client"
 	"multifs/multilink"
 )
 
@@ -20,7 +21,7 @@ func TestSeqpacketHandshake(t *testing.T) {
 	if got := ml.Host().Info.Transport; got != "seqpacket" {
 		t.Fatalf("transport %q", got)
 	}
-	_, err := DialSeqpacket(srv.HostSeqpacket())
+	_, err := client.DialSeqpacket(srv.HostSeqpacket())
 	if !errors.Is(err, unix.EISCONN) {
 		t.Fatalf("second host: %v, want EISCONN", err)
 	}
@@ -35,7 +36,7 @@ func TestSeqpacketMixed(t *testing.T) {
 	for _, hostSeq := range []bool{false, true} {
 		t.Run(map[bool]string{false: "vde host", true: "seqpacket host"}[hostSeq], func(t *testing.T) {
 			root, ml, srv := serve(t)
-			var host, link *Client
+			var host, link *client.Client
 			if hostSeq {
 				host = dialSeq(t, srv.HostSeqpacket())
 				link = dial(t, root)

@@ -1,18 +1,23 @@
-// Package control is multifs's socket side: the socket directory beside the
-// mount, the vde-2 switch protocol's server (how vde_plug, qemu and friends
-// join), and a client for the same protocol that tests and the benchmark use.
+// Package control admits peers into a multilink: it holds the socket
+// directory beside the mount (sockdir.go) and serves its entries, the
+// vde-2 switch protocol's (how vde_plug, qemu and friends join) and the
+// seqpacket ones of vdeplug4's ptp:// (seqpacket.go), refusing for good the
+// processes an operator closed (refuse.go).
 //
-// A join goes: accept on a listening SOCK_STREAM socket (SOCKDIR/ctl for
-// links, SOCKDIR/host.ctl for the host); read one request (bounded in size
-// and time, in its own goroutine so a stalled client blocks nobody; its
-// bytes are package wire's to parse); make a
-// SOCK_DGRAM data socket connected to the client's, bound in SOCKDIR; reply
-// with its address; hand the data socket to the multilink. The control
-// stream then carries nothing; its EOF, from either side, ends the peer.
+// A vde-2 join goes: accept on a listening SOCK_STREAM socket (SOCKDIR/ctl
+// for links, SOCKDIR/host.ctl for the host); read one request (bounded in
+// size and time, in its own goroutine so a stalled client blocks nobody;
+// its bytes are package wire's to parse); make a SOCK_DGRAM data socket
+// connected to the client's, bound in SOCKDIR; reply with its address;
+// hand the data socket to the multilink. The control stream then carries
+// nothing; its EOF, from either side, ends the peer.
 //
-// The data sockets (and a tap host) are pollFDs (sock.go): batched I/O
-// (batch.go), waits of the daemon's own rather than Go's poller's
-// (poller.go), and one loop that serves every busy receiver (hotloop.go).
+// The listeners wait in Go's poller, as any Go server's do: they wake once
+// per join. The data sockets are package engine's descriptors, which wait
+// in the engine's own; their policy (a host's keeps its own thread, a
+// seqpacket socket reads an empty message at EOF) is set here, at
+// admission. The client side of both protocols, for tests, the benchmark
+// and vdeprobe, is package control/client.
 package control
 
 import (
@@ -28,13 +33,11 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"multifs/control/engine"
 	"multifs/control/wire"
 	"multifs/multilink"
 	"multifs/perms"
 )
-
-// HandshakeTimeout bounds how long a client may take to send its request.
-const HandshakeTimeout = 5 * time.Second
 
 // Names of the listening sockets inside the socket directory.
 const (
@@ -42,12 +45,13 @@ const (
 	HostCtlName = "host.ctl"
 )
 
-// Server accepts vde-2 peers into a multilink.
+// Server accepts vde-2 and seqpacket peers into a multilink.
 type Server struct {
 	dir   string   // SOCKDIR, as peers name it
-	sd    *SockDir // SOCKDIR held; nil for Port1's plain directory
+	sd    *SockDir // SOCKDIR held
 	perms perms.Perms
 	ml    *multilink.Multilink
+	eng   *engine.Engine // where the data sockets go
 	log   *logrus.Entry
 
 	listeners    []*net.UnixListener // vde-2: links, host
@@ -58,25 +62,18 @@ type Server struct {
 	refused      refusals // seqpacket peers closed for good (refuse.go)
 }
 
-// NewServer returns a server that will place its sockets in sd. It binds,
-// chmods and removes them through sd's descriptor, never through a path
-// that a rename above SOCKDIR could redirect.
-func NewServer(sd *SockDir, p perms.Perms, ml *multilink.Multilink, log *logrus.Entry) *Server {
-	return &Server{dir: sd.Path, sd: sd, perms: p, ml: ml, log: log}
+// NewServer returns a server that will place its sockets in sd and admit
+// peers into ml, their data sockets served by eng. It binds, chmods and
+// removes its sockets through sd's descriptor, never through a path that
+// a rename above SOCKDIR could redirect.
+func NewServer(sd *SockDir, p perms.Perms, ml *multilink.Multilink, eng *engine.Engine, log *logrus.Entry) *Server {
+	return &Server{dir: sd.Path, sd: sd, perms: p, ml: ml, eng: eng, log: log}
 }
 
 // at is where to bind or remove name: through the held directory.
-func (s *Server) at(name string) string {
-	if s.sd == nil {
-		return filepath.Join(s.dir, name)
-	}
-	return s.sd.At(name)
-}
+func (s *Server) at(name string) string { return s.sd.At(name) }
 
 func (s *Server) apply(name string) error {
-	if s.sd == nil {
-		return s.perms.Apply(filepath.Join(s.dir, name), s.perms.SocketMode())
-	}
 	return s.sd.Apply(name, s.perms, s.perms.SocketMode())
 }
 
@@ -251,18 +248,17 @@ func (s *Server) join(c *net.UnixConn, isHost bool) {
 		c.Close()
 		return
 	}
-	data, dataName, err := s.dataSocket(role, pinned)
+	// The peer's exit shows on its control stream, not on the datagram
+	// socket: a host reattaching is admitted once the old one's stream
+	// has hung up, even before watchStream has read that.
+	opts := engine.Options{OwnThread: isHost, PeerLeft: func() bool { return connHungUp(c) }}
+	data, dataName, err := s.dataSocket(role, pinned, opts)
 	unpin()
 	if err != nil {
 		log.WithError(err).Warn("refused: cannot make data socket")
 		c.Close()
 		return
 	}
-	data.ownThread = isHost
-	// The peer's exit shows on its control stream, not on the datagram
-	// socket: a host reattaching is admitted once the old one's stream
-	// has hung up, even before watchStream has read that.
-	data.peerLeft = func() bool { return connHungUp(c) }
 	dataPath := filepath.Join(s.dir, dataName) // what the client connects to
 	cleanup := func() {
 		c.Close()
@@ -313,7 +309,7 @@ func connHungUp(c *net.UnixConn) bool {
 		return true
 	}
 	gone := false
-	if rc.Control(func(fd uintptr) { gone = hungUp(int(fd)) }) != nil {
+	if rc.Control(func(fd uintptr) { gone = engine.HungUp(int(fd)) }) != nil {
 		return true
 	}
 	return gone
@@ -321,9 +317,9 @@ func connHungUp(c *net.UnixConn) bool {
 
 // readRequest reads one vde-2 request: the fixed header robustly (it may
 // arrive in pieces), then whatever description came with it, all within
-// HandshakeTimeout and wire.MaxRequestLen.
+// wire.HandshakeTimeout and wire.MaxRequestLen.
 func readRequest(c *net.UnixConn) (wire.Request, error) {
-	c.SetDeadline(time.Now().Add(HandshakeTimeout))
+	c.SetDeadline(time.Now().Add(wire.HandshakeTimeout))
 	buf := make([]byte, wire.MaxRequestLen+1)
 	n := 0
 	for n < wire.HeaderLen {
@@ -384,8 +380,8 @@ func pinClientSocket(path string, cred *unix.Ucred) (pinned string, unpin func()
 // connected to the client's socket; it returns the socket and its name in
 // SOCKDIR. A name already taken (nobody but the daemon's user can write
 // SOCKDIR, but a socket file may outlive its socket) is skipped for the
-// next one.
-func (s *Server) dataSocket(role, peer string) (*pollFD, string, error) {
+// next one. o is the socket's policy in the engine.
+func (s *Server) dataSocket(role, peer string, o engine.Options) (*engine.FD, string, error) {
 	var fd int
 	var name string
 	var err error
@@ -400,7 +396,7 @@ func (s *Server) dataSocket(role, peer string) (*pollFD, string, error) {
 		return nil, "", err
 	}
 	path := filepath.Join(s.dir, name)
-	p, err := newPollFD(fd, path)
+	p, err := s.eng.NewSocket(fd, path, o)
 	if err != nil {
 		unix.Unlink(s.at(name))
 		return nil, "", err

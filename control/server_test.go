@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"multifs/control/client"
 	"multifs/control/wire"
 	"multifs/multilink"
 	"multifs/perms"
@@ -31,7 +32,7 @@ func TestJoinAndForward(t *testing.T) {
 	if err := host.Send(big); err != nil {
 		t.Fatal(err)
 	}
-	for _, l := range []*Client{l1, l2} {
+	for _, l := range []*client.Client{l1, l2} {
 		if got := recvFrame(t, l); !bytes.Equal(got, big) {
 			t.Fatalf("link got %d bytes, want the %d-byte frame intact", len(got), len(big))
 		}
@@ -53,7 +54,7 @@ func TestSecondHostRefused(t *testing.T) {
 	root, ml, _ := serve(t)
 	// No waiting: a host holding its reply already holds the slot.
 	first := dial(t, filepath.Join(root, "host"))
-	if _, err := Dial(filepath.Join(root, "host"), "second"); err == nil {
+	if _, err := client.Dial(filepath.Join(root, "host"), "second"); err == nil {
 		t.Fatal("a second host was accepted")
 	}
 	// Admit replies before it publishes the host: wait for that.
@@ -218,43 +219,5 @@ func TestDefaultSockDir(t *testing.T) {
 		if got := DefaultSockDir(in); got != want {
 			t.Errorf("DefaultSockDir(%q) = %q, want %q", in, got, want)
 		}
-	}
-}
-
-func TestPort1(t *testing.T) {
-	dir := t.TempDir()
-	got := make(chan *Client, 1)
-	go func() {
-		c, err := Port1(dir)
-		if err != nil {
-			t.Error(err)
-		}
-		got <- c
-	}()
-	var cl *Client
-	var err error
-	for i := 0; i < 100; i++ {
-		if cl, err = Dial(dir, "port1 test"); err == nil {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	sw := <-got
-	if sw == nil {
-		t.FailNow()
-	}
-	defer sw.Close()
-	f := bytes.Repeat([]byte{5}, 1500)
-	cl.Send(f)
-	if b := recvFrame(t, sw); !bytes.Equal(b, f) {
-		t.Fatal("frame damaged through Port1")
-	}
-	sw.Send(f[:64])
-	if b := recvFrame(t, cl); !bytes.Equal(b, f[:64]) {
-		t.Fatal("frame damaged back through Port1")
 	}
 }

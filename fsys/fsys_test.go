@@ -16,6 +16,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"multifs/multilink"
+	"multifs/multilink/conn/conntest"
 	"multifs/perms"
 )
 
@@ -253,20 +254,20 @@ func TestPortStatsText(t *testing.T) {
 // that has just carried a frame.
 func TestDupAndIdleStats(t *testing.T) {
 	dir, ml, _ := mount(t, perms.Spec{})
-	hc := newChanConn()
+	hc := conntest.New()
 	ml.AttachHost(multilink.PeerInfo{}, hc, nil)
-	a, b := newChanConn(), newChanConn()
+	a, b := conntest.New(), conntest.New()
 	pa, _ := addLink(ml, multilink.PeerInfo{}, a, nil)
 	pb, _ := addLink(ml, multilink.PeerInfo{}, b, nil)
 	frame := []byte("\xff\xff\xff\xff\xff\xff\x02\x00\x00\x00\x00\x01\x08\x06 an ARP request, say")
 	time.Sleep(200 * time.Millisecond)
-	a.in <- frame
+	a.In <- frame
 	for deadline := time.Now().Add(2 * time.Second); pa.Counters().RxPackets == 0; time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("link 1 did not read its frame")
 		}
 	}
-	b.in <- frame
+	b.In <- frame
 	for deadline := time.Now().Add(2 * time.Second); pb.Counters().RxPackets == 0; time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("link 2 did not read its frame")

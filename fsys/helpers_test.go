@@ -4,31 +4,18 @@ import (
 	"io"
 	"os"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/sirupsen/logrus"
 
 	"multifs/multilink"
+	"multifs/multilink/conn/conntest"
 	"multifs/perms"
 )
 
-// nullConn is a peer that never sends and accepts everything.
-type nullConn struct {
-	once   sync.Once
-	closed chan struct{}
-}
-
-func newNullConn() *nullConn { return &nullConn{closed: make(chan struct{})} }
-
-func (c *nullConn) RecvBatch(func() ([][]byte, []int), func()) (int, error) {
-	<-c.closed
-	return 0, io.EOF
-}
-func (c *nullConn) TrySendBatch(frames [][]byte) (int, error)              { return len(frames), nil }
-func (c *nullConn) SendBatchWait(f [][]byte, _ time.Duration) (int, error) { return len(f), nil }
-func (c *nullConn) Close() error                                           { c.once.Do(func() { close(c.closed) }); return nil }
+// newNullConn is a peer that never sends and accepts everything: the
+// shared fake peer, left alone.
+func newNullConn() *conntest.Peer { return conntest.New() }
 
 func mount(t *testing.T, spec perms.Spec) (string, *multilink.Multilink, perms.Perms) {
 	t.Helper()
@@ -87,24 +74,4 @@ func statKey(t *testing.T, path, key string) string {
 // addLink joins conn to ml as a new link, as control's admission does.
 func addLink(ml *multilink.Multilink, info multilink.PeerInfo, conn multilink.Conn, onClose func()) (*multilink.Port, error) {
 	return ml.Admit(false, info, conn, onClose, nil)
-}
-
-// chanConn is a peer whose frames are those pushed into in; it accepts
-// everything sent to it.
-type chanConn struct {
-	nullConn
-	in chan []byte
-}
-
-func newChanConn() *chanConn { return &chanConn{nullConn: *newNullConn(), in: make(chan []byte, 16)} }
-
-func (c *chanConn) RecvBatch(get func() ([][]byte, []int), put func()) (int, error) {
-	select {
-	case f := <-c.in:
-		bufs, sizes := get()
-		sizes[0] = copy(bufs[0], f)
-		return 1, nil
-	case <-c.closed:
-		return 0, io.EOF
-	}
 }

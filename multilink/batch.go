@@ -3,6 +3,8 @@ package multilink
 import (
 	"sync"
 	"sync/atomic"
+
+	"multifs/multilink/conn"
 )
 
 // BatchSize is how many frames one receive or send moves at most.
@@ -12,11 +14,8 @@ const BatchSize = 32
 // past fullBatches, one) frame buffers in one backing array. Readers take
 // one only once their socket is readable, and give it back before waiting
 // again, so a thousand idle links hold no buffers at all.
-type batch struct {
-	bufs   [][]byte
-	sizes  []int
-	frames [][]byte // the good frames of this round, views into bufs
-}
+// Its Frames are the good frames of the round, views into Bufs.
+type batch = conn.Batch
 
 // fullBatches bounds how many full batches (BatchSize frames of MaxFrame:
 // 295 KB) are out at once; past it, a reader gets a one-frame batch (9 KB)
@@ -49,9 +48,9 @@ func newBatch(n int) *batch {
 	// instead of silently delivering it truncated.
 	const stride = MaxFrame + 1
 	backing := make([]byte, n*stride)
-	b := &batch{bufs: make([][]byte, n), sizes: make([]int, n), frames: make([][]byte, 0, n)}
-	for i := range b.bufs {
-		b.bufs[i] = backing[i*stride : (i+1)*stride : (i+1)*stride]
+	b := &batch{Bufs: make([][]byte, n), Sizes: make([]int, n), Frames: make([][]byte, 0, n)}
+	for i := range b.Bufs {
+		b.Bufs[i] = backing[i*stride : (i+1)*stride : (i+1)*stride]
 	}
 	return b
 }
@@ -70,7 +69,7 @@ func (bs *batches) get(host bool) *batch {
 
 // put gives b back; it must not be used afterwards.
 func (bs *batches) put(b *batch) {
-	if len(b.bufs) == 1 {
+	if len(b.Bufs) == 1 {
 		bs.small.Put(b)
 		return
 	}

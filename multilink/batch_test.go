@@ -23,16 +23,16 @@ func TestBatchBudget(t *testing.T) {
 	for i := 0; i < fullBatches; i++ {
 		b := getBatch(false)
 		held = append(held, b)
-		if len(b.bufs) != BatchSize || cap(b.frames) != BatchSize {
-			t.Fatalf("batch %d of the budget has %d buffers, want %d", i, len(b.bufs), BatchSize)
+		if len(b.Bufs) != BatchSize || cap(b.Frames) != BatchSize {
+			t.Fatalf("batch %d of the budget has %d buffers, want %d", i, len(b.Bufs), BatchSize)
 		}
 	}
 	small := getBatch(false)
-	if len(small.bufs) != 1 || len(small.sizes) != 1 || cap(small.frames) != 1 {
-		t.Fatalf("past the budget: %d buffers, want 1", len(small.bufs))
+	if len(small.Bufs) != 1 || len(small.Sizes) != 1 || cap(small.Frames) != 1 {
+		t.Fatalf("past the budget: %d buffers, want 1", len(small.Bufs))
 	}
-	if len(small.bufs[0]) != MaxFrame+1 {
-		t.Fatalf("a one-frame batch's buffer holds %d bytes, want %d", len(small.bufs[0]), MaxFrame+1)
+	if len(small.Bufs[0]) != MaxFrame+1 {
+		t.Fatalf("a one-frame batch's buffer holds %d bytes, want %d", len(small.Bufs[0]), MaxFrame+1)
 	}
 	putBatch(small)
 	if n := fullOut.Load(); n != fullBatches {
@@ -40,8 +40,8 @@ func TestBatchBudget(t *testing.T) {
 	}
 	// The host's reader is never cut short.
 	hb := getBatch(true)
-	if len(hb.bufs) != BatchSize {
-		t.Fatalf("past the budget, the host got %d buffers, want %d", len(hb.bufs), BatchSize)
+	if len(hb.Bufs) != BatchSize {
+		t.Fatalf("past the budget, the host got %d buffers, want %d", len(hb.Bufs), BatchSize)
 	}
 	putBatch(hb)
 	if n := fullOut.Load(); n != fullBatches {
@@ -49,8 +49,8 @@ func TestBatchBudget(t *testing.T) {
 	}
 	putBatch(held[0])
 	held = held[1:]
-	if b := getBatch(false); len(b.bufs) != BatchSize {
-		t.Fatalf("with one full batch back, got %d buffers", len(b.bufs))
+	if b := getBatch(false); len(b.Bufs) != BatchSize {
+		t.Fatalf("with one full batch back, got %d buffers", len(b.Bufs))
 	} else {
 		held = append(held, b)
 	}
@@ -88,17 +88,13 @@ func TestForwardingPastTheBudget(t *testing.T) {
 			t.Fatalf("frame %d: %d bytes of %d, want %d of %d", i, len(f), f[0], MinFrame+i, i)
 		}
 	}
-	lc.mu.Lock()
-	maxBufs := lc.maxBufs
-	lc.mu.Unlock()
+	maxBufs := lc.MaxBufs()
 	if maxBufs != 1 {
 		t.Fatalf("the link's receives were given up to %d buffers, want 1", maxBufs)
 	}
 	hc.in <- frameOf(MinFrame, 0xff)
 	eventually(t, "the host's frame at the link", func() bool { return len(lc.sentFrames()) == 1 })
-	hc.mu.Lock()
-	maxBufs = hc.maxBufs
-	hc.mu.Unlock()
+	maxBufs = hc.MaxBufs()
 	if maxBufs != BatchSize {
 		t.Fatalf("the host's receive was given %d buffers, want %d", maxBufs, BatchSize)
 	}

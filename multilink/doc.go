@@ -5,7 +5,8 @@
 //	link ──frame──▶ host only         (never link to link)
 //
 // A Multilink knows nothing about sockets, handshakes or FUSE: a peer is a
-// Conn (one frame per message) that package control hands over once the
+// Conn (package conn's seam: one frame per message, one receive entry
+// point, Receive) that package control hands over once the
 // peer has joined (Multilink.Admit). The Multilink owns the peer from then
 // on: its Port runs the peer's reader goroutine, counts its traffic, and
 // closes it exactly once, by whichever way comes first (the close file, the
@@ -20,28 +21,28 @@
 //
 // # The path of a frame
 //
-// The functions are listed in the order a frame meets them. pollFD and
-// hotLoop are package control's (recvBatchOnce, tapReadOnce and finishRecv
-// are pollFD's methods): every production Conn is a pollFD, a vde-2 data
-// socket (SOCKDIR/link.N, SOCKDIR/host.N), a seqpacket connection, or a tap
-// device opened for --host. Every peer enters through
+// The functions are listed in the order a frame meets them. FD and
+// hotLoop are package control/engine's (recvBatchOnce, tapReadOnce and
+// finishRecv are FD's methods): every production Conn is an engine.FD, a
+// vde-2 data socket (SOCKDIR/link.N, SOCKDIR/host.N), a seqpacket
+// connection, or a tap device opened for --host; tests use the same seam
+// with package conntest's fake peer. Every peer enters through
 // Multilink.Admit (from control's Server.join for vde-2, Server.joinSeqpacket
-// for seqpacket, or cmd/multifs's AttachHost of control.OpenTap's tap),
+// for seqpacket, or cmd/multifs's AttachHost of Engine.OpenTap's tap),
 // which starts the port's reader, Port.readLoop, on a goroutine of its own.
 //
 // Host to links:
 //
 //	host peer                   writes a frame: a datagram, a seqpacket message or a tap frame
-//	Port.readLoop               the host's reader: makes get, put and deliver, then runs
-//	  pollFD.ServeBatches       control's receive loop (recvLoop over Conn.RecvBatch for
-//	                            a Conn without ServeBatches)
-//	    pollFD.RecvBatch        a host's socket waits on its own thread: pollFD.io, hotWait
+//	Port.readLoop               the host's reader: Conn.Receive with the port's reader
+//	  FD.Receive                the engine's receive loop
+//	    FD.recvBatch            a host's socket waits on its own thread: FD.io, hotWait
 //	                            (poll(2)), then park
 //	    hotLoop.serve, .step    a tap host, once busy, is served by the hot loop instead
-//	      recvBatchOnce         get (batches.get), then one recvmmsg of up to BatchSize frames;
-//	                            found nothing: put. A tap: tapReadOnce, a read(2) a frame
+//	      recvBatchOnce         reader.Get (batches.get), then one recvmmsg of up to BatchSize
+//	                            frames; found nothing: reader.Put. A tap: tapReadOnce, a read(2) a frame
 //	      finishRecv            each frame's length into the batch's sizes
-//	  deliver
+//	  reader.Deliver
 //	    Port.forward            bad sizes dropped; rx counted; views into the batch passed on
 //	      Multilink.fromHost    the copy-on-write list of links, read without a lock;
 //	                            no link: dropped_no_link
@@ -49,22 +50,22 @@
 //	          TrySendBatch      nothing queued: sendmmsg what the socket takes, never waiting
 //	          frameQueue.push   the rest, copied into the link's queue (queue.go)
 //	          go Port.drain     one writer per link with a queue: frameQueue.peek,
-//	                            pollFD.SendBatchWait (a second at a time), frameQueue.pop
-//	    put                     batches.put: the batch goes back to its pool
+//	                            FD.SendBatchWait (a second at a time), frameQueue.pop
+//	    batches.put             the batch goes back to its pool
 //
 // Link to host:
 //
 //	link peer                   writes a frame: a datagram or a seqpacket message
 //	Port.readLoop               the link's reader
-//	  pollFD.ServeBatches
-//	    pollFD.waitIdle, park   idle: the goroutine parks, its descriptor armed one-shot in
-//	                            control's own epoll (poller.go)
+//	  FD.Receive
+//	    FD.waitIdle, park       idle: the goroutine parks, its descriptor armed one-shot in
+//	                            the engine's own epoll (poller.go)
 //	    hotLoop.serve, .step    busy: the hot loop (hotloop.go) receives and delivers on its
 //	                            one thread, until the link stays empty for hotIdle
-//	      recvBatchOnce         get (batches.get): a full batch, or a one-frame one past
+//	      recvBatchOnce         reader.Get (batches.get): a full batch, or a one-frame one past
 //	                            fullBatches
 //	      finishRecv
-//	  deliver
+//	  reader.Deliver
 //	    Port.forward            as above, and the port's last-rx time (idle_ms), once a batch
 //	      Multilink.fromLink    the host now; none, or one closed since: dropped_no_host
 //	        Port.sendToHost     on the host, under the host's out lock (the links take turns):
@@ -75,7 +76,7 @@
 //	                            HostWait for room
 //	          TrySendBatch      instead, without waiting, while the host is stuck: it let the
 //	                            last HostWait pass, and stays so until a batch goes whole
-//	    put
+//	    batches.put
 //
 // Where a frame waits. Until it is read it waits in the kernel, in the
 // peer's socket; the reader waiting for it holds no buffer. Once read it
@@ -113,17 +114,18 @@
 // MaxFrame+1 bytes in one array, from a pool. One port's reader owns at
 // most one batch at a time:
 //
-//  1. The Conn calls get right before each receive attempt, and put at once
-//     if the attempt found nothing: a reader that waits holds no batch, so
-//     idle peers hold no buffer memory. The Conn calls get, put and deliver
-//     one at a time and never after ServeBatches returned (Port.readLoop
-//     then puts back a batch still out), though it may call them on the hot
-//     loop's thread while the port's goroutine waits in ServeBatches.
-//  2. deliver lends the batch's frames, as views, to Port.forward and on to
+//  1. The Conn calls the port's reader's Get right before each receive
+//     attempt, and Put at once if the attempt found nothing: a reader that
+//     waits holds no batch, so idle peers hold no buffer memory. It calls
+//     Get, Put and Deliver one at a time and has given back every batch
+//     before Receive returns (package conn's contract), though it may call
+//     them on the hot loop's thread while the port's goroutine waits in
+//     Receive.
+//  2. Deliver lends the batch's frames, as views, to Port.forward and on to
 //     fromHost or fromLink and Port.send, for the length of the call only.
 //     Before Port.send returns, every frame has been sent (the kernel copied
 //     it), copied into a queue, or dropped; a Conn's send methods keep no
-//     frame either. So deliver can put the batch back at once.
+//     frame either. So Deliver can put the batch back at once.
 //  3. A queued frame belongs to its link's frameQueue, under the port's out
 //     lock. While the queue is not empty only Port.drain sends to that link:
 //     it sends views of the oldest frames (frameQueue.peek) without the

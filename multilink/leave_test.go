@@ -18,20 +18,20 @@ func TestHostReattachesOverAGoneHost(t *testing.T) {
 	if _, err := m.Admit(false, PeerInfo{}, link, nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	old := newLeavingConn()
+	old := newFakeConn()
 	if _, err := m.Admit(true, PeerInfo{}, old, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	if _, err := m.Admit(true, PeerInfo{}, newLeavingConn(), nil, nil); !errors.Is(err, ErrHostAttached) {
+	if _, err := m.Admit(true, PeerInfo{}, newFakeConn(), nil, nil); !errors.Is(err, ErrHostAttached) {
 		t.Fatalf("a second host while the first is there: %v, want ErrHostAttached", err)
 	}
 	if d := time.Since(start); d > 100*time.Millisecond {
 		t.Errorf("refusing a second host took %v: it must not wait for a host that is there", d)
 	}
 	old.in <- frameOf(60, 1) // sent just before it left
-	old.gone.Store(true)
-	if _, err := m.Admit(true, PeerInfo{}, newLeavingConn(), nil, nil); err != nil {
+	old.SetGone(true)
+	if _, err := m.Admit(true, PeerInfo{}, newFakeConn(), nil, nil); err != nil {
 		t.Fatalf("a host over one that has gone: %v", err)
 	}
 	deadline := time.Now().Add(2 * time.Second)

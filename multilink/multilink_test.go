@@ -89,7 +89,7 @@ func TestStuckPeerLosesFramesButStallsNobody(t *testing.T) {
 	hc := newFakeConn()
 	h, _ := m.AttachHost(PeerInfo{}, hc, nil)
 	stuck, ok := newFakeConn(), newFakeConn()
-	stuck.full = true
+	stuck.SetFull(true)
 	sl, _ := addLink(m, PeerInfo{}, stuck, nil)
 	ol, _ := addLink(m, PeerInfo{}, ok, nil)
 	queued := queueFrames(64)
@@ -109,13 +109,14 @@ func TestBurstIsQueuedInOrder(t *testing.T) {
 	defer m.Close()
 	hc := newFakeConn()
 	h, _ := m.AttachHost(PeerInfo{}, hc, nil)
-	lc := &burstConn{fakeConn: newFakeConn(), release: make(chan struct{})}
+	lc := newFakeConn()
+	lc.SetFull(true) // a burst: the socket is full
 	l, _ := addLink(m, PeerInfo{}, lc, nil)
 	for i := 0; i < 100; i++ {
 		hc.in <- frameOf(64+i, byte(i))
 	}
 	eventually(t, "frames read", func() bool { return h.Counters().RxPackets == 100 })
-	close(lc.release) // the peer catches up
+	lc.SetFull(false) // the peer catches up
 	eventually(t, "queue drained", func() bool { return l.Counters().TxPackets == 100 })
 	for i, f := range lc.sentFrames() {
 		if !bytes.Equal(f, frameOf(64+i, byte(i))) {
@@ -177,7 +178,7 @@ func TestCloseLink(t *testing.T) {
 		t.Fatalf("after CloseLink: onClose ran %d times, still listed %v", closed, m.Link(l.ID) != nil)
 	}
 	select {
-	case <-lc.closed:
+	case <-lc.Closed():
 	default:
 		t.Fatal("conn not closed")
 	}
@@ -252,7 +253,7 @@ func TestStuckHostDropsAfterHostWait(t *testing.T) {
 	m := New(testLog())
 	defer m.Close()
 	hc := newFakeConn()
-	hc.full = true
+	hc.SetFull(true)
 	h, _ := m.AttachHost(PeerInfo{}, hc, nil)
 	lc := newFakeConn()
 	l, _ := addLink(m, PeerInfo{}, lc, nil)
@@ -278,7 +279,7 @@ func TestCloseLeavesFinalCounters(t *testing.T) {
 	hc := newFakeConn()
 	h, _ := m.AttachHost(PeerInfo{}, hc, nil)
 	stuck := newFakeConn()
-	stuck.full = true
+	stuck.SetFull(true)
 	sl, _ := addLink(m, PeerInfo{}, stuck, nil)
 	const total = 100
 	for i := 0; i < total; i++ {

@@ -11,54 +11,17 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"multifs/multilink/conn"
 )
 
-// Conn is a peer's data channel: one Ethernet frame per message, moved in
-// batches.
-//
-// RecvBatch waits until frames arrive and reads what is there, up to a
-// batch, into buffers it asks get for right before each receive attempt; it
-// calls put when an attempt found nothing, so it holds no buffer while it
-// waits. It puts each frame's real length in sizes (more than its buffer if
-// the frame was truncated). TrySendBatch sends frames in order until one
-// does not fit and never waits; it returns how many went, and ErrWouldBlock
-// if the socket was full; SendBatchWait is TrySendBatch that waits up to
-// timeout for room.
-// After Close every method returns an error promptly, so the goroutines
-// using them end. A Conn has one reader; the multilink serializes senders.
-type Conn interface {
-	RecvBatch(get func() (bufs [][]byte, sizes []int), put func()) (int, error)
-	TrySendBatch(frames [][]byte) (int, error)
-	SendBatchWait(frames [][]byte, timeout time.Duration) (int, error)
-	Close() error
-}
+// Conn is a peer's data channel (see package conn for its contract: the
+// one receive entry point, who owns a batch when, the errors).
+type Conn = conn.Conn
 
-// BatchServer is a Conn that runs its receive loop itself: ServeBatches
-// receives batches, as RecvBatch does, and hands each to deliver, which
-// forwards it and puts its buffers back, until the Conn is closed or
-// fails, which it returns. deliver may run on another goroutine than the
-// caller's (control serves all its busy descriptors from one thread), but
-// never twice at once and never after ServeBatches returned.
-type BatchServer interface {
-	ServeBatches(get func() (bufs [][]byte, sizes []int), put func(), deliver func(n int)) error
-}
-
-// recvLoop is ServeBatches for a Conn that only has RecvBatch.
-func recvLoop(c Conn) func(get func() ([][]byte, []int), put func(), deliver func(n int)) error {
-	return func(get func() ([][]byte, []int), put func(), deliver func(n int)) error {
-		for {
-			n, err := c.RecvBatch(get, put)
-			if err != nil {
-				return err
-			}
-			deliver(n)
-		}
-	}
-}
-
-// ErrWouldBlock is what Conn.TrySendBatch returns when the peer's socket is
-// full, and Conn.SendBatchWait when it stayed full until the timeout.
-var ErrWouldBlock = errors.New("peer socket full")
+// ErrWouldBlock is what a Conn's sends return when the peer's socket is
+// full (conn.ErrWouldBlock).
+var ErrWouldBlock = conn.ErrWouldBlock
 
 // Two policies for a peer whose socket is full, one per direction.
 //
@@ -257,29 +220,20 @@ func (p *Port) Close() {
 
 func (p *Port) readLoop() {
 	defer p.ml.wg.Done()
-	var b *batch
-	get := func() ([][]byte, []int) {
-		b = p.ml.batches.get(p.isHost)
-		return b.bufs, b.sizes
-	}
-	put := func() {
-		p.ml.batches.put(b)
-		b = nil
-	}
-	deliver := func(n int) {
-		p.forward(b, n)
-		put()
-	}
-	serve := recvLoop(p.conn)
-	if bs, ok := p.conn.(BatchServer); ok {
-		serve = bs.ServeBatches
-	}
-	err := serve(get, put, deliver)
-	if b != nil {
-		put()
-	}
+	err := p.conn.Receive(reader{p})
 	close(p.readerDone) // before Close, which waits for it
 	p.readFailed(err)
+}
+
+// reader is a port's conn.Receiver: batches from the multilink's pool,
+// forwarded as they come.
+type reader struct{ p *Port }
+
+func (r reader) Get() *batch  { return r.p.ml.batches.get(r.p.isHost) }
+func (r reader) Put(b *batch) { r.p.ml.batches.put(b) }
+func (r reader) Deliver(b *batch, n int) {
+	r.p.forward(b, n)
+	r.p.ml.batches.put(b)
 }
 
 // forward counts the n frames of b and hands the good ones on.
@@ -289,9 +243,9 @@ func (p *Port) forward(b *batch, n int) {
 	}
 	now := mono()
 	p.lastRx.Store(now)
-	frames := b.frames[:0]
+	frames := b.Frames[:0]
 	for i := 0; i < n; i++ {
-		size := b.sizes[i]
+		size := b.Sizes[i]
 		if size < MinFrame || size > MaxFrame {
 			p.rxDropped.Add(1)
 			// WithField allocates even when the level discards the line,
@@ -303,7 +257,7 @@ func (p *Port) forward(b *batch, n int) {
 		}
 		p.rxPackets.Add(1)
 		p.rxBytes.Add(uint64(size))
-		frames = append(frames, b.bufs[i][:size])
+		frames = append(frames, b.Bufs[i][:size])
 	}
 	if len(frames) > 0 {
 		if p.isHost {

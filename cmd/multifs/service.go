@@ -10,6 +10,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"multifs/control"
+	"multifs/control/engine"
 	"multifs/fsys"
 	"multifs/fsys/mount"
 	"multifs/multilink"
@@ -23,6 +24,7 @@ type service struct {
 	sd    *control.SockDir
 	point *mount.Point
 	ml    *multilink.Multilink
+	eng   *engine.Engine
 	srv   *control.Server
 	fuse  *fuse.Server
 	mount *mount.Mount
@@ -86,18 +88,22 @@ func start(opts *options, log *logrus.Entry) (svc *service, err error) {
 		s.sd.Record(createdLine)
 	}
 
+	if s.eng, err = engine.New(); err != nil {
+		return nil, err
+	}
+	undo = append(undo, func() { s.eng.Close() })
 	s.ml = multilink.New(log, multilink.Dedup(opts.dedup))
-	s.srv = control.NewServer(s.sd, p, s.ml, log)
+	s.srv = control.NewServer(s.sd, p, s.ml, s.eng, log)
 	if err := s.srv.Listen(); err != nil {
 		return nil, err
 	}
 	undo = append(undo, s.srv.Close)
 	if opts.tap != "" {
-		tap, err := control.OpenTap(opts.tap)
+		tap, err := s.eng.OpenTap(opts.tap)
 		if err != nil {
 			return nil, err
 		}
-		if _, err := s.ml.AttachHost(control.TapPeerInfo(opts.tap), tap, nil); err != nil {
+		if _, err := s.ml.AttachHost(engine.TapPeerInfo(opts.tap), tap, nil); err != nil {
 			tap.Close()
 			return nil, err
 		}
@@ -147,6 +153,7 @@ func (s *service) stop() {
 		time.Sleep(ptpLinger)
 	}
 	s.srv.Close()
+	s.eng.Close() // the peers' sockets are closed: it stops its goroutines
 	unmount(s.fuse, s.mount, s.log)
 	if err := s.sd.Remove(); err != nil {
 		s.log.WithError(err).Warn("removing socket directory")

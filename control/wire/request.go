@@ -11,7 +11,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 )
+
+// HandshakeTimeout bounds a handshake, on either side: how long a server
+// waits for a client's request, and a client for the reply or the ack.
+const HandshakeTimeout = 5 * time.Second
 
 // The vde-2 switch protocol's connection request, libvdeplug's struct
 // request_v3, packed: magic, version, type, the client's data socket (a

@@ -13,6 +13,8 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"multifs/control"
+	"multifs/control/client"
+	"multifs/control/engine"
 	"multifs/fsys"
 	"multifs/multilink"
 	"multifs/perms"
@@ -82,8 +84,13 @@ func serve(t *testing.T) *served {
 	if err := sd.Take(p); err != nil {
 		t.Fatal(err)
 	}
+	eng, err := engine.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { eng.Close() })
 	ml := multilink.New(log)
-	srv := control.NewServer(sd, p, ml, log)
+	srv := control.NewServer(sd, p, ml, eng, log)
 	if err := srv.Listen(); err != nil {
 		t.Fatal(err)
 	}
@@ -160,9 +167,9 @@ func TestLinks(t *testing.T) {
 	if ids, err := tr.Links(); err != nil || len(ids) != 0 {
 		t.Fatalf("Links() = %v, %v; want none", ids, err)
 	}
-	var clients []*control.Client
+	var clients []*client.Client
 	for i := 0; i < 2; i++ {
-		c, err := control.Dial(s.path, "tree test")
+		c, err := client.Dial(s.path, "tree test")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"multifs/control"
+	"multifs/control/client"
 )
 
 const manyLinks = 1000
@@ -40,7 +40,7 @@ func (b *bench) controlPlane() error {
 		entry := filepath.Join(d.path, "links", strconv.FormatUint(id+1, 10))
 
 		t0 := time.Now()
-		c, err := control.Dial(d.path, "bench control-plane link")
+		c, err := client.Dial(d.path, "bench control-plane link")
 		if err != nil {
 			return err
 		}
@@ -217,7 +217,7 @@ func (b *bench) rssSteps(steps []int, start func() (dir string, pid int, stop fu
 		return nil, err
 	}
 	defer stop()
-	var cs []*control.Client
+	var cs []*client.Client
 	defer func() { closeAll(cs) }()
 	out := make([]*float64, len(steps))
 	for i, n := range steps {

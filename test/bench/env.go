@@ -19,7 +19,7 @@ import (
 	"syscall"
 	"time"
 
-	"multifs/control"
+	"multifs/control/client"
 )
 
 // cleaner runs registered functions once, last registered first.
@@ -253,8 +253,8 @@ func (p *proc) kill() {
 // vde://DIR/port1`, the vde_plug being the multilink and its host, whose
 // far side is a Port1 in the bench.
 type refEnv struct {
-	multi string          // links Dial this
-	host  *control.Client // the Port1 end: the host's traffic
+	multi string         // links Dial this
+	host  *client.Client // the Port1 end: the host's traffic
 	proc  *proc
 }
 
@@ -269,12 +269,12 @@ func (b *bench) startRef(name string) (*refEnv, error) {
 		return nil, err
 	}
 	type result struct {
-		c   *control.Client
+		c   *client.Client
 		err error
 	}
 	ch := make(chan result, 1)
 	go func() {
-		c, err := control.Port1(side)
+		c, err := client.Port1(side)
 		ch <- result{c, err}
 	}()
 	if err := waitFor(2*time.Second, func() bool { return exists(filepath.Join(side, "ctl")) }); err != nil {
@@ -284,7 +284,7 @@ func (b *bench) startRef(name string) (*refEnv, error) {
 	if err != nil {
 		return nil, err
 	}
-	var host *control.Client
+	var host *client.Client
 	select {
 	case r := <-ch:
 		if r.err != nil {
@@ -313,7 +313,7 @@ func (b *bench) startRef(name string) (*refEnv, error) {
 type system struct {
 	name    string // "multifs" or "reference"
 	linkDir string
-	host    *control.Client
+	host    *client.Client
 	pid     int
 }
 
@@ -323,7 +323,7 @@ func (b *bench) multifsSystem(name string) (*system, error) {
 	if err != nil {
 		return nil, err
 	}
-	h, err := control.Dial(filepath.Join(d.path, "host"), "bench host")
+	h, err := client.Dial(filepath.Join(d.path, "host"), "bench host")
 	if err != nil {
 		return nil, fmt.Errorf("attaching the host to %s: %w", d.path, err)
 	}
@@ -357,8 +357,8 @@ func (b *bench) systems(name string) ([]*system, error) {
 }
 
 // dialLinks joins k links, retrying briefly while the listener starts.
-func dialLinks(dir string, k int) ([]*control.Client, error) {
-	var cs []*control.Client
+func dialLinks(dir string, k int) ([]*client.Client, error) {
+	var cs []*client.Client
 	for i := 0; i < k; i++ {
 		c, err := dialRetry(dir, fmt.Sprintf("bench link %d", i))
 		if err != nil {
@@ -370,11 +370,11 @@ func dialLinks(dir string, k int) ([]*control.Client, error) {
 	return cs, nil
 }
 
-func dialRetry(dir, descr string) (*control.Client, error) {
+func dialRetry(dir, descr string) (*client.Client, error) {
 	var err error
 	for i := 0; i < 20; i++ {
-		var c *control.Client
-		if c, err = control.Dial(dir, descr); err == nil {
+		var c *client.Client
+		if c, err = client.Dial(dir, descr); err == nil {
 			return c, nil
 		}
 		if !errors.Is(err, syscall.ECONNREFUSED) && !errors.Is(err, syscall.EAGAIN) {
@@ -385,7 +385,7 @@ func dialRetry(dir, descr string) (*control.Client, error) {
 	return nil, err
 }
 
-func closeAll(cs []*control.Client) {
+func closeAll(cs []*client.Client) {
 	for _, c := range cs {
 		c.Close()
 	}

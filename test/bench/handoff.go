@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"multifs/control"
+	"multifs/control/client"
 )
 
 const handoffRate = 10000
@@ -21,7 +21,7 @@ const handoffRate = 10000
 // handoffSetup is one column's hand-off: its two hosts and how to make and
 // close its links.
 type handoffSetup struct {
-	gen, sink  *control.Client
+	gen, sink  *client.Client
 	start      func(link int) (*proc, error)
 	closeLink1 func(link1 *proc) error
 }
@@ -125,12 +125,12 @@ func (b *bench) handoffMultifs(phase time.Duration, run int) (*handoffResult, er
 		return nil, err
 	}
 	defer bb.stop()
-	gen, err := control.Dial(filepath.Join(a.path, "host"), "bench hand-off generator")
+	gen, err := client.Dial(filepath.Join(a.path, "host"), "bench hand-off generator")
 	if err != nil {
 		return nil, err
 	}
 	defer gen.Close()
-	snk, err := control.Dial(filepath.Join(bb.path, "host"), "bench hand-off sink")
+	snk, err := client.Dial(filepath.Join(bb.path, "host"), "bench hand-off sink")
 	if err != nil {
 		return nil, err
 	}
@@ -282,7 +282,7 @@ func gaps(seen []uint8, rate int) string {
 }
 
 // probe sends marked frames from gen until sink receives one.
-func probe(gen, sink *control.Client, limit time.Duration) error {
+func probe(gen, sink *client.Client, limit time.Duration) error {
 	run := nextRun()
 	f := newFrame(64)
 	buf := make([]byte, 9300)
@@ -308,7 +308,7 @@ func probe(gen, sink *control.Client, limit time.Duration) error {
 }
 
 // drain discards what arrives on c until it has been quiet for quiet.
-func drain(c *control.Client, quiet time.Duration) {
+func drain(c *client.Client, quiet time.Duration) {
 	buf := make([]byte, 9300)
 	for {
 		if _, err := c.Recv(buf, quiet); err != nil {

@@ -13,7 +13,7 @@
 // build (no gcc or libvdeplug-dev) its rows are skipped with a notice.
 //
 //	Go clients, multifs:    gen ─▶ multifs daemon ─▶ sink
-//	Go clients, reference:  gen ─▶ vde_plug multi://M vde://P ─▶ sink (P: control.Port1 in the bench)
+//	Go clients, reference:  gen ─▶ vde_plug multi://M vde://P ─▶ sink (P: client.Port1 in the bench)
 //	real, multifs:          vdeclient ─▶ multifs daemon ─▶ vdeclient
 //	real, reference:        vdeclient ─▶ vde_plug multi://M hub://K ─▶ vdeclient
 //	real, ceiling:          vdeclient ─▶ vdeclient (holding hub://C)

@@ -21,7 +21,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"multifs/control"
+	"multifs/control/client"
 )
 
 const (
@@ -86,7 +86,7 @@ type genResult struct {
 
 // blast sends frames with Send (which waits while the socket is full) for
 // dur, at most max frames.
-func blast(c *control.Client, size int, run uint32, dur time.Duration, max uint64) genResult {
+func blast(c *client.Client, size int, run uint32, dur time.Duration, max uint64) genResult {
 	f := newFrame(size)
 	r := genResult{start: now()}
 	stop := r.start + int64(dur)
@@ -109,7 +109,7 @@ func blast(c *control.Client, size int, run uint32, dur time.Duration, max uint6
 // the pacer sleeps with nanosleep on a locked thread with a 1 ns timer
 // slack and after each wake-up sends the frames that are due: small bursts
 // (1-3 frames at 20,000/s), not 1 ms bursts.
-func paced(c *control.Client, size int, run uint32, rate int, dur time.Duration) genResult {
+func paced(c *client.Client, size int, run uint32, rate int, dur time.Duration) genResult {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	// The slack is per thread; the thread keeps it after the unlock, which
@@ -165,7 +165,7 @@ type sinkResult struct {
 // sink receives on c until the generator reports how many frames it sent
 // (on sent) and then either all of them arrived or none came for idle; and
 // in any case no later than hard after it started.
-func sink(c *control.Client, o sinkOpts, sent <-chan uint64, idle, hard time.Duration) sinkResult {
+func sink(c *client.Client, o sinkOpts, sent <-chan uint64, idle, hard time.Duration) sinkResult {
 	var r sinkResult
 	if o.seqs > 0 {
 		r.seen = make([]uint8, o.seqs)

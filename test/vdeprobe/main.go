@@ -53,7 +53,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"multifs/control"
+	"multifs/control/client"
 	"multifs/control/wire"
 )
 
@@ -96,12 +96,12 @@ func main() {
 }
 
 // join connects to dir with the given transport.
-func join(dir, transport, what string) (*control.Client, error) {
+func join(dir, transport, what string) (*client.Client, error) {
 	switch transport {
 	case "vde":
-		return control.Dial(dir, fmt.Sprintf("vdeprobe %s pid=%d", what, os.Getpid()))
+		return client.Dial(dir, fmt.Sprintf("vdeprobe %s pid=%d", what, os.Getpid()))
 	case "seqpacket":
-		return control.DialSeqpacket(filepath.Join(dir, "seqpacket"))
+		return client.DialSeqpacket(filepath.Join(dir, "seqpacket"))
 	}
 	return nil, fmt.Errorf("unknown transport %q (want vde or seqpacket)", transport)
 }
@@ -263,7 +263,7 @@ const beaconType = 0x88b6
 
 // sendBeacons sends a numbered broadcast frame of beaconType every
 // interval until stop is closed.
-func sendBeacons(c *control.Client, interval time.Duration, stop <-chan struct{}) {
+func sendBeacons(c *client.Client, interval time.Duration, stop <-chan struct{}) {
 	buf := make([]byte, 64)
 	for i := 0; i < 6; i++ {
 		buf[i] = 0xff
@@ -344,7 +344,7 @@ func bridge(args []string) error {
 		return err
 	}
 	ended := make(chan string, 2)
-	relay := func(from, to *control.Client, name string) {
+	relay := func(from, to *client.Client, name string) {
 		buf := make([]byte, 65536)
 		for {
 			n, err := from.Recv(buf, 0)
@@ -359,7 +359,7 @@ func bridge(args []string) error {
 	}
 	go relay(ca, cb, "a")
 	go relay(cb, ca, "b")
-	watch := func(c *control.Client, name string) {
+	watch := func(c *client.Client, name string) {
 		if d := c.Done(); d != nil {
 			<-d
 			ended <- name + ": control stream closed"
@@ -379,7 +379,7 @@ func bridge(args []string) error {
 // ---------------------------------------------------------------------------
 // churn and soak: helpers
 
-// peer is what churn and soak need of a joined client: control.Client for
+// peer is what churn and soak need of a joined client: client.Client for
 // vde-2, seqPeer for seqpacket.
 type peer interface {
 	Send(frame []byte) error
@@ -389,7 +389,7 @@ type peer interface {
 }
 
 // seqPeer is a seqpacket client on Go's poller. churn and soak use it
-// instead of control.DialSeqpacket, whose blocking read of the ack with
+// instead of client.DialSeqpacket, whose blocking read of the ack with
 // SO_RCVTIMEO set fails with EINTR when a signal (Go's own preemption
 // signal, say) arrives: such a socket call is never restarted (signal(7)),
 // and the client then drops a connection the daemon has admitted.
@@ -487,7 +487,7 @@ func seqconnect(args []string) error {
 
 // ackedSeqPeer reads the daemon's ack byte on a connected seqpacket socket.
 func ackedSeqPeer(c *net.UnixConn, path string) (*seqPeer, error) {
-	c.SetReadDeadline(time.Now().Add(control.HandshakeTimeout))
+	c.SetReadDeadline(time.Now().Add(wire.HandshakeTimeout))
 	ack := make([]byte, 16)
 	n, err := c.Read(ack)
 	if err != nil || n != 1 {
@@ -523,7 +523,7 @@ func (p *seqPeer) Close() error { return p.c.Close() }
 func dialPeer(dir, transport, what string, byFile bool) (peer, error) {
 	switch transport {
 	case "vde":
-		return control.Dial(dir, fmt.Sprintf("vdeprobe %s pid=%d", what, os.Getpid()))
+		return client.Dial(dir, fmt.Sprintf("vdeprobe %s pid=%d", what, os.Getpid()))
 	case "seqpacket":
 		if byFile {
 			return dialSeqPeerApart(filepath.Join(dir, "seqpacket"))

@@ -1,4 +1,4 @@
-package control
+package engine
 
 import (
 	"errors"
@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"multifs/multilink"
+	"multifs/multilink/conn"
 )
 
 // Batched I/O: one recvmmsg or sendmmsg moves up to multilink.BatchSize
@@ -46,14 +47,12 @@ func mmsgCall(trap uintptr, fd int, m *mmsg, n int, flags int) (int, unix.Errno)
 	return int(r), e
 }
 
-// rxState is the receive in flight: its arguments (get, put: see
-// RecvBatch) and its results.
+// rxState is the receive in flight: its arguments (the Receiver and the
+// batch it gave) and its results.
 type rxState struct {
 	m       mmsg
-	get     func() ([][]byte, []int)
-	put     func()
-	bufs    [][]byte
-	sizes   []int
+	r       conn.Receiver // whose batches: set by Receive
+	b       *conn.Batch   // the batch of the attempt in flight, from r.Get
 	n       int
 	errno   unix.Errno
 	err     error // tap reads, accept
@@ -69,71 +68,74 @@ type txState struct {
 	err    error // tap writes
 }
 
-// RecvBatch waits for messages and reads as many as are there, up to a
-// batch. It calls get for buffers right before each receive attempt and put
-// when an attempt finds nothing, so that no buffer is held while waiting: a
-// thousand idle peers hold no buffer memory. sizes[i] gets each message's
-// real length, more than its buffer if it was truncated. Not safe for
-// concurrent use: one reader per socket.
-func (p *pollFD) RecvBatch(get func() ([][]byte, []int), put func()) (int, error) {
-	p.rx.get, p.rx.put = get, put
-	defer func() { p.rx.get, p.rx.put = nil, nil }()
-	return p.finishRecv(p.io(p.rxOp, unix.EPOLLIN, 0, p.rx.drained))
-}
-
-// ServeBatches is RecvBatch in a loop, handing each batch to deliver (see
-// multilink.BatchServer). While frames keep coming, the hot loop serves p
-// (hotloop.go); once p is idle, the caller's goroutine parks until it is
-// readable again. A receiver that keeps its own thread (ownThread) waits
-// for its frames in poll(2) on it instead, then parks.
-func (p *pollFD) ServeBatches(get func() ([][]byte, []int), put func(), deliver func(n int)) error {
-	if p.ownThread {
+// Receive receives frames into r's batches and delivers them to r until
+// p is closed (os.ErrClosed), the peer's end is read (io.EOF), or a
+// receive fails: see conn.Conn. While frames keep coming, the hot loop
+// serves p and delivers from its thread (hotloop.go); once p is idle, the
+// caller's goroutine parks until it is readable again. A receiver that
+// keeps its own thread (Options.OwnThread) waits for its frames in poll(2)
+// on it instead, then parks. Not safe for concurrent use: one reader per
+// descriptor.
+func (p *FD) Receive(r conn.Receiver) error {
+	if p.opts.OwnThread {
 		for {
-			n, err := p.RecvBatch(get, put)
+			b, n, err := p.recvBatch(r)
 			if err != nil {
 				return err
 			}
-			deliver(n)
+			r.Deliver(b, n)
 		}
 	}
-	p.rx.get, p.rx.put = get, put
+	p.rx.r = r
 	for {
-		n, err := p.finishRecv(p.waitIdle(p.rxOp))
+		b, n, err := p.finishRecv(p.waitIdle(p.rxOp))
 		if err != nil {
 			return err
 		}
-		deliver(n)
-		if err := theLoop().serve(p, deliver); err != nil {
+		r.Deliver(b, n)
+		if err := p.e.loop.serve(p); err != nil {
 			return err
 		}
 	}
 }
 
+// recvBatch waits for messages and reads as many as are there, up to a
+// batch, into a batch of r's, which it returns with how many came. It
+// asks r for the batch right before each receive attempt and gives it
+// back when an attempt finds nothing, so that no buffer is held while
+// waiting: a thousand idle peers hold no buffer memory.
+func (p *FD) recvBatch(r conn.Receiver) (*conn.Batch, int, error) {
+	p.rx.r = r
+	return p.finishRecv(p.io(p.rxOp, unix.EPOLLIN, 0, p.rx.drained))
+}
+
 // finishRecv turns what the last receive attempt left in p.rx (and err,
-// from waiting for it) into RecvBatch's results.
-func (p *pollFD) finishRecv(err error) (int, error) {
+// from waiting for it) into the batch received and how many frames it
+// holds, or an error, the batch then given back.
+func (p *FD) finishRecv(err error) (*conn.Batch, int, error) {
 	rx := &p.rx
-	n, bufs, sizes := rx.n, rx.bufs, rx.sizes
-	rx.bufs, rx.sizes = nil, nil
+	n, b := rx.n, rx.b
+	rx.b = nil
 	if p.rxOp == opTapRead {
 		if err != nil {
-			return 0, err
+			return p.giveBack(b, err)
 		}
 		if n == 0 {
-			return 0, rx.err
+			return p.giveBack(b, rx.err)
 		}
-		rx.drained = n < len(bufs)
-		return n, nil
+		rx.drained = n < len(b.Bufs)
+		return b, n, nil
 	}
 	if rx.errno == unix.ECONNRESET && p.readShut.Load() {
-		return 0, fmt.Errorf("drained: %w", errEOF)
+		return p.giveBack(b, fmt.Errorf("drained: %w", errEOF))
 	}
 	if err != nil {
-		return 0, err
+		return p.giveBack(b, err)
 	}
 	if rx.errno != 0 {
-		return 0, rx.errno
+		return p.giveBack(b, rx.errno)
 	}
+	bufs, sizes := b.Bufs, b.Sizes
 	rx.drained = n < len(bufs)
 	for i := 0; i < n; i++ {
 		sizes[i] = int(rx.m.hdrs[i].Len)
@@ -141,29 +143,37 @@ func (p *pollFD) finishRecv(err error) (int, error) {
 			sizes[i] = len(bufs[i]) + 1 // truncated: make sure it reads as too long
 		}
 	}
-	if p.eofOnEmpty.Load() && n > 0 && sizes[n-1] == 0 && p.peerGone() {
+	if p.opts.EOFOnEmpty && n > 0 && sizes[n-1] == 0 && p.peerGone() {
 		// At a seqpacket EOF every further receive "succeeds" with 0
 		// bytes: the empty tail is the EOF, not messages.
 		for n > 0 && sizes[n-1] == 0 {
 			n--
 		}
 		if n == 0 {
-			return 0, errEOF
+			return p.giveBack(b, errEOF)
 		}
 	}
-	return n, nil
+	return b, n, nil
 }
 
-// recvBatchOnce is one receive attempt of RecvBatch.
-func (p *pollFD) recvBatchOnce() bool {
+// giveBack returns b, if any, to the receiver, and err.
+func (p *FD) giveBack(b *conn.Batch, err error) (*conn.Batch, int, error) {
+	if b != nil {
+		p.rx.r.Put(b)
+	}
+	return nil, 0, err
+}
+
+// recvBatchOnce is one receive attempt of recvBatch.
+func (p *FD) recvBatchOnce() bool {
 	rx := &p.rx
 	// Read the flag before receiving: only an empty queue seen after the
 	// shutdown means everything the peer sent has been drained.
 	shut := p.readShut.Load()
-	rx.bufs, rx.sizes = rx.get()
-	k := rx.m.fill(rx.bufs)
+	rx.b = rx.r.Get()
+	k := rx.m.fill(rx.b.Bufs)
 	rx.n, rx.errno = mmsgCall(unix.SYS_RECVMMSG, p.fd, &rx.m, k, unix.MSG_DONTWAIT|unix.MSG_TRUNC)
-	if rx.errno == unix.ECONNRESET && p.eofOnEmpty.Load() {
+	if rx.errno == unix.ECONNRESET && p.opts.EOFOnEmpty {
 		// A seqpacket peer that left with frames of ours unread makes
 		// the kernel report ECONNRESET once, ahead of the frames it sent
 		// us. Those are still queued: drain them, then the empty queue
@@ -173,8 +183,8 @@ func (p *pollFD) recvBatchOnce() bool {
 		rx.n, rx.errno = mmsgCall(unix.SYS_RECVMMSG, p.fd, &rx.m, k, unix.MSG_DONTWAIT|unix.MSG_TRUNC)
 	}
 	if rx.errno == unix.EAGAIN {
-		rx.put()
-		rx.bufs, rx.sizes, rx.n = nil, nil, 0
+		rx.r.Put(rx.b)
+		rx.b, rx.n = nil, 0
 		if shut {
 			rx.errno = unix.ECONNRESET // drained after shutdownRead: EOF
 			return true
@@ -189,17 +199,17 @@ func (p *pollFD) recvBatchOnce() bool {
 }
 
 // TrySendBatch sends frames in order until one does not fit, without
-// waiting. It returns how many were sent, and multilink.ErrWouldBlock or
+// waiting. It returns how many were sent, and conn.ErrWouldBlock or
 // the socket's error if not all. Not safe for concurrent use: multilink
 // calls it under the destination port's lock.
-func (p *pollFD) TrySendBatch(frames [][]byte) (int, error) {
+func (p *FD) TrySendBatch(frames [][]byte) (int, error) {
 	return p.SendBatchWait(frames, -1)
 }
 
 // SendBatchWait is TrySendBatch that waits for room, up to timeout in all
-// (< 0: not at all); it returns multilink.ErrWouldBlock if the time ran out
+// (< 0: not at all); it returns conn.ErrWouldBlock if the time ran out
 // first. Not safe for concurrent use (see TrySendBatch).
-func (p *pollFD) SendBatchWait(frames [][]byte, timeout time.Duration) (int, error) {
+func (p *FD) SendBatchWait(frames [][]byte, timeout time.Duration) (int, error) {
 	tx := &p.tx
 	tx.frames, tx.sent, tx.errno, tx.err = frames, 0, 0, nil
 	err := p.io(p.txOp, unix.EPOLLOUT, timeout, false)
@@ -207,7 +217,7 @@ func (p *pollFD) SendBatchWait(frames [][]byte, timeout time.Duration) (int, err
 	tx.frames = nil
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		return sent, multilink.ErrWouldBlock
+		return sent, conn.ErrWouldBlock
 	case err != nil:
 		return sent, err
 	case errno != 0:
@@ -218,7 +228,7 @@ func (p *pollFD) SendBatchWait(frames [][]byte, timeout time.Duration) (int, err
 
 // sendBatchOnce sends what is left of tx.frames with sendmmsg until all
 // went or a call failed.
-func (p *pollFD) sendBatchOnce() bool {
+func (p *FD) sendBatchOnce() bool {
 	tx := &p.tx
 	for tx.sent < len(tx.frames) {
 		k := tx.m.fill(tx.frames[tx.sent:])

@@ -1,4 +1,4 @@
-package control
+package engine
 
 import (
 	"fmt"
@@ -13,12 +13,13 @@ import (
 // A tap device as the host: multifs opens it itself (`--host tap://NAME`,
 // as `vde_plug multi://PATH tap://NAME` would), which saves the hop through
 // a vde_plug process. A tap fd is not a socket, so frames move one read(2)
-// or write(2) each (the tap ops of pollFD), still gathered into batches for
+// or write(2) each (the tap ops of FD), still gathered into batches for
 // the multilink.
 
 // OpenTap opens (creating if needed) the tap interface name, without
-// packet information headers, non-blocking.
-func OpenTap(name string) (multilink.Conn, error) {
+// packet information headers, non-blocking. A tap host joins the hot loop
+// (see Options.OwnThread).
+func (e *Engine) OpenTap(name string) (*FD, error) {
 	if len(name) == 0 || len(name) >= unix.IFNAMSIZ {
 		return nil, fmt.Errorf("tap: bad interface name %q", name)
 	}
@@ -36,12 +37,7 @@ func OpenTap(name string) (multilink.Conn, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("tap %s: TUNSETIFF: %w", name, err)
 	}
-	p, err := newPollFD(fd, "tap:"+name)
-	if err != nil {
-		return nil, err
-	}
-	p.rxOp, p.txOp = opTapRead, opTapWrite
-	return p, nil
+	return e.newFD(fd, "tap:"+name, Options{}, opTapRead, opTapWrite)
 }
 
 // TapPeerInfo describes a tap host in stats.
@@ -54,30 +50,30 @@ func TapPeerInfo(name string) multilink.PeerInfo {
 
 // tapReadOnce reads frames, one read(2) each, until the batch is full or
 // the device has no more.
-func (p *pollFD) tapReadOnce() bool {
+func (p *FD) tapReadOnce() bool {
 	rx := &p.rx
 	rx.err = nil
-	rx.bufs, rx.sizes = rx.get()
-	for rx.n = 0; rx.n < len(rx.bufs); rx.n++ {
-		k, err := unix.Read(p.fd, rx.bufs[rx.n])
+	rx.b = rx.r.Get()
+	for rx.n = 0; rx.n < len(rx.b.Bufs); rx.n++ {
+		k, err := unix.Read(p.fd, rx.b.Bufs[rx.n])
 		if err != nil {
 			if err != unix.EAGAIN {
 				rx.err = err
 			}
 			break
 		}
-		rx.sizes[rx.n] = k
+		rx.b.Sizes[rx.n] = k
 	}
 	if rx.n == 0 && rx.err == nil {
-		rx.put()
-		rx.bufs, rx.sizes = nil, nil
+		rx.r.Put(rx.b)
+		rx.b = nil
 		return false
 	}
 	return true
 }
 
 // tapWriteOnce writes what is left of tx.frames, one write(2) each.
-func (p *pollFD) tapWriteOnce() bool {
+func (p *FD) tapWriteOnce() bool {
 	tx := &p.tx
 	for tx.sent < len(tx.frames) {
 		if _, err := unix.Write(p.fd, tx.frames[tx.sent]); err != nil {

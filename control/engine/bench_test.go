@@ -1,4 +1,4 @@
-package control
+package engine
 
 import (
 	"testing"
@@ -10,13 +10,12 @@ import (
 // socket pair with the daemon's batched calls; one op is one batch. The
 // data path must not allocate: the figure to watch is allocs/op.
 func BenchmarkBatchRoundTrip(b *testing.B) {
-	src, dst := socketPair(b)
+	src, dst := socketPair(b, newEngine(b))
 	frames := make([][]byte, 8)
 	for i := range frames {
 		frames[i] = make([]byte, 64)
 	}
-	get := fixedBatch(multilink.BatchSize)
-	put := func() {}
+	r := fixedReceiver(b, multilink.BatchSize, nil)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -24,10 +23,11 @@ func BenchmarkBatchRoundTrip(b *testing.B) {
 			b.Fatalf("sent %d: %v", n, err)
 		}
 		for got := 0; got < len(frames); {
-			n, err := dst.RecvBatch(get, put)
+			batch, n, err := dst.recvBatch(r)
 			if err != nil {
 				b.Fatal(err)
 			}
+			r.Deliver(batch, n)
 			got += n
 		}
 	}

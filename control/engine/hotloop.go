@@ -1,4 +1,4 @@
-package control
+package engine
 
 import (
 	"fmt"
@@ -21,7 +21,7 @@ import (
 // the other ready nearly every time it looks (figures: docs/performance.md).
 // So a receiver that just had frames joins the loop, which waits for all
 // its members in one epoll_wait, receives from whichever is ready and
-// forwards the batch right there (deliver); a member that stays empty for
+// forwards the batch right there (Receiver.Deliver); a member that stays empty for
 // hotIdle goes back to its own goroutine, which parks it in the poller
 // (poller.go). Waiting to send still happens in the sender's own goroutine.
 //
@@ -31,52 +31,67 @@ import (
 // is not waited for again.
 
 type hotMember struct {
-	p       *pollFD
-	deliver func(n int)
-	last    time.Time
-	back    chan error // the member's goroutine waits here while served
+	p    *FD // delivers to p.rx.r
+	last time.Time
+	back chan error // the member's goroutine waits here while served
 }
 
 type hotLoop struct {
 	epfd    int
-	wake    int // eventfd, token 0: a member joined while the loop slept long
+	wake    int // eventfd, token 0: a member joined while the loop slept long, or stop
 	mu      sync.Mutex
 	members map[int32]*hotMember // by token, the epoll data
 	next    int32
 	asleep  bool // waiting with no member, for long
-	err     error
+	stopped bool // stop was called: no more members
+	done    chan struct{}
 }
 
-var theLoop = sync.OnceValue(func() *hotLoop {
-	l := &hotLoop{members: make(map[int32]*hotMember)}
-	l.epfd, l.err = unix.EpollCreate1(unix.EPOLL_CLOEXEC)
-	if l.err != nil {
-		l.err = fmt.Errorf("epoll_create: %w", l.err)
-		return l
+func newHotLoop() (*hotLoop, error) {
+	l := &hotLoop{members: make(map[int32]*hotMember), done: make(chan struct{})}
+	var err error
+	if l.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
+		return nil, fmt.Errorf("hot loop: epoll_create: %w", err)
 	}
-	l.wake, l.err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
-	if l.err == nil {
-		l.err = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, l.wake, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: 0})
+	if l.wake, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err == nil {
+		err = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, l.wake, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: 0})
+		if err != nil {
+			unix.Close(l.wake)
+		}
 	}
-	if l.err != nil {
-		l.err = fmt.Errorf("hot loop: %w", l.err)
-		return l
+	if err != nil {
+		unix.Close(l.epfd)
+		return nil, fmt.Errorf("hot loop: %w", err)
 	}
 	go l.run()
-	return l
-})
+	return l, nil
+}
+
+// stop hands every member back (closed) and ends the loop; serve refuses
+// new members afterwards.
+func (l *hotLoop) stop() {
+	l.mu.Lock()
+	l.stopped = true
+	l.mu.Unlock()
+	unix.Write(l.wake, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+	<-l.done
+	unix.Close(l.wake)
+	unix.Close(l.epfd)
+}
 
 // serve hands p to the loop until p stays idle for hotIdle (nil: park it)
 // or its receive ends (the error: EOF, closed, failed).
-func (l *hotLoop) serve(p *pollFD, deliver func(n int)) error {
-	if l.err != nil {
-		return nil // no loop: the caller waits the ordinary way
-	}
+func (l *hotLoop) serve(p *FD) error {
 	if !p.enter() {
 		return os.ErrClosed
 	}
-	m := &hotMember{p: p, deliver: deliver, last: time.Now(), back: make(chan error, 1)}
+	m := &hotMember{p: p, last: time.Now(), back: make(chan error, 1)}
 	l.mu.Lock()
+	if l.stopped {
+		l.mu.Unlock()
+		p.leave()
+		return errEngineClosed
+	}
 	l.next++
 	if l.next <= 0 { // 0 is the eventfd's
 		l.next = 1
@@ -107,6 +122,7 @@ func (l *hotLoop) serve(p *pollFD, deliver func(n int)) error {
 }
 
 func (l *hotLoop) run() {
+	defer close(l.done)
 	// One thread for the loop: with epollWaitKeepingP, the loop's P then
 	// never changes hands, which made the slower frames faster still
 	// (docs/performance.md).
@@ -144,6 +160,13 @@ func (l *hotLoop) run() {
 			if e.Fd == 0 {
 				var b [8]byte
 				unix.Read(l.wake, b[:])
+				l.mu.Lock()
+				stopped := l.stopped
+				l.mu.Unlock()
+				if stopped {
+					l.releaseAll()
+					return
+				}
 				continue
 			}
 			l.mu.Lock()
@@ -175,13 +198,13 @@ func (l *hotLoop) step(tok int32, m *hotMember, now time.Time) {
 		if !p.attempt(p.rxOp) {
 			return // nothing after all
 		}
-		k, err := p.finishRecv(nil)
+		b, k, err := p.finishRecv(nil)
 		if err != nil {
 			l.release(tok, m, err)
 			return
 		}
 		m.last = now
-		m.deliver(k)
+		p.rx.r.Deliver(b, k)
 		if p.rx.drained {
 			return
 		}
@@ -209,6 +232,38 @@ func (l *hotLoop) sweep(now time.Time) {
 		}
 		l.release(d.tok, d.m, err)
 	}
+}
+
+// releaseAll hands every member back, closed: the loop stops.
+func (l *hotLoop) releaseAll() {
+	l.mu.Lock()
+	all := make(map[int32]*hotMember, len(l.members))
+	for tok, m := range l.members {
+		all[tok] = m
+	}
+	l.mu.Unlock()
+	for tok, m := range all {
+		l.release(tok, m, errEngineClosed)
+	}
+}
+
+// has reports whether p is a member now.
+func (l *hotLoop) has(p *FD) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, m := range l.members {
+		if m.p == p {
+			return true
+		}
+	}
+	return false
+}
+
+// count is how many members the loop has now.
+func (l *hotLoop) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.members)
 }
 
 // release takes m out of the loop, lets go of its descriptor and wakes its

@@ -1,6 +1,7 @@
-package control
+package client
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"testing"
@@ -52,5 +53,43 @@ func TestClientRecvBatch(t *testing.T) {
 	}
 	if d := time.Since(start); d < 25*time.Millisecond || d > time.Second {
 		t.Fatalf("the timeout of 30 ms took %v", d)
+	}
+}
+
+func TestPort1(t *testing.T) {
+	dir := t.TempDir()
+	got := make(chan *Client, 1)
+	go func() {
+		c, err := Port1(dir)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- c
+	}()
+	var cl *Client
+	var err error
+	for i := 0; i < 100; i++ {
+		if cl, err = Dial(dir, "port1 test"); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	sw := <-got
+	if sw == nil {
+		t.FailNow()
+	}
+	defer sw.Close()
+	f := bytes.Repeat([]byte{5}, 1500)
+	cl.Send(f)
+	if b := recvFrame(t, sw); !bytes.Equal(b, f) {
+		t.Fatal("frame damaged through Port1")
+	}
+	sw.Send(f[:64])
+	if b := recvFrame(t, cl); !bytes.Equal(b, f[:64]) {
+		t.Fatal("frame damaged back through Port1")
 	}
 }

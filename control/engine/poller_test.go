@@ -1,11 +1,15 @@
-package control
+package engine
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"multifs/multilink"
 )
@@ -15,22 +19,22 @@ import (
 // hotIdle, or parked because maxHot threads already wait; and Close ends
 // a wait of either kind.
 func TestReaderWakesFromEveryWait(t *testing.T) {
-	watchWaits(t)
+	e := newEngine(t)
 	// More pairs than hot threads: some of the readers must park.
 	const pairs = maxHot + 4
-	var srcs, dsts []*pollFD
+	var srcs, dsts []*FD
 	var waits []<-chan recvResult
 	start := time.Now()
 	for i := 0; i < pairs; i++ {
-		a, b := socketPair(t)
+		a, b := socketPair(t, e)
 		srcs, dsts = append(srcs, a), append(dsts, b)
-		waits = append(waits, recvAsync(b))
+		waits = append(waits, recvAsync(t, b))
 	}
 	var hot, parked int
 	waitFor(t, "every reader waiting, in poll(2) or parked", func() bool {
 		hot, parked = 0, 0
 		for _, d := range dsts {
-			switch waitOf(d) {
+			switch d.waitNow() {
 			case waitingHot:
 				hot++
 			case waitingParked:
@@ -53,7 +57,7 @@ func TestReaderWakesFromEveryWait(t *testing.T) {
 	}
 
 	// Idle for longer than hotIdle: the reader has parked.
-	w := recvAsync(dsts[0])
+	w := recvAsync(t, dsts[0])
 	parks(t, dsts[0], "idle for hotIdle")
 	sendRaw(t, srcs[0], 1)
 	if r := waitRecv(t, "parked after hotIdle", w); r.err != nil || r.n != 1 {
@@ -61,41 +65,39 @@ func TestReaderWakesFromEveryWait(t *testing.T) {
 	}
 
 	// Close ends a parked wait and one in poll(2), at once.
-	inPark := recvAsync(dsts[2])
+	inPark := recvAsync(t, dsts[2])
 	parks(t, dsts[2], "idle for hotIdle")
 	inPoll := recvInPoll(t, srcs[1], dsts[1])
 	for _, c := range []struct {
 		what string
-		p    *pollFD
+		p    *FD
 		ch   <-chan recvResult
 	}{{"in poll(2)", dsts[1], inPoll}, {"parked", dsts[2], inPark}} {
 		start := time.Now()
 		c.p.Close()
 		if r := waitRecv(t, c.what, c.ch); r.err == nil {
-			t.Fatalf("%s: RecvBatch on a closed socket returned %d frames and no error", c.what, r.n)
+			t.Fatalf("%s: recvBatch on a closed socket returned %d frames and no error", c.what, r.n)
 		}
 		if d := time.Since(start); d > hotIdle/2 {
 			t.Fatalf("%s: Close took %v to end the wait", c.what, d)
 		}
 	}
-	if hotWaiters.Load() != 0 {
-		t.Fatalf("%d threads still counted as waiting in poll(2)", hotWaiters.Load())
+	if e.hotWaiters.Load() != 0 {
+		t.Fatalf("%d threads still counted as waiting in poll(2)", e.hotWaiters.Load())
 	}
 }
 
-// ServeBatches delivers every frame whether the hot loop serves the socket
+// Receive delivers every frame whether the hot loop serves the socket
 // (busy) or its goroutine parks it (idle for longer than hotIdle), and
 // Close ends it in either state, leaving nothing in the loop.
-func TestServeBatchesThroughLoopAndPark(t *testing.T) {
-	watchWaits(t)
+func TestReceiveThroughLoopAndPark(t *testing.T) {
+	e := newEngine(t)
 	for _, closeWhen := range []string{"in the loop", "parked"} {
-		src, dst := socketPair(t)
-		get := fixedBatch(multilink.BatchSize)
+		src, dst := socketPair(t, e)
 		got := make(chan int, 1000)
+		r := fixedReceiver(t, multilink.BatchSize, func(n int) { got <- n })
 		ended := make(chan error, 1)
-		go func() {
-			ended <- dst.ServeBatches(get, func() {}, func(n int) { got <- n })
-		}()
+		go func() { ended <- dst.Receive(r) }()
 		total := 0
 		want := 0
 		round := func(round int) {
@@ -125,8 +127,8 @@ func TestServeBatchesThroughLoopAndPark(t *testing.T) {
 		for r := 3; closeWhen == "in the loop"; r++ {
 			var parked bool
 			waitFor(t, "the socket in the loop or parked", func() bool {
-				parked = waitOf(dst) == waitingParked
-				return parked || inLoop(dst)
+				parked = dst.waitNow() == waitingParked
+				return parked || dst.inLoop()
 			})
 			if !parked {
 				break
@@ -141,40 +143,40 @@ func TestServeBatchesThroughLoopAndPark(t *testing.T) {
 		select {
 		case err := <-ended:
 			if err == nil {
-				t.Fatalf("closed %s: ServeBatches returned no error", closeWhen)
+				t.Fatalf("closed %s: Receive returned no error", closeWhen)
 			}
 		case <-time.After(time.Second):
-			t.Fatalf("closed %s: ServeBatches still running 1 s after Close", closeWhen)
+			t.Fatalf("closed %s: Receive still running 1 s after Close", closeWhen)
 		}
 		if d := time.Since(start); d > hotIdle {
-			t.Fatalf("closed %s: ServeBatches took %v to end", closeWhen, d)
+			t.Fatalf("closed %s: Receive took %v to end", closeWhen, d)
 		}
-		if left := loopMembers(); left != 0 {
+		if r.out.Load() {
+			t.Fatalf("closed %s: Receive returned holding the receiver's batch", closeWhen)
+		}
+		if left := e.loopMembers(); left != 0 {
 			t.Fatalf("closed %s: %d members left in the hot loop", closeWhen, left)
 		}
 	}
 }
 
-// A host's socket (ownThread) is served on its own thread, never by the
+// A host's socket (Options.OwnThread) is served on its own thread, never by the
 // hot loop: the loop may wait for the host, which may wait for us.
 func TestOwnThreadStaysOutOfTheLoop(t *testing.T) {
-	watchWaits(t)
-	src, dst := socketPair(t)
-	dst.ownThread = true
-	get := fixedBatch(multilink.BatchSize)
+	e := newEngine(t)
+	src, dst := socketPairOpts(t, e, Options{OwnThread: true})
 	var got atomic.Int64
+	r := fixedReceiver(t, multilink.BatchSize, func(n int) { got.Add(int64(n)) })
 	ended := make(chan error, 1)
-	go func() {
-		ended <- dst.ServeBatches(get, func() {}, func(n int) { got.Add(int64(n)) })
-	}()
+	go func() { ended <- dst.Receive(r) }()
 	inPoll := 0
 	for i := 0; i < 20; i++ {
 		sendRaw(t, src, 5)
 		time.Sleep(5 * time.Millisecond) // a pace: a burst every 5 ms, each well within hotIdle of the last
-		if loopMembers() != 0 {
+		if e.loopMembers() != 0 {
 			t.Fatalf("a receiver that keeps its own thread joined the hot loop")
 		}
-		if waitOf(dst) == waitingHot {
+		if dst.waitNow() == waitingHot {
 			inPoll++
 		}
 	}
@@ -192,7 +194,7 @@ func TestOwnThreadStaysOutOfTheLoop(t *testing.T) {
 	select {
 	case <-ended:
 	case <-time.After(time.Second):
-		t.Fatal("ServeBatches still running 1 s after Close")
+		t.Fatal("Receive still running 1 s after Close")
 	}
 }
 
@@ -231,4 +233,85 @@ func TestLoopWaitLeavesTheOnlyP(t *testing.T) {
 	}
 	// Well under a millisecond here; 20 ms when the loop keeps the P.
 	medianAtMost(t, took, 10*time.Millisecond, "a frame's delivery")
+}
+
+// Engine.Close closes the descriptors still open, which ends their waits,
+// whichever they are in (parked, in the hot loop), stops the engine's two
+// goroutines, and makes later descriptors fail.
+func TestEngineCloseEndsEverything(t *testing.T) {
+	e, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := e.NewSocket(fds[0], "src", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	busy, err := e.NewSocket(fds[1], "busy", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, idle := socketPair(t, e)
+	ended := make(chan error, 2)
+	got := make(chan int, 100)
+	for _, p := range []*FD{busy, idle} {
+		r := fixedReceiver(t, 1, func(n int) { got <- n })
+		go func() { ended <- p.Receive(r) }()
+	}
+	for i := 0; i < 2; i++ { // the first wakes the parked reader, the second comes through the loop
+		sendRaw(t, src, 1)
+		select {
+		case <-got:
+		case <-time.After(2 * time.Second):
+			t.Fatal("no frame delivered after 2 s")
+		}
+	}
+	waitFor(t, "one socket in the loop, the other parked", func() bool {
+		return busy.inLoop() && idle.waitNow() == waitingParked
+	})
+	if err := e.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	for i := 0; i < 2; i++ {
+		select {
+		case err := <-ended:
+			if err == nil {
+				t.Fatal("Receive returned no error after the engine closed")
+			}
+		case <-time.After(time.Second):
+			t.Fatal("Receive still running 1 s after the engine closed")
+		}
+	}
+	for _, p := range []*FD{src, busy, a, idle} {
+		if p.Close() == nil {
+			t.Fatal("a descriptor of a closed engine was still open")
+		}
+	}
+	select {
+	case <-e.poller.done:
+	default:
+		t.Fatal("the poller's watcher still runs after Close")
+	}
+	select {
+	case <-e.loop.done:
+	default:
+		t.Fatal("the hot loop still runs after Close")
+	}
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.NewSocket(fd, "late", Options{}); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("NewSocket after Close: %v, want os.ErrClosed", err)
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != unix.EBADF {
+		t.Fatalf("NewSocket after Close left its descriptor open (fcntl: %v)", err)
+	}
+	if e.Close() == nil {
+		t.Fatal("a second Close returned nil")
+	}
 }

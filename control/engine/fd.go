@@ -1,4 +1,4 @@
-package control
+package engine
 
 import (
 	"fmt"
@@ -11,15 +11,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// pollFD is one of the daemon's non-blocking descriptors: a data socket, a
-// seqpacket listener or a tap. It waits in the daemon's own poller, not in
-// Go's (poller.go says why and how), and the data path through it does not
-// allocate: the arguments and results of the one receive and the one send
-// that may be in flight live in the struct, not in closures.
+// FD is one of the daemon's non-blocking descriptors: a data socket or a
+// tap. It waits in the engine's own poller, not in Go's (see the package
+// doc), and the data path through it does not allocate: the arguments and
+// results of the one receive and the one send that may be in flight live
+// in the struct, not in closures. It is a conn.Conn and a
+// multilink.Leaver.
 //
 // One goroutine receives and one sends at a time (the multilink serializes
 // senders); Close may come from anywhere, at any time.
-type pollFD struct {
+type FD struct {
+	e        *Engine
 	fd       int
 	isSocket bool
 	// users counts system calls in flight on fd, plus fdClosing once Close
@@ -29,9 +31,7 @@ type pollFD struct {
 	fdClosed atomic.Bool
 	closing  atomic.Bool
 
-	// eofOnEmpty marks a SOCK_SEQPACKET socket, where receiving 0 bytes
-	// may mean EOF rather than an empty message.
-	eofOnEmpty atomic.Bool
+	opts Options // the policy, fixed at construction
 	// readShut is set once shutdownRead was called: on a datagram socket
 	// an empty queue then means EOF (the kernel only says EAGAIN).
 	readShut atomic.Bool
@@ -40,15 +40,6 @@ type pollFD struct {
 	tx   txState // the send in flight
 	rxOp op      // what a receive is: recvmmsg, or read(2) for a tap
 	txOp op
-	// ownThread keeps the receiver out of the hot loop (hotloop.go): a
-	// host's socket. The loop may wait for the host to take frames
-	// (HostWait); a host that itself waits for us to take its frames
-	// (vde_plug's writes block) would then wait for the loop, which waits
-	// for it, until HostWait passes and frames are dropped. A tap never
-	// makes its writer wait that way, so a tap host joins the loop.
-	ownThread bool
-	// peerLeft, if set, tells whether the peer has gone (PeerGone).
-	peerLeft func() bool
 
 	// Waiting in the shared epoll (poller.go).
 	wait struct {
@@ -56,27 +47,46 @@ type pollFD struct {
 		armed  uint32 // events asked for, not yet seen
 		closed bool
 	}
+	waitState          atomic.Uint32 // a waitState: which wait p is in, for tests
 	readable, writable chan struct{} // capacity 1: a wake-up token
 	gone               chan struct{} // closed by Close
 	closeOnce          sync.Once
+}
+
+// Options are an FD's policy, given when it is made.
+type Options struct {
+	// OwnThread keeps the receiver out of the hot loop (hotloop.go): a
+	// host's socket. The loop may wait for the host to take frames
+	// (multilink.HostWait); a host that itself waits for us to take its
+	// frames (vde_plug's writes block) would then wait for the loop,
+	// which waits for it, until HostWait passes and frames are dropped.
+	// A tap never makes its writer wait that way, so a tap host joins
+	// the loop.
+	OwnThread bool
+	// EOFOnEmpty marks a SOCK_SEQPACKET socket, where receiving 0 bytes
+	// may mean EOF rather than an empty message.
+	EOFOnEmpty bool
+	// PeerLeft, if set, tells whether the peer has gone (PeerGone): a
+	// vde-2 data socket is a datagram socket, on which the peer's exit
+	// does not show, so its control stream is asked instead.
+	PeerLeft func() bool
 }
 
 const fdClosing = 1 << 40
 
 var errEOF = io.EOF
 
-// newPollFD takes over fd, which must be non-blocking.
-func newPollFD(fd int, name string) (*pollFD, error) {
+func (e *Engine) newFD(fd int, name string, o Options, rxOp, txOp op) (*FD, error) {
 	if err := unix.SetNonblock(fd, true); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("%s: set non-blocking: %w", name, err)
 	}
 	_, serr := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
-	p := &pollFD{
-		fd: fd, isSocket: serr == nil, rxOp: opRecvBatch, txOp: opSendBatch,
+	p := &FD{
+		e: e, fd: fd, isSocket: serr == nil, opts: o, rxOp: rxOp, txOp: txOp,
 		readable: make(chan struct{}, 1), writable: make(chan struct{}, 1), gone: make(chan struct{}),
 	}
-	if err := thePoller().add(p); err != nil {
+	if err := e.poller.add(p); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
@@ -84,7 +94,7 @@ func newPollFD(fd int, name string) (*pollFD, error) {
 }
 
 // enter makes fd safe to use until leave; it fails once Close has begun.
-func (p *pollFD) enter() bool {
+func (p *FD) enter() bool {
 	if p.users.Add(1) >= fdClosing {
 		p.leave()
 		return false
@@ -92,7 +102,7 @@ func (p *pollFD) enter() bool {
 	return true
 }
 
-func (p *pollFD) leave() {
+func (p *FD) leave() {
 	if p.users.Add(-1) == fdClosing && p.fdClosed.CompareAndSwap(false, true) {
 		unix.Close(p.fd)
 	}
@@ -107,13 +117,12 @@ const (
 	opSendBatch
 	opTapRead
 	opTapWrite
-	opAccept
 )
 
 // attempt runs o once; it reports whether o is over (it did something,
 // failed, or saw the end), as opposed to having found the socket empty or
 // full. p.fd is valid: the caller entered.
-func (p *pollFD) attempt(o op) bool {
+func (p *FD) attempt(o op) bool {
 	switch o {
 	case opRecvBatch:
 		return p.recvBatchOnce()
@@ -123,9 +132,6 @@ func (p *pollFD) attempt(o op) bool {
 		return p.tapReadOnce()
 	case opTapWrite:
 		return p.tapWriteOnce()
-	case opAccept:
-		p.rx.n, _, p.rx.err = unix.Accept4(p.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
-		return p.rx.err != unix.EAGAIN
 	}
 	panic("unknown op")
 }
@@ -136,7 +142,7 @@ func (p *pollFD) attempt(o op) bool {
 // os.ErrClosed once the descriptor is closed. waitFirst says the caller
 // just found the socket drained: waiting before the first attempt then
 // saves a system call that would find nothing.
-func (p *pollFD) io(o op, ev uint32, timeout time.Duration, waitFirst bool) error {
+func (p *FD) io(o op, ev uint32, timeout time.Duration, waitFirst bool) error {
 	if timeout < 0 {
 		done, err := p.try(o)
 		if err == nil && !done {
@@ -171,7 +177,7 @@ func (p *pollFD) io(o op, ev uint32, timeout time.Duration, waitFirst bool) erro
 }
 
 // try attempts o once, holding fd open for it.
-func (p *pollFD) try(o op) (bool, error) {
+func (p *FD) try(o op) (bool, error) {
 	if !p.enter() {
 		return false, os.ErrClosed
 	}
@@ -181,7 +187,7 @@ func (p *pollFD) try(o op) (bool, error) {
 
 // waitIdle attempts o until it is over, parking in between: the wait of a
 // descriptor that has been idle.
-func (p *pollFD) waitIdle(o op) error {
+func (p *FD) waitIdle(o op) error {
 	for {
 		if done, err := p.try(o); done || err != nil {
 			return err
@@ -192,8 +198,9 @@ func (p *pollFD) waitIdle(o op) error {
 	}
 }
 
-// hungUp reports whether fd's peer is gone, without waiting.
-func hungUp(fd int) bool {
+// HungUp reports whether the peer of the connected socket fd is gone,
+// without waiting or reading.
+func HungUp(fd int) bool {
 	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
 	n, err := unix.Poll(fds, 0)
 	return err == nil && n > 0 && fds[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR) != 0
@@ -201,24 +208,34 @@ func hungUp(fd int) bool {
 
 // peerGone tells an empty seqpacket message from the peer's EOF: only the
 // latter leaves the socket hung up.
-func (p *pollFD) peerGone() bool {
+func (p *FD) peerGone() bool {
 	if !p.enter() {
 		return true
 	}
 	defer p.leave()
-	return hungUp(p.fd)
+	return HungUp(p.fd)
+}
+
+// Control runs f with the descriptor, held open for f's duration, and
+// reports whether it could: not once Close has begun. f must not keep fd.
+func (p *FD) Control(f func(fd int)) bool {
+	if !p.enter() {
+		return false
+	}
+	defer p.leave()
+	f(p.fd)
+	return true
 }
 
 // CloseRead is shutdownRead, for multilink.Leaver.
-func (p *pollFD) CloseRead() { p.shutdownRead() }
+func (p *FD) CloseRead() { p.shutdownRead() }
 
 // PeerGone reports, without reading, whether the peer has gone
-// (multilink.Leaver). A vde-2 data socket is a datagram socket, on which
-// the peer's exit does not show: its join gives peerLeft, which looks at
-// the peer's control stream. Other sockets hang up.
-func (p *pollFD) PeerGone() bool {
-	if p.peerLeft != nil {
-		return p.peerLeft()
+// (multilink.Leaver): Options.PeerLeft if given, else whether the socket
+// hung up.
+func (p *FD) PeerGone() bool {
+	if p.opts.PeerLeft != nil {
+		return p.opts.PeerLeft()
 	}
 	return p.peerGone()
 }
@@ -226,12 +243,12 @@ func (p *pollFD) PeerGone() bool {
 // Close closes the descriptor and ends every wait on it. A wait in poll(2)
 // does not see a close (and holds the number open anyway), so a socket is
 // shut down first, which wakes it; a tap's wait ends within hotIdle.
-func (p *pollFD) Close() error {
+func (p *FD) Close() error {
 	err := os.ErrClosed
 	p.closeOnce.Do(func() {
 		err = nil
 		p.closing.Store(true)
-		thePoller().remove(p)
+		p.e.poller.remove(p)
 		close(p.gone)
 		if p.isSocket && p.enter() {
 			unix.Shutdown(p.fd, unix.SHUT_RDWR)
@@ -246,7 +263,7 @@ func (p *pollFD) Close() error {
 
 // shutdownRead lets the reader drain what is queued and then see EOF. The
 // shutdown also wakes a reader that is waiting.
-func (p *pollFD) shutdownRead() {
+func (p *FD) shutdownRead() {
 	p.readShut.Store(true)
 	if p.enter() {
 		unix.Shutdown(p.fd, unix.SHUT_RD)

@@ -1,10 +1,9 @@
-package control
+package engine
 
 import (
 	"fmt"
 	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -37,40 +36,23 @@ const (
 	maxHot  = 8
 )
 
-var hotWaiters atomic.Int32
-
-// waitState is which of the waits above a descriptor's waiter is in.
-type waitState uint8
-
-const (
-	notWaiting    waitState = iota
-	waitingHot              // in poll(2) on its own thread (hotWait)
-	waitingParked           // in the shared epoll (park)
-)
-
-// noteWait, when set, hears each waiter enter and leave hotWait and park:
-// it is how tests see which wait a reader is in, a thing no result shows.
-// The daemon leaves it nil.
-var noteWait atomic.Pointer[func(p *pollFD, s waitState)]
-
 // hotWait waits in poll(2) for ev and attempts o, until o is over (true),
 // the deadline passes (os.ErrDeadlineExceeded), the descriptor closes, or
 // nothing came for hotIdle or no thread may be held (false, nil: the
 // caller parks). tried says whether the caller attempted o since the
 // descriptor last waited. The caller has entered p.
-func (p *pollFD) hotWait(o op, ev uint32, deadline time.Time, tried bool) (bool, error) {
-	if hotWaiters.Add(1) > maxHot {
-		hotWaiters.Add(-1)
+func (p *FD) hotWait(o op, ev uint32, deadline time.Time, tried bool) (bool, error) {
+	hot := &p.e.hotWaiters
+	if hot.Add(1) > maxHot {
+		hot.Add(-1)
 		if !tried {
 			return p.attempt(o), nil
 		}
 		return false, nil
 	}
-	defer hotWaiters.Add(-1)
-	if note := noteWait.Load(); note != nil {
-		(*note)(p, waitingHot)
-		defer (*note)(p, notWaiting)
-	}
+	defer hot.Add(-1)
+	p.waitState.Store(uint32(waitingHot))
+	defer p.waitState.Store(uint32(notWaiting))
 	events := int16(unix.POLLIN)
 	if ev == unix.EPOLLOUT {
 		events = unix.POLLOUT
@@ -106,7 +88,7 @@ func (p *pollFD) hotWait(o op, ev uint32, deadline time.Time, tried bool) (bool,
 // park waits in the shared epoll until fd reports ev, the deadline passes
 // or the descriptor closes. A wake-up may be spurious: the caller retries
 // its system call.
-func (p *pollFD) park(ev uint32, deadline time.Time) error {
+func (p *FD) park(ev uint32, deadline time.Time) error {
 	ch := p.readable
 	if ev == unix.EPOLLOUT {
 		ch = p.writable
@@ -115,7 +97,7 @@ func (p *pollFD) park(ev uint32, deadline time.Time) error {
 	case <-ch:
 	default:
 	}
-	if err := thePoller().arm(p, ev); err != nil {
+	if err := p.e.poller.arm(p, ev); err != nil {
 		return err
 	}
 	var expired <-chan time.Time
@@ -124,10 +106,8 @@ func (p *pollFD) park(ev uint32, deadline time.Time) error {
 		defer t.Stop()
 		expired = t.C
 	}
-	if note := noteWait.Load(); note != nil {
-		(*note)(p, waitingParked)
-		defer (*note)(p, notWaiting)
-	}
+	p.waitState.Store(uint32(waitingParked))
+	defer p.waitState.Store(uint32(notWaiting))
 	select {
 	case <-ch:
 		return nil
@@ -140,29 +120,69 @@ func (p *pollFD) park(ev uint32, deadline time.Time) error {
 
 // poller is the epoll instance of idle descriptors and its one watcher.
 type poller struct {
-	epfd int
-	mu   sync.Mutex
-	fds  map[int32]*pollFD
-	err  error
+	epfd   int
+	wake   int // eventfd, token stopToken: close stops the watcher
+	mu     sync.Mutex
+	fds    map[int32]*FD
+	closed bool          // closeFDs ran: no more adds
+	done   chan struct{} // closed when watch has returned
 }
 
-var thePoller = sync.OnceValue(func() *poller {
-	p := &poller{fds: make(map[int32]*pollFD)}
-	p.epfd, p.err = unix.EpollCreate1(unix.EPOLL_CLOEXEC)
-	if p.err != nil {
-		p.err = fmt.Errorf("epoll_create: %w", p.err)
-		return p
+// stopToken is the epoll data of the poller's and the loop's eventfd; a
+// descriptor's is its number, never negative.
+const stopToken = -1
+
+func newPoller() (*poller, error) {
+	pl := &poller{fds: make(map[int32]*FD), done: make(chan struct{})}
+	var err error
+	if pl.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
+		return nil, fmt.Errorf("epoll_create: %w", err)
 	}
-	go p.watch()
-	return p
-})
+	if pl.wake, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
+		unix.Close(pl.epfd)
+		return nil, fmt.Errorf("poller: eventfd: %w", err)
+	}
+	if err := unix.EpollCtl(pl.epfd, unix.EPOLL_CTL_ADD, pl.wake, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: stopToken}); err != nil {
+		unix.Close(pl.wake)
+		unix.Close(pl.epfd)
+		return nil, fmt.Errorf("poller: epoll_ctl add: %w", err)
+	}
+	go pl.watch()
+	return pl, nil
+}
+
+// closeFDs refuses further adds and returns the descriptors registered,
+// for the engine to close.
+func (pl *poller) closeFDs() []*FD {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	pl.closed = true
+	fds := make([]*FD, 0, len(pl.fds))
+	for _, p := range pl.fds {
+		fds = append(fds, p)
+	}
+	return fds
+}
+
+// close stops the watcher, once every descriptor is removed, and releases
+// the epoll instance.
+func (pl *poller) close() {
+	pl.mu.Lock()
+	pl.closed = true
+	pl.mu.Unlock()
+	unix.Write(pl.wake, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+	<-pl.done
+	unix.Close(pl.wake)
+	unix.Close(pl.epfd)
+}
 
 // add registers p, armed for nothing yet.
-func (pl *poller) add(p *pollFD) error {
-	if pl.err != nil {
-		return pl.err
-	}
+func (pl *poller) add(p *FD) error {
 	pl.mu.Lock()
+	if pl.closed {
+		pl.mu.Unlock()
+		return errEngineClosed
+	}
 	pl.fds[int32(p.fd)] = p
 	pl.mu.Unlock()
 	ev := unix.EpollEvent{Events: unix.EPOLLONESHOT, Fd: int32(p.fd)}
@@ -177,7 +197,7 @@ func (pl *poller) add(p *pollFD) error {
 
 // remove unregisters p before its descriptor is closed, so that the number
 // can be reused safely.
-func (pl *poller) remove(p *pollFD) {
+func (pl *poller) remove(p *FD) {
 	p.wait.Lock()
 	p.wait.closed = true
 	unix.EpollCtl(pl.epfd, unix.EPOLL_CTL_DEL, p.fd, nil)
@@ -192,7 +212,7 @@ func (pl *poller) remove(p *pollFD) {
 // arm asks for one wake-up when p reports ev. If p is ready already, the
 // kernel reports it at once: no wake-up is lost between a receive that
 // found nothing and the arming.
-func (pl *poller) arm(p *pollFD, ev uint32) error {
+func (pl *poller) arm(p *FD, ev uint32) error {
 	p.wait.Lock()
 	defer p.wait.Unlock()
 	if p.wait.closed {
@@ -202,7 +222,7 @@ func (pl *poller) arm(p *pollFD, ev uint32) error {
 	return pl.rearm(p)
 }
 
-func (pl *poller) rearm(p *pollFD) error {
+func (pl *poller) rearm(p *FD) error {
 	events := p.wait.armed | unix.EPOLLONESHOT
 	if events&unix.EPOLLIN != 0 {
 		// A hang-up is news for a reader only; a writer would be woken
@@ -217,8 +237,9 @@ func (pl *poller) rearm(p *pollFD) error {
 }
 
 // watch wakes the goroutines whose descriptors became ready. It spends its
-// life in epoll_wait.
+// life in epoll_wait, until close.
 func (pl *poller) watch() {
+	defer close(pl.done)
 	events := make([]unix.EpollEvent, 128)
 	for {
 		n, err := unix.EpollWait(pl.epfd, events, -1)
@@ -229,6 +250,9 @@ func (pl *poller) watch() {
 			panic(fmt.Sprintf("epoll_wait: %v", err)) // only a bug gets here
 		}
 		for _, e := range events[:n] {
+			if e.Fd == stopToken {
+				return
+			}
 			pl.mu.Lock()
 			p := pl.fds[e.Fd]
 			pl.mu.Unlock()
@@ -241,7 +265,7 @@ func (pl *poller) watch() {
 
 // fire hands the events to whoever waits for them and re-arms what is
 // still awaited (one-shot disarmed all of it).
-func (pl *poller) fire(p *pollFD, got uint32) {
+func (pl *poller) fire(p *FD, got uint32) {
 	p.wait.Lock()
 	defer p.wait.Unlock()
 	if p.wait.closed {

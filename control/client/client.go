@@ -1,4 +1,13 @@
-package control
+// Package client is the joining side of multifs's entries, for tests, the
+// benchmark (test/bench) and test/vdeprobe: Dial speaks the vde-2 switch
+// protocol as libvdeplug's vde:// does, DialSeqpacket the ptp:// one of
+// the seqpacket entries, and Port1 is a one-port vde-2 switch. The daemon
+// does not import it (make check verifies that).
+//
+// Its sockets wait in Go's poller, as any Go program's would: a client
+// waits for one thing at a time, so the poller's wake-ups are the ones it
+// needs (the daemon's descriptors, package engine, avoid them).
+package client
 
 import (
 	"fmt"
@@ -9,9 +18,11 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
+	"multifs/control/engine"
 	"multifs/control/wire"
 	"multifs/multilink"
 )
@@ -50,7 +61,7 @@ func Dial(dir, description string) (*Client, error) {
 	if err != nil {
 		return fail(err)
 	}
-	ctl.SetDeadline(time.Now().Add(HandshakeTimeout))
+	ctl.SetDeadline(time.Now().Add(wire.HandshakeTimeout))
 	req := wire.Request{Type: wire.ReqNewControl, SockPath: own, Description: description}
 	if _, err := ctl.Write(req.Encode()); err != nil {
 		ctl.Close()
@@ -122,9 +133,7 @@ func (c *Client) Close() error {
 	return c.data.Close()
 }
 
-// clientFD is a client's data socket. Unlike the daemon's (pollFD), it
-// waits in Go's poller, as any Go program's would: a client waits for one
-// thing at a time, so the poller's wake-ups are the ones it needs.
+// clientFD is a client's data socket, waiting in Go's poller.
 type clientFD struct {
 	f  *os.File
 	rc syscall.RawConn
@@ -184,7 +193,7 @@ func (c *clientFD) RecvBatch(bufs [][]byte, sizes []int, timeout time.Duration) 
 	var got int
 	var errno unix.Errno
 	err := c.rc.Read(func(fd uintptr) bool {
-		got, errno = mmsgCall(unix.SYS_RECVMMSG, int(fd), c.rx, n, unix.MSG_TRUNC|unix.MSG_DONTWAIT)
+		got, errno = c.rx.recv(int(fd), n)
 		return errno != unix.EAGAIN
 	})
 	if err != nil {
@@ -210,7 +219,7 @@ func (c *clientFD) readDeadline(timeout time.Duration) {
 
 func (c *clientFD) peerGone() bool {
 	gone := false
-	c.rc.Control(func(fd uintptr) { gone = hungUp(int(fd)) })
+	c.rc.Control(func(fd uintptr) { gone = engine.HungUp(int(fd)) })
 	return gone
 }
 
@@ -243,3 +252,31 @@ func (c *clientFD) Send(frame []byte) error {
 }
 
 func (c *clientFD) Close() error { return c.f.Close() }
+
+// mmsg is the scratch space of one recvmmsg call.
+type mmsg struct {
+	hdrs [multilink.BatchSize]unix.Mmsghdr
+	iovs [multilink.BatchSize]unix.Iovec
+}
+
+// fill points the headers at bufs and returns how many it set up.
+func (m *mmsg) fill(bufs [][]byte) int {
+	n := min(len(bufs), len(m.hdrs))
+	for i := 0; i < n; i++ {
+		m.iovs[i] = unix.Iovec{}
+		if len(bufs[i]) > 0 {
+			m.iovs[i].Base = &bufs[i][0]
+		}
+		m.iovs[i].SetLen(len(bufs[i]))
+		m.hdrs[i] = unix.Mmsghdr{}
+		m.hdrs[i].Hdr.Iov = &m.iovs[i]
+		m.hdrs[i].Hdr.SetIovlen(1)
+	}
+	return n
+}
+
+// recv is one non-blocking recvmmsg of up to n messages on fd.
+func (m *mmsg) recv(fd, n int) (int, unix.Errno) {
+	r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(n), unix.MSG_TRUNC|unix.MSG_DONTWAIT, 0, 0)
+	return int(r), e
+}
