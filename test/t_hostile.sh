@@ -391,6 +391,15 @@ check "out of descriptors: a warning counts the failures not logged" grep -Eq 'a
 # The tree needs no new descriptor: an operator can still look and close.
 check_eq "out of descriptors: stats still reads (links: $(stat_key "$FDP/stats" links); open_fds: -1, uncountable)" \
 	"-1" "$(stat_key "$FDP/stats" open_fds)"
+# A change to the machine's mount table makes the daemon read it, which
+# it cannot do now: that tells nothing about its own mount, so it must go
+# on serving, not stop as if it had been unmounted from outside.
+mkdir -p "$SCRATCH/mt"
+mount -t tmpfs multifs-test "$SCRATCH/mt" && umount "$SCRATCH/mt"
+check_within "out of descriptors: a mount change elsewhere is seen, the table unreadable" 3 \
+	"grep -q 'cannot read the mount table' '$FDLOG'" tail -n 2 "$FDLOG"
+check_fails "out of descriptors: ... and taken for no unmount" grep -q 'unmounted from outside' "$FDLOG"
+check "out of descriptors: still mounted after a mount change elsewhere" mounted_at "$FDP"
 FIRST=$(links_of "$FDP" | cut -d' ' -f1)
 LT0=$(stat_key "$FDP/stats" links_total)
 close_link "$FDP/links/${FIRST:-none}/close" "out of descriptors: echo 1 > links/${FIRST:-?}/close still works"

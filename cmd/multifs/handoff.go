@@ -207,8 +207,13 @@ func handoffMain(args []string) int {
 	if res.DupsKnown {
 		dups = strconv.FormatUint(res.Dups, 10)
 	}
-	fmt.Printf("new=%d closed=%d ready_ms=%d overlap_ms=%d dup_dropped=%s\n",
-		res.New, o.old, res.Ready.Milliseconds(), res.Overlap.Milliseconds(), dups)
+	closed := strconv.FormatUint(o.old, 10)
+	if res.OldGone {
+		closed = "-"
+		fmt.Fprintf(os.Stderr, "multifs: handoff: link %d was closed before the switch, not by handoff; link %d carries the traffic now\n", o.old, res.New)
+	}
+	fmt.Printf("new=%d closed=%s ready_ms=%d overlap_ms=%d dup_dropped=%s\n",
+		res.New, closed, res.Ready.Milliseconds(), res.Overlap.Milliseconds(), dups)
 	return 0
 }
 

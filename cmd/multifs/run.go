@@ -131,14 +131,26 @@ func waitForStop(sigs <-chan os.Signal, fuseSrv *fuse.Server, m *mount.Mount, re
 		defer w.Close()
 		changed = w.C
 	}
+	var recheck <-chan time.Time // while the table cannot be read
 	for {
 		// Looked at after the watch began, so an unmount just before it
 		// is not missed.
-		if !m.Mounted() {
+		switch ok, err := m.Mounted(); {
+		case err != nil:
+			// Out of descriptors, say, which a peer can bring about:
+			// that tells nothing about the mount. Look again soon.
+			if recheck == nil {
+				log.WithError(err).Warn("cannot read the mount table; looking again every second")
+			}
+			recheck = time.After(time.Second)
+		case !ok:
 			log.Info("unmounted from outside")
 			return
+		default:
+			recheck = nil
 		}
 		select {
+		case <-recheck:
 		case s := <-sigs:
 			if s == syscall.SIGHUP {
 				// A failure is logged by reopen, to the file still open.

@@ -151,7 +151,11 @@ func (p *Point) clearStale(warn func(string)) error {
 			unix.Close(fd)
 			return nil // not a mount point
 		}
-		m, ok := lookupID(id)
+		m, ok, err := lookupID(id)
+		if err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("%s: a mount point, and the mount table cannot be read: %w", p.Path, err)
+		}
 		if !ok {
 			unix.Close(fd)
 			return fmt.Errorf("%s: a mount point not in the mount table", p.Path)
@@ -334,7 +338,7 @@ func (p *Point) mountFusermount(serve func(string) error) (*Mount, error) {
 	id, err := mntID(p.parent, p.name)
 	m := &Mount{ID: id, p: p, path: p.Path}
 	if err == nil && id != mustMntID(p.dir) {
-		if mi, ok := lookupID(id); ok && mi.fstype == p.fstype {
+		if mi, ok, _ := lookupID(id); ok && mi.fstype == p.fstype {
 			return m, nil
 		}
 	}
@@ -355,10 +359,19 @@ func (m *Mount) atPath() error {
 	return nil
 }
 
-// Mounted reports whether the mount is still in the mount table.
-func (m *Mount) Mounted() bool {
-	_, ok := lookupID(m.ID)
-	return ok
+// Mounted reports whether the mount is still in the mount table. An
+// error (the table could not be read, out of descriptors say) tells
+// nothing either way.
+func (m *Mount) Mounted() (bool, error) {
+	_, ok, err := lookupID(m.ID)
+	return ok, err
+}
+
+// mightBeMounted is Mounted where an unreadable table counts as mounted:
+// what unmounting needs, since trying costs nothing when it is not.
+func (m *Mount) mightBeMounted() bool {
+	ok, err := m.Mounted()
+	return ok || err != nil
 }
 
 // Unmount removes the mount if it is still there: through PATH's parent
@@ -366,7 +379,7 @@ func (m *Mount) Mounted() bool {
 // be this mount. A busy mount (a shell cd'd into it) is retried for about
 // a second, then detached lazily. It reports what it did for the log.
 func (m *Mount) Unmount(debug func(error)) (lazy bool, err error) {
-	for i := 0; i < 10 && m.Mounted(); i++ {
+	for i := 0; i < 10 && m.mightBeMounted(); i++ {
 		if err := m.atPath(); err != nil {
 			return false, err
 		}
@@ -377,7 +390,7 @@ func (m *Mount) Unmount(debug func(error)) (lazy bool, err error) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if !m.Mounted() {
+	if !m.mightBeMounted() {
 		return false, nil
 	}
 	if err := m.atPath(); err != nil {

@@ -21,15 +21,19 @@ type entry struct {
 	fstype     string
 }
 
-// entries reads the mount table; nil if it cannot be read.
-func entries() []entry {
+// entries reads the mount table, whole or not at all: a table read in
+// part (a daemon out of descriptors, a line past the scanner's bound) would
+// tell that a mount is gone when it is not.
+func entries() ([]entry, error) {
 	f, err := os.Open(mountinfo)
 	if err != nil {
-		return nil
+		return nil, err
 	}
 	defer f.Close()
 	var es []entry
 	sc := bufio.NewScanner(f)
+	// A line holds two paths of up to PATH_MAX, escaped, and options.
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
 		if len(fields) < 5 {
@@ -48,17 +52,25 @@ func entries() []entry {
 		}
 		es = append(es, e)
 	}
-	return es
+	if err := sc.Err(); err != nil {
+		return nil, &os.PathError{Op: "read", Path: mountinfo, Err: err}
+	}
+	return es, nil
 }
 
-// lookupID finds the mount with that id.
-func lookupID(id uint64) (entry, bool) {
-	for _, e := range entries() {
+// lookupID finds the mount with that id; an error if the table cannot be
+// read, which says nothing about the mount.
+func lookupID(id uint64) (entry, bool, error) {
+	es, err := entries()
+	if err != nil {
+		return entry{}, false, err
+	}
+	for _, e := range es {
 		if e.id == id {
-			return e, true
+			return e, true, nil
 		}
 	}
-	return entry{}, false
+	return entry{}, false, nil
 }
 
 // Type returns the type of the topmost mount whose mount point reads path,
@@ -66,7 +78,8 @@ func lookupID(id uint64) (entry, bool) {
 // about which mount is whose.
 func Type(path string) (string, bool) {
 	fstype, found := "", false
-	for _, e := range entries() {
+	es, _ := entries()
+	for _, e := range es {
 		if e.mountpoint == path {
 			fstype, found = e.fstype, true // the last mount on top wins
 		}

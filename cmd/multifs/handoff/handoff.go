@@ -16,7 +16,10 @@
 //	  descendants'                              -> the new link (joined)
 //	  the new link's rx_packets > 0             -> ready
 //	  ready, and both up for Overlap            -> the switch
-//	  COMMAND exited, OLD or the new link gone,
+//	  OLD gone (closed by someone else, its
+//	  peer left)                                -> no overlap to wait for;
+//	                                               done once ready, OldGone
+//	  COMMAND exited, the new link gone,
 //	  Timeout passed before ready, ctx done     -> fail
 //	the switch: echo 1 > links/OLD/close        -> done; COMMAND runs on
 //	fail:  echo 1 > links/NEW/close (if joined), TERM COMMAND's process
@@ -26,7 +29,10 @@
 // the far side: the path works both ways, not only the local half of it
 // (a vde_plug = ssh joins before ssh has even logged in). The overlap is
 // for the frames OLD alone carries, sent before the new link joined: they
-// get through before OLD goes (see DefaultOverlap).
+// get through before OLD goes (see DefaultOverlap). An OLD that goes by
+// itself meanwhile (its path broke: often why a hand-off is made) does not
+// fail the hand-off: the new link is then all the host has, and tearing it
+// down would leave the host with nothing.
 package handoff
 
 import (
@@ -80,6 +86,9 @@ type Result struct {
 	PID     int           // COMMAND's pid (it runs on)
 	Ready   time.Duration // COMMAND's start to its link's first received frame
 	Overlap time.Duration // the new link's join to OLD's close: both were up
+	// OldGone: OLD was closed before the switch, not by us (someone
+	// else's close, its peer gone); Overlap is then up to when we saw it.
+	OldGone bool
 	// Dups is how many frames the multilink dropped as duplicates
 	// meanwhile (root stats dup_dropped, before and after); DupsKnown
 	// false when the daemon has no such counter.
@@ -183,7 +192,7 @@ func (h *run) watch(ctx context.Context, start time.Time, known map[uint64]bool)
 	expired := deadline.C // nil once ready: the timeout is for getting there
 	tick := time.NewTicker(cfg.Poll)
 	defer tick.Stop()
-	var joined, ready time.Time
+	var joined, ready, oldGone time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -197,8 +206,13 @@ func (h *run) watch(ctx context.Context, start time.Time, known map[uint64]bool)
 			return Result{}, fmt.Sprintf("link %d received no frame from the far side within %v", h.newID, cfg.Timeout)
 		case <-tick.C:
 		}
-		if _, err := cfg.Tree.Link(cfg.Old); err != nil {
-			return Result{}, fmt.Sprintf("link %d (OLD) %s before the switch", cfg.Old, gone(err))
+		if oldGone.IsZero() {
+			if _, err := cfg.Tree.Link(cfg.Old); errors.Is(err, tree.ErrNoLink) {
+				oldGone = time.Now()
+				h.progress("link %d (OLD) closed before the switch, not by us; waiting for the new link still", cfg.Old)
+			} else if err != nil {
+				return Result{}, fmt.Sprintf("link %d (OLD) %s before the switch", cfg.Old, gone(err))
+			}
 		}
 		if h.newID == 0 {
 			id, err := h.findNew(known)
@@ -223,15 +237,23 @@ func (h *run) watch(ctx context.Context, start time.Time, known map[uint64]bool)
 			h.progress("link %d received its first frame, %d ms after COMMAND's start; link %d closes once both were up for %v",
 				h.newID, ready.Sub(start).Milliseconds(), cfg.Old, cfg.Overlap)
 		}
+		res := Result{New: h.newID, PID: h.pid, Ready: ready.Sub(start)}
+		if !oldGone.IsZero() {
+			res.OldGone, res.Overlap = true, max(0, oldGone.Sub(joined))
+			return res, ""
+		}
 		if time.Since(joined) < cfg.Overlap {
 			continue // OLD still carries what was sent before the new link joined
 		}
 		// The switch. OLD may still go between the last look and this
-		// write: then nothing was switched, and the hand-off fails.
-		if err := cfg.Tree.CloseLink(cfg.Old); err != nil {
+		// write: then it went by itself.
+		if err := cfg.Tree.CloseLink(cfg.Old); errors.Is(err, tree.ErrNoLink) {
+			res.OldGone = true
+		} else if err != nil {
 			return Result{}, fmt.Sprintf("link %d (OLD) %s before the switch", cfg.Old, gone(err))
 		}
-		return Result{New: h.newID, PID: h.pid, Ready: ready.Sub(start), Overlap: time.Since(joined)}, ""
+		res.Overlap = time.Since(joined)
+		return res, ""
 	}
 }
 
