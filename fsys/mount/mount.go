@@ -69,6 +69,12 @@ func Open(path, fstype string, warn func(string)) (*Point, error) {
 	return p, nil
 }
 
+// deadFUSE tells a FUSE mount whose server is gone by what a request to
+// it returns: ENOTCONN once the connection is down; ECONNABORTED for a
+// request caught by the abort (the daemon's death), and for every request
+// to a connection aborted through /sys/fs/fuse/connections.
+func deadFUSE(err error) bool { return err == unix.ENOTCONN || err == unix.ECONNABORTED }
+
 func (p *Point) open(warn func(string)) error {
 	var st unix.Stat_t
 	err := unix.Fstatat(p.parent, p.name, &st, unix.AT_SYMLINK_NOFOLLOW)
@@ -78,7 +84,7 @@ func (p *Point) open(warn func(string)) error {
 			return fmt.Errorf("creating mountpoint %s: %w", p.Path, err)
 		}
 		p.Created = true
-	case err == unix.ENOTCONN:
+	case deadFUSE(err):
 		// The root of a FUSE mount whose daemon died: lstat asks the
 		// dead server. stale() knows it by the mount table.
 	case err != nil:
@@ -165,7 +171,7 @@ func (p *Point) clearStale(warn func(string)) error {
 			return fmt.Errorf("%s: already a mount point (%s)", p.Path, m.fstype)
 		}
 		var sfs unix.Statfs_t
-		if err := unix.Fstatfs(fd, &sfs); err != unix.ENOTCONN {
+		if err := unix.Fstatfs(fd, &sfs); !deadFUSE(err) {
 			unix.Close(fd)
 			return fmt.Errorf("%s: %w", p.Path, ErrLive)
 		}
