@@ -87,7 +87,7 @@ func (b *bench) handoff() error {
 			results[col] = append(results[col], r)
 		}
 	}
-	b.res.notice("hand-off: the reference has no close file; its link 1's vde_plug is ended by SIGTERM %v after its new link started, once that link carried a frame", hoOverlap)
+	b.res.notice("hand-off: the reference has no close file; its link 1's vde_plug is ended by SIGTERM %v after its new link started, once that link carried a frame (under iperf3: %v after, unseen)", hoOverlap, hoOverlap)
 	total := fmt.Sprintf("%v + %v + %v", phase, handoffBudget, phase)
 	for _, col := range []string{hoDedup, hoOff} {
 		section := fmt.Sprintf("8. hand-off (multifs handoff), %s frames/s host A → host B for %s: %s beside the reference",
@@ -106,8 +106,8 @@ func (b *bench) handoff() error {
 			}
 			return p
 		}
-		b.sumFigure(section, key+"lost", "frames lost at host B", pair(func(h *handoffResult) float64 { return float64(h.lost) }))
-		b.sumFigure(section, key+"dups", "duplicates delivered to host B", pair(func(h *handoffResult) float64 { return float64(h.dups) }))
+		b.sumFigure(section, key+"lost", "frames lost at host B", "frames", pair(func(h *handoffResult) float64 { return float64(h.lost) }))
+		b.sumFigure(section, key+"dups", "duplicates delivered to host B", "frames", pair(func(h *handoffResult) float64 { return float64(h.dups) }))
 		b.addFigure(section, key+"sent", "frames sent", "frames", pair(func(h *handoffResult) float64 { return float64(h.sent) }))
 		f := b.addFigure(section, key+"ready_ms", "new link started → carried a frame", "ms", pair(func(h *handoffResult) float64 { return h.h.readyMs }))
 		f.Note = "multifs: handoff's ready_ms; reference: B's first duplicate"
@@ -125,7 +125,7 @@ func (b *bench) handoff() error {
 			}
 		}
 	}
-	return nil
+	return b.handoffNet()
 }
 
 func hoLabel(col string) string {
@@ -148,7 +148,7 @@ func hoKey(col string) string {
 
 // sumFigure shows the runs' total (a count that should be 0) and keeps
 // each run's, on which a target is decided.
-func (b *bench) sumFigure(section, key, label string, p perSystem) *Figure {
+func (b *bench) sumFigure(section, key, label, unit string, p perSystem) *Figure {
 	sum := func(v []float64) *float64 {
 		if len(v) == 0 {
 			return nil
@@ -162,7 +162,7 @@ func (b *bench) sumFigure(section, key, label string, p perSystem) *Figure {
 	if b.runs > 1 {
 		label = fmt.Sprintf("%s, %d runs together", label, b.runs)
 	}
-	f := b.res.one(section, key, label, "frames", sum(p["multifs"]), sum(p["reference"]))
+	f := b.res.one(section, key, label, unit, sum(p["multifs"]), sum(p["reference"]))
 	f.MultifsRuns, f.RefRuns = p["multifs"], p["reference"]
 	return f
 }
