@@ -72,34 +72,45 @@ func (b *bench) multifsHandoff(a, bb, old, log string) (*handover, error) {
 	out, err := cmd.Output()
 	h.endAt = time.Now()
 	line := strings.TrimSpace(string(out))
+	newLink, ready, overlap, perr := parseHandoffLine(line, old)
+	if newLink != "" {
+		h.newLink = newLink
+		h.cmd = b.adoptLinkCommand(filepath.Join(a, "links", newLink, "stats"))
+	}
+	if err != nil {
+		h.end()
+		return nil, fmt.Errorf("multifs handoff %s %s: %v: %q (stderr in %s)", a, old, err, line, log)
+	}
+	if perr != nil {
+		h.end()
+		return nil, fmt.Errorf("multifs handoff %s %s: %w", a, old, perr)
+	}
+	h.readyMs, h.overlapMs = ready, overlap
+	return h, nil
+}
+
+// parseHandoffLine reads multifs handoff's line. newLink is set whenever
+// the line names one (a link to end even if the rest is wrong); err when
+// the line is not a hand-off of old to it.
+func parseHandoffLine(line, old string) (newLink string, readyMs, overlapMs float64, err error) {
 	fields := map[string]string{}
 	for _, kv := range strings.Fields(line) {
 		if k, v, ok := strings.Cut(kv, "="); ok {
 			fields[k] = v
 		}
 	}
-	if n := fields["new"]; n != "" {
-		h.newLink = n
-		h.cmd = b.adoptLinkCommand(filepath.Join(a, "links", n, "stats"))
-	}
-	if err != nil {
-		h.end()
-		return nil, fmt.Errorf("multifs handoff %s %s: %v: %q (stderr in %s)", a, old, err, line, log)
+	if n, e := strconv.Atoi(fields["new"]); e == nil && n > 0 {
+		newLink = fields["new"]
 	}
 	if fields["closed"] != old {
-		h.end()
-		return nil, fmt.Errorf("multifs handoff %s %s: link %s was not closed by it: %q", a, old, old, line)
+		return newLink, 0, 0, fmt.Errorf("link %s was not closed by it: %q", old, line)
 	}
-	var perr error
-	h.readyMs, perr = strconv.ParseFloat(fields["ready_ms"], 64)
-	if perr == nil {
-		h.overlapMs, perr = strconv.ParseFloat(fields["overlap_ms"], 64)
+	readyMs, e1 := strconv.ParseFloat(fields["ready_ms"], 64)
+	overlapMs, e2 := strconv.ParseFloat(fields["overlap_ms"], 64)
+	if newLink == "" || e1 != nil || e2 != nil {
+		return newLink, 0, 0, fmt.Errorf("unexpected line %q", line)
 	}
-	if perr != nil {
-		h.end()
-		return nil, fmt.Errorf("multifs handoff: unexpected line %q", line)
-	}
-	return h, nil
+	return newLink, readyMs, overlapMs, nil
 }
 
 // refHandoff starts the reference's new link (`vde_plug A B`), waits for
