@@ -56,6 +56,7 @@ type handoffSetup struct {
 
 type handoffResult struct {
 	sent, lost, dups uint64
+	lostBefore       uint64  // of lost, sent before the hand-off started: not the hand-off's
 	gaps             string  // where the lost frames were, for the notices
 	startAt, closeAt float64 // ms after the first frame: the hand-off started, link 1 closed
 	h                *handover
@@ -120,8 +121,8 @@ func (b *bench) handoff() error {
 				b.res.notice("hand-off (%s, run %d): link 1 was closed at %.0f ms, after the generator had stopped: the last phase had no frames", name, i+1, h.closeAt)
 			}
 			if h.lost > 0 {
-				b.res.notice("hand-off (%s, run %d): lost frames %s; the hand-off started at %.0f ms, link 1 closed at %.0f ms",
-					name, i+1, h.gaps, h.startAt, h.closeAt)
+				b.res.notice("hand-off (%s, run %d): lost frames %s (%d of %d sent before the hand-off started); the hand-off started at %.0f ms, link 1 closed at %.0f ms",
+					name, i+1, h.gaps, h.lostBefore, h.lost, h.startAt, h.closeAt)
 			}
 		}
 	}
@@ -268,6 +269,11 @@ func (b *bench) runHandoff(phase time.Duration, s handoffSetup) (*handoffResult,
 	res.lost, res.dups = rs[0].lostAndDups(g.sent)
 	res.gaps = gaps(rs[0].seen[:g.sent], handoffRate)
 	res.startAt, res.closeAt = ms(res.h.startAt.Sub(start)), ms(res.h.endAt.Sub(start))
+	for _, n := range rs[0].seen[:min(g.sent, uint64(res.startAt*handoffRate/1000))] {
+		if n == 0 {
+			res.lostBefore++
+		}
+	}
 	res.late = res.h.endAt.After(start.Add(dur))
 	return res, nil
 }

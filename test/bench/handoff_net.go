@@ -5,8 +5,10 @@ package main
 // multilinks own (as in scenario 11: multifs --host tap://, vde_plug
 // multi:// tap://), 169.254.78.1 → .2, in the three columns of the
 // frame-level rows (multifs with dedup, with -o dedup=off on both
-// multilinks, the reference). Each column's path is made once; each run
-// hands its current link over (handover.go) hoAt into the traffic:
+// multilinks, the reference). Each column's path, in a pair of namespaces
+// of its own, is made once; round i measures the three one after the
+// other, and each measurement hands the path's link in use over to a new
+// one (handover.go) hoAt into the traffic:
 //
 //   - TCP: iperf3 -t S -i 0.5 --json from A to B. Each 0.5 s interval is
 //     before the hand-off (it ended hoSlack before the hand-off started,
@@ -56,20 +58,42 @@ func (b *bench) handoffNet() error {
 	if b.quick {
 		secs = 3
 	}
+	// Each column has a pair of namespaces of its own, so that the three
+	// paths stand side by side and round i measures them one after the
+	// other, as everywhere else in the table.
 	tag := fmt.Sprintf("%d", os.Getpid()%100000)
-	nsA, nsB, err := b.netnsPair("mfho-" + tag)
-	if err != nil {
-		return err
-	}
-	res := map[string]*hoNetCol{}
+	paths := map[string]*hoNetPath{}
+	defer func() {
+		for _, p := range paths {
+			p.close()
+		}
+	}()
 	for _, col := range hoColumns {
-		name := map[string]string{hoDedup: "hoNetM", hoOff: "hoNetO", hoRef: "hoNet"}[col]
-		sides := tapSides{name: name, nsA: nsA, nsB: nsB, tapA: "mfhA" + tag, tapB: "mfhB" + tag, addrA: "169.254.78.1/24", addrB: "169.254.78.2/24"}
-		r, err := b.handoffNetColumn(col, sides, secs)
+		letter := map[string]string{hoDedup: "M", hoOff: "O", hoRef: "R"}[col]
+		nsA, nsB, err := b.netnsPair("mfho-" + tag + "-" + letter)
+		if err != nil {
+			return err
+		}
+		s := tapSides{name: "hoNet" + letter, nsA: nsA, nsB: nsB, tapA: "mfhA" + letter + tag, tapB: "mfhB" + letter + tag,
+			addrA: "169.254.78.1/24", addrB: "169.254.78.2/24"}
+		p, err := b.newHoNetPath(col, s)
+		if p != nil {
+			paths[col] = p
+		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", col, err)
 		}
-		res[col] = r
+	}
+	res := map[string]*hoNetCol{}
+	for _, col := range hoColumns {
+		res[col] = &hoNetCol{}
+	}
+	for run := 0; run < b.runs; run++ {
+		for _, col := range hoColumns {
+			if err := paths[col].measure(secs, res[col]); err != nil {
+				return fmt.Errorf("%s, run %d: %w", col, run+1, err)
+			}
+		}
 	}
 	for _, col := range []string{hoDedup, hoOff} {
 		section := fmt.Sprintf("8b. hand-off at %v of iperf3 -t %d -i 0.5 (TCP) and of 64 B UDP at %s/s, netns to netns through taps: %s beside the reference",
@@ -91,106 +115,123 @@ func (b *bench) handoffNet() error {
 	return nil
 }
 
-// handoffNetColumn makes one column's path and iperf3 server and measures
-// its runs, each handing the link in use over to a new one.
-func (b *bench) handoffNetColumn(col string, s tapSides, secs int) (*hoNetCol, error) {
-	var tn *tapNet
+// hoNetPath is one column's path between its namespaces, its iperf3
+// server, and the link in use, which each measurement hands over to a
+// new one.
+type hoNetPath struct {
+	b      *bench
+	col    string
+	s      tapSides
+	tn     *tapNet
+	srv    *proc
+	srvLog string
+	old    string // multifs: the id of the link in use
+	link   *proc  // the reference: the link in use
+	handed []*handover
+}
+
+// newHoNetPath makes the path and starts the iperf3 server. On an error
+// the path returned, if any, is to be closed.
+func (b *bench) newHoNetPath(col string, s tapSides) (*hoNetPath, error) {
+	p := &hoNetPath{b: b, col: col, s: s, old: "1", srvLog: s.name + "-iperf3-server.log"}
 	var err error
 	if col == hoRef {
-		tn, err = b.tapNetRef(s)
+		p.tn, err = b.tapNetRef(s)
 	} else {
-		tn, err = b.tapNetMultifs(s, hoMultifsArgs(col)...)
+		p.tn, err = b.tapNetMultifs(s, hoMultifsArgs(col)...)
 	}
-	defer tn.stop()
+	p.link = p.tn.link
 	if err != nil {
-		return nil, err
+		return p, err
 	}
-	var handed []*handover
-	defer func() {
-		for _, h := range handed {
-			h.end()
-		}
-	}()
-	// The link in use: multifs names it by id, the reference by process.
-	old, link := "1", tn.link
-	n := 0
-	handOver := func() (*handover, error) {
-		n++
-		log := fmt.Sprintf("%s-handoff%d.log", s.name, n)
-		var h *handover
-		var err error
-		if col == hoRef {
-			h, err = b.refHandoff(tn.a, tn.b, link, nil, log)
-		} else {
-			h, err = b.multifsHandoff(tn.a, tn.b, old, log)
-		}
-		if err != nil {
-			return nil, err
-		}
-		handed = append(handed, h)
-		old, link = h.newLink, h.ref
-		return h, nil
+	if p.srv, err = b.spawn(p.srvLog, "ip", "netns", "exec", s.nsB, "iperf3", "-s", "-B", s.ipB()); err != nil {
+		return p, err
 	}
-	// at runs f (a client of d seconds) with a hand-off hoAt into it.
-	at := func(f func() error) (time.Time, *handover, error) {
-		t0 := time.Now()
-		hc := make(chan error, 1)
-		var h *handover
-		go func() {
-			time.Sleep(time.Until(t0.Add(hoAt)))
-			var err error
-			h, err = handOver()
-			hc <- err
-		}()
-		err := f()
-		if herr := <-hc; herr != nil {
-			return t0, nil, fmt.Errorf("hand-off: %w", herr)
-		}
-		return t0, h, err
-	}
-
-	srvLog := s.name + "-iperf3-server.log"
-	srv, err := b.spawn(srvLog, "ip", "netns", "exec", s.nsB, "iperf3", "-s", "-B", s.ipB())
-	if err != nil {
-		return nil, err
-	}
-	defer srv.kill()
 	if err := waitListening(s.nsB, "5201"); err != nil {
-		return nil, fmt.Errorf("iperf3 server: %w", err)
+		return p, fmt.Errorf("iperf3 server: %w", err)
 	}
-	out := &hoNetCol{}
-	for run := 0; run < b.runs; run++ {
-		var r iperfIntervals
-		t0, h, err := at(func() error { return iperfClient(s.nsA, s.ipB(), secs, &r, "-i", "0.5") })
-		if err != nil {
-			log, _ := os.ReadFile(filepath.Join(b.tmp, srvLog))
-			return nil, fmt.Errorf("TCP run %d: %w (server: %q)", run+1, err, strings.TrimSpace(string(log)))
-		}
-		p := r.phases(h.startAt.Sub(t0).Seconds(), h.endAt.Sub(t0).Seconds())
-		if p.nBefore == 0 || p.nDuring == 0 || p.nAfter == 0 {
-			return nil, fmt.Errorf("TCP run %d: intervals before/during/after the hand-off: %d/%d/%d (hand-off %.0f-%.0f ms into %d s)",
-				run+1, p.nBefore, p.nDuring, p.nAfter, ms(h.startAt.Sub(t0)), ms(h.endAt.Sub(t0)), secs)
-		}
-		out.before = append(out.before, p.before/1e6)
-		out.during = append(out.during, p.during/1e6)
-		out.after = append(out.after, p.after/1e6)
-		out.retr = append(out.retr, r.End.SumSent.Retransmits)
-		out.retrDuring = append(out.retrDuring, p.retrDuring)
+	return p, nil
+}
 
-		var u udpResult
-		_, _, err = at(func() error {
-			var err error
-			u, err = udpSeqRun(s.nsA, s.nsB, s.ipB(), hoUDPPort, hoUDPRate, time.Duration(secs)*time.Second)
-			return err
-		})
-		if err != nil {
-			return nil, fmt.Errorf("UDP run %d: %w", run+1, err)
-		}
-		out.udpSent = append(out.udpSent, float64(u.sent))
-		out.udpLost = append(out.udpLost, float64(u.lost))
-		out.udpDups = append(out.udpDups, float64(u.dups))
+func (p *hoNetPath) close() {
+	if p.srv != nil {
+		p.srv.kill()
 	}
-	return out, nil
+	for _, h := range p.handed {
+		h.end()
+	}
+	p.tn.stop()
+}
+
+// handOver hands the link in use over to a new one.
+func (p *hoNetPath) handOver() (*handover, error) {
+	log := fmt.Sprintf("%s-handoff%d.log", p.s.name, len(p.handed)+1)
+	var h *handover
+	var err error
+	if p.col == hoRef {
+		h, err = p.b.refHandoff(p.tn.a, p.tn.b, p.link, nil, log)
+	} else {
+		h, err = p.b.multifsHandoff(p.tn.a, p.tn.b, p.old, log)
+	}
+	if err != nil {
+		return nil, err
+	}
+	p.handed = append(p.handed, h)
+	p.old, p.link = h.newLink, h.ref
+	return h, nil
+}
+
+// during runs f (a client) with a hand-off hoAt after its start, and
+// returns that start and the hand-off.
+func (p *hoNetPath) during(f func() error) (time.Time, *handover, error) {
+	t0 := time.Now()
+	hc := make(chan error, 1)
+	var h *handover
+	go func() {
+		time.Sleep(time.Until(t0.Add(hoAt)))
+		var err error
+		h, err = p.handOver()
+		hc <- err
+	}()
+	err := f()
+	if herr := <-hc; herr != nil { // bounded: a hand-off gives up within 20 s
+		return t0, nil, fmt.Errorf("hand-off: %w", herr)
+	}
+	return t0, h, err
+}
+
+// measure is one run: a hand-off under TCP, then one under UDP.
+func (p *hoNetPath) measure(secs int, out *hoNetCol) error {
+	var r iperfIntervals
+	t0, h, err := p.during(func() error { return iperfClient(p.s.nsA, p.s.ipB(), secs, &r, "-i", "0.5") })
+	if err != nil {
+		log, _ := os.ReadFile(filepath.Join(p.b.tmp, p.srvLog))
+		return fmt.Errorf("TCP: %w (server: %q)", err, strings.TrimSpace(string(log)))
+	}
+	ph := r.phases(h.startAt.Sub(t0).Seconds(), h.endAt.Sub(t0).Seconds())
+	if ph.nBefore == 0 || ph.nDuring == 0 || ph.nAfter == 0 {
+		return fmt.Errorf("TCP: intervals before/during/after the hand-off: %d/%d/%d (hand-off %.0f-%.0f ms into %d s)",
+			ph.nBefore, ph.nDuring, ph.nAfter, ms(h.startAt.Sub(t0)), ms(h.endAt.Sub(t0)), secs)
+	}
+	out.before = append(out.before, ph.before/1e6)
+	out.during = append(out.during, ph.during/1e6)
+	out.after = append(out.after, ph.after/1e6)
+	out.retr = append(out.retr, r.End.SumSent.Retransmits)
+	out.retrDuring = append(out.retrDuring, ph.retrDuring)
+
+	var u udpResult
+	_, _, err = p.during(func() error {
+		var err error
+		u, err = udpSeqRun(p.s.nsA, p.s.nsB, p.s.ipB(), hoUDPPort, hoUDPRate, time.Duration(secs)*time.Second)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("UDP: %w", err)
+	}
+	out.udpSent = append(out.udpSent, float64(u.sent))
+	out.udpLost = append(out.udpLost, float64(u.lost))
+	out.udpDups = append(out.udpDups, float64(u.dups))
+	return nil
 }
 
 // iperfIntervals is what the hand-off rows read of iperf3's JSON report.

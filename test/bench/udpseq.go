@@ -27,25 +27,45 @@ type udpResult struct {
 	sent, lost, dups uint64
 }
 
-// inNetns runs fn on a thread of its own moved into the network namespace
-// ns (ip netns add's /run/netns/NS), so that the sockets fn opens are that
+// inNetns runs fn on a thread moved into the network namespace ns (ip
+// netns add's /run/netns/NS), so that the sockets fn opens are that
 // namespace's; they stay so wherever they are used later. The thread is
-// never moved back: the goroutine ends locked, and Go ends the thread.
+// moved back before it is unlocked. It must not end instead, as a locked
+// goroutine's thread does when the goroutine returns: the thread may be
+// the one that started a child of ours (a vde_plug, an iperf3 server), and
+// a thread's end sends that child its parent-death signal (SIGKILL here).
 func inNetns(ns string, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
+		home, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer home.Close()
 		f, err := os.Open("/run/netns/" + ns)
 		if err != nil {
+			runtime.UnlockOSThread()
 			errc <- err
 			return
 		}
 		defer f.Close()
 		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("setns %s: %w", ns, err)
 			return
 		}
-		errc <- fn()
+		err = fn()
+		if berr := unix.Setns(int(home.Fd()), unix.CLONE_NEWNET); berr != nil {
+			// Stay locked: the thread ends with the goroutine rather
+			// than run other goroutines in ns.
+			errc <- fmt.Errorf("setns back from %s: %w", ns, berr)
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- err
 	}()
 	return <-errc
 }
