@@ -66,28 +66,30 @@
 //  8. hand-off, three ways: multifs with duplicate suppression (the
 //     default), multifs with -o dedup=off on both multilinks, and the
 //     reference, shown as two row groups (each multifs column beside the
-//     same reference runs). Link 1 is `vde_plug A B`; multifs hands it
-//     over with the real `multifs handoff A 1 -- vde_plug A B` (default
-//     --overlap, 500ms); the reference has no close file, so the bench
-//     starts the new `vde_plug A B`, waits for it to carry a frame (the
-//     first duplicate at B, where that can be seen) and for the same
-//     500ms from its start, and ends link 1's vde_plug with SIGTERM. Host
-//     B sends a frame back every 10 ms: multifs handoff waits for its new
-//     link to receive one from the far side.
-//     Rows 8: 10,000 numbered frames/s from host A to host B, Go clients: a
-//     phase on link 1, one second for the hand-off, a phase on the new
-//     link; frames lost and duplicates delivered to host B, the new link's
-//     time to carry a frame, how long both links were up and how long the
-//     hand-off took.
-//     Rows 8b: between two network namespaces through taps the multilinks own
-//     (as in 11), a hand-off 1.1 s into each run: iperf3 TCP -i 0.5
-//     --json, the intervals' mean throughput before, during and after the
-//     hand-off, retransmits over the run and during it; 64-byte UDP
-//     datagrams at 10,000/s, numbered, from a socket in one namespace to
-//     one in the other (iperf3 counts no duplicates): lost and received
-//     twice. With -quick, iperf3 -t 3 and 250 ms phases, else -t 4 and
-//     500 ms. -only handoff runs
-//     both.
+//     same reference runs); round i measures the three one after the
+//     other. The link is `vde_plug A B`; multifs hands it over with the
+//     real `multifs handoff A OLD -- vde_plug A B` (default --overlap,
+//     500ms); the reference has no close file, so the bench starts the
+//     new `vde_plug A B`, waits for it to carry a frame (the first
+//     duplicate at B, where that can be seen) and for the same 500ms from
+//     its start, and ends the old link's vde_plug with SIGTERM. B sends a
+//     frame back every 10 ms: multifs handoff waits for its new link to
+//     receive one from the far side.
+//     Rows 8: 10,000 numbered frames/s from host A to host B, Go clients,
+//     fresh multilinks each run: a phase on link 1, one second for the
+//     hand-off, a phase on the new link; frames lost and duplicates
+//     delivered to host B, the new link's time to carry a frame, how long
+//     both links were up and how long the hand-off took.
+//     Rows 8b: between two network namespaces through taps the
+//     multilinks own (as in 11; a namespace pair and a path per column,
+//     made once, each run handing the link in use over to a new one), a
+//     hand-off 1.1 s into each run: iperf3 TCP -i 0.5 --json, the
+//     intervals' mean throughput before, during and after the hand-off,
+//     retransmits over the run and during it; 64-byte UDP datagrams at
+//     10,000/s, numbered, from a socket in one namespace to one in the
+//     other (iperf3 counts no duplicates): lost and received twice.
+//     With -quick: iperf3 -t 3 and 250 ms phases, else -t 4 and 500 ms.
+//     -only handoff runs both.
 //  9. control plane (multifs only): Dial → links/N visible, close file →
 //     the client sees EOF, and `ls links` with 1,000 open links.
 //  10. memory: VmRSS of the daemon (or the reference vde_plug) idle, with
