@@ -52,11 +52,16 @@ type handoffSetup struct {
 	gen, sink *client.Client
 	link1     func() (*proc, error)
 	handoff   func(link1 *proc, carried <-chan time.Time) (*handover, error)
+	// hostDropped, if set, reads the frames B's multilink could not give
+	// its host (the sink did not read in time: a loaded machine, which no
+	// hand-off helps); read while the sink is still attached.
+	hostDropped func() (uint64, error)
 }
 
 type handoffResult struct {
 	sent, lost, dups uint64
 	lostBefore       uint64  // of lost, sent before the hand-off started: not the hand-off's
+	hostDropped      int64   // frames B's multilink dropped towards its host over the run; -1: unknown
 	gaps             string  // where the lost frames were, for the notices
 	startAt, closeAt float64 // ms after the first frame: the hand-off started, link 1 closed
 	h                *handover
@@ -121,8 +126,12 @@ func (b *bench) handoff() error {
 				b.res.notice("hand-off (%s, run %d): link 1 was closed at %.0f ms, after the generator had stopped: the last phase had no frames", name, i+1, h.closeAt)
 			}
 			if h.lost > 0 {
-				b.res.notice("hand-off (%s, run %d): lost frames %s (%d of %d sent before the hand-off started); the hand-off started at %.0f ms, link 1 closed at %.0f ms",
-					name, i+1, h.gaps, h.lostBefore, h.lost, h.startAt, h.closeAt)
+				dropped := "-"
+				if h.hostDropped >= 0 {
+					dropped = fmt.Sprint(h.hostDropped)
+				}
+				b.res.notice("hand-off (%s, run %d): lost frames %s (%d of %d sent before the hand-off started; B's multilink dropped %s towards its host, which did not read in time); the hand-off started at %.0f ms, link 1 closed at %.0f ms",
+					name, i+1, h.gaps, h.lostBefore, h.lost, dropped, h.startAt, h.closeAt)
 			}
 		}
 	}
@@ -197,6 +206,7 @@ func (b *bench) handoffMultifs(col string, phase time.Duration, run int) (*hando
 			// Link 1 is the first link either daemon saw.
 			return b.multifsHandoff(a.path, bb.path, "1", tag+"-handoff.log")
 		},
+		hostDropped: func() (uint64, error) { return statsValue(filepath.Join(bb.path, "host"), "tx_dropped") },
 	})
 }
 
@@ -232,10 +242,14 @@ func (b *bench) runHandoff(phase time.Duration, s handoffSetup) (*handoffResult,
 	if err := probe(s.gen, s.sink, 3*time.Second); err != nil {
 		return nil, fmt.Errorf("link 1 carries no frame: %w", err)
 	}
+	dropped0, derr := uint64(0), error(nil)
+	if s.hostDropped != nil {
+		dropped0, derr = s.hostDropped()
+	}
 	stopBeacon := beacon(s.sink, s.gen, beaconEvery)
 	defer stopBeacon()
 
-	res := &handoffResult{}
+	res := &handoffResult{hostDropped: -1}
 	run := nextRun()
 	dur := 2*phase + handoffBudget
 	total := uint64(dur.Seconds() * handoffRate)
@@ -258,6 +272,11 @@ func (b *bench) runHandoff(phase time.Duration, s handoffSetup) (*handoffResult,
 		}},
 		dur+15*time.Second)
 	terr := <-timeline // bounded: each hand-off gives up within 20 s
+	if s.hostDropped != nil && derr == nil {
+		if d, err := s.hostDropped(); err == nil {
+			res.hostDropped = int64(d - dropped0)
+		}
+	}
 	defer res.h.end()
 	if err != nil {
 		return nil, err
