@@ -1,14 +1,18 @@
 package main
 
-// Scenario 8: the hand-off. Numbered frames flow host A → host B at a
-// steady rate over link 1 (`vde_plug A B`); after one phase link 2
-// (`vde_plug A = vde_plug B`) joins, so B's host sees duplicates; after
-// another phase link 1 is closed; a third phase runs on link 2 alone.
-// Frames lost should be 0.
+// Scenario 8: the hand-off, three ways: multifs with duplicate suppression
+// (the default), multifs with -o dedup=off on both multilinks, and the
+// reference. Numbered frames flow host A → host B at a steady rate over
+// link 1 (`vde_plug A B`) for one phase; then link 1 is handed over to a
+// new `vde_plug A B` (handover.go: multifs handoff for multifs, a
+// SIGTERM to link 1's vde_plug for the reference); then another phase on
+// the new link alone. Host B sends a beacon every 10 ms towards A: multifs
+// handoff waits for the new link to carry a frame from the far side.
+// Targets: 0 frames lost in every column of multifs, 0 duplicates at host
+// B with dedup. The iperf3 rows are handoff_net.go's.
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -16,24 +20,52 @@ import (
 	"multifs/control/client"
 )
 
-const handoffRate = 10000
+const (
+	handoffRate = 10000
+	// handoffBudget is the generator's time between the two phases for
+	// the hand-off itself (multifs handoff's default overlap is 500ms);
+	// a hand-off that takes longer shortens the last phase (a notice).
+	handoffBudget = time.Second
+	beaconEvery   = 10 * time.Millisecond
+)
 
-// handoffSetup is one column's hand-off: its two hosts and how to make and
-// close its links.
+// The hand-off's columns, in the order a round measures them.
+const (
+	hoDedup = "multifs"
+	hoOff   = "multifs dedup=off"
+	hoRef   = "reference"
+)
+
+var hoColumns = []string{hoDedup, hoOff, hoRef}
+
+// hoMultifsArgs are the options both multilinks of a multifs column get.
+func hoMultifsArgs(col string) []string {
+	if col == hoOff {
+		return []string{"-o", "dedup=off"}
+	}
+	return nil
+}
+
+// handoffSetup is one column's hand-off: its two hosts, link 1, and how
+// to hand link 1 over (carried gets the time of the first duplicate at B).
 type handoffSetup struct {
-	gen, sink  *client.Client
-	start      func(link int) (*proc, error)
-	closeLink1 func(link1 *proc) error
+	gen, sink *client.Client
+	link1     func() (*proc, error)
+	handoff   func(link1 *proc, carried <-chan time.Time) (*handover, error)
+	// hostDropped, if set, reads the frames B's multilink could not give
+	// its host (the sink did not read in time: a loaded machine, which no
+	// hand-off helps); read while the sink is still attached.
+	hostDropped func() (uint64, error)
 }
 
 type handoffResult struct {
 	sent, lost, dups uint64
+	lostBefore       uint64  // of lost, sent before the hand-off started: not the hand-off's
+	hostDropped      int64   // frames B's multilink dropped towards its host over the run; -1: unknown
 	gaps             string  // where the lost frames were, for the notices
-	link2At, closeAt float64 // ms after the first frame: link 2 started, link 1 closed
-	link2Carrying    float64 // ms from starting link 2 to the first duplicate; < 0: never
-	closeTook        float64 // ms the close took (write returned / process reaped)
-	link1Exited      bool    // link 1's vde_plug ended after the close
-	link2Late        bool    // link 2 carried no frame before link 1 was closed
+	startAt, closeAt float64 // ms after the first frame: the hand-off started, link 1 closed
+	h                *handover
+	late             bool // link 1 was closed after the generator had stopped
 }
 
 func (b *bench) handoff() error {
@@ -41,86 +73,118 @@ func (b *bench) handoff() error {
 		b.res.notice("vde_plug not found: scenario 8, the hand-off (whose links are vde_plug), skipped")
 		return nil
 	}
-	phase, runs := 500*time.Millisecond, b.runs
+	phase := 500 * time.Millisecond
 	if b.quick {
 		phase = 250 * time.Millisecond
 	}
-	section := fmt.Sprintf("8. hand-off, %s frames/s host A → host B, %v per phase", thousands(handoffRate), phase)
-
 	results := map[string][]*handoffResult{}
-	for run := 0; run < runs; run++ {
-		m, err := b.handoffMultifs(phase, run)
-		if err != nil {
-			return fmt.Errorf("multifs: %w", err)
-		}
-		results["multifs"] = append(results["multifs"], m)
-		r, err := b.handoffRef(phase, run)
-		if err != nil {
-			return fmt.Errorf("reference: %w", err)
-		}
-		results["reference"] = append(results["reference"], r)
-	}
-	b.res.notice("hand-off: the reference has no close file; its link 1 is ended by SIGTERM to that vde_plug")
-	// Every run's figure per column; the losses are added up, the rest
-	// are medians.
-	each := func(f func(*handoffResult) float64) perSystem {
-		p := perSystem{}
-		for name, hs := range results {
-			for _, h := range hs {
-				p[name] = append(p[name], f(h))
+	for run := 0; run < b.runs; run++ {
+		for _, col := range hoColumns {
+			var r *handoffResult
+			var err error
+			if col == hoRef {
+				r, err = b.handoffRef(phase, run)
+			} else {
+				r, err = b.handoffMultifs(col, phase, run)
 			}
-		}
-		return p
-	}
-	lost := each(func(h *handoffResult) float64 { return float64(h.lost) })
-	var mLost, rLost *float64
-	for name, v := range lost {
-		sum := 0.0
-		for _, x := range v {
-			sum += x
-		}
-		if name == "multifs" {
-			mLost = &sum
-		} else {
-			rLost = &sum
+			if err != nil {
+				return fmt.Errorf("%s: %w", col, err)
+			}
+			results[col] = append(results[col], r)
 		}
 	}
-	label := "frames lost"
-	if runs > 1 {
-		label = fmt.Sprintf("frames lost, %d runs together", runs)
+	b.res.notice("hand-off: the reference has no close file; its link 1's vde_plug is ended by SIGTERM %v after its new link started, once that link carried a frame (under iperf3: %v after, unseen)", hoOverlap, hoOverlap)
+	total := fmt.Sprintf("%v + %v + %v", phase, handoffBudget, phase)
+	for _, col := range []string{hoDedup, hoOff} {
+		section := fmt.Sprintf("8. hand-off (multifs handoff), %s frames/s host A → host B for %s: %s beside the reference",
+			thousands(handoffRate), total, hoLabel(col))
+		key := hoKey(col)
+		pair := func(f func(*handoffResult) float64) perSystem {
+			p := perSystem{}
+			for _, name := range []string{col, hoRef} {
+				out := "multifs"
+				if name == hoRef {
+					out = "reference"
+				}
+				for _, h := range results[name] {
+					p[out] = append(p[out], f(h))
+				}
+			}
+			return p
+		}
+		b.sumFigure(section, key+"lost", "frames lost at host B", "frames", pair(func(h *handoffResult) float64 { return float64(h.lost) }))
+		b.sumFigure(section, key+"dups", "duplicates delivered to host B", "frames", pair(func(h *handoffResult) float64 { return float64(h.dups) }))
+		b.addFigure(section, key+"sent", "frames sent", "frames", pair(func(h *handoffResult) float64 { return float64(h.sent) }))
+		f := b.addFigure(section, key+"ready_ms", "new link started → carried a frame", "ms", pair(func(h *handoffResult) float64 { return h.h.readyMs }))
+		f.Note = "multifs: handoff's ready_ms; reference: B's first duplicate"
+		b.addFigure(section, key+"overlap_ms", "both links up", "ms", pair(func(h *handoffResult) float64 { return h.h.overlapMs }))
+		b.addFigure(section, key+"took_ms", "hand-off started → link 1 closed", "ms", pair(func(h *handoffResult) float64 { return ms(h.h.endAt.Sub(h.h.startAt)) }))
 	}
-	f := b.res.one(section, "handoff.lost", label, "frames", mLost, rLost)
-	f.MultifsRuns, f.RefRuns = lost["multifs"], lost["reference"]
-	b.addFigure(section, "handoff.dups", "duplicates seen", "frames", each(func(h *handoffResult) float64 { return float64(h.dups) }))
-	b.addFigure(section, "handoff.sent", "frames sent", "frames", each(func(h *handoffResult) float64 { return float64(h.sent) }))
-	f = b.addFigure(section, "handoff.link2_ms", "link 2 started → first duplicate", "ms", each(func(h *handoffResult) float64 { return h.link2Carrying }))
-	f.Note = "-1 = never"
-	f = b.addFigure(section, "handoff.close_ms", "closing link 1 took", "ms", each(func(h *handoffResult) float64 { return h.closeTook }))
-	f.Note = "reference: kill + reap"
-	for _, name := range []string{"multifs", "reference"} {
+	for _, name := range hoColumns {
 		for i, h := range results[name] {
-			if h.link2Late {
-				b.res.notice("hand-off (%s, run %d): link 2 carried no frame by the time link 1 was closed", name, i+1)
-			}
-			if !h.link1Exited {
-				b.res.notice("hand-off (%s, run %d): link 1's vde_plug was still running 1 s after the close", name, i+1)
+			if h.late {
+				b.res.notice("hand-off (%s, run %d): link 1 was closed at %.0f ms, after the generator had stopped: the last phase had no frames", name, i+1, h.closeAt)
 			}
 			if h.lost > 0 {
-				b.res.notice("hand-off (%s, run %d): lost frames %s; link 2 started at %.0f ms, link 1 closed at %.0f ms",
-					name, i+1, h.gaps, h.link2At, h.closeAt)
+				dropped := "-"
+				if h.hostDropped >= 0 {
+					dropped = fmt.Sprint(h.hostDropped)
+				}
+				b.res.notice("hand-off (%s, run %d): lost frames %s (%d of %d sent before the hand-off started; B's multilink dropped %s towards its host, which did not read in time); the hand-off started at %.0f ms, link 1 closed at %.0f ms",
+					name, i+1, h.gaps, h.lostBefore, h.lost, dropped, h.startAt, h.closeAt)
 			}
 		}
 	}
-	return nil
+	return b.handoffNet()
 }
 
-func (b *bench) handoffMultifs(phase time.Duration, run int) (*handoffResult, error) {
-	a, err := b.startMultifs(fmt.Sprintf("ho%d-A", run))
+func hoLabel(col string) string {
+	switch col {
+	case hoDedup:
+		return "multifs (dedup on, the default)"
+	case hoOff:
+		return "multifs -o dedup=off"
+	}
+	return col
+}
+
+// hoKey is the prefix of a column's figure keys.
+func hoKey(col string) string {
+	if col == hoOff {
+		return "handoff.off."
+	}
+	return "handoff."
+}
+
+// sumFigure shows the runs' total (a count that should be 0) and keeps
+// each run's, on which a target is decided.
+func (b *bench) sumFigure(section, key, label, unit string, p perSystem) *Figure {
+	sum := func(v []float64) *float64 {
+		if len(v) == 0 {
+			return nil
+		}
+		s := 0.0
+		for _, x := range v {
+			s += x
+		}
+		return &s
+	}
+	if b.runs > 1 {
+		label = fmt.Sprintf("%s, %d runs together", label, b.runs)
+	}
+	f := b.res.one(section, key, label, unit, sum(p["multifs"]), sum(p["reference"]))
+	f.MultifsRuns, f.RefRuns = p["multifs"], p["reference"]
+	return f
+}
+
+func (b *bench) handoffMultifs(col string, phase time.Duration, run int) (*handoffResult, error) {
+	tag := fmt.Sprintf("ho%d-%s", run, map[string]string{hoDedup: "M", hoOff: "O"}[col])
+	a, err := b.startMultifs(tag+"-A", hoMultifsArgs(col)...)
 	if err != nil {
 		return nil, err
 	}
 	defer a.stop()
-	bb, err := b.startMultifs(fmt.Sprintf("ho%d-B", run))
+	bb, err := b.startMultifs(tag+"-B", hoMultifsArgs(col)...)
 	if err != nil {
 		return nil, err
 	}
@@ -137,112 +201,83 @@ func (b *bench) handoffMultifs(phase time.Duration, run int) (*handoffResult, er
 	defer snk.Close()
 	return b.runHandoff(phase, handoffSetup{
 		gen: gen, sink: snk,
-		start: func(link int) (*proc, error) {
-			// As for the reference, the data tell when a link works: the
-			// probe for link 1, the first duplicate for link 2.
-			if link == 1 {
-				return b.spawn(fmt.Sprintf("ho%d-M-link1.log", run), b.vdePlug, a.path, bb.path)
-			}
-			return b.spawn(fmt.Sprintf("ho%d-M-link2.log", run), b.vdePlug, a.path, "=", b.vdePlug, bb.path)
-		},
-		closeLink1: func(*proc) error {
+		link1: func() (*proc, error) { return b.spawn(tag+"-link1.log", b.vdePlug, a.path, bb.path) },
+		handoff: func(*proc, <-chan time.Time) (*handover, error) {
 			// Link 1 is the first link either daemon saw.
-			return os.WriteFile(filepath.Join(a.path, "links", "1", "close"), []byte("1\n"), 0)
+			return b.multifsHandoff(a.path, bb.path, "1", tag+"-handoff.log")
 		},
+		hostDropped: func() (uint64, error) { return statsValue(filepath.Join(bb.path, "host"), "tx_dropped") },
 	})
 }
 
 func (b *bench) handoffRef(phase time.Duration, run int) (*handoffResult, error) {
-	ra, err := b.startRef(fmt.Sprintf("ho%d-refA", run))
+	tag := fmt.Sprintf("ho%d-R", run)
+	ra, err := b.startRef(tag + "-A")
 	if err != nil {
 		return nil, err
 	}
 	defer ra.proc.kill()
-	rb, err := b.startRef(fmt.Sprintf("ho%d-refB", run))
+	rb, err := b.startRef(tag + "-B")
 	if err != nil {
 		return nil, err
 	}
 	defer rb.proc.kill()
 	return b.runHandoff(phase, handoffSetup{
 		gen: ra.host, sink: rb.host,
-		start: func(link int) (*proc, error) {
-			if link == 1 {
-				return b.spawn(fmt.Sprintf("ho%d-R-link1.log", run), b.vdePlug, ra.multi, rb.multi)
-			}
-			return b.spawn(fmt.Sprintf("ho%d-R-link2.log", run), b.vdePlug, ra.multi, "=", b.vdePlug, rb.multi)
-		},
-		closeLink1: func(p *proc) error {
-			p.kill()
-			return nil
+		link1: func() (*proc, error) { return b.spawn(tag+"-link1.log", b.vdePlug, ra.multi, rb.multi) },
+		handoff: func(link1 *proc, carried <-chan time.Time) (*handover, error) {
+			return b.refHandoff(ra.multi, rb.multi, link1, carried, tag+"-link2.log")
 		},
 	})
 }
 
-// runHandoff drives one column through the three phases.
-func (b *bench) runHandoff(phase time.Duration, h handoffSetup) (*handoffResult, error) {
-	link1, err := h.start(1)
+// runHandoff drives one column: a phase on link 1, the hand-off, a phase
+// on the new link.
+func (b *bench) runHandoff(phase time.Duration, s handoffSetup) (*handoffResult, error) {
+	link1, err := s.link1()
 	if err != nil {
 		return nil, err
 	}
 	defer link1.kill()
-	if err := probe(h.gen, h.sink, 3*time.Second); err != nil {
+	if err := probe(s.gen, s.sink, 3*time.Second); err != nil {
 		return nil, fmt.Errorf("link 1 carries no frame: %w", err)
 	}
+	dropped0, derr := uint64(0), error(nil)
+	if s.hostDropped != nil {
+		dropped0, derr = s.hostDropped()
+	}
+	stopBeacon := beacon(s.sink, s.gen, beaconEvery)
+	defer stopBeacon()
 
-	res := &handoffResult{link2Carrying: -1}
+	res := &handoffResult{hostDropped: -1}
 	run := nextRun()
-	total := uint64(3 * phase.Seconds() * handoffRate)
-	dup := make(chan struct{}) // closed at the first duplicate, at dupAt
-	var dupAt time.Time
+	dur := 2*phase + handoffBudget
+	total := uint64(dur.Seconds() * handoffRate)
+	carried := make(chan time.Time, 1) // the first duplicate at B
 	start := time.Now()
 
-	// The timeline runs beside the generator and the sink.
 	timeline := make(chan error, 1)
-	var link2 *proc
 	go func() {
 		time.Sleep(time.Until(start.Add(phase)))
-		t2 := time.Now()
-		res.link2At = ms(t2.Sub(start))
-		p, err := h.start(2)
-		link2 = p
-		if err != nil {
-			timeline <- err
-			return
-		}
-		time.Sleep(time.Until(start.Add(2 * phase)))
-		select {
-		case <-dup:
-			res.link2Carrying = float64(dupAt.Sub(t2).Microseconds()) / 1e3
-		default:
-			res.link2Late = true
-		}
-		tc := time.Now()
-		res.closeAt = ms(tc.Sub(start))
-		err = h.closeLink1(link1)
-		res.closeTook = float64(time.Since(tc).Microseconds()) / 1e3
-		if err != nil {
-			timeline <- fmt.Errorf("closing link 1: %w", err)
-			return
-		}
-		select {
-		case <-link1.done:
-			res.link1Exited = true
-		case <-time.After(time.Second):
-		}
-		timeline <- nil
+		h, err := s.handoff(link1, carried)
+		res.h = h
+		timeline <- err
 	}()
 
 	g, rs, err := trial(
-		func() genResult { return paced(h.gen, 64, run, handoffRate, 3*phase) },
+		func() genResult { return paced(s.gen, 64, run, handoffRate, dur) },
 		[]func(<-chan uint64) sinkResult{func(sent <-chan uint64) sinkResult {
-			return sink(h.sink, sinkOpts{run: run, seqs: total, onDup: func() { dupAt = time.Now(); close(dup) }},
-				sent, idleAfterGen, 3*phase+10*time.Second)
+			return sink(s.sink, sinkOpts{run: run, seqs: total, onDup: func() { carried <- time.Now() }},
+				sent, idleAfterGen, dur+10*time.Second)
 		}},
-		3*phase+15*time.Second)
-	terr := <-timeline
-	if link2 != nil {
-		defer link2.kill()
+		dur+15*time.Second)
+	terr := <-timeline // bounded: each hand-off gives up within 20 s
+	if s.hostDropped != nil && derr == nil {
+		if d, err := s.hostDropped(); err == nil {
+			res.hostDropped = int64(d - dropped0)
+		}
 	}
+	defer res.h.end()
 	if err != nil {
 		return nil, err
 	}
@@ -252,7 +287,58 @@ func (b *bench) runHandoff(phase time.Duration, h handoffSetup) (*handoffResult,
 	res.sent = g.sent
 	res.lost, res.dups = rs[0].lostAndDups(g.sent)
 	res.gaps = gaps(rs[0].seen[:g.sent], handoffRate)
+	res.startAt, res.closeAt = ms(res.h.startAt.Sub(start)), ms(res.h.endAt.Sub(start))
+	for _, n := range rs[0].seen[:min(g.sent, uint64(res.startAt*handoffRate/1000))] {
+		if n == 0 {
+			res.lostBefore++
+		}
+	}
+	res.late = res.h.endAt.After(start.Add(dur))
 	return res, nil
+}
+
+// beacon sends a frame from far (host B) every interval until stopped, and
+// discards what reaches near (host A, the generator): multifs handoff
+// waits for its new link to receive a frame from the far side.
+func beacon(far, near *client.Client, interval time.Duration) (stop func()) {
+	quit := make(chan struct{})
+	done := make(chan struct{}, 2)
+	go func() {
+		defer func() { done <- struct{}{} }()
+		f := newFrame(64)
+		stamp(f, nextRun(), 0)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-t.C:
+				far.TrySend(f)
+			}
+		}
+	}()
+	go func() {
+		defer func() { done <- struct{}{} }()
+		bufs := make([][]byte, sinkBatch)
+		for i := range bufs {
+			bufs[i] = make([]byte, 9300)
+		}
+		sizes := make([]int, sinkBatch)
+		for {
+			select {
+			case <-quit:
+				return
+			default:
+			}
+			near.RecvBatch(bufs, sizes, 20*time.Millisecond)
+		}
+	}()
+	return func() {
+		close(quit)
+		<-done
+		<-done
+	}
 }
 
 // gaps describes the runs of lost sequence numbers and when they were

@@ -40,35 +40,29 @@ func (b *bench) iperf() error {
 		return nil
 	}
 	tag := fmt.Sprintf("%d", os.Getpid()%100000)
-	nsA, nsB := "mfbench-"+tag+"-a", "mfbench-"+tag+"-b"
-	for _, ns := range []string{nsA, nsB} {
-		if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-			return fmt.Errorf("ip netns add %s: %v: %s", ns, err, out)
-		}
-		b.clean.add(func() { exec.Command("ip", "netns", "del", ns).Run() })
-		if err := nsRun(ns, "ip", "link", "set", "lo", "up"); err != nil {
-			return err
-		}
+	nsA, nsB, err := b.netnsPair("mfbench-" + tag)
+	if err != nil {
+		return err
 	}
+	sides := tapSides{name: "ip", nsA: nsA, nsB: nsB, tapA: "mfbA" + tag, tapB: "mfbB" + tag, addrA: "169.254.77.1/24", addrB: "169.254.77.2/24"}
 
 	type column struct {
 		name  string
-		setup func() (stop func(), err error)
+		setup func() (*tapNet, error)
 	}
-	cols := []column{{"multifs", func() (func(), error) { return b.iperfMultifs(nsA, nsB, tag) }}}
-	cols = append(cols, column{"reference", func() (func(), error) { return b.iperfRef(nsA, nsB, tag) }})
+	cols := []column{{"multifs", func() (*tapNet, error) { return b.tapNetMultifs(sides) }}}
+	cols = append(cols, column{"reference", func() (*tapNet, error) { return b.tapNetRef(sides) }})
 	mbps, retr, udpPPS, udpLoss := perSystem{}, perSystem{}, perSystem{}, perSystem{}
 	for _, c := range cols {
-		stop, err := c.setup()
+		tn, err := c.setup()
 		if err != nil {
-			if stop != nil {
-				stop()
-			}
+			tn.stop()
 			return fmt.Errorf("%s: %w", c.name, err)
 		}
+		stop := tn.stop
 		// One server for the column's runs (not -1: a failed first
 		// attempt would leave nobody listening).
-		srv, err := b.spawn("iperf3-server-"+c.name+".log", "ip", "netns", "exec", nsB, "iperf3", "-s", "-B", "169.254.77.2")
+		srv, err := b.spawn("iperf3-server-"+c.name+".log", "ip", "netns", "exec", nsB, "iperf3", "-s", "-B", sides.ipB())
 		if err != nil {
 			stop()
 			return err
@@ -80,7 +74,7 @@ func (b *bench) iperf() error {
 		}
 		s := &system{name: c.name}
 		for run := 0; run < b.runs; run++ {
-			bps, r, err := iperfOnce(nsA)
+			bps, r, err := iperfOnce(nsA, sides.ipB())
 			if err != nil {
 				srv.kill()
 				stop()
@@ -89,7 +83,7 @@ func (b *bench) iperf() error {
 			}
 			mbps.put(s, bps/1e6)
 			retr.put(s, r)
-			pps, loss, err := iperfUDPOnce(nsA)
+			pps, loss, err := iperfUDPOnce(nsA, sides.ipB())
 			if err != nil {
 				srv.kill()
 				stop()
@@ -109,80 +103,114 @@ func (b *bench) iperf() error {
 	return nil
 }
 
-// iperfMultifs makes tapA ═ multifs A ═ link ═ multifs B ═ tapB: each
-// multifs opens its tap itself (--host tap://), as the reference's
-// multilink does, and the tap is then moved into its namespace.
-func (b *bench) iperfMultifs(nsA, nsB, tag string) (func(), error) {
-	tapA, tapB := "mfbA"+tag, "mfbB"+tag
-	a, err := b.startMultifs("ipA", "--host", "tap://"+tapA)
-	if err != nil {
-		return nil, err
+// netnsPair makes the namespaces PREFIX-a and PREFIX-b, with lo up, and
+// registers their removal.
+func (b *bench) netnsPair(prefix string) (string, string, error) {
+	nsA, nsB := prefix+"-a", prefix+"-b"
+	for _, ns := range []string{nsA, nsB} {
+		if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+			return "", "", fmt.Errorf("ip netns add %s: %v: %s", ns, err, out)
+		}
+		b.clean.add(func() { exec.Command("ip", "netns", "del", ns).Run() })
+		if err := nsRun(ns, "ip", "link", "set", "lo", "up"); err != nil {
+			return "", "", err
+		}
 	}
-	bb, err := b.startMultifs("ipB", "--host", "tap://"+tapB)
+	return nsA, nsB, nil
+}
+
+// tapSides names the two ends of a tap-to-tap path: the namespaces, their
+// taps and addresses (with the prefix length), and the prefix of the
+// multilinks' names in the scratch directory.
+type tapSides struct {
+	name, nsA, nsB, tapA, tapB, addrA, addrB string
+}
+
+// ipB is B's address without the prefix length.
+func (s tapSides) ipB() string { ip, _, _ := strings.Cut(s.addrB, "/"); return ip }
+
+// tapNet is a path from tapA to tapB through one link: two multilinks
+// that own their taps, joined by `vde_plug A B`.
+type tapNet struct {
+	a, b string // where links join: the multifs mounts or the reference's multi:// directories
+	link *proc  // the link first made
+	stop func() // ends everything (safe on a half-made path)
+}
+
+// tapNetMultifs makes tapA ═ multifs A ═ link ═ multifs B ═ tapB: each
+// multifs opens its tap itself (--host tap://, and args), as the
+// reference's multilink does, and the tap is then moved into its
+// namespace.
+func (b *bench) tapNetMultifs(s tapSides, args ...string) (*tapNet, error) {
+	tn := &tapNet{stop: func() {}}
+	a, err := b.startMultifs(s.name+"A", append([]string{"--host", "tap://" + s.tapA}, args...)...)
 	if err != nil {
-		a.stop()
-		return nil, err
+		return tn, err
 	}
-	var procs []*proc
-	stop := func() {
-		for _, p := range procs {
-			p.kill()
+	tn.stop = a.stop
+	bb, err := b.startMultifs(s.name+"B", append([]string{"--host", "tap://" + s.tapB}, args...)...)
+	if err != nil {
+		return tn, err
+	}
+	tn.a, tn.b = a.path, bb.path
+	tn.stop = func() {
+		if tn.link != nil {
+			tn.link.kill()
 		}
 		a.stop()
 		bb.stop()
 	}
-	for _, side := range []struct{ ns, tap, addr string }{
-		{nsA, tapA, "169.254.77.1/24"},
-		{nsB, tapB, "169.254.77.2/24"},
-	} {
+	for _, side := range []struct{ ns, tap, addr string }{{s.nsA, s.tapA, s.addrA}, {s.nsB, s.tapB, s.addrB}} {
 		if out, err := exec.Command("ip", "link", "set", side.tap, "netns", side.ns).CombinedOutput(); err != nil {
-			return stop, fmt.Errorf("moving %s into %s: %v: %s", side.tap, side.ns, err, out)
+			return tn, fmt.Errorf("moving %s into %s: %v: %s", side.tap, side.ns, err, out)
 		}
 		if err := upTap(side.ns, side.tap, side.addr); err != nil {
-			return stop, err
+			return tn, err
 		}
 	}
-	p, err := b.spawn("ip-link.log", b.vdePlug, a.path, bb.path)
-	if err != nil {
-		return stop, err
+	if tn.link, err = b.spawn(s.name+"-link.log", b.vdePlug, a.path, bb.path); err != nil {
+		return tn, err
 	}
-	procs = append(procs, p)
-	return stop, waitPing(nsA, "169.254.77.2")
+	return tn, waitPing(s.nsA, s.ipB())
 }
 
-// iperfRef makes tapA ─ vde_plug multi://A ═ link ═ vde_plug multi://B ─ tapB.
-func (b *bench) iperfRef(nsA, nsB, tag string) (func(), error) {
+// tapNetRef makes tapA ─ vde_plug multi://A ═ link ═ vde_plug multi://B ─ tapB.
+func (b *bench) tapNetRef(s tapSides) (*tapNet, error) {
 	var procs []*proc
-	stop := func() {
+	tn := &tapNet{}
+	tn.stop = func() {
+		if tn.link != nil {
+			tn.link.kill()
+		}
 		for _, p := range procs {
 			p.kill()
 		}
 	}
 	var multis []string
 	for _, side := range []struct{ ns, name, tap, addr string }{
-		{nsA, "ipRefA", "mfbA" + tag, "169.254.77.1/24"},
-		{nsB, "ipRefB", "mfbB" + tag, "169.254.77.2/24"},
+		{s.nsA, s.name + "RefA", s.tapA, s.addrA},
+		{s.nsB, s.name + "RefB", s.tapB, s.addrB},
 	} {
 		multi := filepath.Join(b.tmp, side.name)
 		p, err := b.spawn(side.name+".log", "ip", "netns", "exec", side.ns, b.vdePlug, "multi://"+multi, "tap://"+side.tap)
 		if err != nil {
-			return stop, err
+			return tn, err
 		}
 		procs = append(procs, p)
 		if err := waitFor(3*time.Second, func() bool { return exists(filepath.Join(multi, "ctl")) }); err != nil {
-			return stop, fmt.Errorf("vde_plug multi://%s: no ctl", multi)
+			return tn, fmt.Errorf("vde_plug multi://%s: no ctl", multi)
 		}
 		if err := upTap(side.ns, side.tap, side.addr); err != nil {
-			return stop, err
+			return tn, err
 		}
 		multis = append(multis, multi)
 	}
-	p, err := b.spawn("ipRef-link.log", b.vdePlug, multis[0], multis[1])
-	if err != nil {
-		return stop, err
+	tn.a, tn.b = multis[0], multis[1]
+	var err error
+	if tn.link, err = b.spawn(s.name+"Ref-link.log", b.vdePlug, tn.a, tn.b); err != nil {
+		return tn, err
 	}
-	procs = append(procs, p)
-	return stop, waitPing(nsA, "169.254.77.2")
+	return tn, waitPing(s.nsA, s.ipB())
 }
 
 func nsRun(ns string, args ...string) error {
@@ -231,13 +259,13 @@ func waitListening(ns, port string) error {
 	})
 }
 
-// iperfClient runs one 1-second iperf3 client in nsA against the server in
-// B with extra arguments, and decodes its JSON report into r. A refused
+// iperfClient runs one iperf3 client of secs seconds in nsA against the
+// server at server with extra arguments, and decodes its JSON report into r. A refused
 // connect is retried, in case the server is not quite ready.
-func iperfClient(nsA string, r any, extra ...string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+func iperfClient(nsA, server string, secs int, r any, extra ...string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(secs+20)*time.Second)
 	defer cancel()
-	args := append([]string{"netns", "exec", nsA, "iperf3", "-c", "169.254.77.2", "-t", "1", "-J", "--connect-timeout", "1000"}, extra...)
+	args := append([]string{"netns", "exec", nsA, "iperf3", "-c", server, "-t", fmt.Sprint(secs), "-J", "--connect-timeout", "1000"}, extra...)
 	var out []byte
 	var err error
 	for i := 0; i < 10; i++ {
@@ -262,7 +290,7 @@ func iperfClient(nsA string, r any, extra ...string) error {
 
 // iperfOnce runs one 1-second TCP test from A to the server in B and
 // returns the receiver's bits/s and the sender's retransmits.
-func iperfOnce(nsA string) (float64, float64, error) {
+func iperfOnce(nsA, server string) (float64, float64, error) {
 	var r struct {
 		End struct {
 			SumSent struct {
@@ -273,7 +301,7 @@ func iperfOnce(nsA string) (float64, float64, error) {
 			} `json:"sum_received"`
 		} `json:"end"`
 	}
-	if err := iperfClient(nsA, &r); err != nil {
+	if err := iperfClient(nsA, server, 1, &r); err != nil {
 		return 0, 0, err
 	}
 	return r.End.SumReceived.BitsPerSecond, r.End.SumSent.Retransmits, nil
@@ -282,7 +310,7 @@ func iperfOnce(nsA string) (float64, float64, error) {
 // iperfUDPOnce runs one 1-second test of 64-byte UDP datagrams from A to
 // B, as fast as the client sends them, and returns the datagrams per
 // second the server received and the loss in percent.
-func iperfUDPOnce(nsA string) (float64, float64, error) {
+func iperfUDPOnce(nsA, server string) (float64, float64, error) {
 	var r struct {
 		End struct {
 			Sum struct {
@@ -294,7 +322,7 @@ func iperfUDPOnce(nsA string) (float64, float64, error) {
 			} `json:"sum_received"`
 		} `json:"end"`
 	}
-	if err := iperfClient(nsA, &r, "-u", "-l", "64", "-b", "0"); err != nil {
+	if err := iperfClient(nsA, server, 1, &r, "-u", "-l", "64", "-b", "0"); err != nil {
 		return 0, 0, err
 	}
 	if r.End.SumReceived.Seconds <= 0 {

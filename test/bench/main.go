@@ -63,10 +63,33 @@
 //  6. latency at a steady 20,000 frames/s link→host, Go clients: p50, p99
 //     and max of (receipt − send) from a monotonic timestamp in the payload.
 //  7. the same with the real clients, and the ceiling.
-//  8. hand-off: 10,000 frames/s from host A to host B over link 1, add
-//     link 2, close link 1; frames lost (should be 0) and duplicates seen.
-//     multifs closes link 1 with its close file; the reference has none, so
-//     its link 1 vde_plug is killed (SIGTERM) instead.
+//  8. hand-off, three ways: multifs with duplicate suppression (the
+//     default), multifs with -o dedup=off on both multilinks, and the
+//     reference, shown as two row groups (each multifs column beside the
+//     same reference runs); round i measures the three one after the
+//     other. The link is `vde_plug A B`; multifs hands it over with the
+//     real `multifs handoff A OLD -- vde_plug A B` (default --overlap,
+//     500ms); the reference has no close file, so the bench starts the
+//     new `vde_plug A B`, waits for it to carry a frame (the first
+//     duplicate at B, where that can be seen) and for the same 500ms from
+//     its start, and ends the old link's vde_plug with SIGTERM. B sends a
+//     frame back every 10 ms: multifs handoff waits for its new link to
+//     receive one from the far side.
+//     Rows 8: 10,000 numbered frames/s from host A to host B, Go clients,
+//     fresh multilinks each run: a phase on link 1, one second for the
+//     hand-off, a phase on the new link; frames lost and duplicates
+//     delivered to host B, the new link's time to carry a frame, how long
+//     both links were up and how long the hand-off took.
+//     Rows 8b: between two network namespaces through taps the
+//     multilinks own (as in 11; a namespace pair and a path per column,
+//     made once, each run handing the link in use over to a new one), a
+//     hand-off 1.1 s into each run: iperf3 TCP -i 0.5 --json, the
+//     intervals' mean throughput before, during and after the hand-off,
+//     retransmits over the run and during it; 64-byte UDP datagrams at
+//     10,000/s, numbered, from a socket in one namespace to one in the
+//     other (iperf3 counts no duplicates): lost and received twice.
+//     With -quick: iperf3 -t 3 and 250 ms phases, else -t 4 and 500 ms.
+//     -only handoff runs both.
 //  9. control plane (multifs only): Dial → links/N visible, close file →
 //     the client sees EOF, and `ls links` with 1,000 open links.
 //  10. memory: VmRSS of the daemon (or the reference vde_plug) idle, with
@@ -96,8 +119,9 @@
 //	latency p50 and p99 at 20,000 frames/s, real clients    <= 1.0x ref
 //	tap-to-tap TCP (iperf3)                                 >= 1.3x ref, retransmits <= ref
 //
-// and the absolute ones of the hand-off (0 lost), the control plane and
-// memory. The Go clients' rows carry none: they show what a batching
+// and the absolute ones of the hand-off (frames and UDP datagrams: 0 lost
+// with and without dedup, 0 duplicates with dedup; decided on each run's
+// count, the table shows their sum), the control plane and memory. The Go clients' rows carry none: they show what a batching
 // client gets, beside what qemu and vde_plug get.
 //
 //	go run ./test/bench [-quick] [-runs N] [-json FILE] [-multifs BIN]
