@@ -73,6 +73,14 @@ func lookupID(id uint64) (entry, bool, error) {
 	return entry{}, false, nil
 }
 
+// TypeOf returns the type of the mount with that id in this process's
+// mount table; found is false if it is not there, and an error says the
+// table could not be read (which tells nothing about the mount).
+func TypeOf(id uint64) (fstype string, found bool, err error) {
+	e, found, err := lookupID(id)
+	return e.fstype, found, err
+}
+
 // Type returns the type of the topmost mount whose mount point reads path,
 // if any. It is for tests and diagnostics: a path string says nothing
 // about which mount is whose.

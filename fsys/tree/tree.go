@@ -27,7 +27,6 @@
 package tree
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -37,6 +36,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"multifs/fsys/mount"
 )
 
 // FSType is the mount type multifs's mounts have.
@@ -118,9 +119,12 @@ func (t *Tree) prove() error {
 	if sx.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT != 0 && sx.Attributes&unix.STATX_ATTR_MOUNT_ROOT == 0 {
 		return errors.New("not a multifs mountpoint (a directory inside a FUSE mount)")
 	}
-	fstype, err := mountType(sx.Mnt_id)
+	fstype, found, err := mount.TypeOf(sx.Mnt_id)
 	if err != nil {
-		return err
+		return fmt.Errorf("mountinfo: %w", err)
+	}
+	if !found {
+		return errors.New("its mount is not in /proc/self/mountinfo")
 	}
 	if fstype != FSType {
 		return fmt.Errorf("not a multifs mount (a %s mount)", fstype)
@@ -135,35 +139,6 @@ func (t *Tree) prove() error {
 		}
 	}
 	return nil
-}
-
-// mountType is the type of the mount with that id in this process's mount
-// table.
-func mountType(id uint64) (string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	want := strconv.FormatUint(id, 10)
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 0, 4096), 1<<20)
-	for sc.Scan() {
-		// id parent maj:min root mountpoint opts [optional...] - fstype source superopts
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 7 || fields[0] != want {
-			continue
-		}
-		for i, fl := range fields {
-			if fl == "-" && i+1 < len(fields) {
-				return fields[i+1], nil
-			}
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return "", fmt.Errorf("mountinfo: %w", err)
-	}
-	return "", errors.New("its mount is not in /proc/self/mountinfo")
 }
 
 // Stats is one stats file: key to value.
