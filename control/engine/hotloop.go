@@ -37,31 +37,20 @@ type hotMember struct {
 }
 
 type hotLoop struct {
-	epfd    int
-	wake    int // eventfd, token 0: a member joined while the loop slept long, or stop
-	mu      sync.Mutex
-	members map[int32]*hotMember // by token, the epoll data
-	next    int32
-	asleep  bool // waiting with no member, for long
-	stopped bool // stop was called: no more members
-	done    chan struct{}
+	epollSet // woken when a member joins a loop asleep, or to stop
+	mu       sync.Mutex
+	members  map[int32]*hotMember // by token, the epoll data
+	next     int32
+	asleep   bool // waiting with no member, for long
+	stopped  bool // stop was called: no more members
+	done     chan struct{}
 }
 
 func newHotLoop() (*hotLoop, error) {
 	l := &hotLoop{members: make(map[int32]*hotMember), done: make(chan struct{})}
 	var err error
-	if l.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
-		return nil, fmt.Errorf("hot loop: epoll_create: %w", err)
-	}
-	if l.wake, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err == nil {
-		err = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, l.wake, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: 0})
-		if err != nil {
-			unix.Close(l.wake)
-		}
-	}
-	if err != nil {
-		unix.Close(l.epfd)
-		return nil, fmt.Errorf("hot loop: %w", err)
+	if l.epollSet, err = newEpollSet("hot loop"); err != nil {
+		return nil, err
 	}
 	go l.run()
 	return l, nil
@@ -73,10 +62,9 @@ func (l *hotLoop) stop() {
 	l.mu.Lock()
 	l.stopped = true
 	l.mu.Unlock()
-	unix.Write(l.wake, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+	l.wake()
 	<-l.done
-	unix.Close(l.wake)
-	unix.Close(l.epfd)
+	l.free()
 }
 
 // serve hands p to the loop until p stays idle for hotIdle (nil: park it)
@@ -93,7 +81,7 @@ func (l *hotLoop) serve(p *FD) error {
 		return errEngineClosed
 	}
 	l.next++
-	if l.next <= 0 { // 0 is the eventfd's
+	if l.next <= 0 { // tokens stay positive: wakeToken is the eventfd's
 		l.next = 1
 	}
 	tok := l.next
@@ -104,7 +92,7 @@ func (l *hotLoop) serve(p *FD) error {
 	l.asleep = false
 	l.mu.Unlock()
 	if wake {
-		unix.Write(l.wake, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+		l.wake()
 	}
 	// Level-triggered: whatever is queued keeps reporting until read.
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: tok}
@@ -157,9 +145,8 @@ func (l *hotLoop) run() {
 		}
 		now := time.Now()
 		for _, e := range events[:max(n, 0)] {
-			if e.Fd == 0 {
-				var b [8]byte
-				unix.Read(l.wake, b[:])
+			if e.Fd == wakeToken {
+				l.drain()
 				l.mu.Lock()
 				stopped := l.stopped
 				l.mu.Unlock()

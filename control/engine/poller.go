@@ -120,32 +120,18 @@ func (p *FD) park(ev uint32, deadline time.Time) error {
 
 // poller is the epoll instance of idle descriptors and its one watcher.
 type poller struct {
-	epfd   int
-	wake   int // eventfd, token stopToken: close stops the watcher
-	mu     sync.Mutex
-	fds    map[int32]*FD
-	closed bool          // closeFDs ran: no more adds
-	done   chan struct{} // closed when watch has returned
+	epollSet // woken by close: it stops the watcher
+	mu       sync.Mutex
+	fds      map[int32]*FD
+	closed   bool          // closeFDs ran: no more adds
+	done     chan struct{} // closed when watch has returned
 }
-
-// stopToken is the epoll data of the poller's and the loop's eventfd; a
-// descriptor's is its number, never negative.
-const stopToken = -1
 
 func newPoller() (*poller, error) {
 	pl := &poller{fds: make(map[int32]*FD), done: make(chan struct{})}
 	var err error
-	if pl.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
-		return nil, fmt.Errorf("epoll_create: %w", err)
-	}
-	if pl.wake, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
-		unix.Close(pl.epfd)
-		return nil, fmt.Errorf("poller: eventfd: %w", err)
-	}
-	if err := unix.EpollCtl(pl.epfd, unix.EPOLL_CTL_ADD, pl.wake, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: stopToken}); err != nil {
-		unix.Close(pl.wake)
-		unix.Close(pl.epfd)
-		return nil, fmt.Errorf("poller: epoll_ctl add: %w", err)
+	if pl.epollSet, err = newEpollSet("poller"); err != nil {
+		return nil, err
 	}
 	go pl.watch()
 	return pl, nil
@@ -170,10 +156,9 @@ func (pl *poller) close() {
 	pl.mu.Lock()
 	pl.closed = true
 	pl.mu.Unlock()
-	unix.Write(pl.wake, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+	pl.wake()
 	<-pl.done
-	unix.Close(pl.wake)
-	unix.Close(pl.epfd)
+	pl.free()
 }
 
 // add registers p, armed for nothing yet.
@@ -250,7 +235,7 @@ func (pl *poller) watch() {
 			panic(fmt.Sprintf("epoll_wait: %v", err)) // only a bug gets here
 		}
 		for _, e := range events[:n] {
-			if e.Fd == stopToken {
+			if e.Fd == wakeToken {
 				return
 			}
 			pl.mu.Lock()
