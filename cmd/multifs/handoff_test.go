@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"multifs/cmd/multifs/handoff"
+	"multifs/fsys/tree"
 )
 
 func TestParseHandoff(t *testing.T) {
@@ -112,4 +113,15 @@ func TestHandoffStartsNothing(t *testing.T) {
 	if _, err := os.Stat(marker); err == nil {
 		t.Error("COMMAND ran although the arguments were refused")
 	}
+}
+
+// TestMain lets this test binary be a tree reader: handoffMain starts one
+// by re-executing /proc/self/exe, which is this binary here.
+func TestMain(m *testing.M) {
+	if tree.IsReader() {
+		os.Exit(tree.ServeReader())
+	}
+	// The readers' exit need not sleep (race-enabled binaries do, 1 s).
+	os.Setenv("GORACE", "atexit_sleep_ms=0")
+	os.Exit(m.Run())
 }
