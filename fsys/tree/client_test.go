@@ -11,7 +11,31 @@ import (
 	"time"
 
 	"multifs/control/client"
+	"multifs/fsys/tree/treetest"
 )
+
+// mountFake mounts a look-alike multifs whose mount says user_id=owner
+// (root mounts it itself: the kernel takes the last user_id given),
+// unmounted at the test's end.
+func mountFake(t *testing.T, owner uint32) *treetest.Fake {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a FUSE server with another user_id needs root")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skip("no /dev/fuse on this machine")
+	}
+	dir := filepath.Join(t.TempDir(), "fake")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, err := treetest.Mount(dir, treetest.Options{Links: []uint64{1}, AllowOther: true, Owner: &owner})
+	if err != nil {
+		t.Fatalf("mounting the fake: %v", err)
+	}
+	t.Cleanup(func() { f.Unmount() })
+	return f
+}
 
 // TestMain lets this test binary be a tree reader: a Client starts one by
 // re-executing /proc/self/exe, which is this binary here.
@@ -108,15 +132,14 @@ func TestUntrusted(t *testing.T) {
 		t.Skip("running as uid 4242")
 	}
 	f := mountFake(t, other)
-	f.hang.Store(true)
-	f.requests.Store(0)
+	f.Hang()
 	t0 := time.Now()
-	_, err := Open(f.path)
+	_, err := Open(f.Path)
 	var ue *UntrustedError
 	if !errors.As(err, &ue) || ue.Owner != other || !strings.Contains(err.Error(), "uid 4242") {
 		t.Errorf("Open(an impostor of uid 4242): %v", err)
 	}
-	c, err := Start(bg(10*time.Second), f.path)
+	c, err := Start(bg(10*time.Second), f.Path)
 	if err == nil {
 		c.Close()
 	}
@@ -126,10 +149,10 @@ func TestUntrusted(t *testing.T) {
 	if d := time.Since(t0); d > 3*time.Second {
 		t.Errorf("refusing took %v", d)
 	}
-	if n := f.requests.Load(); n != 0 {
+	if n := f.Requests(); n != 0 {
 		t.Errorf("the impostor got %d requests", n)
 	}
-	if n := f.writes.Load(); n != 0 {
+	if n := f.Writes(); n != 0 {
 		t.Errorf("the impostor got %d writes", n)
 	}
 }
@@ -140,7 +163,7 @@ func TestUntrusted(t *testing.T) {
 // is made by a new reader on the same descriptor.
 func TestNoAnswer(t *testing.T) {
 	f := mountFake(t, uint32(os.Geteuid()))
-	c, err := Start(bg(10*time.Second), f.path)
+	c, err := Start(bg(10*time.Second), f.Path)
 	if err != nil {
 		t.Fatalf("Start(a trusted look-alike): %v", err)
 	}
@@ -148,7 +171,7 @@ func TestNoAnswer(t *testing.T) {
 	if _, err := c.Link(bg(5*time.Second), 1); err != nil {
 		t.Fatalf("Link(1): %v", err)
 	}
-	f.hang.Store(true)
+	f.Hang()
 	for _, call := range []struct {
 		what string
 		do   func(context.Context) error
@@ -175,10 +198,10 @@ func TestNoAnswer(t *testing.T) {
 	if _, err := c.Root(ctx); err == nil || err.Error() != "interrupted by SIGTERM" {
 		t.Errorf("Root() cancelled: %v", err)
 	}
-	if f.writes.Load() != 0 {
-		t.Errorf("%d writes reached the fake while it hung", f.writes.Load())
+	if f.Writes() != 0 {
+		t.Errorf("%d writes reached the fake while it hung", f.Writes())
 	}
-	f.unblock()
+	f.Unblock()
 	if st, err := c.Link(bg(5*time.Second), 1); err != nil || st["id"] != "1" {
 		t.Errorf("Link(1) once the mount answers again: %v, %v", st, err)
 	}

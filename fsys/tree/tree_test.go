@@ -263,17 +263,17 @@ func TestOpenUntrusted(t *testing.T) {
 		t.Skip("running as uid 4242")
 	}
 	f := mountFake(t, other)
-	tr, err := Open(f.path)
+	tr, err := Open(f.Path)
 	if err == nil {
 		tr.Close()
 	}
 	if err == nil || !strings.Contains(err.Error(), "uid 4242") {
 		t.Errorf("Open(an impostor of uid 4242): %v", err)
 	}
-	if n := f.writes.Load(); n != 0 {
+	if n := f.Writes(); n != 0 {
 		t.Errorf("the impostor got %d writes", n)
 	}
-	if n := f.requests.Load(); n != 0 {
+	if n := f.Requests(); n != 0 {
 		t.Errorf("the impostor got %d requests", n)
 	}
 }
