@@ -180,7 +180,9 @@ func handoffMain(args []string) int {
 	pcancel()
 	if err != nil {
 		var ue *tree.UntrustedError
-		if errors.As(err, &ue) {
+		if ctx.Err() != nil {
+			fmt.Fprintf(os.Stderr, "multifs: handoff: %v before COMMAND started\n", context.Cause(ctx))
+		} else if errors.As(err, &ue) {
 			fmt.Fprintf(os.Stderr, "multifs: handoff: %s: %v\n", o.path, err)
 		} else {
 			fmt.Fprintf(os.Stderr, "multifs: handoff: %s: not a live multifs: %v\n", o.path, oneLine(err.Error()))
@@ -192,7 +194,9 @@ func handoffMain(args []string) int {
 	_, err = t.Link(pctx, o.old)
 	pcancel()
 	if err != nil {
-		if errors.Is(err, tree.ErrNoLink) {
+		if ctx.Err() != nil {
+			fmt.Fprintf(os.Stderr, "multifs: handoff: %v before COMMAND started\n", context.Cause(ctx))
+		} else if errors.Is(err, tree.ErrNoLink) {
 			fmt.Fprintf(os.Stderr, "multifs: handoff: %s/links/%d: no such link (open: %s)\n", o.path, o.old, openLinks(ctx, t, o.timeout))
 		} else {
 			fmt.Fprintf(os.Stderr, "multifs: handoff: %s/links/%d: %v\n", o.path, o.old, oneLine(err.Error()))

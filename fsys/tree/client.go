@@ -18,11 +18,18 @@ package tree
 // or dies, and it holds nothing of ours. The next request starts a new
 // reader.
 //
-// Why this shape. One long-lived reader (not one per request: a hand-off
-// polls every 20 ms) answering one request at a time; the re-exec is the
-// only way Go has to fork, and it keeps the reader's code the same as the
-// program's. The reader is in a process group of its own, so the
-// terminal's ^C is the caller's to handle, not the reader's.
+// Why this shape, of those that work. One long-lived reader answering one
+// request at a time, not a process per request (a hand-off polls every
+// 20 ms: a fork and exec each time would cost more than the hand-off).
+// This binary re-executed, not a helper of its own: Go cannot fork
+// without exec (its runtime is threads), and one binary keeps the
+// reader's checks the very code of the caller's, with nothing to install
+// or find. Nothing short of a process will do: the kernel's interrupt
+// (FUSE_INTERRUPT) is only a request to the server, which a stuck or
+// hostile one ignores, and aborting the connection (fusectl's abort)
+// would take down someone's daemon. The reader is in a process group of
+// its own, so the terminal's ^C is the caller's to handle, not the
+// reader's.
 //
 // What the reader acts on. The first reader resolves PATH (the lookup in
 // the directory above the mount can be a request to another FUSE mount:
@@ -242,6 +249,9 @@ func Start(ctx context.Context, path string) (*Client, error) {
 		return nil, callErr(ctx, "opening it", start, err)
 	}
 	if err := rep.err(); err != nil {
+		for _, fd := range rights {
+			unix.Close(fd)
+		}
 		r.close()
 		var re *readerError
 		if errors.As(err, &re) && re.errno != 0 {
@@ -250,6 +260,9 @@ func Start(ctx context.Context, path string) (*Client, error) {
 		return nil, err
 	}
 	if len(rights) != 1 {
+		for _, fd := range rights {
+			unix.Close(fd)
+		}
 		r.abandon()
 		return nil, fmt.Errorf("tree reader: sent %d descriptors, not 1", len(rights))
 	}

@@ -91,9 +91,9 @@ type UntrustedError struct {
 
 func (e *UntrustedError) Error() string {
 	if !e.HasOwner {
-		return "refused: its mount options name no owner (user_id); handoff trusts only a multifs run by root or by its caller"
+		return "refused: its mount options name no owner (user_id); only a multifs run by root or by yourself is trusted"
 	}
-	return fmt.Sprintf("refused: mounted by %s, neither root nor you; handoff trusts only a multifs run by root or by its caller", userName(e.Owner))
+	return fmt.Sprintf("refused: mounted by %s, neither root nor you; only a multifs run by root or by yourself is trusted", userName(e.Owner))
 }
 
 // userName is "user NAME (uid N)", or "uid N" if the uid has no name.
