@@ -122,6 +122,7 @@ func Open(path string) (*Tree, error) {
 	if err != nil {
 		return nil, err
 	}
+	t.Path = path
 	st, err := t.Root()
 	if err == nil {
 		err = checkRoot(st)
