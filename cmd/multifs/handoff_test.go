@@ -171,6 +171,7 @@ func TestHandoffOwner(t *testing.T) {
 		if err != nil {
 			t.Fatalf("mounting the fake (user_id %d) on %s: %v", c.owner, dir, err)
 		}
+		t.Cleanup(func() { f.Unmount() })
 		var rc int
 		msg := stderrOf(t, func() {
 			rc = handoffMain([]string{"--timeout", "5s", "--overlap", "0", dir, "1", "--",

@@ -75,6 +75,9 @@ func Mount(dir string, o Options) (*Fake, error) {
 	}
 	srv, err := fs.Mount(dir, &node{f: f, kind: kindRoot}, &fs.Options{MountOptions: mo})
 	if err != nil {
+		// go-fuse checks the mount once made (a mount of another user_id
+		// without AllowOther fails that check): leave none behind.
+		syscall.Unmount(dir, syscall.MNT_DETACH)
 		return nil, err
 	}
 	f.srv = srv
