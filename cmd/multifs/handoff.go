@@ -23,7 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"multifs/cmd/multifs/handoff"
-	"multifs/fsys/tree"
+	"multifs/fsys/treeclient"
 )
 
 // handoffSummary is the line multifs --help gives the subcommand.
@@ -176,10 +176,10 @@ func handoffMain(args []string) int {
 	// OLD open there, COMMAND there to run. Each look at the tree waits
 	// at most the --timeout.
 	pctx, pcancel := context.WithTimeout(ctx, o.timeout)
-	t, err := tree.Start(pctx, o.path)
+	t, err := treeclient.Start(pctx, o.path)
 	pcancel()
 	if err != nil {
-		var ue *tree.UntrustedError
+		var ue *treeclient.UntrustedError
 		if ctx.Err() != nil {
 			fmt.Fprintf(os.Stderr, "multifs: handoff: %v before COMMAND started\n", context.Cause(ctx))
 		} else if errors.As(err, &ue) {
@@ -196,7 +196,7 @@ func handoffMain(args []string) int {
 	if err != nil {
 		if ctx.Err() != nil {
 			fmt.Fprintf(os.Stderr, "multifs: handoff: %v before COMMAND started\n", context.Cause(ctx))
-		} else if errors.Is(err, tree.ErrNoLink) {
+		} else if errors.Is(err, treeclient.ErrNoLink) {
 			fmt.Fprintf(os.Stderr, "multifs: handoff: %s/links/%d: no such link (open: %s)\n", o.path, o.old, openLinks(ctx, t, o.timeout))
 		} else {
 			fmt.Fprintf(os.Stderr, "multifs: handoff: %s/links/%d: %v\n", o.path, o.old, oneLine(err.Error()))
@@ -240,7 +240,7 @@ func handoffMain(args []string) int {
 }
 
 // openLinks lists the open link ids for an error message, a few at most.
-func openLinks(ctx context.Context, t *tree.Client, wait time.Duration) string {
+func openLinks(ctx context.Context, t *treeclient.Client, wait time.Duration) string {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	ids, err := t.Links(ctx)

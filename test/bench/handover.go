@@ -155,20 +155,15 @@ type pidProc struct {
 // open, so the pidfd is the process checked). The bench's clean-up ends it
 // too. nil when it cannot.
 func (b *bench) adoptLinkCommand(stats string) *pidProc {
-	data, err := os.ReadFile(stats)
+	st, err := readStats(stats)
 	if err != nil {
 		return nil
 	}
-	pid := 0
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "pid: "); ok {
-			pid, _ = strconv.Atoi(strings.TrimSpace(v))
-		}
-	}
-	if pid <= 0 {
+	pid, ok := st.Uint("pid")
+	if !ok || pid == 0 || pid > 1<<22 {
 		return nil
 	}
-	fd, err := unix.PidfdOpen(pid, 0)
+	fd, err := unix.PidfdOpen(int(pid), 0)
 	if err != nil {
 		return nil
 	}

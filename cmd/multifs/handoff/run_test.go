@@ -12,15 +12,15 @@ import (
 	"testing"
 	"time"
 
-	"multifs/fsys/tree"
-	"multifs/fsys/tree/treetest"
+	"multifs/fsys/treeclient"
+	"multifs/fsys/treeclient/treetest"
 )
 
-// TestMain lets this test binary be a tree reader: a tree.Client starts
+// TestMain lets this test binary be a tree reader: a treeclient.Client starts
 // one by re-executing /proc/self/exe, which is this binary here.
 func TestMain(m *testing.M) {
-	if tree.IsReader() {
-		os.Exit(tree.ServeReader())
+	if treeclient.IsReader() {
+		os.Exit(treeclient.ServeReader())
 	}
 	// The readers' exit need not sleep (race-enabled binaries do, 1 s).
 	os.Setenv("GORACE", "atexit_sleep_ms=0")
@@ -73,9 +73,9 @@ func commandGone(t *testing.T, pidFile string) {
 func TestRunTreeStopsAnswering(t *testing.T) {
 	f, pidFile := stuck(t)
 	ctx := context.Background()
-	c, err := tree.Start(ctx, f.Path)
+	c, err := treeclient.Start(ctx, f.Path)
 	if err != nil {
-		t.Fatalf("tree.Start: %v", err)
+		t.Fatalf("treeclient.Start: %v", err)
 	}
 	defer c.Close()
 	t0 := time.Now()
@@ -105,9 +105,9 @@ func TestRunTreeStopsAnswering(t *testing.T) {
 // OLD not closed.
 func TestRunSignalWhileStuck(t *testing.T) {
 	f, pidFile := stuck(t)
-	c, err := tree.Start(context.Background(), f.Path)
+	c, err := treeclient.Start(context.Background(), f.Path)
 	if err != nil {
-		t.Fatalf("tree.Start: %v", err)
+		t.Fatalf("treeclient.Start: %v", err)
 	}
 	defer c.Close()
 	ctx, cancel := context.WithCancelCause(context.Background())
