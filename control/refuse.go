@@ -28,9 +28,30 @@ import (
 // EISCONN does; the reconnect fails with it and the daemon's log says why.
 const ackRefused = unix.ECONNREFUSED
 
-// maxRefused bounds the table, and the pidfds it holds: beyond it the
-// oldest entry goes.
-const maxRefused = 1024
+// The table is bounded per uid (of the closed peer, from SO_PEERCRED) and
+// in all, and neither bound lets one user's closes undo another's:
+//
+//   - maxRefusedPerUID: a uid holding that many drops its own oldest to
+//     make room for its next. Under mode=0666 anyone can join and close
+//     links: a user closing a thousand processes of its own forgets only
+//     its own, never root's closed ptp client.
+//   - maxRefused bounds the pidfds held in all. Only several uids together
+//     can fill it (one reaches maxRefusedPerUID first). When it is full the
+//     entry that goes is the oldest of the uid holding the most, and only if
+//     that uid keeps at least as many as the uid adding will hold: a uid's
+//     share can be cut down only by a uid holding fewer, so a uid's newest
+//     entry is never taken by another uid. If no such entry exists (every
+//     uid holds as few as the one adding), the uid adding drops its own
+//     oldest, or, holding none, its close is not recorded (add reports
+//     false): thousands of uids, each with a live closed process, can
+//     crowd out a newcomer, never an entry already held.
+//
+// An entry also goes when its process exits (its pidfd is readable); the
+// dead are pruned before any live entry is dropped for room.
+const (
+	maxRefusedPerUID = 1024
+	maxRefused       = 16 * maxRefusedPerUID
+)
 
 // noPidfdTTL is how long an entry lasts without a pidfd (a kernel before
 // 5.3, which has neither SO_PEERPIDFD nor pidfd_open): long enough for the
@@ -38,48 +59,117 @@ const maxRefused = 1024
 // again.
 const noPidfdTTL = 10 * time.Second
 
+// minPruneAt is the table length below which adds do not prune.
+const minPruneAt = 64
+
 type refusal struct {
 	host  bool
 	pid   int32
-	pidfd int // -1: none, the entry expires after noPidfdTTL
+	uid   uint32 // the closed peer's
+	pidfd int    // -1: none, the entry expires after noPidfdTTL
 	link  uint64
 	added time.Time
 }
 
 // refusals is the table of closed-for-good processes. The zero value is
-// ready.
+// ready, with the bounds above.
 type refusals struct {
 	mu     sync.Mutex
 	list   []refusal // oldest first
-	closed bool
+	perUID map[uint32]int
+	// pruneAt: an add prunes the dead once the table is this long, then
+	// sets it to twice what is left, so that the pidfds of processes that
+	// came and went cannot pile up and adds cost O(1) amortized.
+	pruneAt int
+	closed  bool
+	// Bounds; zero means maxRefusedPerUID and maxRefused (tests make
+	// them small).
+	capUID, capAll int
 }
 
-// add remembers that process pid (pidfd, if not -1, refers to it) may not
-// rejoin the entry host says. It takes over pidfd.
-func (r *refusals) add(host bool, pid int32, pidfd int, link uint64) {
+// add remembers that process pid of user uid (pidfd, if not -1, refers to
+// the process) may not rejoin the entry host says. It takes over pidfd.
+// It reports false only if there was no room: the table is full of other
+// uids' entries, none of which may go for it (see maxRefused). A process
+// already gone, or an add once closeAll ran, keeps nothing and is no
+// failure.
+func (r *refusals) add(host bool, pid int32, uid uint32, pidfd int, link uint64) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.closed {
+	now := time.Now()
+	e := refusal{host: host, pid: pid, uid: uid, pidfd: pidfd, link: link, added: now}
+	// A process already gone (a client that handed its socket to another
+	// and exited) leaves nothing to refuse, and its pidfd is not held.
+	if r.closed || gone(e, now) {
 		closeFD(pidfd)
-		return
+		return true
 	}
-	// The only place the table grows: drop the dead here, so their
-	// pidfds do not pile up however many processes come and go.
-	r.pruneLocked(time.Now())
-	for i, e := range r.list {
-		if e.host == host && e.pid == pid {
+	if r.perUID == nil {
+		r.perUID = make(map[uint32]int)
+	}
+	for i, o := range r.list {
+		if o.host == host && o.pid == pid {
 			r.dropLocked(i)
 			break
 		}
 	}
-	if len(r.list) >= maxRefused {
-		r.dropLocked(0)
+	capUID, capAll := r.bounds()
+	// The only place the table grows: drop the dead here, before any live
+	// entry is dropped for room.
+	if len(r.list) >= max(r.pruneAt, minPruneAt) || r.perUID[uid] >= capUID || len(r.list) >= capAll {
+		r.pruneLocked(now)
+		r.pruneAt = 2 * len(r.list)
 	}
-	r.list = append(r.list, refusal{host: host, pid: pid, pidfd: pidfd, link: link, added: time.Now()})
-	// A process already gone (a client that handed its socket to another
-	// and exited) leaves nothing to refuse: its entry goes now, not at
-	// the next add, so its pidfd is not held meanwhile.
-	r.pruneLocked(time.Now())
+	switch own := r.perUID[uid]; {
+	case own >= capUID:
+		r.dropOldestLocked(uid)
+	case len(r.list) >= capAll:
+		if v, n := r.largestLocked(); n > own+1 {
+			r.dropOldestLocked(v)
+		} else if own > 0 {
+			r.dropOldestLocked(uid)
+		} else {
+			closeFD(pidfd)
+			return false
+		}
+	}
+	r.list = append(r.list, e)
+	r.perUID[uid]++
+	return true
+}
+
+func (r *refusals) bounds() (capUID, capAll int) {
+	capUID, capAll = maxRefusedPerUID, maxRefused
+	if r.capUID > 0 {
+		capUID = r.capUID
+	}
+	if r.capAll > 0 {
+		capAll = r.capAll
+	}
+	return capUID, capAll
+}
+
+// largestLocked returns the uid holding the most entries and how many;
+// among uids holding as many, the one with the oldest entry.
+func (r *refusals) largestLocked() (uid uint32, n int) {
+	for _, c := range r.perUID {
+		n = max(n, c)
+	}
+	for _, e := range r.list {
+		if r.perUID[e.uid] == n {
+			return e.uid, n
+		}
+	}
+	return 0, 0
+}
+
+func (r *refusals) dropOldestLocked(uid uint32) {
+	for i, e := range r.list {
+		if e.uid == uid {
+			r.dropLocked(i)
+			return
+		}
+	}
 }
 
 // refuses reports whether the process pid, connecting to the entry host
@@ -108,6 +198,14 @@ func (r *refusals) len() int {
 	return len(r.list)
 }
 
+// lenUID is how many entries uid holds, the dead ones pruned first.
+func (r *refusals) lenUID(uid uint32) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.pruneLocked(time.Now())
+	return r.perUID[uid]
+}
+
 // closeAll drops every entry; later adds are ignored.
 func (r *refusals) closeAll() {
 	r.mu.Lock()
@@ -116,6 +214,7 @@ func (r *refusals) closeAll() {
 		closeFD(e.pidfd)
 	}
 	r.list = nil
+	r.perUID = nil
 	r.closed = true
 }
 
@@ -137,7 +236,7 @@ func (r *refusals) pruneLocked(now time.Time) {
 	keep := r.list[:0]
 	for i, e := range r.list {
 		if e.pidfd >= 0 && fds[i].Revents != 0 || e.pidfd < 0 && now.Sub(e.added) > noPidfdTTL {
-			closeFD(e.pidfd)
+			r.forgetLocked(e)
 			continue
 		}
 		keep = append(keep, e)
@@ -147,8 +246,17 @@ func (r *refusals) pruneLocked(now time.Time) {
 }
 
 func (r *refusals) dropLocked(i int) {
-	closeFD(r.list[i].pidfd)
+	r.forgetLocked(r.list[i])
 	r.list = append(r.list[:i], r.list[i+1:]...)
+}
+
+// forgetLocked closes e's pidfd and uncounts it; the caller takes it out of
+// the list.
+func (r *refusals) forgetLocked(e refusal) {
+	closeFD(e.pidfd)
+	if r.perUID[e.uid]--; r.perUID[e.uid] <= 0 {
+		delete(r.perUID, e.uid)
+	}
 }
 
 // gone reports whether e's process has exited: its pidfd is readable (a
