@@ -7,8 +7,10 @@
 # it forget root's closed client by closing 1,024 processes of its own.
 # Under mode=0666 (anyone may join and close):
 #   - root's ptp-style client (a process that reconnects at once when hung
-#     up) joins, is closed through links/N/close, and its reconnect is
-#     refused with the ack byte ECONNREFUSED;
+#     up) joins; `truncate -s 0` on its close file fails with EINVAL (a
+#     write of nothing) and leaves it; it is closed through links/N/close
+#     (echo 1 >), and its reconnect is refused with the ack byte
+#     ECONNREFUSED;
 #   - a throw-away user forks FLOOD processes (more than the record's
 #     bound per uid), each joins through PATH/seqpacket and is closed
 #     through its links/N/close by that user;
@@ -70,6 +72,11 @@ bg "$PY" "$SCRATCH/ptp.py" "$SD/seqpacket" "$RP" "$TRIG"
 check_within "root's ptp-style client joins" 5 "grep -q '^joined ack=0 ' '$RP'" cat "$RP"
 RPID=$(sed -n 's/^joined ack=0 pid=\([0-9]*\)$/\1/p' "$RP")
 check_eq "it is link 1, with its pid" "1 $RPID" "$(links_of "$P") $(stat_key "$P/links/1/stats" pid)"
+# A truncation is no close: `truncate -s 0 close` is answered as a write
+# of nothing (EINVAL), and the link stays.
+check_fails "truncate -s 0 links/1/close fails" truncate -s 0 "$P/links/1/close"
+check "... with EINVAL, as a write of nothing" sh -c "truncate -s 0 '$P/links/1/close' 2>&1 | grep -q 'Invalid argument'"
+check_eq "... and link 1 is still there" 1 "$(links_of "$P")"
 close_link "$P/links/1/close" "root closes it through links/1/close"
 check_within "its immediate reconnect is refused with ECONNREFUSED (111)" 5 \
 	"grep -q '^reconnect 1 ack=111$' '$RP'" cat "$RP"
