@@ -35,8 +35,11 @@ const ackRefused = unix.ECONNREFUSED
 //     make room for its next. Under mode=0666 anyone can join and close
 //     links: a user closing a thousand processes of its own forgets only
 //     its own, never root's closed ptp client.
-//   - maxRefused bounds the pidfds held in all. Only several uids together
-//     can fill it (one reaches maxRefusedPerUID first). When it is full the
+//   - maxRefused bounds the pidfds held in all, or a quarter of the
+//     daemon's descriptor limit if that is less (never below
+//     maxRefusedPerUID), so that closed processes cannot take the
+//     descriptors links need. Only several uids together can fill it (one
+//     reaches maxRefusedPerUID first, unless the limit is that low). When it is full the
 //     entry that goes is the oldest of the uid holding the most, and only if
 //     that uid keeps at least as many as the uid adding will hold: a uid's
 //     share can be cut down only by a uid holding fewer, so a uid's newest
@@ -82,8 +85,8 @@ type refusals struct {
 	// came and went cannot pile up and adds cost O(1) amortized.
 	pruneAt int
 	closed  bool
-	// Bounds; zero means maxRefusedPerUID and maxRefused (tests make
-	// them small).
+	// Bounds; zero means maxRefusedPerUID and defaultCapAll() (tests
+	// make them small).
 	capUID, capAll int
 }
 
@@ -139,14 +142,24 @@ func (r *refusals) add(host bool, pid int32, uid uint32, pidfd int, link uint64)
 }
 
 func (r *refusals) bounds() (capUID, capAll int) {
-	capUID, capAll = maxRefusedPerUID, maxRefused
-	if r.capUID > 0 {
-		capUID = r.capUID
+	if r.capUID == 0 {
+		r.capUID = maxRefusedPerUID
 	}
-	if r.capAll > 0 {
-		capAll = r.capAll
+	if r.capAll == 0 {
+		r.capAll = defaultCapAll()
 	}
-	return capUID, capAll
+	return r.capUID, r.capAll
+}
+
+// defaultCapAll is maxRefused, or a quarter of RLIMIT_NOFILE (which Go
+// raises to the hard limit at start) if that is less, but at least
+// maxRefusedPerUID.
+func defaultCapAll() int {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil || lim.Cur/4 >= maxRefused {
+		return maxRefused
+	}
+	return max(int(lim.Cur/4), maxRefusedPerUID)
 }
 
 // largestLocked returns the uid holding the most entries and how many;

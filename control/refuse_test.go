@@ -458,3 +458,29 @@ func TestPeerPidfd(t *testing.T) {
 		t.Fatalf("pidfd names another process:\n%s", fdinfo)
 	}
 }
+
+// The bound in all leaves most descriptors to links: at most a quarter of
+// RLIMIT_NOFILE, never more than maxRefused nor less than a uid's bound.
+func TestRefusalsCapFollowsNofile(t *testing.T) {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	want := min(max(int(lim.Cur/4), maxRefusedPerUID), maxRefused)
+	if got := defaultCapAll(); got != want {
+		t.Fatalf("bound in all %d with RLIMIT_NOFILE %d, want %d", got, lim.Cur, want)
+	}
+	var r refusals
+	if u, a := r.bounds(); u != maxRefusedPerUID || a != want {
+		t.Fatalf("a zero table's bounds: %d per uid, %d in all", u, a)
+	}
+	old := lim
+	lim.Cur = 2000
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Skip("cannot lower RLIMIT_NOFILE:", err)
+	}
+	defer unix.Setrlimit(unix.RLIMIT_NOFILE, &old)
+	if got := defaultCapAll(); got != maxRefusedPerUID {
+		t.Fatalf("bound in all %d with RLIMIT_NOFILE 2000, want %d", got, maxRefusedPerUID)
+	}
+}
