@@ -3,7 +3,6 @@ package control
 import (
 	"errors"
 	"io"
-	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -244,14 +243,14 @@ func TestRefusalsBoundAndClose(t *testing.T) {
 	if _, ok := r.refuses(false, int32(100000+maxRefusedPerUID+9)); !ok {
 		t.Fatal("the newest entry is missing")
 	}
-	if n := countFDs(t) - fds0; n != maxRefusedPerUID {
-		t.Fatalf("%d pidfds open for %d entries", n, maxRefusedPerUID)
+	if n := countFDs(t) - fds0; n != maxRefusedPerUID+1 {
+		t.Fatalf("%d descriptors open for %d entries (and the epoll instance)", n, maxRefusedPerUID)
 	}
 	// The same process closed again replaces its entry.
 	fd, _ := unix.PidfdOpen(self, 0)
 	r.add(false, int32(100000+maxRefusedPerUID+9), 1000, fd, 1)
-	if n := countFDs(t) - fds0; n != maxRefusedPerUID {
-		t.Fatalf("%d pidfds after a repeat", n)
+	if n := countFDs(t) - fds0; n != maxRefusedPerUID+1 {
+		t.Fatalf("%d descriptors after a repeat", n)
 	}
 	r.closeAll()
 	if n := countFDs(t); n != fds0 {
@@ -363,8 +362,10 @@ func TestRefusalsFairWhenFull(t *testing.T) {
 		pid++
 		before := map[uint32]int{}
 		r.mu.Lock()
-		maps.Copy(before, r.perUID)
-		total := len(r.list)
+		for v, q := range r.byUID {
+			before[v] = len(q)
+		}
+		total := r.n
 		r.mu.Unlock()
 		if !r.add(false, pid, uid, fd, uint64(pid)) {
 			refusedAdds++
@@ -382,23 +383,24 @@ func TestRefusalsFairWhenFull(t *testing.T) {
 			newest[uid] = pid
 		}
 		r.mu.Lock()
-		if len(r.list) > capAll {
-			t.Fatalf("%d entries, bound %d", len(r.list), capAll)
+		if r.n > capAll {
+			t.Fatalf("%d entries, bound %d", r.n, capAll)
 		}
 		sum := 0
-		for v, c := range r.perUID {
+		for v, q := range r.byUID {
+			c := len(q)
 			sum += c
 			if c > capUID {
 				t.Fatalf("uid %d holds %d, bound %d", v, c, capUID)
 			}
 			// Nobody was cut below the uid that just added, unless it
 			// was that uid's own bound.
-			if c < before[v] && v != uid && c < r.perUID[uid] {
-				t.Fatalf("add %d: uid %d cut to %d by uid %d, which holds %d", i, v, c, uid, r.perUID[uid])
+			if c < before[v] && v != uid && c < len(r.byUID[uid]) {
+				t.Fatalf("add %d: uid %d cut to %d by uid %d, which holds %d", i, v, c, uid, len(r.byUID[uid]))
 			}
 		}
-		if sum != len(r.list) {
-			t.Fatalf("counts %d, entries %d", sum, len(r.list))
+		if sum != r.n || len(r.byKey) != r.n {
+			t.Fatalf("counts %d, entries %d, keys %d", sum, r.n, len(r.byKey))
 		}
 		r.mu.Unlock()
 		// Every uid's newest recorded entry is still there.
@@ -421,7 +423,7 @@ func TestRefusalsNoPidfd(t *testing.T) {
 		t.Fatal("not refused")
 	}
 	r.mu.Lock()
-	r.list[0].added = time.Now().Add(-noPidfdTTL - time.Second)
+	r.noFD[0].added = time.Now().Add(-noPidfdTTL - time.Second)
 	r.mu.Unlock()
 	if _, ok := r.refuses(false, 42); ok {
 		t.Fatal("refused after the TTL")
@@ -483,4 +485,42 @@ func TestRefusalsCapFollowsNofile(t *testing.T) {
 	if got := defaultCapAll(); got != maxRefusedPerUID {
 		t.Fatalf("bound in all %d with RLIMIT_NOFILE 2000, want %d", got, maxRefusedPerUID)
 	}
+}
+
+// fullTable is a table at its bound in all: 16 uids holding 1,024 live
+// entries each.
+func fullTable(b *testing.B) *refusals {
+	r := &refusals{capUID: maxRefusedPerUID, capAll: maxRefused}
+	self := os.Getpid()
+	for i := 0; i < maxRefused; i++ {
+		fd, err := unix.PidfdOpen(self, 0)
+		if err != nil {
+			b.Skip("no pidfd:", err)
+		}
+		r.add(false, int32(1000+i), uint32(i/maxRefusedPerUID), fd, 1)
+	}
+	b.Cleanup(r.closeAll)
+	b.ResetTimer()
+	return r
+}
+
+// A close when the table is full: the dead are pruned (none here) and a
+// uid's oldest entry goes. The pidfd_open is counted too.
+func BenchmarkRefusalsAddFull(b *testing.B) {
+	r := fullTable(b)
+	self := os.Getpid()
+	for i := 0; i < b.N; i++ {
+		fd, _ := unix.PidfdOpen(self, 0)
+		r.add(false, int32(100000+i), 3, fd, 1)
+	}
+	b.StopTimer()
+}
+
+// Each seqpacket connection asks the table.
+func BenchmarkRefusalsRefusesFull(b *testing.B) {
+	r := fullTable(b)
+	for i := 0; i < b.N; i++ {
+		r.refuses(false, 5)
+	}
+	b.StopTimer()
 }
