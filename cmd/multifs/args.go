@@ -3,14 +3,16 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/sirupsen/logrus"
+	"github.com/spf13/pflag"
 
 	"multifs/multilink"
 	"multifs/perms"
@@ -72,72 +74,22 @@ func usageErr(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", errUsage, fmt.Sprintf(format, a...))
 }
 
-// parseArgs reads the command line. Flags may come before or after PATH.
+// parseArgs reads the command line, with spf13/pflag: flags may come
+// before or after PATH, and "--" ends them. mount(8)'s form needs nothing
+// of its own: mount.fuse3 runs `multifs SOURCE PATH -o OPTS`, and
+// `-oOPTS` glued is pflag's short form. Every -o (and --mode, --dirmode,
+// --grp) is applied when it is met, so a later one wins, as with mount(8).
 func parseArgs(args []string) (*options, error) {
 	o := &options{logLevel: "info", logFormat: "text", dedup: multilink.DefaultDedupWindow}
-	var positional []string
-	// valued flags and where their values go
-	valued := map[string]func(string) error{
-		"o":       func(v string) error { return o.setKeys(v, ",", "-o") },
-		"mode":    func(v string) error { return o.setKey("mode", v, "--mode") },
-		"dirmode": func(v string) error { return o.setKey("dirmode", v, "--dirmode") },
-		"grp":     func(v string) error { return o.setKey("grp", v, "--grp") },
-		"sockdir": func(v string) error { o.sockdir = v; return nil },
-		"host": func(v string) error {
-			name, ok := strings.CutPrefix(v, "tap://")
-			if !ok || name == "" {
-				return usageErr("--host %q: want tap://NAME", v)
-			}
-			o.tap = name
-			return nil
-		},
-		"log-level":  func(v string) error { o.logLevel = v; return nil },
-		"log-format": func(v string) error { o.logFormat = v; return nil },
-		"log-file":   func(v string) error { o.logFile = v; return nil },
+	fs := daemonFlags(o)
+	if err := fs.Parse(args); err != nil {
+		var bad *pflag.InvalidValueError
+		if errors.As(err, &bad) && errors.Is(bad.Unwrap(), errUsage) {
+			return nil, bad.Unwrap() // refused by one of our setters, in its words
+		}
+		return nil, usageErr("%s", err)
 	}
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if a == "--" {
-			positional = append(positional, args[i+1:]...)
-			break
-		}
-		if !strings.HasPrefix(a, "-") || a == "-" {
-			positional = append(positional, a)
-			continue
-		}
-		name := strings.TrimLeft(a, "-")
-		value, hasValue := "", false
-		if strings.HasPrefix(a, "-o") && len(a) > 2 {
-			name, value, hasValue = "o", a[2:], true // -omode=0660, as mount(8) allows
-		} else if k, v, ok := strings.Cut(name, "="); ok {
-			name, value, hasValue = k, v, true
-		}
-		switch name {
-		case "f", "foreground":
-			o.foreground = true
-			continue
-		case "h", "help":
-			o.help = true
-			continue
-		case "version", "V":
-			o.version = true
-			continue
-		}
-		set, ok := valued[name]
-		if !ok {
-			return nil, usageErr("unknown flag %s", a)
-		}
-		if !hasValue {
-			if i+1 >= len(args) {
-				return nil, usageErr("flag %s needs a value", a)
-			}
-			i++
-			value = args[i]
-		}
-		if err := set(value); err != nil {
-			return nil, err
-		}
-	}
+	positional := fs.Args()
 	if o.help || o.version {
 		return o, nil
 	}
@@ -185,8 +137,8 @@ func parseArgs(args []string) (*options, error) {
 	default:
 		return nil, usageErr("--log-format %q: want text or json", o.logFormat)
 	}
-	if _, err := logrus.ParseLevel(o.logLevel); err != nil {
-		return nil, usageErr("--log-level %q: want trace, debug, info, warn or error", o.logLevel)
+	if !slices.Contains(logLevels, o.logLevel) {
+		return nil, usageErr("--log-level %q: want %s", o.logLevel, strings.Join(logLevels, ", "))
 	}
 	return o, nil
 }
@@ -373,3 +325,50 @@ func absPath(p string) (string, error) {
 	}
 	return filepath.Join(dir, base), nil
 }
+
+// logLevels are the levels --log-level takes (logrus's panic and fatal
+// are left out: the daemon logs nothing at them, and either would hide
+// every error).
+var logLevels = []string{"trace", "debug", "info", "warn", "error"}
+
+// optionKeys are the keys -o, --mode/--dirmode/--grp and the brackets of a
+// multi:// URL take (setKey's cases); the netnode keys are accepted with
+// no effect. The drift test holds --help and the man page to this list.
+var optionKeys = []string{"mode", "dirmode", "grp", "dedup", "hashsize", "hashseed", "expiretime"}
+
+// daemonFlags is the daemon's flag set, writing into o as flags are met.
+func daemonFlags(o *options) *pflag.FlagSet {
+	fs := pflag.NewFlagSet("multifs", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are ours to print, in one line
+	fs.Usage = func() {}
+	fs.SortFlags = false
+	fs.BoolVarP(&o.foreground, "foreground", "f", false, "stay in the foreground")
+	// -o has no long name of its own: pflag's --o is its double.
+	fs.VarP(setter(func(v string) error { return o.setKeys(v, ",", "-o") }), "o", "o", "KEY=VALUE[,...]")
+	fs.Var(setter(func(v string) error { return o.setKey("mode", v, "--mode") }), "mode", "socket and file permissions")
+	fs.Var(setter(func(v string) error { return o.setKey("dirmode", v, "--dirmode") }), "dirmode", "directory permissions")
+	fs.Var(setter(func(v string) error { return o.setKey("grp", v, "--grp") }), "grp", "group")
+	fs.StringVar(&o.sockdir, "sockdir", "", "where the real sockets go")
+	fs.Var(setter(func(v string) error {
+		name, ok := strings.CutPrefix(v, "tap://")
+		if !ok || name == "" {
+			return usageErr("--host %q: want tap://NAME", v)
+		}
+		o.tap = name
+		return nil
+	}), "host", "tap://NAME")
+	fs.StringVar(&o.logLevel, "log-level", o.logLevel, "log level")
+	fs.StringVar(&o.logFormat, "log-format", o.logFormat, "text or json")
+	fs.StringVar(&o.logFile, "log-file", "", "log file")
+	fs.BoolVar(&o.version, "version", false, "print the version")
+	fs.BoolVarP(&o.help, "help", "h", false, "print the help")
+	return fs
+}
+
+// setter is a flag whose every occurrence is applied at once by a
+// function of ours.
+type setter func(string) error
+
+func (s setter) Set(v string) error { return s(v) }
+func (setter) String() string       { return "" }
+func (setter) Type() string         { return "value" }

@@ -4,7 +4,8 @@ package main
 // work. Exit codes: 0 the hand-off is done (one line on stdout); 1 it
 // failed after COMMAND was started, and was cleaned up (one line on
 // stderr); 2 nothing was started: a command-line mistake, a PATH that is
-// not a live multifs, an OLD that is not open there, a COMMAND not found.
+// not a live multifs run by root or by the caller, an OLD that is not open
+// there, a COMMAND not found, a signal before COMMAND's start.
 
 import (
 	"context"
@@ -52,7 +53,9 @@ On success it prints one line and exits 0:
 dup_dropped: duplicates the multilink suppressed meanwhile, - if it has no
 such counter). Otherwise the new link is closed, COMMAND ended, OLD left as
 it was, and it exits 1 with the reason; 2 if nothing was started (bad
-arguments, PATH not a multifs, OLD not open).
+arguments, PATH not a multifs run by root or by you, OLD not open).
+Every read and write of PATH waits at most the --timeout: a multifs that
+stops answering fails the hand-off on time.
 `
 
 // handoffOpts is the hand-off's command line.
@@ -155,32 +158,9 @@ func handoffMain(args []string) int {
 		fmt.Print(handoffUsage)
 		return 0
 	}
-	// Before anything starts: PATH a live multifs, OLD open there, COMMAND
-	// there to run.
-	t, err := tree.Open(o.path)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "multifs: handoff: %s: not a live multifs: %v\n", o.path, err)
-		return 2
-	}
-	defer t.Close()
-	if _, err := t.Link(o.old); err != nil {
-		if errors.Is(err, tree.ErrNoLink) {
-			fmt.Fprintf(os.Stderr, "multifs: handoff: %s/links/%d: no such link (open: %s)\n", o.path, o.old, openLinks(t))
-		} else {
-			fmt.Fprintf(os.Stderr, "multifs: handoff: %s/links/%d: %v\n", o.path, o.old, err)
-		}
-		return 2
-	}
-	if _, err := exec.LookPath(o.command[0]); err != nil {
-		if inner := errors.Unwrap(err); inner != nil {
-			err = inner
-		}
-		fmt.Fprintf(os.Stderr, "multifs: handoff: COMMAND %s: %v\n", o.command[0], err)
-		return 2
-	}
-
-	// From here on a signal fails the hand-off with its clean-up. SIGHUP
-	// too: a hang-up must not leave a half-made hand-off behind.
+	// A signal ends the hand-off wherever it is: before COMMAND starts
+	// (exit 2), or after, with its clean-up (exit 1). SIGHUP too: a
+	// hang-up must not leave a half-made hand-off behind.
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
 	sigs := make(chan os.Signal, 1)
@@ -192,6 +172,45 @@ func handoffMain(args []string) int {
 		}
 	}()
 
+	// Before anything starts: PATH a live multifs run by root or by us,
+	// OLD open there, COMMAND there to run. Each look at the tree waits
+	// at most the --timeout.
+	pctx, pcancel := context.WithTimeout(ctx, o.timeout)
+	t, err := tree.Start(pctx, o.path)
+	pcancel()
+	if err != nil {
+		var ue *tree.UntrustedError
+		if ctx.Err() != nil {
+			fmt.Fprintf(os.Stderr, "multifs: handoff: %v before COMMAND started\n", context.Cause(ctx))
+		} else if errors.As(err, &ue) {
+			fmt.Fprintf(os.Stderr, "multifs: handoff: %s: %v\n", o.path, err)
+		} else {
+			fmt.Fprintf(os.Stderr, "multifs: handoff: %s: not a live multifs: %v\n", o.path, oneLine(err.Error()))
+		}
+		return 2
+	}
+	defer t.Close()
+	pctx, pcancel = context.WithTimeout(ctx, o.timeout)
+	_, err = t.Link(pctx, o.old)
+	pcancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			fmt.Fprintf(os.Stderr, "multifs: handoff: %v before COMMAND started\n", context.Cause(ctx))
+		} else if errors.Is(err, tree.ErrNoLink) {
+			fmt.Fprintf(os.Stderr, "multifs: handoff: %s/links/%d: no such link (open: %s)\n", o.path, o.old, openLinks(ctx, t, o.timeout))
+		} else {
+			fmt.Fprintf(os.Stderr, "multifs: handoff: %s/links/%d: %v\n", o.path, o.old, oneLine(err.Error()))
+		}
+		return 2
+	}
+	if _, err := exec.LookPath(o.command[0]); err != nil {
+		if inner := errors.Unwrap(err); inner != nil {
+			err = inner
+		}
+		fmt.Fprintf(os.Stderr, "multifs: handoff: COMMAND %s: %v\n", o.command[0], err)
+		return 2
+	}
+
 	cfg := handoff.Config{
 		Tree: t, Old: o.old, Command: o.command, Timeout: o.timeout, Overlap: o.overlap, Stderr: os.Stderr,
 	}
@@ -201,7 +220,10 @@ func handoffMain(args []string) int {
 	res, err := handoff.Run(ctx, cfg)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "multifs: handoff: %v\n", oneLine(err.Error()))
-		return 1
+		if _, started := err.(*handoff.Error); started {
+			return 1
+		}
+		return 2 // COMMAND was not started
 	}
 	dups := "-"
 	if res.DupsKnown {
@@ -218,8 +240,10 @@ func handoffMain(args []string) int {
 }
 
 // openLinks lists the open link ids for an error message, a few at most.
-func openLinks(t *tree.Tree) string {
-	ids, err := t.Links()
+func openLinks(ctx context.Context, t *tree.Client, wait time.Duration) string {
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	ids, err := t.Links(ctx)
 	if err != nil {
 		return "unreadable"
 	}

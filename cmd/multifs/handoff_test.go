@@ -5,11 +5,15 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"multifs/cmd/multifs/handoff"
+	"multifs/fsys/tree"
+	"multifs/fsys/tree/treetest"
 )
 
 func TestParseHandoff(t *testing.T) {
@@ -111,5 +115,90 @@ func TestHandoffStartsNothing(t *testing.T) {
 	}
 	if _, err := os.Stat(marker); err == nil {
 		t.Error("COMMAND ran although the arguments were refused")
+	}
+}
+
+// TestMain lets this test binary be a tree reader: handoffMain starts one
+// by re-executing /proc/self/exe, which is this binary here.
+func TestMain(m *testing.M) {
+	if tree.IsReader() {
+		os.Exit(tree.ServeReader())
+	}
+	// The readers' exit need not sleep (race-enabled binaries do, 1 s).
+	os.Setenv("GORACE", "atexit_sleep_ms=0")
+	os.Exit(m.Run())
+}
+
+// stderrOf runs f with os.Stderr in a file, and returns what f wrote there.
+func stderrOf(t *testing.T, f func()) string {
+	t.Helper()
+	tmp, err := os.CreateTemp(t.TempDir(), "stderr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tmp.Close()
+	saved := os.Stderr
+	os.Stderr = tmp
+	defer func() { os.Stderr = saved }()
+	f()
+	b, _ := os.ReadFile(tmp.Name())
+	return string(b)
+}
+
+// TestHandoffOwner: a look-alike multifs whose mount says user_id 4242
+// (neither root nor us) is refused with exit 2, one line naming the
+// owner, COMMAND not run and not one request sent to it; the same
+// look-alike mounted as ours is handed off on (exit 0, OLD's close
+// written): the owner alone made the difference.
+func TestHandoffOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting FUSE with another user_id needs root")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skip("no /dev/fuse on this machine")
+	}
+	for _, c := range []struct {
+		owner uint32
+		rc    int
+	}{{4242, 2}, {uint32(os.Geteuid()), 0}} {
+		base := t.TempDir()
+		dir := filepath.Join(base, "fake")
+		os.Mkdir(dir, 0o755)
+		pidFile := filepath.Join(base, "pid")
+		marker := filepath.Join(base, "started")
+		owner := c.owner
+		f, err := treetest.Mount(dir, treetest.Options{Links: []uint64{1}, NewPIDFile: pidFile, RX: 5, Owner: &owner, AllowOther: true})
+		if err != nil {
+			t.Fatalf("mounting the fake (user_id %d) on %s: %v", c.owner, dir, err)
+		}
+		t.Cleanup(func() { f.Unmount() })
+		var rc int
+		msg := stderrOf(t, func() {
+			rc = handoffMain([]string{"--timeout", "5s", "--overlap", "0", dir, "1", "--",
+				"sh", "-c", "echo $$ >" + pidFile + "; touch " + marker + "; exec sleep 30"})
+		})
+		if b, err := os.ReadFile(pidFile); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		requests, closed := f.Requests(), f.Closed()
+		f.Unmount()
+		if rc != c.rc {
+			t.Errorf("user_id %d: exit status %d, want %d (%q)", c.owner, rc, c.rc, msg)
+		}
+		_, err = os.Stat(marker)
+		started := err == nil
+		if c.rc == 2 {
+			want := "multifs: handoff: " + dir + ": refused: mounted by uid 4242, neither root nor you"
+			if !strings.HasPrefix(msg, want) || strings.Count(msg, "\n") != 1 {
+				t.Errorf("user_id 4242: stderr %q, want one line starting %q", msg, want)
+			}
+			if started || requests != 0 || len(closed) != 0 {
+				t.Errorf("user_id 4242: COMMAND started %v, %d requests, closes %v", started, requests, closed)
+			}
+		} else if !started || !reflect.DeepEqual(closed, []uint64{1}) {
+			t.Errorf("user_id %d: COMMAND started %v, closes %v, want OLD's", c.owner, started, closed)
+		}
 	}
 }

@@ -20,11 +20,16 @@ import (
 	"errors"
 	"fmt"
 	"os"
+
+	"multifs/fsys/tree"
 )
 
 const version = "0.1.0"
 
 func main() {
+	if tree.IsReader() { // a reader of multifs handoff's (fsys/tree: Client)
+		os.Exit(tree.ServeReader())
+	}
 	if len(os.Args) > 1 && os.Args[1] == "handoff" {
 		os.Exit(handoffMain(os.Args[2:]))
 	}

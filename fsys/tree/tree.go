@@ -4,23 +4,36 @@
 //
 // A program that runs as root and acts on a path in a shared directory
 // (/tmp/vm1) must act on what it checked, not on whatever the path names a
-// moment later. So Open takes PATH once, without following a symlink at
-// it, proves that the directory it holds is the root of a live multifs
-// mount, and every later read and write goes through that descriptor:
+// moment later, and only on a multifs it can trust. So PATH is opened
+// once (O_PATH), without following a symlink at it, and the descriptor is
+// proven to be the root of a multifs mount served by root or by the
+// caller, without a single request to the mount's server:
 //
-//   - fstatfs(2) on it says FUSE;
-//   - statx(2) says it is the root of its mount, and that mount's line in
-//     /proc/self/mountinfo, found by the mount id, has type fuse.multifs
-//     (what the daemon mounts, itself or through fusermount3 or
-//     mount.fuse3);
-//   - its stats file parses and carries the keys every multifs root stats
-//     has (links, links_total, host).
+//   - statx(2) (AT_STATX_DONT_SYNC, nothing asked of the filesystem) gives
+//     its mount id and device, and says it is the root of its mount;
+//   - that mount's line in /proc/self/mountinfo, found by the id (unique
+//     among live mounts, and ours is held), has the same device, type
+//     fuse.multifs (what the daemon mounts, itself or through fusermount3
+//     or mount.fuse3: FUSE, subtype multifs), and a user_id (the user whose
+//     program answers every request in that mount) of root or of the
+//     caller. Anyone can mount a FUSE server with subtype multifs, and
+//     with user_allow_other in /etc/fuse.conf let root into it; its
+//     user_id is the one thing such a user cannot forge (fusermount3 sets
+//     it from the caller's real uid). A server of someone else's would be
+//     fed root's close writes and could stall root's reads at will.
+//
+// Then its stats file must parse and carry the keys every multifs root
+// stats has (links, links_total, host).
 //
 // Files below it are opened with openat2(2) confined to the mount (no
 // symlink, no magic link, no other mount, nothing above it), or component
 // by component with O_NOFOLLOW where openat2 is missing. Reads are bounded
-// (MaxStats): a stats file is a few hundred bytes, anything much larger is
-// not one.
+// (MaxStats, MaxLinks): a stats file is a few hundred bytes, anything much
+// larger is not one.
+//
+// Tree does that I/O in the calling process; Client does it in a reader
+// process of its own, and bounds each request in time (see client.go for
+// why a process, not a goroutine).
 //
 // Once the daemon is gone, every call fails (ENOTCONN) rather than reading
 // whatever a later mount on the same path would show.
@@ -31,6 +44,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/user"
 	"sort"
 	"strconv"
 	"strings"
@@ -43,10 +57,12 @@ import (
 // FSType is the mount type multifs's mounts have.
 const FSType = "fuse.multifs"
 
-// MaxStats bounds what is read of one stats file, and MaxLines its lines.
+// MaxStats bounds what is read of one stats file, and MaxLines its lines;
+// MaxLinks the names read of links/.
 const (
 	MaxStats = 16 << 10
 	MaxLines = 256
+	MaxLinks = 1 << 17
 )
 
 // ErrNoLink means the link is not open (never was, or closed).
@@ -55,17 +71,75 @@ var ErrNoLink = errors.New("no such link")
 // rootKeys are in every multifs root stats file.
 var rootKeys = []string{"links", "links_total", "host"}
 
-// Tree is a multifs control directory held open.
+// Tree is a multifs control directory held open. Its methods that read or
+// write (Root, Link, Links, CloseLink) wait in this process for as long as
+// the mount's server takes to answer, and a thread waiting for an answer
+// the server has begun on cannot be interrupted, even by SIGKILL: a
+// program that must end on time uses a Client.
 type Tree struct {
-	Path string
-	fd   int // the mount's root, O_RDONLY|O_DIRECTORY
+	Path  string
+	Owner uint32 // the mount's user_id: 0 or the caller's euid
+	fd    int    // the mount's root, O_PATH|O_DIRECTORY
 }
 
+// UntrustedError is a multifs-looking mount served by someone other than
+// root or the caller.
+type UntrustedError struct {
+	Owner    uint32
+	HasOwner bool // false: the mount's options name no single owner
+}
+
+func (e *UntrustedError) Error() string {
+	if !e.HasOwner {
+		return "refused: its mount options name no owner (user_id); only a multifs run by root or by yourself is trusted"
+	}
+	return fmt.Sprintf("refused: mounted by %s, neither root nor you; only a multifs run by root or by yourself is trusted", userName(e.Owner))
+}
+
+// userName is "user NAME (uid N)", or "uid N" if the uid has no name.
+func userName(uid uint32) string {
+	id := strconv.FormatUint(uint64(uid), 10)
+	if u, err := user.LookupId(id); err == nil && u.Username != "" {
+		return fmt.Sprintf("user %s (uid %s)", strings.ToValidUTF8(u.Username, "?"), id)
+	}
+	return "uid " + id
+}
+
+// Trusted says whether a mount owned by uid may be acted on: root's, or
+// the caller's own (its effective uid: the one its writes are made as).
+func Trusted(uid uint32) bool { return uid == 0 || uid == uint32(os.Geteuid()) }
+
 // Open takes the multifs mounted at path (its mountpoint, not a symlink to
-// it) and proves it is one; see the package doc. The error says what is
-// wrong in a few words, without the path.
+// it), proves it is one and trusted, and reads its root stats, in this
+// process; see the package doc. The error says what is wrong in a few
+// words, without the path.
 func Open(path string) (*Tree, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	fd, err := openRoot(path)
+	if err != nil {
+		return nil, err
+	}
+	t, err := Adopt(fd)
+	if err != nil {
+		return nil, err
+	}
+	t.Path = path
+	st, err := t.Root()
+	if err == nil {
+		err = checkRoot(st)
+	}
+	if err != nil {
+		t.Close()
+		return nil, err
+	}
+	return t, nil
+}
+
+// openRoot opens path as a descriptor on a directory, O_PATH: the final
+// component is not followed if a symlink, and nothing is asked of a FUSE
+// server whose mount it is (no open, no getattr; the lookup is in the
+// directory above, which is another mount's).
+func openRoot(path string) (int, error) {
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err == unix.ENOTDIR || err == unix.ELOOP {
 		// O_DIRECTORY|O_NOFOLLOW on a symlink says ENOTDIR: which was it?
 		var st unix.Stat_t
@@ -75,17 +149,33 @@ func Open(path string) (*Tree, error) {
 	}
 	switch {
 	case err == unix.ELOOP:
-		return nil, errors.New("a symbolic link (give the mountpoint itself)")
+		return -1, errors.New("a symbolic link (give the mountpoint itself)")
 	case err == unix.ENOTDIR:
-		return nil, errors.New("not a directory")
+		return -1, errors.New("not a directory")
 	case err == unix.ENOTCONN:
-		return nil, errors.New("a FUSE mount whose daemon is gone")
+		return -1, errors.New("a FUSE mount whose daemon is gone")
 	case err != nil:
+		return -1, err
+	}
+	return fd, nil
+}
+
+// Adopt takes fd, a descriptor on a directory (O_PATH will do), and
+// proves it is the root of a trusted multifs mount, without a request to
+// the mount's server. The Tree owns fd; on failure fd is closed.
+func Adopt(fd int) (*Tree, error) {
+	t, err := adopt(fd)
+	if err != nil {
+		unix.Close(fd)
 		return nil, err
 	}
-	t := &Tree{Path: path, fd: fd}
+	return t, nil
+}
+
+// adopt is Adopt leaving fd open on failure.
+func adopt(fd int) (*Tree, error) {
+	t := &Tree{Path: "/proc/self/fd/" + strconv.Itoa(fd), fd: fd}
 	if err := t.prove(); err != nil {
-		unix.Close(fd)
 		return nil, err
 	}
 	return t, nil
@@ -101,38 +191,51 @@ func (t *Tree) Close() error {
 	return err
 }
 
+// prove checks the descriptor (package doc) with no FUSE request: no
+// fstatfs(2) (FUSE asks the server: STATFS), no open (OPENDIR), and a
+// statx that asks for nothing (mask 0: even where the caller may not
+// enter the mount, it gives the mount id) and takes the kernel's cached
+// attributes (AT_STATX_DONT_SYNC: no GETATTR). The mount table is enough:
+// its type is the superblock's, and only FUSE makes a "fuse." type.
 func (t *Tree) prove() error {
-	var sfs unix.Statfs_t
-	if err := unix.Fstatfs(t.fd, &sfs); err != nil {
-		return fmt.Errorf("statfs: %w", err)
-	}
-	if uint32(sfs.Type) != unix.FUSE_SUPER_MAGIC {
-		return errors.New("not a multifs mount (not FUSE)")
-	}
 	var sx unix.Statx_t
-	if err := unix.Statx(t.fd, "", unix.AT_EMPTY_PATH|unix.AT_STATX_DONT_SYNC, unix.STATX_MNT_ID, &sx); err != nil {
+	if err := unix.Statx(t.fd, "", unix.AT_EMPTY_PATH|unix.AT_STATX_DONT_SYNC, 0, &sx); err != nil {
 		return fmt.Errorf("statx: %w", err)
 	}
 	if sx.Mask&unix.STATX_MNT_ID == 0 {
 		return errors.New("statx gives no mount id (kernel too old)")
 	}
-	if sx.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT != 0 && sx.Attributes&unix.STATX_ATTR_MOUNT_ROOT == 0 {
-		return errors.New("not a multifs mountpoint (a directory inside a FUSE mount)")
+	if sx.Mode&unix.S_IFMT != 0 && sx.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return errors.New("not a directory")
 	}
-	fstype, found, err := mount.TypeOf(sx.Mnt_id)
+	in, found, err := mount.Lookup(sx.Mnt_id)
 	if err != nil {
 		return fmt.Errorf("mountinfo: %w", err)
 	}
 	if !found {
 		return errors.New("its mount is not in /proc/self/mountinfo")
 	}
-	if fstype != FSType {
-		return fmt.Errorf("not a multifs mount (a %s mount)", fstype)
+	if in.Major != sx.Dev_major || in.Minor != sx.Dev_minor {
+		return fmt.Errorf("its mount's line in /proc/self/mountinfo is of device %d:%d, not %d:%d", in.Major, in.Minor, sx.Dev_major, sx.Dev_minor)
 	}
-	st, err := t.Root()
-	if err != nil {
-		return fmt.Errorf("stats: %w", err)
+	if in.Type != "fuse" && !strings.HasPrefix(in.Type, "fuse.") && in.Type != "fuseblk" && !strings.HasPrefix(in.Type, "fuseblk.") {
+		return errors.New("not a multifs mount (not FUSE)")
 	}
+	if sx.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT != 0 && sx.Attributes&unix.STATX_ATTR_MOUNT_ROOT == 0 {
+		return errors.New("not a multifs mountpoint (a directory inside a FUSE mount)")
+	}
+	if in.Type != FSType {
+		return fmt.Errorf("not a multifs mount (a %s mount)", in.Type)
+	}
+	if !in.HasOwner || !Trusted(in.Owner) {
+		return &UntrustedError{Owner: in.Owner, HasOwner: in.HasOwner}
+	}
+	t.Owner = in.Owner
+	return nil
+}
+
+// checkRoot says whether st is a multifs root stats.
+func checkRoot(st Stats) error {
 	for _, k := range rootKeys {
 		if _, ok := st[k]; !ok {
 			return fmt.Errorf("stats has no %q: not a multifs root", k)
@@ -200,7 +303,7 @@ func (t *Tree) Link(id uint64) (Stats, error) {
 	return st, err
 }
 
-// Links lists the open links' ids, ascending.
+// Links lists the open links' ids, ascending; at most MaxLinks.
 func (t *Tree) Links() ([]uint64, error) {
 	fd, err := t.openat("links", unix.O_RDONLY|unix.O_DIRECTORY)
 	if err != nil {
@@ -208,14 +311,22 @@ func (t *Tree) Links() ([]uint64, error) {
 	}
 	f := os.NewFile(uintptr(fd), "links")
 	defer f.Close()
-	names, err := f.Readdirnames(-1)
-	if err != nil {
-		return nil, err
-	}
-	ids := make([]uint64, 0, len(names))
-	for _, n := range names {
-		if id, err := strconv.ParseUint(n, 10, 64); err == nil {
-			ids = append(ids, id)
+	var ids []uint64
+	for names := 0; ; {
+		batch, err := f.Readdirnames(1024)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		if names += len(batch); names > MaxLinks {
+			return nil, fmt.Errorf("links: more than %d names: not a multifs", MaxLinks)
+		}
+		for _, n := range batch {
+			if id, err := strconv.ParseUint(n, 10, 64); err == nil {
+				ids = append(ids, id)
+			}
 		}
 	}
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })

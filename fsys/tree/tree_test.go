@@ -253,3 +253,27 @@ func TestHeldNotPath(t *testing.T) {
 		t.Errorf("root stats read through the held descriptor lack links_total: %v", st)
 	}
 }
+
+// TestOpenUntrusted: Open refuses a multifs look-alike whose mount says
+// user_id 4242 (neither root nor us), naming that user, and writes it
+// nothing.
+func TestOpenUntrusted(t *testing.T) {
+	const other = 4242
+	if os.Geteuid() == other {
+		t.Skip("running as uid 4242")
+	}
+	f := mountFake(t, other)
+	tr, err := Open(f.Path)
+	if err == nil {
+		tr.Close()
+	}
+	if err == nil || !strings.Contains(err.Error(), "uid 4242") {
+		t.Errorf("Open(an impostor of uid 4242): %v", err)
+	}
+	if n := f.Writes(); n != 0 {
+		t.Errorf("the impostor got %d writes", n)
+	}
+	if n := f.Requests(); n != 0 {
+		t.Errorf("the impostor got %d requests", n)
+	}
+}

@@ -22,8 +22,19 @@
 //	  COMMAND exited, the new link gone,
 //	  Timeout passed before ready, ctx done     -> fail
 //	the switch: echo 1 > links/OLD/close        -> done; COMMAND runs on
-//	fail:  echo 1 > links/NEW/close (if joined), TERM COMMAND's process
-//	       group (and session), KILL after EndWait; OLD untouched
+//	fail:  echo 1 > links/NEW/close (if joined, and the tree answers),
+//	       TERM COMMAND's process group (and session), KILL after
+//	       EndWait; OLD untouched
+//
+// Every read and write of the tree goes through a tree.Client: a reader
+// process of its own, killed and abandoned when it does not answer in
+// time. Each request ends at the context (a signal), at the Timeout's
+// deadline while there is one, and after Timeout in any case; one that
+// the tree does not answer in time fails the hand-off, and handoff makes
+// no further request to that tree (the new link goes with COMMAND). So a
+// mount that stops answering never keeps handoff from ending on time: a
+// request the server has taken is waited out uninterruptibly by the
+// kernel, and only the reader waits.
 //
 // rx_packets is what the new link received from its peer, so a frame from
 // the far side: the path works both ways, not only the local half of it
@@ -69,7 +80,7 @@ const (
 
 // Config is one hand-off.
 type Config struct {
-	Tree    *tree.Tree
+	Tree    *tree.Client
 	Old     uint64        // the link to close once the new one works
 	Command []string      // argv; Command[0] as exec.Command finds it
 	Timeout time.Duration // from COMMAND's start to the first frame from the far side
@@ -129,7 +140,10 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if len(cfg.Command) == 0 {
 		return Result{}, errors.New("no COMMAND")
 	}
-	before, err := cfg.Tree.Links()
+	// Nothing is started yet: these errors are not *Error.
+	rctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	before, err := cfg.Tree.Links(rctx)
+	cancel()
 	if err != nil {
 		return Result{}, fmt.Errorf("reading links: %w", err)
 	}
@@ -140,7 +154,13 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if !known[cfg.Old] {
 		return Result{}, fmt.Errorf("link %d is not open", cfg.Old)
 	}
-	dup0, dupsKnown := dupDropped(cfg.Tree)
+	rctx, cancel = context.WithTimeout(ctx, cfg.Timeout)
+	root, err := cfg.Tree.Root(rctx)
+	cancel()
+	if err != nil {
+		return Result{}, fmt.Errorf("reading stats: %w", err)
+	}
+	dup0, dupsKnown := root.Uint("dup_dropped")
 
 	cmd := exec.Command(cfg.Command[0], cfg.Command[1:]...)
 	// Its own session: no signal of our terminal (SIGINT of a ^C, SIGHUP
@@ -156,18 +176,19 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err := cmd.Start(); err != nil {
 		return Result{}, fmt.Errorf("starting %s: %w", cfg.Command[0], err)
 	}
-	h := &run{cfg: cfg, pid: cmd.Process.Pid, exited: make(chan struct{})}
+	h := &run{cfg: cfg, ctx: ctx, pid: cmd.Process.Pid, exited: make(chan struct{})}
 	go func() {
 		h.waitErr = cmd.Wait()
 		close(h.exited)
 	}()
 
-	res, reason := h.watch(ctx, start, known)
+	res, reason := h.watch(start, known)
 	if reason != "" {
 		return Result{}, h.fail(reason)
 	}
 	if dupsKnown {
-		if dup1, ok := dupDropped(cfg.Tree); ok && dup1 >= dup0 {
+		// Done already: a tree that does not answer costs the count only.
+		if dup1, ok := h.dupDropped(); ok && dup1 >= dup0 {
 			res.Dups, res.DupsKnown = dup1-dup0, true
 		}
 	}
@@ -177,17 +198,55 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 // run is one hand-off under way.
 type run struct {
 	cfg     Config
+	ctx     context.Context // ends the hand-off: a signal
+	until   time.Time       // the Timeout's deadline; zero once ready
+	hung    bool            // a request was not answered in time: the tree is not asked again
 	pid     int
 	newID   uint64 // 0 until COMMAND joined
 	exited  chan struct{}
 	waitErr error // valid once exited is closed
 }
 
+// ask bounds one request to the tree: it ends with the hand-off's context,
+// at the Timeout's deadline while there is one, and after Timeout anyway.
+func (h *run) ask() (context.Context, context.CancelFunc) {
+	end := time.Now().Add(h.cfg.Timeout)
+	if !h.until.IsZero() && h.until.Before(end) {
+		end = h.until
+	}
+	return context.WithDeadline(h.ctx, end)
+}
+
+// treeFailed is the reason for a request that failed, ready the time the
+// new link was (zero: not yet).
+func (h *run) treeFailed(what string, err error, ready time.Time) string {
+	var na *tree.NoAnswerError
+	switch {
+	case h.ctx.Err() != nil:
+		return fmt.Sprintf("%v %s", context.Cause(h.ctx), h.stage(ready))
+	case errors.As(err, &na):
+		h.hung = true
+		return fmt.Sprintf("the tree stopped answering (%v) %s", err, h.stage(ready))
+	case errors.Is(err, context.DeadlineExceeded):
+		return h.expiry() // the deadline passed before the request was made
+	}
+	return fmt.Sprintf("%s: %v", what, err)
+}
+
+// expiry is the reason of a Timeout passed before the new link was ready.
+func (h *run) expiry() string {
+	if h.newID == 0 {
+		return fmt.Sprintf("COMMAND joined no link within %v", h.cfg.Timeout)
+	}
+	return fmt.Sprintf("link %d received no frame from the far side within %v", h.newID, h.cfg.Timeout)
+}
+
 // watch polls the tree until the new link is ready and OLD is closed
 // (reason ""), or something ends the hand-off (the reason, one line).
-func (h *run) watch(ctx context.Context, start time.Time, known map[uint64]bool) (Result, string) {
-	cfg := h.cfg
-	deadline := time.NewTimer(cfg.Timeout)
+func (h *run) watch(start time.Time, known map[uint64]bool) (Result, string) {
+	cfg, ctx := h.cfg, h.ctx
+	h.until = start.Add(cfg.Timeout)
+	deadline := time.NewTimer(time.Until(h.until))
 	defer deadline.Stop()
 	expired := deadline.C // nil once ready: the timeout is for getting there
 	tick := time.NewTicker(cfg.Poll)
@@ -200,24 +259,24 @@ func (h *run) watch(ctx context.Context, start time.Time, known map[uint64]bool)
 		case <-h.exited:
 			return Result{}, fmt.Sprintf("COMMAND exited (%s) %s", exitText(h.waitErr), h.stage(ready))
 		case <-expired:
-			if h.newID == 0 {
-				return Result{}, fmt.Sprintf("COMMAND joined no link within %v", cfg.Timeout)
-			}
-			return Result{}, fmt.Sprintf("link %d received no frame from the far side within %v", h.newID, cfg.Timeout)
+			return Result{}, h.expiry()
 		case <-tick.C:
 		}
 		if oldGone.IsZero() {
-			if _, err := cfg.Tree.Link(cfg.Old); errors.Is(err, tree.ErrNoLink) {
+			rctx, cancel := h.ask()
+			_, err := cfg.Tree.Link(rctx, cfg.Old)
+			cancel()
+			if errors.Is(err, tree.ErrNoLink) {
 				oldGone = time.Now()
 				h.progress("link %d (OLD) closed before the switch, not by us; waiting for the new link still", cfg.Old)
 			} else if err != nil {
-				return Result{}, fmt.Sprintf("link %d (OLD) %s before the switch", cfg.Old, gone(err))
+				return Result{}, h.treeFailed(fmt.Sprintf("link %d (OLD) unreadable before the switch", cfg.Old), err, ready)
 			}
 		}
 		if h.newID == 0 {
 			id, err := h.findNew(known)
 			if err != nil {
-				return Result{}, fmt.Sprintf("reading links: %v", err)
+				return Result{}, h.treeFailed("reading links", err, ready)
 			}
 			if id == 0 {
 				continue
@@ -225,15 +284,19 @@ func (h *run) watch(ctx context.Context, start time.Time, known map[uint64]bool)
 			h.newID, joined = id, time.Now()
 			h.progress("link %d joined, %d ms after COMMAND's start", id, joined.Sub(start).Milliseconds())
 		}
-		st, err := cfg.Tree.Link(h.newID)
-		if err != nil {
-			return Result{}, fmt.Sprintf("link %d (new) %s %s", h.newID, gone(err), h.stage(ready))
+		rctx, cancel := h.ask()
+		st, err := cfg.Tree.Link(rctx, h.newID)
+		cancel()
+		if errors.Is(err, tree.ErrNoLink) {
+			return Result{}, fmt.Sprintf("link %d (new) closed %s", h.newID, h.stage(ready))
+		} else if err != nil {
+			return Result{}, h.treeFailed(fmt.Sprintf("link %d (new) unreadable %s", h.newID, h.stage(ready)), err, ready)
 		}
 		if ready.IsZero() {
 			if rx, _ := st.Uint("rx_packets"); rx == 0 {
 				continue
 			}
-			ready, expired = time.Now(), nil
+			ready, expired, h.until = time.Now(), nil, time.Time{}
 			h.progress("link %d received its first frame, %d ms after COMMAND's start; link %d closes once both were up for %v",
 				h.newID, ready.Sub(start).Milliseconds(), cfg.Old, cfg.Overlap)
 		}
@@ -247,10 +310,18 @@ func (h *run) watch(ctx context.Context, start time.Time, known map[uint64]bool)
 		}
 		// The switch. OLD may still go between the last look and this
 		// write: then it went by itself.
-		if err := cfg.Tree.CloseLink(cfg.Old); errors.Is(err, tree.ErrNoLink) {
+		rctx, cancel = h.ask()
+		err = cfg.Tree.CloseLink(rctx, cfg.Old)
+		cancel()
+		var na *tree.NoAnswerError
+		switch {
+		case errors.Is(err, tree.ErrNoLink):
 			res.OldGone = true
-		} else if err != nil {
-			return Result{}, fmt.Sprintf("link %d (OLD) %s before the switch", cfg.Old, gone(err))
+		case errors.As(err, &na):
+			h.hung = true
+			return Result{}, fmt.Sprintf("the tree stopped answering (%v): link %d (OLD) may be closed or not", err, cfg.Old)
+		case err != nil:
+			return Result{}, h.treeFailed(fmt.Sprintf("link %d (OLD) could not be closed", cfg.Old), err, ready)
 		}
 		res.Overlap = time.Since(joined)
 		return res, ""
@@ -278,7 +349,9 @@ func (h *run) stage(ready time.Time) string {
 // joined, 0 if none yet. A new link of someone else's is remembered as
 // known, and not read again.
 func (h *run) findNew(known map[uint64]bool) (uint64, error) {
-	ids, err := h.cfg.Tree.Links()
+	rctx, cancel := h.ask()
+	ids, err := h.cfg.Tree.Links(rctx)
+	cancel()
 	if err != nil {
 		return 0, err
 	}
@@ -286,7 +359,9 @@ func (h *run) findNew(known map[uint64]bool) (uint64, error) {
 		if known[id] {
 			continue
 		}
-		st, err := h.cfg.Tree.Link(id)
+		rctx, cancel := h.ask()
+		st, err := h.cfg.Tree.Link(rctx, id)
+		cancel()
 		if errors.Is(err, tree.ErrNoLink) {
 			continue // gone already; if it was ours, COMMAND will have more to say
 		}
@@ -303,11 +378,22 @@ func (h *run) findNew(known map[uint64]bool) (uint64, error) {
 }
 
 // fail cleans up after a hand-off that did not happen and returns its
-// error: the new link closed, COMMAND ended, OLD untouched.
+// error: the new link closed, COMMAND ended, OLD untouched. A tree that
+// stopped answering is not asked to close the new link: COMMAND's end
+// takes it down.
 func (h *run) fail(reason string) error {
 	e := &Error{Reason: reason}
-	if h.newID != 0 {
-		if err := h.cfg.Tree.CloseLink(h.newID); err != nil && !errors.Is(err, tree.ErrNoLink) {
+	switch {
+	case h.newID == 0:
+	case h.hung:
+		e.Cleanup = append(e.Cleanup, fmt.Sprintf("link %d not closed through the tree, which does not answer; it goes with COMMAND", h.newID))
+	default:
+		// The hand-off's context may be over (a signal): the close has a
+		// bound of its own.
+		rctx, cancel := context.WithTimeout(context.Background(), EndWait)
+		err := h.cfg.Tree.CloseLink(rctx, h.newID)
+		cancel()
+		if err != nil && !errors.Is(err, tree.ErrNoLink) {
 			e.Cleanup = append(e.Cleanup, fmt.Sprintf("closing link %d: %v", h.newID, err))
 		}
 	}
@@ -315,13 +401,6 @@ func (h *run) fail(reason string) error {
 		e.Cleanup = append(e.Cleanup, err.Error())
 	}
 	return e
-}
-
-func gone(err error) string {
-	if errors.Is(err, tree.ErrNoLink) {
-		return "closed"
-	}
-	return fmt.Sprintf("unreadable (%v)", err)
 }
 
 func exitText(err error) string {
@@ -338,9 +417,12 @@ func exitText(err error) string {
 	return "status 0"
 }
 
-// dupDropped is the root stats' dup_dropped, if the daemon has it.
-func dupDropped(t *tree.Tree) (uint64, bool) {
-	st, err := t.Root()
+// dupDropped is the root stats' dup_dropped, if the daemon has it and
+// answers within EndWait.
+func (h *run) dupDropped() (uint64, bool) {
+	rctx, cancel := context.WithTimeout(h.ctx, EndWait)
+	defer cancel()
+	st, err := h.cfg.Tree.Root(rctx)
 	if err != nil {
 		return 0, false
 	}
