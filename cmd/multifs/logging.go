@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/syslog"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -60,7 +61,7 @@ func newLogger(opts *options) (logger *logrus.Logger, reopen func() error, err e
 	} else {
 		// logrus colours only an *os.File that is a terminal, and the
 		// output is wrapped now: say so ourselves.
-		inner = &logrus.TextFormatter{ForceColors: opts.logFile == "" && isTerminal(os.Stderr)}
+		inner = newTextFormatter(&logrus.TextFormatter{ForceColors: opts.logFile == "" && isTerminal(os.Stderr)})
 	}
 	safe := newSafeFormatter(inner)
 	safe.lim.emit = func(level logrus.Level, msg string, held int) {
@@ -237,6 +238,56 @@ func guard(e *logrus.Entry, lim *lineLimiter) (*logrus.Entry, bool) {
 	return &c, true
 }
 
+// textFormatter is logrus's text formatter for entries that guard has
+// escaped already. Left to itself, logrus quotes a value that holds
+// anything but letters, digits and -._/@^+ with strconv.Quote, which
+// escapes the backslash of each of peertext's escapes again: a newline a
+// peer sent showed as \\x0a. Here logrus quotes nothing, and a value (or
+// the message) that needs quotes gets them as logrus would put them, with
+// only '"' escaped inside: peertext's escapes are shown once, and the
+// quoted text is still a Go string literal whose strconv.Unquote is the
+// text the peer sent.
+type textFormatter struct {
+	inner   *logrus.TextFormatter
+	colored bool // the message is printed as it is, never quoted
+}
+
+func newTextFormatter(f *logrus.TextFormatter) *textFormatter {
+	f.DisableQuote = true
+	if f.TimestampFormat == "" {
+		// What logrus printed when it quoted: the timestamp has ':'s.
+		f.TimestampFormat = `"` + time.RFC3339 + `"`
+	}
+	return &textFormatter{inner: f, colored: f.ForceColors && !f.DisableColors}
+}
+
+func (f *textFormatter) Format(e *logrus.Entry) ([]byte, error) {
+	c := *e
+	c.Data = make(logrus.Fields, len(e.Data))
+	for k, v := range e.Data {
+		if s, ok := v.(string); ok {
+			v = quoteText(s)
+		}
+		c.Data[k] = v
+	}
+	if !f.colored {
+		c.Message = quoteText(e.Message)
+	}
+	return f.inner.Format(&c)
+}
+
+// quoteText is s, already escaped by peertext, quoted where logrus would
+// quote it.
+func quoteText(s string) string {
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' ||
+			strings.ContainsRune("-._/@^+", r)) {
+			return `"` + strings.ReplaceAll(s, `"`, `\"`) + `"`
+		}
+	}
+	return s
+}
+
 // safeValue is v as it may be shown: numbers and booleans as they are,
 // anything else as escaped text (a string, an error, a Stringer, any other
 // value as fmt prints it).
@@ -406,12 +457,18 @@ func (l *lineLimiter) sweep(now time.Time) {
 // same escaping and rate limit (a limiter of its own) and a plain text
 // line without a timestamp (syslog stamps it).
 func useSyslog(log *logrus.Logger) error {
-	inner, err := lsyslog.NewSyslogHook("", "", syslog.LOG_DAEMON|syslog.LOG_INFO, "multifs")
+	return useSyslogAt(log, "", "")
+}
+
+// useSyslogAt is useSyslog with the syslog socket given as log/syslog.Dial
+// takes it ("", "": the local syslog's).
+func useSyslogAt(log *logrus.Logger, network, raddr string) error {
+	inner, err := lsyslog.NewSyslogHook(network, raddr, syslog.LOG_DAEMON|syslog.LOG_INFO, "multifs")
 	if err != nil {
 		return fmt.Errorf("syslog: %w", err)
 	}
 	text := logrus.New()
-	text.SetFormatter(&logrus.TextFormatter{DisableTimestamp: true, DisableColors: true})
+	text.SetFormatter(newTextFormatter(&logrus.TextFormatter{DisableTimestamp: true, DisableColors: true}))
 	h := &guardedHook{inner: inner, lim: newLineLimiter(time.Now), text: text}
 	h.lim.emit = func(level logrus.Level, msg string, held int) {
 		inner.Fire(summaryEntry(text, level, msg, held))

@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -111,7 +114,7 @@ func TestLineLimiterBounded(t *testing.T) {
 func testLogger(format string, buf *bytes.Buffer) *logrus.Logger {
 	l := logrus.New()
 	l.SetLevel(logrus.DebugLevel)
-	var inner logrus.Formatter = &logrus.TextFormatter{DisableColors: true}
+	var inner logrus.Formatter = newTextFormatter(&logrus.TextFormatter{DisableColors: true})
 	if format == "json" {
 		inner = &logrus.JSONFormatter{}
 	}
@@ -410,4 +413,71 @@ func TestHeldLinesAreSummarized(t *testing.T) {
 				format, lines, total, summaries, n, lineBurst+linesPerSecond*3)
 		}
 	}
+}
+
+// peerText is what a peer may send, and what its escape must be: once,
+// peertext's notation, in quotes that a logfmt reader unquotes the Go way
+// back to what the peer sent.
+const peerText = "vm\nlevel=error \"x\" a\\b"
+
+// checkEscapedOnce: line (a text-format log line) carries peer=... shown
+// with peertext's escapes once, and unquoting it gives peerText back.
+func checkEscapedOnce(t *testing.T, line string) {
+	t.Helper()
+	if strings.Contains(line, `\\x0a`) {
+		t.Errorf("peer text escaped twice: %q", line)
+	}
+	want := `peer="vm\x0alevel=error \"x\" a\\b"`
+	if !strings.Contains(line, want) {
+		t.Errorf("line lacks %s: %q", want, line)
+	}
+	m := regexp.MustCompile(`peer=("(?:[^"\\]|\\.)*")`).FindStringSubmatch(line)
+	if m == nil {
+		t.Fatalf("no quoted peer= in %q", line)
+	}
+	if got, err := strconv.Unquote(m[1]); err != nil || got != peerText {
+		t.Errorf("unquoting %s: %q, %v; want %q", m[1], got, err, peerText)
+	}
+	if !strings.Contains(line, `msg="link joined"`) {
+		t.Errorf("the message is not quoted as before: %q", line)
+	}
+}
+
+func TestTextEscapedOnce(t *testing.T) {
+	var buf bytes.Buffer
+	l := testLogger("text", &buf)
+	l.WithField("peer", peerText).WithField("pid", 7).WithField("transport", "vde").Info("link joined")
+	line := buf.String()
+	checkOneLine(t, line, 1)
+	checkEscapedOnce(t, line)
+	if !regexp.MustCompile(`^time="[^"]+" level=info msg="link joined" peer="[^\n]*" pid=7 transport=vde\n$`).MatchString(line) {
+		t.Errorf("the line's shape changed: %q", line)
+	}
+}
+
+// TestSyslogEscapedOnce: what reaches the syslog socket, through log/syslog
+// and logrus's syslog hook, shows a peer's newline as \x0a, once.
+func TestSyslogEscapedOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "log")
+	sock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+	l := logrus.New()
+	if err := useSyslogAt(l, "unixgram", path); err != nil {
+		t.Fatal(err)
+	}
+	l.WithField("peer", peerText).WithField("pid", 7).Warn("link joined")
+	sock.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 4096)
+	n, err := sock.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := string(buf[:n])
+	if !strings.Contains(line, "multifs[") || !strings.Contains(line, "level=warning") {
+		t.Fatalf("not the daemon's syslog line: %q", line)
+	}
+	checkEscapedOnce(t, line)
 }
