@@ -2,7 +2,7 @@
 # checks.sh: run inside the container t_systemd.sh boots, as the oneshot
 # multifs-checks.service (no namespacing of its own: it sees what any shell
 # in the container sees). It drives the installed multifs@.service and the
-# README's tmp-vm1.mount through systemctl and writes one line per check to
+# man page's tmp-vm1.mount through systemctl and writes one line per check to
 # /out/results ("ok NAME" or "FAIL NAME<tab>REASON"), then "done"; the unit's
 # SuccessAction=/FailureAction= end the boot.
 #
@@ -41,7 +41,7 @@ wait_for() {
 # (PID 1 is the container's systemd: the namespace of everything that is not
 # inside a unit with a namespace of its own).
 mounted_in() { awk -v p="$2" '$5 == p && / - fuse\.multifs / { f = 1 } END { exit !f }' "/proc/$1/mountinfo"; }
-show_mounts() { echo "$P in /proc/$1/mountinfo: $(awk -v p="$P" '$5 == p' "/proc/$1/mountinfo")"; }
+show_mounts() { local p=${2:-$P}; echo "$p in /proc/$1/mountinfo: $(awk -v p="$p" '$5 == p' "/proc/$1/mountinfo")"; }
 # links_of: the open link ids.
 links_of() { ls "$P/links" 2>/dev/null | tr '\n' ' ' | sed 's/ $//'; }
 
@@ -165,10 +165,46 @@ exercise() {
 	stop_peers
 }
 
+# notify_waits: a fast daemon can win the race against a start that does not
+# wait, so the wait itself is shown with a daemon made 1 s late (a drop-in
+# puts a sleep before the installed ExecStart=, in the same process, so
+# the unit's Type= and NotifyAccess= hold as installed): systemctl start
+# must take that second and a join right after it succeed at once.
+notify_waits() {
+	local unit=multifs@tmp-vm2.service p=/tmp/vm2 dd=/etc/systemd/system/multifs@tmp-vm2.service.d ex t0 ms rc out
+	ex=$(sed -n 's/^ExecStart=//p' /usr/local/lib/systemd/system/multifs@.service)
+	mkdir -p "$dd"
+	printf '[Service]\nExecStart=\nExecStart=/bin/sh -c '"'"'sleep 1 && exec "$$@"'"'"' sh %s\n' "$ex" >"$dd/late.conf"
+	systemctl daemon-reload
+	rm -f "$W/late"
+	t0=$(now_ms)
+	out=$(systemctl start "$unit" 2>&1)
+	rc=$?
+	ms=$(($(now_ms) - t0))
+	"$PROBE" hold -dir "$p" -ready "$W/late" -max 200ms >"$W/late.out" 2>&1
+	if [ "$rc" -eq 0 ] && [ "$ms" -ge 1000 ] && [ -e "$W/late" ]; then
+		ok "service: systemctl start waits for READY=1: a daemon 1 s late, start took $ms ms, the join right after it succeeds"
+	else
+		bad "service: systemctl start waits for READY=1: a daemon 1 s late" "start exit $rc after $ms ms: $out; join: $(cat "$W/late.out")"
+	fi
+	systemctl stop "$unit"
+	if mounted_in 1 "$p"; then bad "service: $unit stops" "$(show_mounts 1 "$p")"; else ok "service: $unit stops"; fi
+	rm -rf "$dd"
+	systemctl daemon-reload
+}
+
+# reset: what a failed section left (already reported) must not fail the next.
+reset() {
+	umount -l "$P" 2>/dev/null
+	rm -rf "$SD"
+}
+
 trap 'stop_peers; echo done >>"$OUT"' EXIT
 
 echo "started $(now_ms) $(systemctl is-system-running)" >>"$OUT"
 
+notify_waits
 exercise multifs@tmp-vm1.service service
+reset
 exercise tmp-vm1.mount mount
 exit 0
