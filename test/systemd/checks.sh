@@ -74,7 +74,17 @@ exercise() {
 		bad "$w: a join through $P/ctl right after start returns succeeds at the first try" "$(cat "$W/first.out"); $(systemctl show -p ActiveState,SubState,Type "$unit" | tr '\n' ' ')"
 	fi
 
-	# Visible outside the unit: in PID 1's namespace and in ours.
+	# Visible outside the unit: in PID 1's namespace and in ours. A service's
+	# daemon must share PID 1's mount namespace: in one of its own (which
+	# ProtectSystem= and the like make), systemd makes propagation slave.
+	if [ "${unit%.service}" != "$unit" ]; then
+		d=$(systemctl show -p MainPID --value "$unit")
+		if [ "$(readlink "/proc/$d/ns/mnt")" = "$(readlink /proc/1/ns/mnt)" ]; then
+			ok "$w: the daemon (pid $d) is in PID 1's mount namespace"
+		else
+			bad "$w: the daemon (pid $d) is in PID 1's mount namespace" "its $(readlink "/proc/$d/ns/mnt"), PID 1's $(readlink /proc/1/ns/mnt)"
+		fi
+	fi
 	if mounted_in 1 "$P"; then ok "$w: $P is a fuse.multifs mount in PID 1's mount namespace"; else bad "$w: $P is a fuse.multifs mount in PID 1's mount namespace" "$(show_mounts 1)"; fi
 	if mounted_in self "$P"; then ok "$w: $P is a fuse.multifs mount for a process outside the unit"; else bad "$w: $P is a fuse.multifs mount for a process outside the unit" "$(show_mounts self)"; fi
 	d=$(ls "$P" 2>&1 | tr '\n' ' ' | sed 's/ $//')
