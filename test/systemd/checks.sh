@@ -58,7 +58,8 @@ stop_peers() {
 # prove it left nothing. WHAT prefixes the check names.
 exercise() {
 	local unit=$1 w=$2 t0 ms rc out d j host host2 vp got rx
-	rm -f "$W"/*
+	rm -rf "$W"
+	mkdir -p "$W"
 
 	# systemctl start must return only once ctl accepts: the first connect
 	# right after it is the test, with no retry (vdeprobe dials ctl once).
