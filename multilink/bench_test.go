@@ -5,6 +5,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"multifs/multilink/conn"
 )
 
 func BenchmarkForwardLinkToHost(b *testing.B)       { benchForward(b, false, 1) }
@@ -56,25 +58,27 @@ type seqConn struct {
 	start chan struct{} // if not nil, nothing is sent before it is closed
 }
 
-func (c *seqConn) RecvBatch(get func() ([][]byte, []int), put func()) (int, error) {
+func (c *seqConn) Receive(r conn.Receiver) error {
 	if c.start != nil {
 		<-c.start
 	}
-	r := c.rounds.Add(1)
-	if r > c.limit {
-		close(c.done)
-		select {}
+	for {
+		n := c.rounds.Add(1)
+		if n > c.limit {
+			close(c.done)
+			select {} // park like an idle socket until the test binary exits
+		}
+		for c.peer != nil && n > c.peer.rounds.Load()+4 {
+			runtime.Gosched()
+		}
+		b := r.Get()
+		for i := range b.Bufs {
+			b.Sizes[i] = copy(b.Bufs[i], c.frame)
+			binary.BigEndian.PutUint64(b.Bufs[i][b.Sizes[i]-8:], c.seq)
+			c.seq++
+		}
+		r.Deliver(b, len(b.Bufs))
 	}
-	for c.peer != nil && r > c.peer.rounds.Load()+4 {
-		runtime.Gosched()
-	}
-	bufs, sizes := get()
-	for i := range bufs {
-		sizes[i] = copy(bufs[i], c.frame)
-		binary.BigEndian.PutUint64(bufs[i][sizes[i]-8:], c.seq)
-		c.seq++
-	}
-	return len(bufs), nil
 }
 
 // BenchmarkForwardLinkToHostDedup: two links open, so every frame goes
