@@ -59,10 +59,12 @@ type Receiver interface {
 // first). Any other error is the descriptor's own, a failure.
 //
 // What a send counts as sent, the peer has accepted: the kernel took it,
-// or the peer's own ring or buffer holds it. The multilink takes those
-// frames as delivered (duplicate suppression then drops other links' copies
-// of them), so a Conn must not count a frame it may still drop, nor keep one
-// to send later: a frame it could not hand over now is not sent.
+// or the peer's own ring holds it (a frame partly written to a stream,
+// which the Conn finishes before anything else, counts too). The
+// multilink takes those frames as delivered: duplicate suppression then
+// drops other links' copies of them. So a Conn must not count a frame it
+// may still drop for want of room; one it could not hand over is not sent,
+// and the caller drops it (the next copy, from another link, then goes).
 type Conn interface {
 	// Receive receives frames and delivers them to r, batch by batch
 	// (see the package doc for who owns a batch when), until the Conn
