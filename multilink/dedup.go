@@ -10,8 +10,10 @@ import (
 //
 // During a hand-off two links reach the same far multilink, which sends
 // every frame to both: without suppression the host gets each one twice.
-// The table below remembers the frames the host accepted within the last
-// window and drops a copy that came over another link.
+// The table below remembers the frames that came within the last window,
+// how many copies of each every link carried and how many the host
+// accepted, and drops a copy that came over another link once the host
+// has as many as that link brought.
 //
 // Only a copy the host accepted counts as delivered. A copy dropped
 // towards the host (its socket full: the host's tx_dropped) is not: the
