@@ -1,6 +1,8 @@
 // Package logging is the multifs daemon's log: a logrus logger that is
-// safe to feed with what peers send. It has one job, and the rest of the
-// daemon only logs through the *logrus.Entry it is given.
+// safe to feed with what peers send. The command sets it up (New, from
+// its options) and reopens it on SIGHUP; the daemon's packages (control,
+// fsys, multilink) log through the *logrus.Entry they are given and never
+// import this one, which is why it sits under cmd/multifs.
 //
 // What it guarantees, whatever a call site logs:
 //
@@ -37,6 +39,9 @@ type Options struct {
 	// Slow picks the lines that repeat at each retry for as long as their
 	// cause lasts (an accept failing every 10 ms while descriptors run
 	// out): once a second is enough to say it still does. nil picks none.
+	// A line is still limited with the others of its level and message:
+	// Slow sets the rate of that key, asked of the first line that makes
+	// it.
 	Slow func(*logrus.Entry) bool
 }
 
