@@ -8,11 +8,12 @@ BIN     := bin
 RUN_PKGS  := fuse3
 # gcc and libc6-dev: the race detector (go test -race, the soak's daemon) needs cgo.
 # systemd: systemd-analyze verify of the unit; man-db: man -l of the page.
+# mmdebstrap systemd-container: t_systemd boots a Debian root with the installed units under systemd-nspawn.
 # openssh-server openssh-client vde2: the real peers of t_peer_ssh and t_peer_vdeswitch.
 # cmake make libexecs-dev: building the newest vdeplug4 (../shared/peers) for t_peer_vdeplug4.
 # qemu-system-x86 busybox-static linux-image-cloud-amd64: the VM of t_peer_qemu (TCG).
 # libvdeplug-dev: test/bench's TestCClientCounts builds the benchmark's real client.
-TEST_PKGS := fuse3 vdeplug iproute2 iputils-ping psmisc procps util-linux passwd python3 gcc libc6-dev systemd man-db openssh-server openssh-client vde2 cmake make libexecs-dev qemu-system-x86 busybox-static linux-image-cloud-amd64 libvdeplug-dev
+TEST_PKGS := fuse3 vdeplug iproute2 iputils-ping psmisc procps util-linux passwd python3 gcc libc6-dev systemd man-db openssh-server openssh-client vde2 cmake make libexecs-dev qemu-system-x86 busybox-static linux-image-cloud-amd64 libvdeplug-dev mmdebstrap systemd-container
 
 .PHONY: all build run test deps-run deps-test check unit fuzz integration clean install uninstall
 

@@ -189,7 +189,7 @@ func TestRefusalsTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.add(false, pid, pidfd, 7)
+	r.add(false, pid, 1000, pidfd, 7)
 	if e, ok := r.refuses(false, pid); !ok || e.link != 7 {
 		t.Fatalf("refuses: %v %+v", ok, e)
 	}
@@ -225,53 +225,205 @@ func TestRefusalsBoundAndClose(t *testing.T) {
 	var r refusals
 	fds0 := countFDs(t)
 	self := os.Getpid()
-	for i := 0; i < maxRefused+10; i++ {
+	for i := 0; i < maxRefusedPerUID+10; i++ {
 		// Live pidfds (of this process), so none is pruned as exited:
 		// only the bound can drop them.
 		fd, err := unix.PidfdOpen(self, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
-		r.add(false, int32(100000+i), fd, uint64(i))
+		r.add(false, int32(100000+i), 1000, fd, uint64(i))
 	}
-	if n := r.len(); n != maxRefused {
-		t.Fatalf("%d entries, want %d", n, maxRefused)
+	if n := r.len(); n != maxRefusedPerUID {
+		t.Fatalf("%d entries, want %d", n, maxRefusedPerUID)
 	}
 	if _, ok := r.refuses(false, 100000); ok {
 		t.Fatal("the oldest entry is still there")
 	}
-	if _, ok := r.refuses(false, int32(100000+maxRefused+9)); !ok {
+	if _, ok := r.refuses(false, int32(100000+maxRefusedPerUID+9)); !ok {
 		t.Fatal("the newest entry is missing")
 	}
-	if n := countFDs(t) - fds0; n != maxRefused {
-		t.Fatalf("%d pidfds open for %d entries", n, maxRefused)
+	if n := countFDs(t) - fds0; n != maxRefusedPerUID+1 {
+		t.Fatalf("%d descriptors open for %d entries (and the epoll instance)", n, maxRefusedPerUID)
 	}
 	// The same process closed again replaces its entry.
 	fd, _ := unix.PidfdOpen(self, 0)
-	r.add(false, int32(100000+maxRefused+9), fd, 1)
-	if n := countFDs(t) - fds0; n != maxRefused {
-		t.Fatalf("%d pidfds after a repeat", n)
+	r.add(false, int32(100000+maxRefusedPerUID+9), 1000, fd, 1)
+	if n := countFDs(t) - fds0; n != maxRefusedPerUID+1 {
+		t.Fatalf("%d descriptors after a repeat", n)
 	}
 	r.closeAll()
 	if n := countFDs(t); n != fds0 {
 		t.Fatalf("%d descriptors after closeAll, %d before", n, fds0)
 	}
 	fd, _ = unix.PidfdOpen(self, 0)
-	r.add(false, 1, fd, 1)
+	r.add(false, 1, 1000, fd, 1)
 	if countFDs(t) != fds0 || r.len() != 0 {
 		t.Fatal("an add after closeAll was kept")
+	}
+}
+
+// One user's closes cannot undo another's: root's closed process stays
+// refused however many processes of its own another uid has closed (with
+// the bounds the daemon uses), and that uid loses its own oldest.
+func TestRefusalsNoCrossUIDEviction(t *testing.T) {
+	var r refusals
+	defer r.closeAll()
+	self := os.Getpid()
+	pidfd := func() int {
+		fd, err := unix.PidfdOpen(self, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fd
+	}
+	const rootPid, userPid = 4242, 100000
+	r.add(false, rootPid, 0, pidfd(), 1)
+	r.add(true, rootPid+1, 0, pidfd(), 0)
+	n := maxRefusedPerUID + 200
+	for i := 0; i < n; i++ {
+		r.add(false, int32(userPid+i), 1000, pidfd(), uint64(2+i))
+	}
+	if _, ok := r.refuses(false, rootPid); !ok {
+		t.Fatalf("root's closed link forgotten after %d closes by uid 1000", n)
+	}
+	if _, ok := r.refuses(true, rootPid+1); !ok {
+		t.Fatalf("root's closed host forgotten after %d closes by uid 1000", n)
+	}
+	if got := r.lenUID(1000); got != maxRefusedPerUID {
+		t.Fatalf("uid 1000 holds %d, want its bound %d", got, maxRefusedPerUID)
+	}
+	if _, ok := r.refuses(false, int32(userPid+n-maxRefusedPerUID-1)); ok {
+		t.Fatal("uid 1000's entry past its bound is still there")
+	}
+	if _, ok := r.refuses(false, int32(userPid+n-maxRefusedPerUID)); !ok {
+		t.Fatal("uid 1000's oldest entry within its bound is missing")
+	}
+	if got := r.len(); got != maxRefusedPerUID+2 {
+		t.Fatalf("%d entries, want %d", got, maxRefusedPerUID+2)
+	}
+}
+
+// The dead are pruned before a live entry is dropped for room: a uid at
+// its bound one of whose processes exited keeps all its live entries.
+func TestRefusalsPruneBeforeEvict(t *testing.T) {
+	r := refusals{capUID: 2, capAll: 4}
+	defer r.closeAll()
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	dead, err := unix.PidfdOpen(cmd.Process.Pid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live, _ := unix.PidfdOpen(os.Getpid(), 0)
+	r.add(false, int32(cmd.Process.Pid), 7, dead, 1)
+	r.add(false, 2, 7, live, 2)
+	cmd.Process.Kill()
+	cmd.Wait()
+	live, _ = unix.PidfdOpen(os.Getpid(), 0)
+	r.add(false, 3, 7, live, 3)
+	for _, pid := range []int32{2, 3} {
+		if _, ok := r.refuses(false, pid); !ok {
+			t.Fatalf("live entry %d dropped while a dead one held room", pid)
+		}
+	}
+}
+
+// The bound in all, met by many uids: the entry that goes is the oldest of
+// the uid holding the most, never a uid's newest; a newcomer that would
+// have to take some uid's last entry is not recorded. Checked after every
+// add of a random sequence, with small bounds.
+func TestRefusalsFairWhenFull(t *testing.T) {
+	const capUID, capAll = 4, 8
+	r := refusals{capUID: capUID, capAll: capAll}
+	defer r.closeAll()
+	self := os.Getpid()
+	newest := map[uint32]int32{} // each uid's last recorded process
+	rng := uint64(1)
+	next := func(n int) int {
+		rng = rng*6364136223846793005 + 1442695040888963407
+		return int((rng >> 33) % uint64(n))
+	}
+	pid := int32(1000)
+	refusedAdds := 0
+	for i := 0; i < 3000; i++ {
+		// A few heavy uids and a long tail of light ones.
+		uid := uint32(next(3))
+		if next(2) == 0 {
+			uid = uint32(100 + next(40))
+		}
+		fd, err := unix.PidfdOpen(self, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pid++
+		before := map[uint32]int{}
+		r.mu.Lock()
+		for v, q := range r.byUID {
+			before[v] = len(q)
+		}
+		total := r.n
+		r.mu.Unlock()
+		if !r.add(false, pid, uid, fd, uint64(pid)) {
+			refusedAdds++
+			// Only when nothing could go for it: full, the uid holds
+			// none, and nobody holds more than one.
+			if total < capAll || before[uid] != 0 {
+				t.Fatalf("add %d (uid %d) not recorded: %d held, uid holds %d", i, uid, total, before[uid])
+			}
+			for v, c := range before {
+				if c > 1 {
+					t.Fatalf("add %d (uid %d) not recorded while uid %d holds %d", i, uid, v, c)
+				}
+			}
+		} else {
+			newest[uid] = pid
+		}
+		r.mu.Lock()
+		if r.n > capAll {
+			t.Fatalf("%d entries, bound %d", r.n, capAll)
+		}
+		sum := 0
+		for v, q := range r.byUID {
+			c := len(q)
+			sum += c
+			if c > capUID {
+				t.Fatalf("uid %d holds %d, bound %d", v, c, capUID)
+			}
+			// Nobody was cut below the uid that just added, unless it
+			// was that uid's own bound.
+			if c < before[v] && v != uid && c < len(r.byUID[uid]) {
+				t.Fatalf("add %d: uid %d cut to %d by uid %d, which holds %d", i, v, c, uid, len(r.byUID[uid]))
+			}
+		}
+		if sum != r.n || len(r.byKey) != r.n {
+			t.Fatalf("counts %d, entries %d, keys %d", sum, r.n, len(r.byKey))
+		}
+		r.mu.Unlock()
+		// Every uid's newest recorded entry is still there.
+		for v, p := range newest {
+			if _, ok := r.refuses(false, p); !ok {
+				t.Fatalf("add %d (uid %d): uid %d's newest entry (pid %d) was dropped", i, uid, v, p)
+			}
+		}
+	}
+	if refusedAdds == 0 {
+		t.Fatal("the table never filled with single entries: the test shows nothing")
 	}
 }
 
 // Without a pidfd (old kernels) an entry lasts noPidfdTTL.
 func TestRefusalsNoPidfd(t *testing.T) {
 	var r refusals
-	r.add(false, 42, -1, 1)
+	r.add(false, 42, 1000, -1, 1)
 	if _, ok := r.refuses(false, 42); !ok {
 		t.Fatal("not refused")
 	}
 	r.mu.Lock()
-	r.list[0].added = time.Now().Add(-noPidfdTTL - time.Second)
+	r.noFD[0].added = time.Now().Add(-noPidfdTTL - time.Second)
 	r.mu.Unlock()
 	if _, ok := r.refuses(false, 42); ok {
 		t.Fatal("refused after the TTL")
@@ -307,4 +459,68 @@ func TestPeerPidfd(t *testing.T) {
 	if !strings.Contains(string(fdinfo), "Pid:\t"+strconv.Itoa(os.Getpid())+"\n") {
 		t.Fatalf("pidfd names another process:\n%s", fdinfo)
 	}
+}
+
+// The bound in all leaves most descriptors to links: at most a quarter of
+// RLIMIT_NOFILE, never more than maxRefused nor less than a uid's bound.
+func TestRefusalsCapFollowsNofile(t *testing.T) {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	want := min(max(int(lim.Cur/4), maxRefusedPerUID), maxRefused)
+	if got := defaultCapAll(); got != want {
+		t.Fatalf("bound in all %d with RLIMIT_NOFILE %d, want %d", got, lim.Cur, want)
+	}
+	var r refusals
+	if u, a := r.bounds(); u != maxRefusedPerUID || a != want {
+		t.Fatalf("a zero table's bounds: %d per uid, %d in all", u, a)
+	}
+	old := lim
+	lim.Cur = 2000
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Skip("cannot lower RLIMIT_NOFILE:", err)
+	}
+	defer unix.Setrlimit(unix.RLIMIT_NOFILE, &old)
+	if got := defaultCapAll(); got != maxRefusedPerUID {
+		t.Fatalf("bound in all %d with RLIMIT_NOFILE 2000, want %d", got, maxRefusedPerUID)
+	}
+}
+
+// fullTable is a table at its bound in all: 16 uids holding 1,024 live
+// entries each.
+func fullTable(b *testing.B) *refusals {
+	r := &refusals{capUID: maxRefusedPerUID, capAll: maxRefused}
+	self := os.Getpid()
+	for i := 0; i < maxRefused; i++ {
+		fd, err := unix.PidfdOpen(self, 0)
+		if err != nil {
+			b.Skip("no pidfd:", err)
+		}
+		r.add(false, int32(1000+i), uint32(i/maxRefusedPerUID), fd, 1)
+	}
+	b.Cleanup(r.closeAll)
+	b.ResetTimer()
+	return r
+}
+
+// A close when the table is full: the dead are pruned (none here) and a
+// uid's oldest entry goes. The pidfd_open is counted too.
+func BenchmarkRefusalsAddFull(b *testing.B) {
+	r := fullTable(b)
+	self := os.Getpid()
+	for i := 0; i < b.N; i++ {
+		fd, _ := unix.PidfdOpen(self, 0)
+		r.add(false, int32(100000+i), 3, fd, 1)
+	}
+	b.StopTimer()
+}
+
+// Each seqpacket connection asks the table.
+func BenchmarkRefusalsRefusesFull(b *testing.B) {
+	r := fullTable(b)
+	for i := 0; i < b.N; i++ {
+		r.refuses(false, 5)
+	}
+	b.StopTimer()
 }

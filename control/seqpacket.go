@@ -137,6 +137,11 @@ func (s *Server) joinSeqpacket(fd int, isHost bool) {
 // port was closed through the close file connects again.
 const MsgRefusedClosed = "refused: this process's port was closed for good through its close file"
 
+// MsgRefusalsFull is the warning logged when a process closed for good
+// cannot be remembered: the record of closed processes is full of other
+// users' entries, none of which may go for it (refuse.go).
+const MsgRefusalsFull = "closed, but not remembered: the record of closed processes is full of other users' entries; this process may rejoin"
+
 // seqConn is a seqpacket peer's socket. Its peer may be a ptp client,
 // which comes straight back when hung up: Final remembers it so that it
 // does not.
@@ -158,9 +163,13 @@ func (c *seqConn) Final(p *multilink.Port) {
 	if exited {
 		return
 	}
-	c.s.refused.add(c.isHost, c.pid, pidfd, p.ID)
-	c.s.log.WithFields(logrus.Fields{"role": roleName(c.isHost), "link": closedName(refusal{host: c.isHost, link: p.ID}),
-		"pid": c.pid, "pidfd": pidfd >= 0}).Info("closed for good: this process's reconnects will be refused while it runs")
+	log := c.s.log.WithFields(logrus.Fields{"role": roleName(c.isHost), "link": closedName(refusal{host: c.isHost, link: p.ID}),
+		"pid": c.pid, "uid": p.Info.UID, "pidfd": pidfd >= 0})
+	if !c.s.refused.add(c.isHost, c.pid, p.Info.UID, pidfd, p.ID) {
+		log.Warn(MsgRefusalsFull)
+		return
+	}
+	log.Info("closed for good: this process's reconnects will be refused while it runs")
 }
 
 func closedName(e refusal) string {

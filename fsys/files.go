@@ -91,6 +91,21 @@ type closeFile struct {
 	node
 	id    uint64
 	since time.Time
+
+	mu sync.Mutex
+	// truncOpen: the opens for writing whose O_TRUNC may still come, by
+	// the caller's pid (see Setattr); at most maxTruncOpens.
+	truncOpen map[uint32]*closeHandle
+}
+
+// maxTruncOpens bounds closeFile.truncOpen: one entry per process that
+// holds the file open for writing, however many there are.
+const maxTruncOpens = 256
+
+// closeHandle is an open of a close file for writing.
+type closeHandle struct {
+	f   *closeFile
+	pid uint32
 }
 
 var (
@@ -98,6 +113,7 @@ var (
 	_ = (fs.NodeWriter)((*closeFile)(nil))
 	_ = (fs.NodeSetattrer)((*closeFile)(nil))
 	_ = (fs.NodeGetattrer)((*closeFile)(nil))
+	_ = (fs.FileReleaser)((*closeHandle)(nil))
 )
 
 func (f *closeFile) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -109,10 +125,59 @@ func (f *closeFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint
 	if !wantsWrite(flags) {
 		return nil, 0, syscall.EACCES
 	}
-	return nil, fuse.FOPEN_DIRECT_IO, 0
+	h := &closeHandle{f: f, pid: callerPid(ctx)}
+	f.mu.Lock()
+	if f.truncOpen == nil {
+		f.truncOpen = make(map[uint32]*closeHandle)
+	}
+	if _, ok := f.truncOpen[h.pid]; !ok && len(f.truncOpen) >= maxTruncOpens {
+		for pid := range f.truncOpen {
+			delete(f.truncOpen, pid)
+			break
+		}
+	}
+	f.truncOpen[h.pid] = h
+	f.mu.Unlock()
+	return h, fuse.FOPEN_DIRECT_IO, 0
 }
 
-// Setattr accepts only truncation to zero (what `echo 1 >` does first).
+// Release ends what the open allowed.
+func (h *closeHandle) Release(ctx context.Context) syscall.Errno {
+	h.f.settled(h)
+	return 0
+}
+
+// settled forgets h's open as one whose O_TRUNC may still come.
+func (f *closeFile) settled(h *closeHandle) {
+	f.mu.Lock()
+	if f.truncOpen[h.pid] == h {
+		delete(f.truncOpen, h.pid)
+	}
+	f.mu.Unlock()
+}
+
+func callerPid(ctx context.Context) uint32 {
+	if c, ok := fuse.FromContext(ctx); ok {
+		return c.Pid
+	}
+	return 0
+}
+
+// Setattr accepts only the truncation to zero of an open with O_TRUNC
+// (what `echo 1 >` does first). Any other truncation to zero, `truncate -s
+// 0` (ftruncate on an open file) or truncate(2) by path, is a write of
+// nothing, and is answered as one is: EINVAL.
+//
+// The kernel (without atomic_o_trunc, which go-fuse does not ask for)
+// sends an O_TRUNC open as OPEN, with O_TRUNC taken out of its flags, then
+// SETATTR(size=0) from the same process without a file handle: ATTR_OPEN
+// makes fuse_do_setattr drop the file. ftruncate(2) carries its handle
+// (FATTR_FH); truncate(2) by path comes without a handle and without an
+// OPEN before it. So a SETATTR without a handle is the O_TRUNC of an open
+// only if its caller has just opened the file for writing and has not
+// written or closed it since. What remains: a process holding the file
+// open for writing that then truncates it by path is answered as if it
+// had opened it with O_TRUNC; either way nothing happens.
 func (f *closeFile) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	const harmless = fuse.FATTR_SIZE | fuse.FATTR_FH | fuse.FATTR_LOCKOWNER |
 		fuse.FATTR_ATIME | fuse.FATTR_MTIME | fuse.FATTR_ATIME_NOW | fuse.FATTR_MTIME_NOW | fuse.FATTR_CTIME
@@ -123,11 +188,29 @@ func (f *closeFile) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetA
 	if size != 0 {
 		return syscall.EINVAL
 	}
+	pid := callerPid(ctx)
+	opening := false
+	if in.Valid&fuse.FATTR_FH == 0 {
+		f.mu.Lock()
+		if h := f.truncOpen[pid]; h != nil {
+			delete(f.truncOpen, pid)
+			opening = true
+		}
+		f.mu.Unlock()
+	}
+	if !opening {
+		f.t.Log.WithField("link", f.id).WithField("pid", pid).WithField("handle", in.Valid&fuse.FATTR_FH != 0).
+			Warn(`close: refused truncate (want "1" written at offset 0)`)
+		return syscall.EINVAL
+	}
 	f.fillAttr(&out.Attr, syscall.S_IFREG|f.t.Perms.CloseMode(), 0, f.since)
 	return 0
 }
 
 func (f *closeFile) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+	if h, ok := fh.(*closeHandle); ok {
+		f.settled(h) // an O_TRUNC comes before any write
+	}
 	cmd := strings.TrimSuffix(string(data), "\n")
 	log := f.t.Log.WithField("link", f.id)
 	if caller, ok := fuse.FromContext(ctx); ok {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -153,6 +154,63 @@ func TestCloseFile(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "links", "1")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("closed link still visible: %v", err)
+	}
+}
+
+// A truncation of close to zero that is not an open's O_TRUNC (`truncate
+// -s 0`, which is ftruncate on an open file, or truncate(2) by path) is a
+// write of nothing: answered EINVAL as a write of an empty command is, and
+// the link stays. The O_TRUNC of `echo 1 >` (and of `: >`, which writes
+// nothing) still opens.
+func TestCloseTruncate(t *testing.T) {
+	dir, ml, _ := mount(t, perms.Spec{})
+	l, _ := addLink(ml, multilink.PeerInfo{}, newNullConn(), nil)
+	closePath := filepath.Join(dir, "links", "1", "close")
+
+	// The answer to a write of nothing: the newline alone (write(2) of
+	// zero bytes never reaches the daemon).
+	empty := os.WriteFile(closePath, []byte("\n"), 0)
+	if !errors.Is(empty, syscall.EINVAL) {
+		t.Fatalf("a write of nothing: %v, want EINVAL", empty)
+	}
+	out, err := exec.Command("truncate", "-s", "0", closePath).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "Invalid argument") {
+		t.Errorf("truncate -s 0 close: %v %q, want it to fail with EINVAL", err, out)
+	}
+	if err := os.Truncate(closePath, 0); !errors.Is(err, syscall.EINVAL) {
+		t.Errorf("truncate(2) by path: %v, want EINVAL", err)
+	}
+	f, err := os.OpenFile(closePath, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(0); !errors.Is(err, syscall.EINVAL) {
+		t.Errorf("ftruncate(2) of an open close file: %v, want EINVAL", err)
+	}
+	f.Close()
+	// An O_TRUNC open settles its truncation: a later one is refused.
+	f, err = os.OpenFile(closePath, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		t.Fatalf("open with O_TRUNC: %v", err)
+	}
+	if err := os.Truncate(closePath, 0); !errors.Is(err, syscall.EINVAL) {
+		t.Errorf("truncate(2) by path after an O_TRUNC open: %v, want EINVAL", err)
+	}
+	f.Close()
+	if l.Closed() {
+		t.Fatal("a truncation closed the link")
+	}
+	if err := exec.Command("sh", "-c", ": > "+closePath).Run(); err != nil {
+		t.Errorf(": > close (O_TRUNC, nothing written): %v", err)
+	}
+	if l.Closed() {
+		t.Fatal(": > close closed the link")
+	}
+	if out, err := exec.Command("sh", "-c", "echo 1 > "+closePath).CombinedOutput(); err != nil {
+		t.Fatalf("echo 1 > close: %v %s", err, out)
+	}
+	if !l.Closed() {
+		t.Fatal("echo 1 > close left the link open")
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"multifs/multilink/conn"
 )
 
 func BenchmarkForwardLinkToHost(b *testing.B)       { benchForward(b, false, 1) }
@@ -56,25 +58,27 @@ type seqConn struct {
 	start chan struct{} // if not nil, nothing is sent before it is closed
 }
 
-func (c *seqConn) RecvBatch(get func() ([][]byte, []int), put func()) (int, error) {
+func (c *seqConn) Receive(r conn.Receiver) error {
 	if c.start != nil {
 		<-c.start
 	}
-	r := c.rounds.Add(1)
-	if r > c.limit {
-		close(c.done)
-		select {}
+	for {
+		n := c.rounds.Add(1)
+		if n > c.limit {
+			close(c.done)
+			select {} // park like an idle socket until the test binary exits
+		}
+		for c.peer != nil && n > c.peer.rounds.Load()+4 {
+			runtime.Gosched()
+		}
+		b := r.Get()
+		for i := range b.Bufs {
+			b.Sizes[i] = copy(b.Bufs[i], c.frame)
+			binary.BigEndian.PutUint64(b.Bufs[i][b.Sizes[i]-8:], c.seq)
+			c.seq++
+		}
+		r.Deliver(b, len(b.Bufs))
 	}
-	for c.peer != nil && r > c.peer.rounds.Load()+4 {
-		runtime.Gosched()
-	}
-	bufs, sizes := get()
-	for i := range bufs {
-		sizes[i] = copy(bufs[i], c.frame)
-		binary.BigEndian.PutUint64(bufs[i][sizes[i]-8:], c.seq)
-		c.seq++
-	}
-	return len(bufs), nil
 }
 
 // BenchmarkForwardLinkToHostDedup: two links open, so every frame goes
@@ -131,4 +135,50 @@ func BenchmarkForwardTwoLinksToHostDedup(b *testing.B) {
 		b.Fatalf("host got %d frames, %d duplicates dropped, of %d sent twice", got, dups, frames)
 	}
 	b.ReportMetric(float64(2*frames)/b.Elapsed().Seconds(), "frames/s")
+}
+
+// BenchmarkDedupTable: the duplicate table alone, without goroutines or
+// sockets: two links bring the same stream, each op a batch of BatchSize
+// distinct 64-byte frames from link 1, then link 2's copies of it (all
+// duplicates), every kept frame accepted by the host.
+func BenchmarkDedupTable(b *testing.B) {
+	d := newDedup(DefaultDedupWindow)
+	d.allocate()
+	frames := make([][]byte, BatchSize)
+	bufs := make([][]byte, BatchSize)
+	for i := range bufs {
+		bufs[i] = make([]byte, 64)
+	}
+	batch := make([][]byte, BatchSize)
+	seq := uint64(0)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for j := range bufs {
+			binary.BigEndian.PutUint64(bufs[j][56:], seq)
+			seq++
+		}
+		now := int64(i) * 1000
+		for link := uint64(1); link <= 2; link++ {
+			batch = append(batch[:0], bufs...)
+			frames, _ = d.filter(link, batch, now)
+		}
+	}
+	_ = frames
+}
+
+// BenchmarkDedupRecord: the sole link's record, each op a batch of
+// BatchSize 64-byte frames.
+func BenchmarkDedupRecord(b *testing.B) {
+	d := newDedup(DefaultDedupWindow)
+	d.allocate()
+	batch := make([][]byte, BatchSize)
+	for i := range batch {
+		batch[i] = make([]byte, 64)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		d.record(1, batch, int64(i))
+	}
 }

@@ -10,16 +10,32 @@ import (
 //
 // During a hand-off two links reach the same far multilink, which sends
 // every frame to both: without suppression the host gets each one twice.
-// The table below remembers the frames that went to the host within the
-// last window and drops a copy that came over another link.
+// The table below remembers the frames that came within the last window,
+// how many copies of each every link carried and how many the host
+// accepted, and drops a copy that came over another link once the host
+// has as many as that link brought.
+//
+// Only a copy the host accepted counts as delivered. A copy dropped
+// towards the host (its socket full: the host's tx_dropped) is not: the
+// next copy of that frame, from whichever link, goes through. The rule is
+// PRP's (IEC 62439-3) for its duplicate discard: never reject a frame the
+// host has not had; a duplicate now and then is tolerated. So filter
+// decides against what the host has taken and counts what it keeps as
+// delivered; the host's port sends it; what the host did not take (the
+// tail of the batch past the k it accepted) unsent takes back. With one
+// link open, record keeps only what the host took. No transport queues
+// towards the host after the send (package conn's contract: a frame counted
+// as sent is one the peer accepted), so "accepted" is final.
 //
 // The rule, per content (the frame's exact bytes): the host gets as many
 // copies as the one link that carried the most of them within the window.
-// A link's n-th copy is delivered only if no link has had n copies
-// delivered yet. So
+// A link's n-th copy (counting every copy it carried, accepted or not) is
+// delivered only if fewer than n copies have been accepted. So
 //
 //   - the overlap's duplicate (A's copy delivered, then B's: B has 1, 1 was
 //     delivered) is dropped, whichever link is faster;
+//   - the host stalled while A's copy came (dropped towards it), then
+//     B's: B has 1, none was delivered: B's goes through;
 //   - a sender's own repeats (ARP retries, a gratuitous ARP sent three
 //     times, a retransmit identical to the original) come over every link,
 //     so the leading link delivers each, and the others' copies of them are
@@ -28,13 +44,21 @@ import (
 //     nothing for it, and the other link's copy is the first: delivered;
 //   - three or more links: the same, every link counts its own copies.
 //
-// What the rule cannot tell apart, and what it then does: a repeat sent
-// while only A was open and the next one while only B is (A closed in
-// between), within the window, looks exactly like B's late copy of A's
-// frame, which is the overlap's very case, so it is dropped. The sender
-// repeats again (it had had no answer), and that copy counts as B's second.
-// TCP retransmissions of Linux differ from the original anyway (the
-// timestamp option, the IP id), so they are never taken for duplicates.
+// What the rule cannot tell apart, and what it then does:
+//
+//   - a repeat sent while only A was open and the next one while only B
+//     is (A closed in between), within the window, looks exactly like B's
+//     late copy of A's frame, which is the overlap's very case, so it is
+//     dropped. The sender repeats again (it had had no answer), and that
+//     copy counts as B's second. TCP retransmissions of Linux differ from
+//     the original anyway (the timestamp option, the IP id), so they are
+//     never taken for duplicates.
+//   - whose copy is the frame: any link may send a frame's bytes before
+//     another does, and then the host gets that link's copy and the
+//     other's is the duplicate. Links are trusted with Ethernet (any of
+//     them can send the host any frame), so this gives a link nothing it
+//     did not have; what no link can do is make the host miss a frame it
+//     never got, by having its own copy refused first.
 //
 // Bytes, not hashes, decide: a wrong drop is a lost frame, and a 64-bit
 // hash, however keyed, can collide. The table keeps a copy of each frame it
@@ -42,18 +66,20 @@ import (
 // The hash (maphash, with a seed drawn at random for each table, so that
 // no peer can aim frames at one bucket) only finds the candidates.
 //
-// With one link open nothing is looked up; the link's latest frames are
-// copied aside (record), for the moment a second link opens (replay): see
-// the hist fields. That copy is what one link costs, and dedup=off saves.
+// With one link open nothing is looked up; the link's latest frames the
+// host took are copied aside (record), for the moment a second link opens
+// (replay): see the hist fields. That copy is what one link costs, and
+// dedup=off saves.
 //
 // Memory is fixed: dedupEntries entries of 72 bytes (1.1 MiB with their
 // buckets), the ring, and histBytes with their list (histFrames entries of
-// 24 bytes), allocated when the first link joins. An entry lives a window from its first copy; a new frame takes a free or
-// expired slot of its bucket, or evicts the bucket's oldest. Under a
-// flood of distinct frames entries are evicted before their window ends,
-// and the ring overwrites their bytes: their copies are no longer
-// recognised and reach the host. Suppression is lost, never a frame:
-// nothing is dropped unless its bytes are in the table.
+// 24 bytes), allocated when the first link joins. An entry lives a window
+// from its first copy; a new frame takes a free or expired slot of its
+// bucket, or evicts the bucket's oldest. Under a flood of distinct frames
+// entries are evicted before their window ends, and the ring overwrites
+// their bytes: their copies are no longer recognised and reach the host.
+// Suppression is lost, never a frame: nothing is dropped unless the host
+// accepted a copy of its bytes and the table still has them.
 //
 // A dedup is used under one lock only, the host port's out lock: every
 // link's delivery to the host takes it, so the table needs no lock of its
@@ -80,6 +106,11 @@ type dedup struct {
 	histN     uint64      // entries ever written
 	histStart uint64      // the first not replayed yet
 	histLink  uint64      // the link they came from
+
+	// sent lists, for each frame the last filter kept, in order, the
+	// entry it counted as delivered (-1: none), so that unsent can take
+	// back what the host then did not accept.
+	sent []int32
 }
 
 // The sole link's latest frames kept for a replay: what a new path's
@@ -139,41 +170,71 @@ func (d *dedup) allocate() {
 		d.ring = make([]byte, dedupRingBytes)
 		d.hbuf = make([]byte, histBytes)
 		d.hist = make([]histEntry, histFrames)
+		d.sent = make([]int32, 0, BatchSize)
 	}
 }
 
 // filter removes from frames, in place, the duplicates of frames that came
-// over other links, and remembers the rest, all as having arrived from
-// link from at now. It returns what is left and how many it removed.
+// over other links, and counts the rest as delivered, all as having
+// arrived from link from at now. It returns what is left and how many it
+// removed. The host is to be sent what is left, in order; if it takes only
+// the first k, unsent(k) must follow before the table is used again.
 func (d *dedup) filter(from uint64, frames [][]byte, now int64) ([][]byte, int) {
 	kept := frames[:0]
+	d.sent = d.sent[:0]
 	for _, f := range frames {
-		if !d.dup(from, f, now) {
+		if ei, dup := d.dup(from, f, now); !dup {
 			kept = append(kept, f)
+			d.sent = append(d.sent, ei)
 		}
 	}
 	return kept, len(frames) - len(kept)
 }
 
-// dup reports whether frame, arriving from link from at now, is to be
-// dropped, and remembers it.
-func (d *dedup) dup(from uint64, frame []byte, now int64) bool {
-	if len(frame) > MaxFrame || len(frame) == 0 {
-		return false // Port.forward lets none through; never store one
+// unsent takes back what the last filter counted as delivered for the
+// frames it kept from the k-th on: the host did not accept them (its
+// socket was full), so they were not delivered, and the next copy of each,
+// from whichever link, must go through. The copy stays counted as one its
+// link carried (a repeat that link brings later is its next copy).
+//
+// The latest first: a later frame of the batch may have evicted the entry
+// an earlier one counted on (its bucket full), and then left it with
+// nothing delivered; the earlier one then has nothing to take back. The
+// ring keeps the bytes, and an evicted entry stays evicted: suppression
+// lost, never a frame.
+func (d *dedup) unsent(k int) {
+	for i := len(d.sent) - 1; i >= k; i-- {
+		if ei := d.sent[i]; ei >= 0 && d.entries[ei].delivered > 0 {
+			d.entries[ei].delivered--
+		}
 	}
-	h := maphash.Bytes(d.seed, frame)
-	e, b, bi, j := d.find(frame, h, now)
-	if e != nil {
-		return e.copyFrom(from)
-	}
-	d.insert(b, bi, j, h, d.store(frame), len(frame), from, now)
-	return false
+	d.sent = d.sent[:0]
 }
 
-// find looks frame, of hash h, up at now: its entry if the table has one,
-// else nil and the slot for it, j of bucket b (index bi): a free one, else
-// the oldest.
-func (d *dedup) find(frame []byte, h uint64, now int64) (e *dedupEntry, b *dedupBucket, bi, j int) {
+// dup reports whether frame, arriving from link from at now, is to be
+// dropped, and counts it; if it is not, it also returns the index of the
+// entry that counts it as delivered (-1: none).
+func (d *dedup) dup(from uint64, frame []byte, now int64) (int32, bool) {
+	if len(frame) > MaxFrame || len(frame) == 0 {
+		return -1, false // Port.forward lets none through; never store one
+	}
+	h := maphash.Bytes(d.seed, frame)
+	ei, b, bi, j := d.find(frame, h, now)
+	if ei >= 0 {
+		delivered, dup := d.entries[ei].copyFrom(from)
+		if !delivered {
+			ei = -1
+		}
+		return int32(ei), dup
+	}
+	d.insert(b, bi, j, h, d.store(frame), len(frame), from, now)
+	return int32(bi*dedupWays + j), false
+}
+
+// find looks frame, of hash h, up at now: the index of its entry if the
+// table has one, else -1 and the slot for it, j of bucket b (index bi): a
+// free one, else the oldest.
+func (d *dedup) find(frame []byte, h uint64, now int64) (ei int, b *dedupBucket, bi, j int) {
 	bi = int(h % uint64(len(d.buckets)))
 	b = &d.buckets[bi]
 	for k := range dedupWays {
@@ -187,20 +248,21 @@ func (d *dedup) find(frame []byte, h uint64, now int64) (e *dedupEntry, b *dedup
 			e := &d.entries[bi*dedupWays+k]
 			if int(e.size) == len(frame) && e.pos+dedupRingBytes >= d.head &&
 				bytes.Equal(d.ring[e.pos%dedupRingBytes:][:len(frame)], frame) {
-				return e, nil, 0, 0
+				return bi*dedupWays + k, nil, 0, 0
 			}
 		}
 		if v := b.until[j]; v != 0 && u < v {
 			j = k
 		}
 	}
-	return nil, b, bi, j
+	return -1, b, bi, j
 }
 
 // copyFrom counts another copy of e's frame from link from and reports
-// whether it is a duplicate. When unsure (no room to count a fifth link,
-// a count at its limit) it delivers.
-func (e *dedupEntry) copyFrom(from uint64) bool {
+// whether it counted it as delivered, and whether it is a duplicate. When
+// unsure (no room to count a fifth link, a count at its limit) it lets
+// the copy through, counting nothing.
+func (e *dedupEntry) copyFrom(from uint64) (delivered, dup bool) {
 	k := -1
 	for i, l := range e.link {
 		if l == from && e.count[i] > 0 {
@@ -212,15 +274,17 @@ func (e *dedupEntry) copyFrom(from uint64) bool {
 		}
 	}
 	if k < 0 || e.count[k] == ^uint16(0) {
-		return false
+		return false, false
 	}
 	e.link[k] = from
 	e.count[k]++
 	if e.count[k] > e.delivered {
-		e.delivered = e.count[k]
-		return false
+		// One more, not count[k]: a copy the host refused stays in its
+		// link's count, and delivered is only what the host took.
+		e.delivered++
+		return true, false
 	}
-	return true
+	return false, true
 }
 
 // store copies frame into the ring and returns where it went.
@@ -285,8 +349,8 @@ func (d *dedup) replay(now int64) {
 		}
 		f := d.hbuf[e.pos%histBytes:][:e.size]
 		h := maphash.Bytes(d.seed, f)
-		if t, b, bi, j := d.find(f, h, e.at); t != nil {
-			t.copyFrom(d.histLink) // delivered: a repeat of its own
+		if ti, b, bi, j := d.find(f, h, e.at); ti >= 0 {
+			d.entries[ti].copyFrom(d.histLink) // delivered: a repeat of its own
 		} else {
 			d.insert(b, bi, j, h, d.store(f), len(f), d.histLink, e.at)
 		}

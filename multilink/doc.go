@@ -69,13 +69,15 @@
 //	    Port.forward            as above, and the port's last-rx time (idle_ms), once a batch
 //	      Multilink.fromLink    the host now; none, or one closed since: dropped_no_host
 //	        Port.sendToHost     on the host, under the host's out lock (the links take turns):
-//	          dedup.filter      two or more links open: the copies of what another link
-//	                            brought are dropped (dedup.go); one link: dedup.record
-//	        Port.sendLocked
-//	          SendBatchWait     sendmmsg (a tap host: a write(2) a frame), waiting up to
+//	          dedup.filter      two or more links open: the copies of what the host accepted
+//	                            from another link are dropped (dedup.go)
+//	          Port.sendHostLocked
+//	            SendBatchWait   sendmmsg (a tap host: a write(2) a frame), waiting up to
 //	                            HostWait for room
-//	          TrySendBatch      instead, without waiting, while the host is stuck: it let the
+//	            TrySendBatch    instead, without waiting, while the host is stuck: it let the
 //	                            last HostWait pass, and stays so until a batch goes whole
+//	          dedup.unsent      what the host did not accept is not delivered: taken back;
+//	                            one link: dedup.record of what it accepted
 //	    batches.put
 //
 // Where a frame waits. Until it is read it waits in the kernel, in the
@@ -94,9 +96,9 @@
 //     never truncated): Port.forward, the receiving port's rx_dropped;
 //   - no host attached, or it detached after fromLink looked: the
 //     multilink's dropped_no_host; no link open: dropped_no_link (Totals);
-//   - a copy of a frame another link brought within the dedup window:
-//     Port.sendToHost, the link's rx_dup_dropped and the multilink's
-//     dup_dropped;
+//   - a copy of a frame the host accepted from another link within the
+//     dedup window: Port.sendToHost, the link's rx_dup_dropped and the
+//     multilink's dup_dropped;
 //   - the peer has left (Port.Leave) and its port is draining what it
 //     sent: nothing is sent to it (a send to a departed datagram peer would
 //     make the kernel discard what it sent us), its tx_dropped;

@@ -292,60 +292,57 @@ func (p *Port) send(frames [][]byte) bool {
 // sendToHost is send for the host, p, of frames from link from, less the
 // duplicates. The out lock serialises every link's deliveries, and it is
 // the duplicate table's lock too.
+//
+// Only a frame the host accepted counts as delivered: the table decides
+// against what the host has taken (filter), and what the host then did not
+// take (its socket full: tx_dropped) is taken back (unsent) or never
+// recorded, so that the next copy of it, from whichever link, goes through.
 func (p *Port) sendToHost(from *Port, frames [][]byte, now int64) bool {
 	p.out.Lock()
 	defer p.out.Unlock()
 	if p.Closed() {
 		return false
 	}
-	if d := p.ml.dd; d != nil {
-		if !p.ml.dedupActive(now) {
-			d.record(from.ID, frames, now)
-			return p.sendLocked(frames)
+	d := p.ml.dd
+	if d == nil {
+		p.sendHostLocked(frames)
+		return true
+	}
+	if !p.ml.dedupActive(now) {
+		k := p.sendHostLocked(frames)
+		d.record(from.ID, frames[:k], now)
+		return true
+	}
+	if d.histStart != d.histN {
+		d.replay(now)
+	}
+	frames, dups := d.filter(from.ID, frames, now)
+	if dups > 0 {
+		p.ml.dupDropped.Add(uint64(dups))
+		if from.rxDupDropped.Add(uint64(dups)) == uint64(dups) {
+			from.log.Debug("first duplicate not given to the host")
 		}
-		if d.histStart != d.histN {
-			d.replay(now)
-		}
-		var dups int
-		if frames, dups = d.filter(from.ID, frames, now); dups > 0 {
-			p.ml.dupDropped.Add(uint64(dups))
-			if from.rxDupDropped.Add(uint64(dups)) == uint64(dups) {
-				from.log.Debug("first duplicate not given to the host")
-			}
-			if len(frames) == 0 {
-				return true
-			}
+		if len(frames) == 0 {
+			return true
 		}
 	}
-	return p.sendLocked(frames)
+	if k := p.sendHostLocked(frames); k < len(frames) {
+		d.unsent(k)
+	}
+	return true
 }
 
 // sendLocked is send under the out lock, the port open.
 func (p *Port) sendLocked(frames [][]byte) bool {
+	if p.isHost {
+		p.sendHostLocked(frames)
+		return true
+	}
 	if p.leaving.Load() {
 		// The peer is gone. A send to it now could cost what it sent
 		// before leaving and we have not read yet (a datagram socket's
 		// queue is purged when a send to its dead peer is refused).
 		p.drop(ErrWouldBlock, len(frames))
-		return true
-	}
-	if p.isHost {
-		var k int
-		var err error
-		if p.out.stuck {
-			// It let a whole HostWait pass last time: don't make every
-			// link wait again until it takes frames at once.
-			k, err = p.conn.TrySendBatch(frames)
-		} else {
-			k, err = p.conn.SendBatchWait(frames, HostWait)
-		}
-		p.out.stuck = k < len(frames)
-		for _, f := range frames[:k] {
-			p.countTx(len(f))
-		}
-		if k < len(frames) {
-			p.drop(err, len(frames)-k)
-		}
 		return true
 	}
 	i := 0
@@ -372,6 +369,34 @@ func (p *Port) sendLocked(frames [][]byte) bool {
 		go p.drain(p.drainDone)
 	}
 	return true
+}
+
+// sendHostLocked is sendLocked for the host: it waits up to HostWait for
+// room, or not at all while the host is stuck, and drops what did not go.
+// It returns how many frames the host accepted, frames[:k], in order: a
+// Conn's count is of frames its peer took (package conn).
+func (p *Port) sendHostLocked(frames [][]byte) int {
+	if p.leaving.Load() {
+		p.drop(ErrWouldBlock, len(frames)) // as sendLocked says
+		return 0
+	}
+	var k int
+	var err error
+	if p.out.stuck {
+		// It let a whole HostWait pass last time: don't make every
+		// link wait again until it takes frames at once.
+		k, err = p.conn.TrySendBatch(frames)
+	} else {
+		k, err = p.conn.SendBatchWait(frames, HostWait)
+	}
+	p.out.stuck = k < len(frames)
+	for _, f := range frames[:k] {
+		p.countTx(len(f))
+	}
+	if k < len(frames) {
+		p.drop(err, len(frames)-k)
+	}
+	return k
 }
 
 // drain sends the queued frames in batches, waiting for the socket as

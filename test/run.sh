@@ -7,6 +7,9 @@
 #	bash test/run.sh              # every test
 #	bash test/run.sh t_basic      # only the named ones
 #	LIMIT=60 bash test/run.sh     # per-script time limit in seconds (default 120)
+#
+# A script that needs longer says so in a line of its own, `# limit: N`
+# (seconds); it gets the larger of N and LIMIT.
 
 set -u
 TEST_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -47,7 +50,9 @@ for t in "${scripts[@]}"; do
 	echo "=== $name"
 	out=$(mktemp /tmp/mft-run.XXXXXX)
 	t0=$SECONDS
-	timeout -k 10 "$LIMIT" bash "$t" 2>&1 | tee "$out"
+	limit=$(sed -n 's/^# limit: \([0-9][0-9]*\)$/\1/p' "$t" | head -n 1)
+	[ -n "$limit" ] && [ "$limit" -gt "$LIMIT" ] || limit=$LIMIT
+	timeout -k 10 "$limit" bash "$t" 2>&1 | tee "$out"
 	rc=${PIPESTATUS[0]}
 	line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -n 1)
 	rm -f "$out"
@@ -57,7 +62,7 @@ for t in "${scripts[@]}"; do
 		read -r p _ f _ <<<"$line"
 	fi
 	if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
-		echo "FAIL $name: timed out after $LIMIT s"
+		echo "FAIL $name: timed out after $limit s"
 		f=$((f + 1))
 	elif [ -z "$line" ]; then
 		echo "FAIL $name: no result line (exit status $rc)"

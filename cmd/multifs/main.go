@@ -11,9 +11,10 @@
 //
 // The files: args.go the command line, daemon.go daemonizing and the
 // ready pipe, run.go signals and the wait for a stop, service.go what is
-// set up and torn down around it, logging.go and allowother.go their
-// named jobs; handoff.go the `multifs handoff` subcommand (its exit codes
-// are its own, said there).
+// set up and torn down around it, allowother.go its named job; handoff.go
+// the `multifs handoff` subcommand (its exit codes are its own, said
+// there). The log (escaping, rate limits, the log file, syslog) is package
+// logging's, the hand-off's sequence package handoff's.
 package main
 
 import (

@@ -14,6 +14,8 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/sirupsen/logrus"
 
+	"multifs/cmd/multifs/logging"
+	"multifs/control"
 	"multifs/fsys/mount"
 )
 
@@ -38,18 +40,18 @@ func run(opts *options) error {
 // serve starts the service (see start), reports ready, waits for a stop,
 // and stops it. Errors before readiness are returned.
 func serve(opts *options, notify *readyNotifier, sigs <-chan os.Signal) error {
-	logger, reopen, err := newLogger(opts)
+	lg, err := logging.New(logging.Options{Level: opts.logLevel, Format: opts.logFormat, File: opts.logFile, Slow: slowLine})
 	if err != nil {
 		return err
 	}
 	if notify.daemon() && opts.logFile == "" {
 		// Daemonized, stderr is gone: the log goes where people look.
-		if err := useSyslog(logger); err != nil {
+		if err := lg.ToSyslog(); err != nil {
 			notify.warn(fmt.Sprintf("%v: the daemon's log is discarded; give --log-file FILE to keep it", err))
-			logger.SetOutput(io.Discard)
+			lg.Logger.SetOutput(io.Discard)
 		}
 	}
-	log := logrus.NewEntry(logger).WithField("path", opts.path)
+	log := logrus.NewEntry(lg.Logger).WithField("path", opts.path)
 	svc, err := start(opts, log)
 	if err != nil {
 		return err
@@ -58,7 +60,7 @@ func serve(opts *options, notify *readyNotifier, sigs <-chan os.Signal) error {
 	if opts.foreground {
 		systemdNotify(daemon.SdNotifyReady, log)
 	}
-	waitForStop(sigs, svc.fuse, svc.mount, reopen, log)
+	waitForStop(sigs, svc.fuse, svc.mount, lg.Reopen, log)
 	if opts.foreground {
 		systemdNotify(daemon.SdNotifyStopping, log)
 	}
@@ -66,6 +68,12 @@ func serve(opts *options, notify *readyNotifier, sigs <-chan os.Signal) error {
 	log.Info("stopped")
 	return nil
 }
+
+// slowLine picks the log lines that repeat at each retry for as long as
+// their cause lasts, which the log lets through once a second
+// (logging.Options.Slow): an accept failing every 10 ms while the daemon
+// is out of descriptors.
+func slowLine(e *logrus.Entry) bool { return e.Message == control.MsgAcceptFailed }
 
 // systemdNotify tells systemd (a Type=notify unit runs multifs -f with
 // NOTIFY_SOCKET set) of readiness or a stop; without NOTIFY_SOCKET it does

@@ -57,6 +57,14 @@ type Receiver interface {
 // and both sends return promptly, with an error that is os.ErrClosed or
 // net.ErrClosed (Receive may report io.EOF instead if it saw the end
 // first). Any other error is the descriptor's own, a failure.
+//
+// What a send counts as sent, the peer has accepted: the kernel took it,
+// or the peer's own ring holds it (a frame partly written to a stream,
+// which the Conn finishes before anything else, counts too). The
+// multilink takes those frames as delivered: duplicate suppression then
+// drops other links' copies of them. So a Conn must not count a frame it
+// may still drop for want of room; one it could not hand over is not sent,
+// and the caller drops it (the next copy, from another link, then goes).
 type Conn interface {
 	// Receive receives frames and delivers them to r, batch by batch
 	// (see the package doc for who owns a batch when), until the Conn

@@ -4,16 +4,26 @@
 // duplicates were seen.
 //
 //	vdeprobe send   -dir DIR [-transport vde|seqpacket] -count N -rate FPS [-size BYTES]
+//	                [-ready FILE -go FILE]
 //	vdeprobe recv   -dir DIR [-transport ...] -count N [-idle 3s] [-max 60s] [-ready FILE] [-beacon 10ms]
 //	vdeprobe hold   -dir DIR [-transport ...] [-ready FILE] [-max 60s]
+//	vdeprobe taprecv -if NAME -count N [-idle 3s] [-max 60s] [-ready FILE]
 //	vdeprobe bridge -a DIR -a-transport T -b DIR -b-transport T [-ready FILE] [-max 60s]
 //	vdeprobe churn  -dir PATH -cycles N [-seqpacket-every K] [-close-every M] [-frames F] [-max 50s]
 //	vdeprobe soak   -dir PATH -seconds 10s [-host-every 100ms] [-link-every 50ms] [-max 40s]
 //	                [-host-transports vde,seqpacket] [-link-churn=true]
 //
+// taprecv is recv on a network interface instead (a tap that multifs
+// serves as its host, say): a packet socket bound to NAME counts the test
+// frames that arrive on it, with the same result line and exit status. It
+// reads on while the interface goes down and up again.
+//
 // DIR is a multifs PATH (join as a link) or PATH/host (join as the host);
 // with -transport seqpacket the probe connects to DIR/seqpacket instead of
 // speaking vde-2 on DIR/ctl.
+//
+// send with -go joins, creates the -ready file (if given), and sends only
+// once the -go file exists: a link that is open before its frames come.
 //
 // recv prints one line, "received=N unique=N lost=N dups=N corrupt=N", and
 // exits 0 only if every frame 0..N-1 arrived intact at least once; with
@@ -77,6 +87,8 @@ func main() {
 		err = recv(os.Args[2:])
 	case "hold":
 		err = hold(os.Args[2:])
+	case "taprecv":
+		err = taprecv(os.Args[2:])
 	case "bridge":
 		err = bridge(os.Args[2:])
 	case "churn":
@@ -150,6 +162,8 @@ func send(args []string) error {
 	rate := fs.Int("rate", 1000, "frames per second")
 	size := fs.Int("size", 64, "frame size in bytes")
 	transport := fs.String("transport", "vde", "vde or seqpacket")
+	ready := fs.String("ready", "", "file to create once joined")
+	goFile := fs.String("go", "", "send only once this file exists (polled every millisecond, for a minute at most)")
 	fs.Parse(args)
 	if *size < minSize {
 		return fmt.Errorf("-size must be at least %d", minSize)
@@ -159,6 +173,19 @@ func send(args []string) error {
 		return err
 	}
 	defer c.Close()
+	if err := markReady(*ready); err != nil {
+		return err
+	}
+	if *goFile != "" {
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Millisecond) {
+			if _, err := os.Stat(*goFile); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("no %s within a minute", *goFile)
+			}
+		}
+	}
 	buf := make([]byte, *size)
 	interval := time.Second / time.Duration(*rate)
 	start := time.Now()
@@ -247,6 +274,100 @@ func recv(args []string) error {
 				dups++
 			}
 		}
+	}
+	lost := *count - unique
+	fmt.Printf("received=%d unique=%d lost=%d dups=%d corrupt=%d\n", received, unique, lost, dups, corrupt)
+	if lost != 0 || corrupt != 0 {
+		return fmt.Errorf("%d lost, %d corrupt", lost, corrupt)
+	}
+	return nil
+}
+
+// taprecv counts the test frames arriving on a network interface (see the
+// command's doc).
+func taprecv(args []string) error {
+	fs := flag.NewFlagSet("taprecv", flag.ExitOnError)
+	ifname := fs.String("if", "", "the interface to receive on")
+	count := fs.Uint64("count", 1000, "frames expected (seq 0..count-1)")
+	idle := fs.Duration("idle", 3*time.Second, "give up after this long without a frame")
+	max := fs.Duration("max", 60*time.Second, "give up after this long in all")
+	ready := fs.String("ready", "", "file to create once bound")
+	fs.Parse(args)
+	ifi, err := net.InterfaceByName(*ifname)
+	if err != nil {
+		return err
+	}
+	proto := int(etherType>>8 | etherType&0xff<<8) // network byte order
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto)
+	if err != nil {
+		return fmt.Errorf("packet socket: %w", err)
+	}
+	defer unix.Close(fd)
+	// Room for every frame of a test run, so that a slow reader loses
+	// none in its own socket: lost means lost before the interface.
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 32<<20); err != nil {
+		return fmt.Errorf("SO_RCVBUFFORCE: %w", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: uint16(proto), Ifindex: ifi.Index}); err != nil {
+		return fmt.Errorf("bind to %s: %w", *ifname, err)
+	}
+	tv := unix.NsecToTimeval(int64(100 * time.Millisecond))
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		return err
+	}
+	if err := markReady(*ready); err != nil {
+		return err
+	}
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	seen := make([]uint32, *count)
+	var received, unique, dups, corrupt uint64
+	buf := make([]byte, 65536)
+	deadline := time.Now().Add(*max)
+	last := time.Now()
+	for time.Now().Before(deadline) {
+		select {
+		case <-stop:
+			deadline = time.Now()
+			continue
+		default:
+		}
+		quiet := *idle
+		if unique == *count {
+			quiet = 200 * time.Millisecond // all arrived: late duplicates still count
+		}
+		if time.Since(last) > quiet {
+			break
+		}
+		n, _, err := unix.Recvfrom(fd, buf, unix.MSG_TRUNC)
+		switch {
+		case err == unix.EAGAIN || err == unix.EINTR:
+			continue
+		case err == unix.ENETDOWN:
+			continue // the interface went down: it is reported once, and reading goes on
+		case err != nil:
+			return fmt.Errorf("receive: %w", err)
+		}
+		last = time.Now()
+		if n > len(buf) {
+			corrupt++
+			continue
+		}
+		seq, isProbe, intact := check(buf[:n])
+		if !isProbe {
+			continue
+		}
+		received++
+		if !intact || seq >= *count {
+			corrupt++
+			continue
+		}
+		if seen[seq] == 0 {
+			unique++
+		} else {
+			dups++
+		}
+		seen[seq]++
 	}
 	lost := *count - unique
 	fmt.Printf("received=%d unique=%d lost=%d dups=%d corrupt=%d\n", received, unique, lost, dups, corrupt)

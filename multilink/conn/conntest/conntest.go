@@ -2,7 +2,8 @@
 // conn.Conn (multilink, fsys), as wireguard-go's tun/tuntest is for its
 // device: frames pushed into In are received, through the same
 // Receive/Receiver seam the daemon's descriptors use; frames sent are
-// recorded. It can be made full (sends fail as a full socket's do), and
+// recorded. It can be made full (sends fail as a full socket's do), or
+// given room for a number of frames only (a socket that takes k of n), and
 // it is a multilink.Leaver: its peer can be marked gone, and CloseRead
 // ends its receive once what was pushed has been taken.
 package conntest
@@ -28,6 +29,7 @@ type Peer struct {
 	mu      sync.Mutex
 	sent    [][]byte
 	full    bool
+	room    int // frames it takes before it is full; < 0: no limit
 	maxBufs int // the most buffers a receive was given
 
 	gone      atomic.Bool
@@ -41,7 +43,7 @@ var _ conn.Conn = (*Peer)(nil)
 
 // New returns a peer with room for 16 frames pushed and not yet received.
 func New() *Peer {
-	return &Peer{In: make(chan []byte, 16), closed: make(chan struct{}), readShut: make(chan struct{})}
+	return &Peer{In: make(chan []byte, 16), room: -1, closed: make(chan struct{}), readShut: make(chan struct{})}
 }
 
 // Receive delivers what is pushed into In until Close (os.ErrClosed) or,
@@ -83,7 +85,8 @@ func (c *Peer) Receive(r conn.Receiver) error {
 	}
 }
 
-// TrySendBatch records frames, or none if the peer is full.
+// TrySendBatch records frames, or as many as there is room for (none if
+// the peer is full).
 func (c *Peer) TrySendBatch(frames [][]byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -95,10 +98,18 @@ func (c *Peer) TrySendBatch(frames [][]byte) (int, error) {
 	if c.full {
 		return 0, conn.ErrWouldBlock
 	}
-	for _, f := range frames {
+	n := len(frames)
+	if c.room >= 0 {
+		n = min(n, c.room)
+		c.room -= n
+	}
+	for _, f := range frames[:n] {
 		c.sent = append(c.sent, append([]byte(nil), f...))
 	}
-	return len(frames), nil
+	if n < len(frames) {
+		return n, conn.ErrWouldBlock
+	}
+	return n, nil
 }
 
 // SendBatchWait retries TrySendBatch until everything went, the timeout
@@ -147,6 +158,16 @@ func (c *Peer) SetGone(gone bool) { c.gone.Store(gone) }
 func (c *Peer) SetFull(full bool) {
 	c.mu.Lock()
 	c.full = full
+	c.mu.Unlock()
+}
+
+// SetRoom makes the peer take n more frames, then refuse the rest as a
+// full socket does (conn.ErrWouldBlock), until SetRoom is called again;
+// n < 0 lifts the limit (the default). A send of a batch of more than n
+// frames takes the first n.
+func (c *Peer) SetRoom(n int) {
+	c.mu.Lock()
+	c.room = n
 	c.mu.Unlock()
 }
 

@@ -108,3 +108,31 @@ func TestPeerKeepsTheContract(t *testing.T) {
 		t.Fatalf("send after Close: %v, want os.ErrClosed", err)
 	}
 }
+
+// A peer with room for k frames takes the first k of a batch and refuses
+// the rest as a full socket does, and takes everything again once the
+// limit is lifted.
+func TestPeerRoom(t *testing.T) {
+	p := New()
+	frames := [][]byte{{1}, {2}, {3}, {4}, {5}}
+	p.SetRoom(2)
+	if k, err := p.TrySendBatch(frames); k != 2 || !errors.Is(err, conn.ErrWouldBlock) {
+		t.Fatalf("room 2: sent %d (%v), want 2 and ErrWouldBlock", k, err)
+	}
+	if k, err := p.SendBatchWait(frames, time.Millisecond); k != 0 || !errors.Is(err, conn.ErrWouldBlock) {
+		t.Fatalf("room used up: sent %d (%v), want 0 and ErrWouldBlock", k, err)
+	}
+	p.SetRoom(-1)
+	if k, err := p.TrySendBatch(frames[2:]); k != 3 || err != nil {
+		t.Fatalf("no limit: sent %d (%v), want 3", k, err)
+	}
+	got := p.Sent()
+	if len(got) != 5 {
+		t.Fatalf("peer got %d frames, want 5", len(got))
+	}
+	for i, f := range got {
+		if !bytes.Equal(f, frames[i]) {
+			t.Fatalf("frame %d is %v, want %v", i, f, frames[i])
+		}
+	}
+}
