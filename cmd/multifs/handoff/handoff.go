@@ -224,6 +224,8 @@ func (h *run) treeFailed(what string, err error, ready time.Time) string {
 	switch {
 	case h.ctx.Err() != nil:
 		return fmt.Sprintf("%v %s", context.Cause(h.ctx), h.stage(ready))
+	case errors.As(err, &na) && h.cutShort(na):
+		return h.expiry()
 	case errors.As(err, &na):
 		h.hung = true
 		return fmt.Sprintf("the tree stopped answering (%v) %s", err, h.stage(ready))
@@ -231,6 +233,14 @@ func (h *run) treeFailed(what string, err error, ready time.Time) string {
 		return h.expiry() // the deadline passed before the request was made
 	}
 	return fmt.Sprintf("%s: %v", what, err)
+}
+
+// cutShort says whether an unanswered request was cut by the Timeout's
+// deadline after less than half the Timeout: too short a wait to say the
+// tree stopped answering (a poll made a few ms before the deadline, on a
+// loaded machine), so the Timeout is the reason.
+func (h *run) cutShort(na *treeclient.NoAnswerError) bool {
+	return !h.until.IsZero() && !time.Now().Before(h.until) && na.Waited < h.cfg.Timeout/2
 }
 
 // expiry is the reason of a Timeout passed before the new link was ready.

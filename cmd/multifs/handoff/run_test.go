@@ -142,3 +142,39 @@ func TestRunSignalWhileStuck(t *testing.T) {
 	}
 	commandGone(t, pidFile)
 }
+
+// TestRunTimeoutNotBlamedOnTree: a request the Timeout's deadline cuts
+// short, having had a sliver of time, is the Timeout's failure, not the
+// tree's: Run says COMMAND joined no link within the Timeout, not that
+// the tree stopped answering (which a loaded machine made a hand-off say
+// of a healthy multifs, its last poll given 4 ms).
+func TestRunTimeoutNotBlamedOnTree(t *testing.T) {
+	f, _ := stuck(t)
+	c, err := treeclient.Start(context.Background(), f.Path)
+	if err != nil {
+		t.Fatalf("treeclient.Start: %v", err)
+	}
+	defer c.Close()
+	const timeout = time.Second
+	t0 := time.Now()
+	// Link 2 never joins (COMMAND writes no pid); every request blocks from
+	// 100 ms before the deadline, so the poll in flight then has at most
+	// that long.
+	hang := time.AfterFunc(timeout-100*time.Millisecond, f.Hang)
+	defer hang.Stop()
+	_, err = Run(context.Background(), Config{
+		Tree: c, Old: 1, Timeout: timeout,
+		Command: []string{"sh", "-c", "exec sleep 30"},
+	})
+	d := time.Since(t0)
+	var e *Error
+	if !errors.As(err, &e) || !strings.Contains(e.Reason, "COMMAND joined no link within 1s") {
+		t.Errorf("Run cut short by its Timeout: %v", err)
+	}
+	if d > 4*time.Second {
+		t.Errorf("Run returned after %v, want the 1s timeout and the clean-up", d)
+	}
+	if f.Blocked() == 0 {
+		t.Error("the fake blocked nothing: the test tested nothing")
+	}
+}
