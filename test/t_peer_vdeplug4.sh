@@ -1,7 +1,7 @@
 #!/bin/bash
 # t_peer_vdeplug4.sh: the newest vdeplug4 (built here from
 # ../shared/peers/vdeplug4-*.tar.gz) as a real peer of the seqpacket
-# entries, all in ptp:// (issue 12 items 5 and 8):
+# entries, all in ptp://:
 #   - a ptp host (a tap in a namespace) behind A, a ptp bridge that is A's
 #     link and B's host, and a ptp link (a tap in another namespace) of B
 #     carry a ping with 0 % loss;

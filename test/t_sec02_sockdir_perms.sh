@@ -1,6 +1,6 @@
 #!/bin/bash
 # t_sec02_sockdir_perms.sh: a user who may join a multilink cannot tamper
-# with its socket directory (issue 11, item 2).
+# with its socket directory: no file of its own in it, no socket replaced.
 #
 # With -o mode=0666 (the attacker, mfu_d2, is an "other") and again with
 # -o mode=0660,grp=mfu_dg2 (the attacker is in that group):

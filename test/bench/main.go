@@ -112,7 +112,7 @@
 // min-max. For frames/s a ratio above 1 favours multifs; for latency,
 // loss, CPU, times and memory a ratio below 1 does.
 //
-// Targets (issue 15; results.go): each is a ratio against the same run's
+// Targets (results.go): each is a ratio against the same run's
 // reference or ceiling, decided on the median of the runs (-runs, default
 // 5), and marked "within noise" when the runs fall on both sides of it, so
 // that a reader sees which decisions another run could flip:
