@@ -163,7 +163,12 @@ check "the attacker renames the socket directory away and plants a symlink to a 
 # join may fail: what matters is that nothing lands in the victim.
 bg vde_plug "$OPEN/moved" null://
 JP=$LASTPID
-sleep 1 # a join takes milliseconds; the file would stay while vde_plug lives
+# The join is settled once vde_plug has given up (the reply named a path
+# it could not reach) or its link is in PATH/links: by then the daemon
+# has made whatever it makes for a join, which stays while vde_plug lives.
+if ! wait_for "! alive $JP || [ -n \"\$(links_of '$P')\" ]" 5; then
+	note "the join neither failed nor showed a link within 5 s; checking the victim anyway"
+fi
 check_eq "the victim directory got nothing from a join" "file" "$(ls -A "$VICTIM" | tr '\n' ' ' | sed 's/ $//')"
 kill_tree "$JP"
 timeout 5 fusermount -u "$P"

@@ -96,8 +96,6 @@ for size in 14 60 1514; do
 	else
 		fail "$size: RSS back under J + 4 MiB ($(mb $((J + BACK)))) within 3 s of the links leaving" "RSS $(mb "$(rss)")"
 	fi
-	sleep 1 # for the note: where RSS settles
-	note "$size-byte frames: RSS 1 s later $(mb "$(rss)")"
 
 	check "$size: the daemon still serves" test -S "$P/ctl"
 	check_log_clean "$size: no error or panic in the log" "$SCRATCH/q$size.log"
