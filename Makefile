@@ -51,6 +51,9 @@ check:
 	@# control/client is for tests, the benchmark and vdeprobe: never in the daemon.
 	@if $(GO) list -deps ./cmd/multifs | grep -q '^multifs/control/client$$'; then \
 		echo "cmd/multifs imports multifs/control/client (test-only)"; exit 1; fi
+	@# control/engine sits below the multilink: of multifs it knows the seam (multilink/conn) alone.
+	@up=$$($(GO) list -deps ./control/engine | grep '^multifs/' | grep -vx -e multifs/control/engine -e multifs/multilink/conn); \
+	if [ -n "$$up" ]; then echo "control/engine imports $$up (it may know multifs/multilink/conn alone)"; exit 1; fi
 	@# gonum draws the bench's picture: test/bench alone imports it, never the daemon.
 	@if $(GO) list -deps ./cmd/multifs | grep -q '^gonum\.org/'; then \
 		echo "cmd/multifs depends on gonum.org (the bench's plotting library)"; exit 1; fi
