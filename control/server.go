@@ -184,20 +184,13 @@ func (s *Server) acceptSeqLoop(l *seqListener, isHost bool) {
 	}
 }
 
-// MsgAcceptFailed is the warning logged at each failed accept. While its
-// cause lasts (a client holding every descriptor the daemon may have) it
-// comes again at each try, every 10 ms, so the CLI's log limiter lets it
-// through once a second, with how many were not, instead of the burst it
-// allows other lines.
-const MsgAcceptFailed = "accept failed"
-
 // acceptFailed reports whether the accept loop should end; other errors
 // (EMFILE, say) are logged and slowed down so the loop does not spin.
 func (s *Server) acceptFailed(err error) bool {
 	if s.closing.Load() || errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
 		return true
 	}
-	s.log.WithError(err).Warn(MsgAcceptFailed)
+	s.log.WithError(err).WithField(EventField, EventAcceptFailed).Warn("accept failed")
 	time.Sleep(10 * time.Millisecond)
 	return false
 }

@@ -76,10 +76,9 @@ B=$SCRATCH/B
 start_multifs "$A" || finish
 start_multifs "$B" || finish
 ALOG=$SCRATCH/A.log
-MSG_REFUSED="refused: this process's port was closed for good through its close file"
-
-# refusal_logged PID: A's log has the refusal warning for PID.
-refusal_logged() { grep -F "msg=\"$MSG_REFUSED\"" "$ALOG" | grep -Eq "level=warning.* pid=$1( |\$)"; }
+# refusal_logged PID: A's log has the refusal warning (its event field,
+# not its words) for PID.
+refusal_logged() { grep -F " event=refused_closed_for_good" "$ALOG" | grep -Eq "level=warning.* pid=$1( |\$)"; }
 
 # --- the = form: a ptp link whose other end is a command ---------------------------
 # (first, while A has no host: nothing is sent to it that sleep would not read)

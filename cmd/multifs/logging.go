@@ -31,10 +31,11 @@ const (
 	maxLineKeys    = 512
 )
 
-// slowLines are messages that repeat at each retry for as long as their
-// cause lasts: once a second is enough to say it still does.
+// slowLines are the events (control.EventField) of lines that repeat at
+// each retry for as long as their cause lasts: once a second is enough to
+// say it still does.
 var slowLines = map[string]lineRate{
-	control.MsgAcceptFailed: {burst: 1, perSecond: 1},
+	control.EventAcceptFailed: {burst: 1, perSecond: 1},
 }
 
 // newLogger makes the daemon's logger: level and format from the options,
@@ -221,7 +222,8 @@ func (f *safeFormatter) Format(e *logrus.Entry) ([]byte, error) {
 // guard returns the entry as it may be shown, or false if the limiter
 // holds it back. e itself is left alone.
 func guard(e *logrus.Entry, lim *lineLimiter) (*logrus.Entry, bool) {
-	pass, held := lim.admit(e.Level, e.Message)
+	event, _ := e.Data[control.EventField].(string)
+	pass, held := lim.admit(e.Level, e.Message, event)
 	if !pass {
 		return nil, false
 	}
@@ -302,8 +304,9 @@ func newLineLimiter(now func() time.Time) *lineLimiter {
 const overflowMsg = ""
 
 // admit reports whether a line may go through now, and if so how many of
-// its key were held back since the last one that went.
-func (l *lineLimiter) admit(level logrus.Level, msg string) (bool, int) {
+// its key were held back since the last one that went; event (its
+// control.EventField, "" if none) chooses its rate.
+func (l *lineLimiter) admit(level logrus.Level, msg, event string) (bool, int) {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -313,7 +316,7 @@ func (l *lineLimiter) admit(level logrus.Level, msg string) (bool, int) {
 		if len(l.buckets) >= maxLineKeys && now.Sub(l.swept) >= time.Second {
 			l.sweep(now)
 		}
-		r, ok := slowLines[msg]
+		r, ok := slowLines[event]
 		if !ok {
 			r = lineRate{burst: lineBurst, perSecond: linesPerSecond}
 		}

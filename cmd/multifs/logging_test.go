@@ -29,31 +29,31 @@ func TestLineLimiter(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(1000, 0)}
 	l := newLineLimiter(clk.now)
 	for i := 0; i < lineBurst; i++ {
-		if ok, held := l.admit(logrus.WarnLevel, "refused"); !ok || held != 0 {
+		if ok, held := l.admit(logrus.WarnLevel, "refused", ""); !ok || held != 0 {
 			t.Fatalf("line %d of the burst: %v, %d held", i, ok, held)
 		}
 	}
 	for i := 0; i < 1000; i++ {
-		if ok, _ := l.admit(logrus.WarnLevel, "refused"); ok {
+		if ok, _ := l.admit(logrus.WarnLevel, "refused", ""); ok {
 			t.Fatalf("line %d past the burst went through", i)
 		}
 	}
-	if ok, _ := l.admit(logrus.InfoLevel, "refused"); !ok {
+	if ok, _ := l.admit(logrus.InfoLevel, "refused", ""); !ok {
 		t.Fatal("another level is another key")
 	}
-	if ok, _ := l.admit(logrus.WarnLevel, "link joined"); !ok {
+	if ok, _ := l.admit(logrus.WarnLevel, "link joined", ""); !ok {
 		t.Fatal("another message is another key")
 	}
 	clk.t = clk.t.Add(time.Second / linesPerSecond)
-	if ok, held := l.admit(logrus.WarnLevel, "refused"); !ok || held != 1000 {
+	if ok, held := l.admit(logrus.WarnLevel, "refused", ""); !ok || held != 1000 {
 		t.Fatalf("after 1/%d s: %v, %d held; want through, 1000", linesPerSecond, ok, held)
 	}
-	if ok, _ := l.admit(logrus.WarnLevel, "refused"); ok {
+	if ok, _ := l.admit(logrus.WarnLevel, "refused", ""); ok {
 		t.Fatal("the refilled token was used twice")
 	}
 	clk.t = clk.t.Add(time.Hour)
 	for i := 0; i < lineBurst; i++ {
-		if ok, _ := l.admit(logrus.WarnLevel, "refused"); !ok {
+		if ok, _ := l.admit(logrus.WarnLevel, "refused", ""); !ok {
 			t.Fatalf("after a quiet hour, line %d of a new burst held back", i)
 		}
 	}
@@ -64,17 +64,17 @@ func TestLineLimiter(t *testing.T) {
 func TestLineLimiterSlow(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(1000, 0)}
 	l := newLineLimiter(clk.now)
-	if ok, held := l.admit(logrus.WarnLevel, control.MsgAcceptFailed); !ok || held != 0 {
+	if ok, held := l.admit(logrus.WarnLevel, "accept failed", control.EventAcceptFailed); !ok || held != 0 {
 		t.Fatalf("first: %v, %d held; want through, 0", ok, held)
 	}
 	for i := 1; i <= 99; i++ {
 		clk.t = clk.t.Add(10 * time.Millisecond)
-		if ok, _ := l.admit(logrus.WarnLevel, control.MsgAcceptFailed); ok {
+		if ok, _ := l.admit(logrus.WarnLevel, "accept failed", control.EventAcceptFailed); ok {
 			t.Fatalf("failure %d, %d ms after the first, went through", i, i*10)
 		}
 	}
 	clk.t = clk.t.Add(10 * time.Millisecond)
-	if ok, held := l.admit(logrus.WarnLevel, control.MsgAcceptFailed); !ok || held != 99 {
+	if ok, held := l.admit(logrus.WarnLevel, "accept failed", control.EventAcceptFailed); !ok || held != 99 {
 		t.Fatalf("a second later: %v, %d held; want through, 99", ok, held)
 	}
 }
@@ -88,7 +88,7 @@ func TestLineLimiterBounded(t *testing.T) {
 	passed := 0
 	for i := 0; i < 20000; i++ {
 		msg := "m" + strings.Repeat("x", i%7) + string(rune('a'+i%26)) + time.Duration(i).String()
-		if ok, _ := l.admit(logrus.WarnLevel, msg); ok {
+		if ok, _ := l.admit(logrus.WarnLevel, msg, ""); ok {
 			passed++
 		}
 	}
@@ -100,7 +100,7 @@ func TestLineLimiterBounded(t *testing.T) {
 	}
 	// Once the buckets are full again they are forgotten and new keys fit.
 	clk.t = clk.t.Add(time.Hour)
-	if ok, _ := l.admit(logrus.WarnLevel, "fresh"); !ok {
+	if ok, _ := l.admit(logrus.WarnLevel, "fresh", ""); !ok {
 		t.Fatal("a new message after an hour held back")
 	}
 	if _, ok := l.buckets[lineKey{logrus.WarnLevel, "fresh"}]; !ok {
@@ -408,6 +408,30 @@ func TestHeldLinesAreSummarized(t *testing.T) {
 		if lines+total != n || summaries != 1 || lines > lineBurst+linesPerSecond*3 {
 			t.Errorf("%s: %d lines + %d repeated (%d summary lines), want %d in all, one summary, at most %d lines",
 				format, lines, total, summaries, n, lineBurst+linesPerSecond*3)
+		}
+	}
+}
+
+// TestGuardKnowsSlowLinesByEvent: the formatter's guard finds a slow line
+// by its event field, whatever its message says; the same message without
+// the event gets the ordinary burst.
+func TestGuardKnowsSlowLinesByEvent(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1000, 0)}
+	lim := newLineLimiter(clk.now)
+	log := logrus.New()
+	slow := logrus.NewEntry(log).WithField(control.EventField, control.EventAcceptFailed)
+	slow.Level, slow.Message = logrus.WarnLevel, "the words may change"
+	if _, ok := guard(slow, lim); !ok {
+		t.Fatal("the first slow line was held")
+	}
+	if _, ok := guard(slow, lim); ok {
+		t.Fatal("a second slow line in the same instant went through")
+	}
+	plain := logrus.NewEntry(log).WithField("other", 1)
+	plain.Level, plain.Message = logrus.WarnLevel, "the words may change, plainly"
+	for i := 0; i < 3; i++ {
+		if _, ok := guard(plain, lim); !ok {
+			t.Fatalf("line %d without the event was held", i+1)
 		}
 	}
 }
