@@ -67,3 +67,17 @@ func TestMountWatch(t *testing.T) {
 		t.Fatal("Close did not end the watch")
 	}
 }
+
+// Type returns the type of the topmost mount whose mount point reads path,
+// if any. Tests only: a path string says nothing about which mount is
+// whose, so the daemon asks by mount id (TypeOf).
+func Type(path string) (string, bool) {
+	fstype, found := "", false
+	es, _ := entries()
+	for _, e := range es {
+		if e.mountpoint == path {
+			fstype, found = e.fstype, true // the last mount on top wins
+		}
+	}
+	return fstype, found
+}
