@@ -52,6 +52,12 @@ check:
 	@# control/client is for tests, the benchmark and vdeprobe: never in the daemon.
 	@if $(GO) list -deps ./cmd/multifs | grep -q '^multifs/control/client$$'; then \
 		echo "cmd/multifs imports multifs/control/client (test-only)"; exit 1; fi
+	@# control/engine sits below the multilink: of multifs it knows the seam (multilink/conn) alone.
+	@up=$$($(GO) list -deps ./control/engine | grep '^multifs/' | grep -vx -e multifs/control/engine -e multifs/multilink/conn); \
+	if [ -n "$$up" ]; then echo "control/engine imports $$up (it may know multifs/multilink/conn alone)"; exit 1; fi
+	@# gonum draws the bench's picture: test/bench alone imports it, never the daemon.
+	@if $(GO) list -deps ./cmd/multifs | grep -q '^gonum\.org/'; then \
+		echo "cmd/multifs depends on gonum.org (the bench's plotting library)"; exit 1; fi
 
 unit:
 	$(GO) test -race -count=1 ./...
@@ -99,7 +105,8 @@ uninstall:
 
 # make bench: multifs against the reference (Debian's vde_plug multi://) and
 # the ceiling (the clients joined directly), one table plus bench.json; the
-# targets are decided on the median of -runs 5. BENCH_FLAGS=-quick for a
+# targets are decided on the median of -runs 5; the hand-off is also drawn
+# into handoff.svg (docs/handoff.svg is one such). BENCH_FLAGS=-quick for a
 # short run, BENCH_FLAGS='-only rtp,rate' for some scenarios; see test/bench.
 # gcc and libvdeplug-dev build the real client (test/bench/cclient); iperf3
 # is for the tap-to-tap TCP rows.

@@ -75,7 +75,7 @@ func TestCloseLinkStillRejoins(t *testing.T) {
 		t.Fatal(<-done)
 	}
 	waitFor(t, "joined", func() bool { return len(ml.Links()) == 1 })
-	ml.CloseLink(ml.Links()[0].ID)
+	ml.Links()[0].Close()
 	if err := <-done; err != nil {
 		t.Fatalf("reconnect after a plain close: %v", err)
 	}

@@ -101,7 +101,8 @@ func (s *Server) joinSeqpacket(fd int, isHost bool) {
 		// ptp client does so at once): the ack fails its reconnect.
 		unix.Write(fd, wire.Refusal(ackRefused))
 		unix.Close(fd)
-		log.WithField("closed", closedName(e)).WithField("ack", ackRefused.Error()).Warn(MsgRefusedClosed)
+		log.WithField("closed", closedName(e)).WithField("ack", ackRefused.Error()).
+			WithField(EventField, EventRefusedClosed).Warn("refused: this process's port was closed for good through its close file")
 		return
 	}
 	pc, err := s.eng.NewSocket(fd, "seqpacket", engine.Options{EOFOnEmpty: true, OwnThread: isHost})
@@ -132,10 +133,6 @@ func (s *Server) joinSeqpacket(fd int, isHost bool) {
 		conn.Close()
 	}
 }
-
-// MsgRefusedClosed is the warning logged when a process whose seqpacket
-// port was closed through the close file connects again.
-const MsgRefusedClosed = "refused: this process's port was closed for good through its close file"
 
 // MsgRefusalsFull is the warning logged when a process closed for good
 // cannot be remembered: the record of closed processes is full of other

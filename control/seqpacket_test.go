@@ -67,7 +67,7 @@ func TestSeqpacketCloseIsEOF(t *testing.T) {
 	_, ml, srv := serve(t)
 	c := dialSeq(t, srv.LinkSeqpacket())
 	waitFor(t, "joined", func() bool { return len(ml.Links()) == 1 })
-	ml.CloseLink(ml.Links()[0].ID)
+	ml.Links()[0].Close()
 	if _, err := c.Recv(make([]byte, 100), 2*time.Second); !errors.Is(err, io.EOF) {
 		t.Fatalf("after close: %v, want EOF", err)
 	}

@@ -70,7 +70,8 @@ func NewServer(sd *SockDir, p perms.Perms, ml *multilink.Multilink, eng *engine.
 	return &Server{dir: sd.Path, sd: sd, perms: p, ml: ml, eng: eng, log: log}
 }
 
-// at is where to bind or remove name: through the held directory.
+// at is where to bind name: through the held directory (sd.Unlink
+// removes one relative to it).
 func (s *Server) at(name string) string { return s.sd.At(name) }
 
 func (s *Server) apply(name string) error {
@@ -184,20 +185,13 @@ func (s *Server) acceptSeqLoop(l *seqListener, isHost bool) {
 	}
 }
 
-// MsgAcceptFailed is the warning logged at each failed accept. While its
-// cause lasts (a client holding every descriptor the daemon may have) it
-// comes again at each try, every 10 ms, so the CLI's log limiter lets it
-// through once a second, with how many were not, instead of the burst it
-// allows other lines.
-const MsgAcceptFailed = "accept failed"
-
 // acceptFailed reports whether the accept loop should end; other errors
 // (EMFILE, say) are logged and slowed down so the loop does not spin.
 func (s *Server) acceptFailed(err error) bool {
 	if s.closing.Load() || errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
 		return true
 	}
-	s.log.WithError(err).Warn(MsgAcceptFailed)
+	s.log.WithError(err).WithField(EventField, EventAcceptFailed).Warn("accept failed")
 	time.Sleep(10 * time.Millisecond)
 	return false
 }
@@ -262,7 +256,7 @@ func (s *Server) join(c *net.UnixConn, isHost bool) {
 	dataPath := filepath.Join(s.dir, dataName) // what the client connects to
 	cleanup := func() {
 		c.Close()
-		unix.Unlink(s.at(dataName))
+		s.sd.Unlink(dataName)
 	}
 	// The reply is written inside Admit: a client holding its reply is a
 	// member (listed, holding the host slot), so a second host racing the
@@ -367,12 +361,12 @@ func (s *Server) dataSocket(role, peer string, o engine.Options) (*engine.FD, st
 	path := filepath.Join(s.dir, name)
 	p, err := s.eng.NewSocket(fd, path, o)
 	if err != nil {
-		unix.Unlink(s.at(name))
+		s.sd.Unlink(name)
 		return nil, "", err
 	}
 	if err := s.apply(name); err != nil {
 		p.Close()
-		unix.Unlink(s.at(name))
+		s.sd.Unlink(name)
 		return nil, "", err
 	}
 	return p, name, nil
@@ -392,7 +386,7 @@ func (s *Server) dataSocketRaw(name, peer string) (int, error) {
 	}
 	if err := connectPeer(fd, peer); err != nil {
 		unix.Close(fd)
-		unix.Unlink(at)
+		s.sd.Unlink(name)
 		return -1, err
 	}
 	return fd, nil

@@ -13,6 +13,7 @@ import (
 
 	"multifs/control/client"
 	"multifs/control/wire"
+	"multifs/fsys/mount"
 	"multifs/multilink"
 	"multifs/perms"
 )
@@ -77,9 +78,11 @@ func TestCloseEndsPeer(t *testing.T) {
 		t.Fatalf("data sockets %v", data)
 	}
 	start := time.Now()
-	if err := ml.CloseLink(id); err != nil {
-		t.Fatal(err)
+	p := ml.Link(id)
+	if p == nil {
+		t.Fatalf("link %d is not open", id)
 	}
+	p.Close()
 	select {
 	case <-c.Done():
 	case <-time.After(time.Second):
@@ -166,8 +169,8 @@ func TestStaleSockDir(t *testing.T) {
 	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o755 || fi.Mode()&os.ModeSetgid == 0 {
 		t.Fatalf("mode=0666: socket dir %v (%v), want 02755: nobody else may write it", fi.Mode(), err)
 	}
-	if _, err := OpenSockDir(dir, p); !errors.Is(err, ErrInUse) {
-		t.Fatalf("live socket dir: %v, want ErrInUse", err)
+	if _, err := OpenSockDir(dir, p); !errors.Is(err, mount.ErrLive) {
+		t.Fatalf("live socket dir: %v, want mount.ErrLive", err)
 	}
 	// A dead socket, as a multifs killed with -9 leaves; then it dies
 	// (its descriptors close, its lock goes).

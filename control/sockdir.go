@@ -1,7 +1,6 @@
 package control
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"multifs/fsys/mount"
 	"multifs/perms"
 )
 
@@ -18,9 +18,6 @@ func DefaultSockDir(mountpoint string) string {
 	dir, base := filepath.Split(filepath.Clean(mountpoint))
 	return filepath.Join(dir, "."+base+".multifs")
 }
-
-// ErrInUse means a live multifs already serves that socket directory.
-var ErrInUse = errors.New("already served by a live multifs")
 
 // LockName is the file inside a socket directory that a serving multifs
 // holds an exclusive flock on for its whole life. Its presence also marks
@@ -118,7 +115,7 @@ func openSockDir(dir string, p perms.Perms) (d *SockDir, retry bool, err error) 
 	}
 	if err := unix.Flock(d.lock, unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		if err == unix.EWOULDBLOCK {
-			return nil, false, fmt.Errorf("socket directory %s: %w", dir, ErrInUse)
+			return nil, false, fmt.Errorf("socket directory %s: %w", dir, mount.ErrLive)
 		}
 		return fail("flock: %w", err)
 	}
@@ -219,7 +216,8 @@ func (d *SockDir) Apply(name string, p perms.Perms, mode uint32) error {
 	return nil
 }
 
-// Unlink removes name from the directory.
+// Unlink removes name from the directory, relative to the descriptor held:
+// a rename above SOCKDIR cannot redirect it.
 func (d *SockDir) Unlink(name string) { unix.Unlinkat(d.fd, name, 0) }
 
 // list returns the names in the directory.

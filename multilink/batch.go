@@ -7,8 +7,9 @@ import (
 	"multifs/multilink/conn"
 )
 
-// BatchSize is how many frames one receive or send moves at most.
-const BatchSize = 32
+// BatchSize is how many frames one receive or send moves at most (the
+// seam's, which the engine sizes its system calls by).
+const BatchSize = conn.BatchSize
 
 // batch is the receive buffer of one reader for one round: BatchSize (or,
 // past fullBatches, one) frame buffers in one backing array. Readers take

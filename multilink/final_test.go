@@ -2,6 +2,7 @@ package multilink
 
 import (
 	"errors"
+	"io/fs"
 	"testing"
 )
 
@@ -21,7 +22,7 @@ func TestCloseLinkForGood(t *testing.T) {
 	if f, _ := b.calls(); len(f) != 0 {
 		t.Fatalf("CloseLink called Final %v", f)
 	}
-	if err := m.CloseLinkForGood(pb.ID); !errors.Is(err, ErrNoLink) {
+	if err := m.CloseLinkForGood(pb.ID); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("a closed link: %v", err)
 	}
 

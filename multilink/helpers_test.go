@@ -172,3 +172,19 @@ func eventually(t *testing.T, what string, cond func() bool) {
 func addLink(m *Multilink, info PeerInfo, conn Conn, onClose func()) (*Port, error) {
 	return m.Admit(false, info, conn, onClose, nil)
 }
+
+// CloseLink closes the open link with this id and returns once it is gone
+// (its Conn and control stream closed, no longer listed), as
+// CloseLinkForGood does, but lets its peer rejoin: tests close links that
+// way.
+func (m *Multilink) CloseLink(id uint64) error {
+	p := m.Link(id)
+	if p == nil {
+		return noLink(id)
+	}
+	p.Close()
+	return nil
+}
+
+// queueFrames is how many frames of size bytes one queue holds at most.
+func queueFrames(size int) int { return maxChunks * (chunkSize / (lenPrefix + size)) }

@@ -2,6 +2,8 @@ package multilink
 
 import (
 	"errors"
+	"fmt"
+	"io/fs"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -22,7 +24,6 @@ const (
 var (
 	ErrHostAttached = errors.New("a host is already attached")
 	ErrClosed       = errors.New("multilink is shut down")
-	ErrNoLink       = errors.New("no such link")
 )
 
 // Multilink is one host plus its links.
@@ -180,27 +181,23 @@ func (m *Multilink) Links() []*Port {
 	return append([]*Port(nil), snap...)
 }
 
-// CloseLink closes the open link with this id and returns once it is gone:
-// its Conn and control stream are closed and it is no longer listed.
-func (m *Multilink) CloseLink(id uint64) error {
-	p := m.Link(id)
-	if p == nil {
-		return ErrNoLink
-	}
-	p.Close()
-	return nil
-}
-
-// CloseLinkForGood is CloseLink for the close file: the link's peer is
-// not to rejoin by reconnecting at once (Port.CloseForGood).
+// CloseLinkForGood closes the open link with this id for the close file,
+// and returns once it is gone: its Conn and control stream are closed, it
+// is no longer listed, and its peer is not to rejoin by reconnecting at
+// once (Port.CloseForGood). An error that is fs.ErrNotExist: no link
+// with this id is open.
 func (m *Multilink) CloseLinkForGood(id uint64) error {
 	p := m.Link(id)
 	if p == nil {
-		return ErrNoLink
+		return noLink(id)
 	}
 	p.CloseForGood()
 	return nil
 }
+
+// noLink is the error for an id no open link has: fs.ErrNotExist, which
+// the control file answers with ENOENT.
+func noLink(id uint64) error { return fmt.Errorf("link %d is not open: %w", id, fs.ErrNotExist) }
 
 // Close ends every peer and refuses new ones; it waits for the readers.
 func (m *Multilink) Close() {

@@ -3,6 +3,7 @@ package multilink
 import (
 	"bytes"
 	"errors"
+	"io/fs"
 	"testing"
 	"time"
 )
@@ -186,7 +187,7 @@ func TestCloseLink(t *testing.T) {
 	if closed != 1 {
 		t.Fatalf("onClose ran %d times, want once", closed)
 	}
-	if err := m.CloseLink(l.ID); !errors.Is(err, ErrNoLink) {
+	if err := m.CloseLink(l.ID); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("closing a closed link: %v", err)
 	}
 }

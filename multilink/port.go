@@ -50,15 +50,9 @@ const (
 	HostWait        = 20 * time.Millisecond
 )
 
-// PeerInfo is who a peer is, as learnt at join time.
-type PeerInfo struct {
-	Transport   string // "vde", "seqpacket" or "tap"
-	Description string // the peer's own words (vde-2 request), may be empty
-	PID         int32  // SO_PEERCRED of the connecting process
-	UID         uint32
-	GID         uint32
-	Since       time.Time
-}
+// PeerInfo is who a peer is, as learnt at join time (the seam's, which
+// the engine fills for a tap).
+type PeerInfo = conn.PeerInfo
 
 // Port is an attached peer: the host or one link.
 type Port struct {

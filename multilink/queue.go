@@ -248,6 +248,3 @@ func (q *frameQueue) reset() {
 	}
 	q.n, q.bytes = 0, 0
 }
-
-// queueFrames is how many frames of size bytes one queue holds at most.
-func queueFrames(size int) int { return maxChunks * (chunkSize / (lenPrefix + size)) }

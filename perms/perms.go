@@ -10,7 +10,6 @@ package perms
 
 import (
 	"fmt"
-	"os"
 	"os/user"
 	"strconv"
 )
@@ -114,35 +113,6 @@ func (p Perms) DirMode() uint32 { return p.Dirmode }
 // which case the FUSE mount needs allow_other.
 func (p Perms) NeedsAllowOther() bool {
 	return (p.Mode|p.Dirmode)&0o077 != 0
-}
-
-// Apply sets mode and group on a filesystem object (socket or directory).
-func (p Perms) Apply(path string, mode uint32) error {
-	if p.GroupSet {
-		if err := os.Lchown(path, -1, int(p.GID)); err != nil {
-			return fmt.Errorf("chown %s to group %d: %w", path, p.GID, err)
-		}
-	}
-	// os.Chmod drops setgid/sticky unless passed as os.Mode bits.
-	if err := os.Chmod(path, FileMode(mode)); err != nil {
-		return fmt.Errorf("chmod %s: %w", path, err)
-	}
-	return nil
-}
-
-// FileMode converts a unix mode to os.FileMode, keeping setuid/setgid/sticky.
-func FileMode(m uint32) os.FileMode {
-	fm := os.FileMode(m & 0o777)
-	if m&0o4000 != 0 {
-		fm |= os.ModeSetuid
-	}
-	if m&0o2000 != 0 {
-		fm |= os.ModeSetgid
-	}
-	if m&0o1000 != 0 {
-		fm |= os.ModeSticky
-	}
-	return fm
 }
 
 // SockDirMode is the mode of the socket directory: the owner's rwx, and for

@@ -1,10 +1,7 @@
 package perms
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 )
 
@@ -86,19 +83,5 @@ func TestGroup(t *testing.T) {
 	}
 	if _, err := Resolve(Spec{Group: "no-such-group-here"}, 0, 0); err == nil || !strings.Contains(err.Error(), "grp=no-such-group-here") {
 		t.Fatalf("unknown group: %v", err)
-	}
-}
-
-func TestApplyKeepsSetgid(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "d")
-	os.Mkdir(dir, 0o700)
-	p, _ := Resolve(Spec{Mode: 0o660, ModeSet: true}, uint32(os.Geteuid()), uint32(os.Getegid()))
-	if err := p.Apply(dir, p.DirMode()); err != nil {
-		t.Fatal(err)
-	}
-	var st syscall.Stat_t
-	syscall.Stat(dir, &st)
-	if st.Mode&0o7777 != 0o2770 {
-		t.Fatalf("mode %o, want 2770", st.Mode&0o7777)
 	}
 }

@@ -1,6 +1,5 @@
 #!/bin/bash
-# t_fstab.sh: multifs run the way mount(8) runs FUSE tools (issue 12, items
-# 1 and 6). mount.fuse3 turns `mount -t fuse.multifs SOURCE PATH -o OPTS`
+# t_fstab.sh: multifs run the way mount(8) runs FUSE tools. mount.fuse3 turns `mount -t fuse.multifs SOURCE PATH -o OPTS`
 # (or an fstab line) into `multifs SOURCE PATH -o rw,nosuid,...,OPTS`:
 #  - the generic options are accepted and ignored, ro is refused in words;
 #  - SOURCE is the mount's fsname in /proc/mounts;

@@ -1,7 +1,7 @@
 #!/bin/bash
 # t_peer_vdeplug4.sh: the newest vdeplug4 (built here from
 # ../shared/peers/vdeplug4-*.tar.gz) as a real peer of the seqpacket
-# entries, all in ptp:// (issue 12 items 5 and 8):
+# entries, all in ptp://:
 #   - a ptp host (a tap in a namespace) behind A, a ptp bridge that is A's
 #     link and B's host, and a ptp link (a tap in another namespace) of B
 #     carry a ping with 0 % loss;
@@ -76,10 +76,9 @@ B=$SCRATCH/B
 start_multifs "$A" || finish
 start_multifs "$B" || finish
 ALOG=$SCRATCH/A.log
-MSG_REFUSED="refused: this process's port was closed for good through its close file"
-
-# refusal_logged PID: A's log has the refusal warning for PID.
-refusal_logged() { grep -F "msg=\"$MSG_REFUSED\"" "$ALOG" | grep -Eq "level=warning.* pid=$1( |\$)"; }
+# refusal_logged PID: A's log has the refusal warning (its event field,
+# not its words) for PID.
+refusal_logged() { grep -F " event=refused_closed_for_good" "$ALOG" | grep -Eq "level=warning.* pid=$1( |\$)"; }
 
 # --- the = form: a ptp link whose other end is a command ---------------------------
 # (first, while A has no host: nothing is sent to it that sleep would not read)

@@ -1,7 +1,7 @@
 #!/bin/bash
 # t_sec01_symlink_swap.sh: an unprivileged user cannot make root's multifs
 # mount over a directory of their choosing by swapping PATH for a symbolic
-# link between multifs's look at PATH and its mount (issue 11, item 1).
+# link between multifs's look at PATH and its mount.
 #
 # In a sticky, world-writable directory (like /tmp) an attacker, mfu_d1,
 # pre-creates PATH as an empty directory of its own, waits with inotify for

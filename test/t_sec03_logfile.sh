@@ -1,6 +1,6 @@
 #!/bin/bash
 # t_sec03_logfile.sh: root's --log-file is opened, never followed, and
-# peer text cannot forge log lines (issue 11 item 3).
+# peer text cannot forge log lines.
 #
 # Refused, with exit status 1, one line on stderr, PATH neither mounted
 # nor created, and nothing written anywhere:

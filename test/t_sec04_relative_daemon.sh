@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # t_sec04_relative_daemon.sh: relative paths given to a daemonized multifs
-# (issue 11 item 4). The daemon child runs in /, so every relative path on
-# the command line (PATH, a multi:// URL, --sockdir, --log-file) must be made
+# must keep meaning what they meant to the caller, never files under /.
+# The daemon child runs in /, so every relative path on the command line (PATH, a multi:// URL, --sockdir, --log-file) must be made
 # absolute against the caller's working directory before the re-exec:
 #
 #   cd WD && multifs vm1 --log-file x.log --sockdir .s

@@ -1,8 +1,9 @@
 #!/bin/bash
 # t_sec05_concurrent_start.sh: two multifs started at the same instant for
-# the same multilink: exactly one wins, and the winner serves (issue 11,
-# item 5).
+# the same multilink: exactly one wins, and the winner serves (neither
+# can take over or unlink the other's sockets).
 #
+# limit: 240
 # ROUNDS rounds (default 20) each of:
 #  - two `multifs PATH` with the same PATH,
 #  - two `multifs --sockdir D PATHa` / `PATHb` with different PATHs and the

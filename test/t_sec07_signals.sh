@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# t_sec07_signals.sh: signals and a broken stderr (issue 11 item 7).
+# t_sec07_signals.sh: signals and a broken stderr must not stop multifs
+# (anyone who can signal it or close its terminal would cut every link).
 #
 # SIGHUP must not stop multifs: it reopens the log file (the logrotate
 # convention) and does nothing else. A stderr that is a pipe whose reader

@@ -1,7 +1,8 @@
 #!/bin/bash
 # t_sec08_sockdir_existing.sh: --sockdir pointed at a directory that exists
 # uses it only if it is empty or provably multifs's own, and otherwise
-# refuses and changes nothing (issue 11, item 8).
+# refuses and changes nothing: it must never delete or take over another
+# program's sockets or files.
 #
 #  - A directory holding another program's listening unix socket (and,
 #    once, a regular file beside it; once a dead socket instead), and one
@@ -143,7 +144,7 @@ if [ "$RC" = 0 ]; then
 fi
 
 # -----------------------------------------------------------------------------
-# 4. a symlink as --sockdir (already refused before issue 11: a regression check)
+# 4. a symlink as --sockdir (never followed: a regression check)
 T=$SCRATCH/target
 mkdir -m 0755 "$T"
 ln -s "$T" "$SCRATCH/sdlink"

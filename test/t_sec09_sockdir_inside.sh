@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # t_sec09_sockdir_inside.sh: a --sockdir that is PATH, lies inside PATH, or
-# contains PATH is refused up front (issue 11 item 9). Sockets under the
+# contains PATH is refused up front. Sockets under the
 # mountpoint are hidden by the mount (nobody can ever join), and a socket
-# directory above PATH would have to hold the mountpoint. Today's code
-# reports ready for the first two.
+# directory above PATH would have to hold the mountpoint. Without the
+# check, multifs reports ready for the first two and serves nobody.
 #
 # Each case must exit 1 or 2 with one line on stderr, mount nothing, and
 # leave PATH and the socket directory as they were (absent stays absent; an

@@ -1,6 +1,6 @@
 #!/bin/bash
 # t_sec10_stats_injection.sh: a peer's description cannot forge lines in a
-# stats file, for any reasonable parser (issue 11 item 10). A throw-away
+# stats file, for any reasonable parser. A throw-away
 # user joins as a link and as the host with a description holding U+0085
 # (NEL), U+2028, U+2029, a C1 control (U+009B, CSI), ESC, invalid UTF-8
 # and "\nid: 99\ntransport: forged"; Python's str.splitlines() (which

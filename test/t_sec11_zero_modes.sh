@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # t_sec11_zero_modes.sh: what stat shows in the tree is exactly what mode and
-# dirmode say, also when a class of bits is zero (issue 11 item 11). go-fuse
+# dirmode say, also when a class of bits is zero: no access granted that
+# the modes deny. go-fuse
 # replaces an all-zero permission with its default (0644 for files, 0755
 # for directories) unless told not to, and with default_permissions the
 # kernel then grants what that default says:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# t_sec12_root_joins.sh: root and a multilink served by an ordinary user
-# (issue 11 item 12). Without allow_other, a FUSE mount is closed even to
-# root; docs/security.md says root can join.
+# t_sec12_root_joins.sh: root and a multilink served by an ordinary user:
+# root can join it, and no user the modes leave out can. Without
+# allow_other, a FUSE mount is closed even to root; docs/security.md says
+# root can join.
 #
 # A. /etc/fuse.conf has user_allow_other: the user's multifs mounts with
 #    allow_other even with the default modes, so root lists PATH, reads

@@ -1,6 +1,6 @@
 #!/bin/bash
 # t_sec13_log_flood.sh: what a peer or a local user can make the daemon
-# log cannot fill the disk (issue 11 item 13). A throw-away user, as fast
+# log cannot fill the disk. A throw-away user, as fast
 # as it can and bounded in time and count:
 #   a. at --log-level debug, joins as a link and sends 1-byte datagrams
 #      for 5 s (each a frame of bad size, once one debug line apiece): the

@@ -1,5 +1,6 @@
 #!/bin/bash
-# t_service.sh: multifs as a service (issue 12, items 2, 3 and 4).
+# t_service.sh: multifs as a service (make install, systemd's notify
+# protocol, the template unit).
 #  - make install PREFIX=DIR puts the binary, the man page and the template
 #    unit where they belong, the unit naming the installed binary and
 #    passing `systemd-analyze verify`; make uninstall removes exactly them;

@@ -25,7 +25,7 @@ func TestAcceptFailuresAreSlow(t *testing.T) {
 	log := logrus.NewEntry(lg.Logger)
 	start := time.Now()
 	for i := 0; i < 5; i++ {
-		log.WithField("i", i).Warn(control.MsgAcceptFailed)
+		log.WithField("i", i).WithField(control.EventField, control.EventAcceptFailed).Warn("accept failed")
 		log.WithField("i", i).Warn("link joined")
 	}
 	took := time.Since(start)
@@ -37,7 +37,7 @@ func TestAcceptFailuresAreSlow(t *testing.T) {
 	// A slow line's bucket holds one, and gets another each second (the
 	// loop takes microseconds, unless the machine stalls it).
 	want := 1 + int(took/time.Second)
-	if n := strings.Count(out, `msg="`+control.MsgAcceptFailed+`"`); n != want {
+	if n := strings.Count(out, `msg="accept failed"`); n != want {
 		t.Errorf("%d accept failures logged in %v, want %d: %q", n, took, want, out)
 	}
 	if n := strings.Count(out, `msg="link joined"`); n != 5 {

@@ -73,7 +73,7 @@ func serve(opts *options, notify *readyNotifier, sigs <-chan os.Signal) error {
 // their cause lasts, which the log lets through once a second
 // (logging.Options.Slow): an accept failing every 10 ms while the daemon
 // is out of descriptors.
-func slowLine(e *logrus.Entry) bool { return e.Message == control.MsgAcceptFailed }
+func slowLine(e *logrus.Entry) bool { return e.Data[control.EventField] == control.EventAcceptFailed }
 
 // systemdNotify tells systemd (a Type=notify unit runs multifs -f with
 // NOTIFY_SOCKET set) of readiness or a stop; without NOTIFY_SOCKET it does

@@ -9,19 +9,18 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"multifs/multilink"
 	"multifs/multilink/conn"
 )
 
-// Batched I/O: one recvmmsg or sendmmsg moves up to multilink.BatchSize
+// Batched I/O: one recvmmsg or sendmmsg moves up to conn.BatchSize
 // frames, where the reference spends a poll, a read and a write on each.
 // The message headers are per socket and reused, so the data path does not
 // allocate.
 
 // mmsg is the scratch space of one recvmmsg or sendmmsg call.
 type mmsg struct {
-	hdrs [multilink.BatchSize]unix.Mmsghdr
-	iovs [multilink.BatchSize]unix.Iovec
+	hdrs [conn.BatchSize]unix.Mmsghdr
+	iovs [conn.BatchSize]unix.Iovec
 }
 
 // fill points the headers at bufs and returns how many it set up.

@@ -3,7 +3,7 @@ package engine
 import (
 	"testing"
 
-	"multifs/multilink"
+	"multifs/multilink/conn"
 )
 
 // BenchmarkBatchRoundTrip moves a batch of 8 frames of 64 bytes through a
@@ -15,7 +15,7 @@ func BenchmarkBatchRoundTrip(b *testing.B) {
 	for i := range frames {
 		frames[i] = make([]byte, 64)
 	}
-	r := fixedReceiver(b, multilink.BatchSize, nil)
+	r := fixedReceiver(b, conn.BatchSize, nil)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {

@@ -106,7 +106,7 @@ func (r *testReceiver) back(b *conn.Batch, what string) {
 
 // recvAsync runs one recvBatch on p in the background.
 func recvAsync(t testing.TB, p *FD) <-chan recvResult {
-	r := fixedReceiver(t, multilink.BatchSize, nil)
+	r := fixedReceiver(t, conn.BatchSize, nil)
 	done := make(chan recvResult, 1)
 	go func() {
 		b, n, err := p.recvBatch(r)

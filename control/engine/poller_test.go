@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"multifs/multilink"
+	"multifs/multilink/conn"
 )
 
 // A reader is woken by a frame whichever way it waits: in poll(2) right
@@ -95,7 +95,7 @@ func TestReceiveThroughLoopAndPark(t *testing.T) {
 	for _, closeWhen := range []string{"in the loop", "parked"} {
 		src, dst := socketPair(t, e)
 		got := make(chan int, 1000)
-		r := fixedReceiver(t, multilink.BatchSize, func(n int) { got <- n })
+		r := fixedReceiver(t, conn.BatchSize, func(n int) { got <- n })
 		ended := make(chan error, 1)
 		go func() { ended <- dst.Receive(r) }()
 		total := 0
@@ -166,7 +166,7 @@ func TestOwnThreadStaysOutOfTheLoop(t *testing.T) {
 	e := newEngine(t)
 	src, dst := socketPairOpts(t, e, Options{OwnThread: true})
 	var got atomic.Int64
-	r := fixedReceiver(t, multilink.BatchSize, func(n int) { got.Add(int64(n)) })
+	r := fixedReceiver(t, conn.BatchSize, func(n int) { got.Add(int64(n)) })
 	ended := make(chan error, 1)
 	go func() { ended <- dst.Receive(r) }()
 	inPoll := 0

@@ -7,7 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"multifs/multilink"
+	"multifs/multilink/conn"
 )
 
 // A tap device as the host: multifs opens it itself (`--host tap://NAME`,
@@ -41,8 +41,8 @@ func (e *Engine) OpenTap(name string) (*FD, error) {
 }
 
 // TapPeerInfo describes a tap host in stats.
-func TapPeerInfo(name string) multilink.PeerInfo {
-	return multilink.PeerInfo{
+func TapPeerInfo(name string) conn.PeerInfo {
+	return conn.PeerInfo{
 		Transport: "tap", Description: "tap://" + name,
 		PID: int32(os.Getpid()), UID: uint32(os.Geteuid()), GID: uint32(os.Getegid()), Since: time.Now(),
 	}

@@ -49,8 +49,11 @@ type Point struct {
 	fstype string // the mount type this point is for, "fuse.multifs"
 }
 
-// ErrLive means PATH is a live mount of the same type (or another daemon
-// is starting on it).
+// ErrLive means a live multifs already serves the multilink: PATH is a
+// live mount of the same type (or another daemon is starting on it), or
+// (control.OpenSockDir) a live multifs holds its socket directory. One
+// error for both, so that the CLI says the same thing whichever it met
+// first.
 var ErrLive = errors.New("already served by a live multifs")
 
 // Open prepares path (absolute, its parent already resolved) for a mount

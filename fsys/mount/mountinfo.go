@@ -159,20 +159,6 @@ func ownerOf(superopts string) (uint32, bool) {
 	return owner, n == 1
 }
 
-// Type returns the type of the topmost mount whose mount point reads path,
-// if any. It is for tests and diagnostics: a path string says nothing
-// about which mount is whose.
-func Type(path string) (string, bool) {
-	fstype, found := "", false
-	es, _ := entries()
-	for _, e := range es {
-		if e.mountpoint == path {
-			fstype, found = e.fstype, true // the last mount on top wins
-		}
-	}
-	return fstype, found
-}
-
 // mountPathEscapes undoes the octal escapes of mount points in mountinfo.
 var mountPathEscapes = strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
 

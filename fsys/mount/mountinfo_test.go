@@ -145,3 +145,17 @@ func TestLookupHeld(t *testing.T) {
 		t.Errorf("Lookup(an id nobody has) = %v, %v", found, err)
 	}
 }
+
+// Type returns the type of the topmost mount whose mount point reads path,
+// if any. Tests only: a path string says nothing about which mount is
+// whose, so the daemon asks by mount id (TypeOf).
+func Type(path string) (string, bool) {
+	fstype, found := "", false
+	es, _ := entries()
+	for _, e := range es {
+		if e.mountpoint == path {
+			fstype, found = e.fstype, true // the last mount on top wins
+		}
+	}
+	return fstype, found
+}

@@ -5,7 +5,10 @@
 //
 // It is a package of its own, importing nothing of multifs, so that the
 // fake peer (conntest) can be imported by multilink's own tests as well as
-// by fsys's: a fake in a package that imports multilink could not be.
+// by fsys's: a fake in a package that imports multilink could not be. It
+// also carries what a Conn's maker needs of the multilink (BatchSize,
+// PeerInfo; multilink names them too), so that the engine, below the
+// multilink, depends on this seam alone (make check says so).
 //
 // Who owns a batch when: the Receiver owns every batch until its Get hands
 // one to the Conn for one receive attempt; the Conn then owns it until it
@@ -20,6 +23,21 @@ import (
 	"errors"
 	"time"
 )
+
+// BatchSize is how many frames one receive or send moves at most: a
+// Conn's batches have at most this many buffers.
+const BatchSize = 32
+
+// PeerInfo is who a peer is, as learnt at join time (the multilink shows
+// it in stats; a Conn's maker, such as a tap's, says it).
+type PeerInfo struct {
+	Transport   string // "vde", "seqpacket" or "tap"
+	Description string // the peer's own words (vde-2 request), may be empty
+	PID         int32  // SO_PEERCRED of the connecting process
+	UID         uint32
+	GID         uint32
+	Since       time.Time
+}
 
 // Batch is the buffers of one receive: a frame per buffer.
 type Batch struct {

@@ -203,12 +203,18 @@ type proc struct {
 
 // spawn starts a child with its output in tmp/<log>, dying with us.
 func (b *bench) spawn(log string, name string, args ...string) (*proc, error) {
+	return b.spawnEnv(nil, log, name, args...)
+}
+
+// spawnEnv is spawn with the environment env (nil: ours).
+func (b *bench) spawnEnv(env []string, log string, name string, args ...string) (*proc, error) {
 	f, err := os.Create(filepath.Join(b.tmp, log))
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
 	cmd := exec.Command(name, args...)
+	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if err := cmd.Start(); err != nil {

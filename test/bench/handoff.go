@@ -56,6 +56,8 @@ type handoffSetup struct {
 	// its host (the sink did not read in time: a loaded machine, which no
 	// hand-off helps); read while the sink is still attached.
 	hostDropped func() (uint64, error)
+	// rec, if set, records the run for the picture (handoff_trace.go).
+	rec *hoRecorder
 }
 
 type handoffResult struct {
@@ -199,12 +201,19 @@ func (b *bench) handoffMultifs(col string, phase time.Duration, run int) (*hando
 		return nil, err
 	}
 	defer snk.Close()
+	var rec *hoRecorder
+	if run == 0 && col == hoDedup {
+		if rec, err = b.newHoRecorder(col, tag, bb.path, func() (uint64, error) { return statsValue(bb.path, "dup_dropped") }); err != nil {
+			return nil, err
+		}
+		defer rec.close()
+	}
 	return b.runHandoff(phase, handoffSetup{
-		gen: gen, sink: snk,
-		link1: func() (*proc, error) { return b.spawn(tag+"-link1.log", b.vdePlug, a.path, bb.path) },
+		gen: gen, sink: snk, rec: rec,
+		link1: func() (*proc, error) { return b.spawnEnv(rec.env(1), tag+"-link1.log", b.vdePlug, a.path, bb.path) },
 		handoff: func(*proc, <-chan time.Time) (*handover, error) {
 			// Link 1 is the first link either daemon saw.
-			return b.multifsHandoff(a.path, bb.path, "1", tag+"-handoff.log")
+			return b.multifsHandoff(a.path, bb.path, "1", tag+"-handoff.log", rec.env(2))
 		},
 		hostDropped: func() (uint64, error) { return statsValue(filepath.Join(bb.path, "host"), "tx_dropped") },
 	})
@@ -222,11 +231,18 @@ func (b *bench) handoffRef(phase time.Duration, run int) (*handoffResult, error)
 		return nil, err
 	}
 	defer rb.proc.kill()
+	var rec *hoRecorder
+	if run == 0 {
+		if rec, err = b.newHoRecorder(hoRef, tag, rb.multi, nil); err != nil {
+			return nil, err
+		}
+		defer rec.close()
+	}
 	return b.runHandoff(phase, handoffSetup{
-		gen: ra.host, sink: rb.host,
-		link1: func() (*proc, error) { return b.spawn(tag+"-link1.log", b.vdePlug, ra.multi, rb.multi) },
+		gen: ra.host, sink: rb.host, rec: rec,
+		link1: func() (*proc, error) { return b.spawnEnv(rec.env(1), tag+"-link1.log", b.vdePlug, ra.multi, rb.multi) },
 		handoff: func(link1 *proc, carried <-chan time.Time) (*handover, error) {
-			return b.refHandoff(ra.multi, rb.multi, link1, carried, tag+"-link2.log")
+			return b.refHandoff(ra.multi, rb.multi, link1, carried, tag+"-link2.log", rec.env(2))
 		},
 	})
 }
@@ -255,6 +271,13 @@ func (b *bench) runHandoff(phase time.Duration, s handoffSetup) (*handoffResult,
 	total := uint64(dur.Seconds() * handoffRate)
 	carried := make(chan time.Time, 1) // the first duplicate at B
 	start := time.Now()
+	var bins *rxBins
+	var sampled <-chan struct{}
+	stopSampling := make(chan struct{})
+	if s.rec != nil {
+		bins = &rxBins{t0: now(), width: int64(hoBin)}
+		sampled = s.rec.sample(start, stopSampling)
+	}
 
 	timeline := make(chan error, 1)
 	go func() {
@@ -267,11 +290,15 @@ func (b *bench) runHandoff(phase time.Duration, s handoffSetup) (*handoffResult,
 	g, rs, err := trial(
 		func() genResult { return paced(s.gen, 64, run, handoffRate, dur) },
 		[]func(<-chan uint64) sinkResult{func(sent <-chan uint64) sinkResult {
-			return sink(s.sink, sinkOpts{run: run, seqs: total, onDup: func() { carried <- time.Now() }},
+			return sink(s.sink, sinkOpts{run: run, seqs: total, onDup: func() { carried <- time.Now() }, bins: bins},
 				sent, idleAfterGen, dur+10*time.Second)
 		}},
 		dur+15*time.Second)
 	terr := <-timeline // bounded: each hand-off gives up within 20 s
+	if s.rec != nil {
+		close(stopSampling)
+		<-sampled
+	}
 	if s.hostDropped != nil && derr == nil {
 		if d, err := s.hostDropped(); err == nil {
 			res.hostDropped = int64(d - dropped0)
@@ -294,6 +321,9 @@ func (b *bench) runHandoff(phase time.Duration, s handoffSetup) (*handoffResult,
 		}
 	}
 	res.late = res.h.endAt.After(start.Add(dur))
+	if s.rec != nil {
+		b.picture.keep(s.rec.trace, bins, res.startAt, res.closeAt, ms(dur))
+	}
 	return res, nil
 }
 

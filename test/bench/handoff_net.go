@@ -169,9 +169,9 @@ func (p *hoNetPath) handOver() (*handover, error) {
 	var h *handover
 	var err error
 	if p.col == hoRef {
-		h, err = p.b.refHandoff(p.tn.a, p.tn.b, p.link, nil, log)
+		h, err = p.b.refHandoff(p.tn.a, p.tn.b, p.link, nil, log, nil)
 	} else {
-		h, err = p.b.multifsHandoff(p.tn.a, p.tn.b, p.old, log)
+		h, err = p.b.multifsHandoff(p.tn.a, p.tn.b, p.old, log, nil)
 	}
 	if err != nil {
 		return nil, err
@@ -218,6 +218,9 @@ func (p *hoNetPath) measure(secs int, out *hoNetCol) error {
 	out.after = append(out.after, ph.after/1e6)
 	out.retr = append(out.retr, r.End.SumSent.Retransmits)
 	out.retrDuring = append(out.retrDuring, ph.retrDuring)
+	if len(out.before) == 1 && (p.col == hoDedup || p.col == hoRef) {
+		p.b.picture.keepTCP(p.col, secs, &r, h.startAt.Sub(t0).Seconds(), h.endAt.Sub(t0).Seconds(), ph.retrDuring)
+	}
 
 	var u udpResult
 	_, _, err = p.during(func() error {

@@ -57,7 +57,8 @@ func (h *handover) end() {
 
 // multifsHandoff runs `multifs handoff A OLD -- vde_plug A B` and reads
 // its line (new=N closed=OLD ready_ms=MS overlap_ms=MS dup_dropped=N|-).
-func (b *bench) multifsHandoff(a, bb, old, log string) (*handover, error) {
+// env is the command's environment (nil: ours), which COMMAND inherits.
+func (b *bench) multifsHandoff(a, bb, old, log string, env []string) (*handover, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	errf, err := os.Create(filepath.Join(b.tmp, log))
@@ -67,6 +68,7 @@ func (b *bench) multifsHandoff(a, bb, old, log string) (*handover, error) {
 	defer errf.Close()
 	cmd := exec.CommandContext(ctx, b.multifs, "handoff", "--timeout", "10s", a, old, "--", b.vdePlug, a, bb)
 	cmd.Stderr = errf
+	cmd.Env = env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	h := &handover{startAt: time.Now()}
 	out, err := cmd.Output()
@@ -116,10 +118,11 @@ func parseHandoffLine(line, old string) (newLink string, readyMs, overlapMs floa
 // refHandoff starts the reference's new link (`vde_plug A B`), waits for
 // carried (the first duplicate at the far host; nil: the bench cannot see
 // it, and only the overlap is waited for), then for hoOverlap from the
-// start, and ends link1 with SIGTERM.
-func (b *bench) refHandoff(mA, mB string, link1 *proc, carried <-chan time.Time, log string) (*handover, error) {
+// start, and ends link1 with SIGTERM. env is the new vde_plug's
+// environment (nil: ours).
+func (b *bench) refHandoff(mA, mB string, link1 *proc, carried <-chan time.Time, log string, env []string) (*handover, error) {
 	h := &handover{startAt: time.Now(), readyMs: -1}
-	p, err := b.spawn(log, b.vdePlug, mA, mB)
+	p, err := b.spawnEnv(env, log, b.vdePlug, mA, mB)
 	if err != nil {
 		return nil, err
 	}

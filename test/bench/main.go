@@ -89,7 +89,12 @@
 //     10,000/s, numbered, from a socket in one namespace to one in the
 //     other (iperf3 counts no duplicates): lost and received twice.
 //     With -quick: iperf3 -t 3 and 250 ms phases, else -t 4 and 500 ms.
-//     -only handoff runs both.
+//     -only handoff runs both. The first run of the multifs (dedup on)
+//     and reference columns is also drawn, side by side, into -svg FILE
+//     (handoff_plot.go, from what handoff_trace.go records): the frames
+//     each link gave host B's multilink, what host B received (first
+//     copies, duplicates) and what B's multilink dropped as duplicates,
+//     and iperf3's TCP intervals, with the hand-off shaded.
 //  9. control plane (multifs only): Dial → links/N visible, close file →
 //     the client sees EOF, and `ls links` with 1,000 open links.
 //  10. memory: VmRSS of the daemon (or the reference vde_plug) idle, with
@@ -107,7 +112,7 @@
 // min-max. For frames/s a ratio above 1 favours multifs; for latency,
 // loss, CPU, times and memory a ratio below 1 does.
 //
-// Targets (issue 15; results.go): each is a ratio against the same run's
+// Targets (results.go): each is a ratio against the same run's
 // reference or ceiling, decided on the median of the runs (-runs, default
 // 5), and marked "within noise" when the runs fall on both sides of it, so
 // that a reader sees which decisions another run could flip:
@@ -124,7 +129,7 @@
 // count, the table shows their sum), the control plane and memory. The Go clients' rows carry none: they show what a batching
 // client gets, beside what qemu and vde_plug get.
 //
-//	go run ./test/bench [-quick] [-runs N] [-json FILE] [-multifs BIN]
+//	go run ./test/bench [-quick] [-runs N] [-json FILE] [-svg FILE] [-multifs BIN]
 //	                   [-only tp,rtp,rate,fan,rfan,lat,rlat,handoff,ctl,mem,iperf] [-lat-rate FPS] [-keep]
 //
 // The bench prints how long each scenario and the whole run took. It exits
@@ -166,6 +171,9 @@ type bench struct {
 
 	cclient string     // the compiled real client (vdeclient), "" when it did not build
 	real    []*realSys // the relays the real clients go through
+
+	sendCount string     // the hand-off picture's counting shim (sendcount.so), "" when it did not build
+	picture   *hoPicture // what the hand-off's runs recorded for the picture
 }
 
 func main() {
@@ -179,6 +187,7 @@ func mainRC() int {
 	bin := flag.String("multifs", "", "use this multifs binary instead of building bin/multifs")
 	keep := flag.Bool("keep", false, "keep the scratch directory with the daemons' and vde_plugs' logs")
 	latRate := flag.Int("lat-rate", 20000, "frames/s of the latency scenario")
+	svg := flag.String("svg", "handoff.svg", "draw the hand-off (scenario 8) into this SVG file; \"\": don't")
 	only := flag.String("only", "", "comma-separated scenarios to run: tp,rtp,rate,fan,rfan,lat,rlat,handoff,ctl,mem,iperf (default all)")
 	flag.Parse()
 
@@ -191,7 +200,7 @@ func mainRC() int {
 		fmt.Fprintln(os.Stderr, "bench: -runs must be at least 1")
 		return 2
 	}
-	b := &bench{quick: *quick, runs: *runs, keep: *keep, dur: time.Second, latRate: *latRate, clean: newCleaner(), res: newResults()}
+	b := &bench{quick: *quick, runs: *runs, keep: *keep, dur: time.Second, latRate: *latRate, clean: newCleaner(), res: newResults(), picture: &hoPicture{}}
 	if b.quick {
 		b.dur = 250 * time.Millisecond
 	}
@@ -270,6 +279,13 @@ func mainRC() int {
 	b.res.evaluate(b.vdePlug != "")
 
 	b.res.printTable(os.Stdout, b.header())
+	if *svg != "" && enabled("handoff") {
+		if err := b.drawHandoff(*svg); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: the hand-off picture: %v\n", err)
+			return 1
+		}
+		fmt.Printf("\nhand-off picture: %s\n", *svg)
+	}
 	if *jsonOut != "" {
 		if err := b.res.writeJSON(*jsonOut, b.config()); err != nil {
 			fmt.Fprintf(os.Stderr, "bench: %v\n", err)
@@ -323,6 +339,7 @@ func (b *bench) setup(bin string) error {
 		return err
 	}
 	b.buildCClient()
+	b.sendCount = b.buildSendCount()
 	if p, err := exec.LookPath("vde_plug"); err == nil {
 		b.vdePlug = p
 	} else {

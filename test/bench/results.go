@@ -253,9 +253,9 @@ func decideOn(t target, unit string, vs []float64) Decision {
 	return d
 }
 
-// targets are issue 15's (ratios against the same run's reference or
-// ceiling, on the real clients' rows) and the absolute ones of the control
-// plane, the hand-off and memory.
+// targets are the ratios against the same run's reference or ceiling
+// (on the real clients' rows) and the absolute ones of the control plane,
+// the hand-off and memory.
 var targets = []target{
 	{"real.link_to_host.64.cpu", vsRef, "<=", 0.5},
 	{"real.link_to_host.64.fps", vsRef, ">=", 1.25},

@@ -150,6 +150,9 @@ type sinkOpts struct {
 	latency bool   // keep every frame's latency
 	// onDup, if set, is called once at the first duplicate.
 	onDup func()
+	// bins, if set, counts the receipts of numbered frames by time
+	// (the hand-off's picture); nothing else depends on it.
+	bins *rxBins
 }
 
 type sinkResult struct {
@@ -243,6 +246,9 @@ func (r *sinkResult) count(o sinkOpts, f []byte, t int64) bool {
 		}
 		if r.seen[seq] < 255 {
 			r.seen[seq]++
+		}
+		if o.bins != nil {
+			o.bins.add(t, r.seen[seq] > 1)
 		}
 		if r.seen[seq] == 2 && !r.dupSeen {
 			r.dupSeen = true
