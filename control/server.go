@@ -224,7 +224,7 @@ func (s *Server) join(c *net.UnixConn, isHost bool) {
 	}
 	log = log.WithFields(logrus.Fields{"pid": cred.Pid, "uid": cred.Uid})
 
-	req, err := readRequest(c)
+	req, err := wire.ReadRequest(c)
 	if err != nil {
 		log.WithError(err).Warn("refused: bad handshake")
 		c.Close()
@@ -307,37 +307,6 @@ func connHungUp(c *net.UnixConn) bool {
 		return true
 	}
 	return gone
-}
-
-// readRequest reads one vde-2 request: the fixed header robustly (it may
-// arrive in pieces), then whatever description came with it, all within
-// wire.HandshakeTimeout and wire.MaxRequestLen.
-func readRequest(c *net.UnixConn) (wire.Request, error) {
-	c.SetDeadline(time.Now().Add(wire.HandshakeTimeout))
-	buf := make([]byte, wire.MaxRequestLen+1)
-	n := 0
-	for n < wire.HeaderLen {
-		m, err := c.Read(buf[n:])
-		n += m
-		if err != nil {
-			return wire.Request{}, fmt.Errorf("after %d bytes: %w", n, err)
-		}
-	}
-	// The description has no length field: take what the client sent
-	// together with the header, without waiting for more.
-	if n <= wire.MaxRequestLen {
-		rc, err := c.SyscallConn()
-		if err == nil {
-			rc.Read(func(fd uintptr) bool {
-				m, _, rerr := unix.Recvfrom(int(fd), buf[n:], unix.MSG_DONTWAIT)
-				if rerr == nil && m > 0 {
-					n += m
-				}
-				return true
-			})
-		}
-	}
-	return wire.ParseRequest(buf[:n])
 }
 
 // pinClientSocket opens the client's data socket path and checks the very

@@ -9,6 +9,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"multifs/docs"
+	"multifs/fsys/treeclient"
 	"multifs/multilink"
 )
 
@@ -27,11 +28,12 @@ func TestStatsKeysDocumented(t *testing.T) {
 	p, _ := addLink(ml, multilink.PeerInfo{Transport: "vde"}, newNullConn(), nil)
 	var written []string
 	for _, text := range []string{tr.rootStats(), tr.hostStats(), portStats(p, false)} {
-		for _, line := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
-			k, _, ok := strings.Cut(line, ": ")
-			if !ok {
-				t.Fatalf("stats line %q is not KEY: VALUE", line)
-			}
+		// What the daemon writes, its client must read.
+		st, err := treeclient.ParseStats([]byte(text))
+		if err != nil {
+			t.Fatalf("stats the daemon writes do not parse: %v:\n%s", err, text)
+		}
+		for k := range st {
 			written = append(written, k)
 		}
 	}

@@ -3,11 +3,11 @@ package fsys
 import (
 	"io"
 	"os"
-	"strings"
 	"testing"
 
 	"github.com/sirupsen/logrus"
 
+	"multifs/fsys/treeclient"
 	"multifs/multilink"
 	"multifs/multilink/conn/conntest"
 	"multifs/perms"
@@ -62,13 +62,15 @@ func statKey(t *testing.T, path, key string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if k, v, ok := strings.Cut(line, ": "); ok && k == key {
-			return v
-		}
+	st, err := treeclient.ParseStats(b)
+	if err != nil {
+		t.Fatalf("%s: %v:\n%s", path, err, b)
 	}
-	t.Fatalf("%s has no key %q:\n%s", path, key, b)
-	return ""
+	v, ok := st[key]
+	if !ok {
+		t.Fatalf("%s has no key %q:\n%s", path, key, b)
+	}
+	return v
 }
 
 // addLink joins conn to ml as a new link, as control's admission does.

@@ -237,7 +237,10 @@ start_multifs_fg() {
 	return 0
 }
 
-# stat_key FILE KEY: the value of "KEY: value" in FILE.
+# stat_key FILE KEY: the value of "KEY: value" in FILE. A reader of the
+# shell's own, not the Go client's (fsys/treeclient): it reads stats as a
+# user's sed does, a check on the format independent of the parser under
+# test, and costs one sed, not a program's start, in every poll of wait_for.
 stat_key() { sed -n "s/^$2: //p" "$1" 2>/dev/null | head -n 1; }
 
 # check_back_to NAME STATS KEY BASELINE SLACK: pass once the numeric KEY of

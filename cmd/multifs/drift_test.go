@@ -141,3 +141,46 @@ func TestLogLevelsDocumented(t *testing.T) {
 		}
 	}
 }
+
+func TestHandoffFlagsDocumented(t *testing.T) {
+	accepted := flagNames(handoffFlags(&handoffOpts{}))
+	sameSet(t, "multifs handoff --help", helpFlags(handoffUsage), accepted)
+	sameSet(t, "multifs(1) HANDOFF", manFlags("HANDOFF"), accepted)
+	// The synopses name the same flags, each one a flag the parser takes:
+	// handoff --help's usage line, multifs --help's line for handoff, and
+	// the man page's, in SYNOPSIS and at the head of HANDOFF.
+	usageLine, _, _ := strings.Cut(handoffUsage, "\n")
+	want := synopsisFlags(usageLine)
+	if len(want) == 0 {
+		t.Fatalf("multifs handoff --help's usage line names no flag: %q", usageLine)
+	}
+	for _, f := range want {
+		if !slices.Contains(accepted, f) {
+			t.Errorf("multifs handoff --help's usage line has %s, which the parser does not accept", f)
+		}
+	}
+	synopsis := docs.Section("SYNOPSIS")
+	synopsis = synopsis[strings.Index(synopsis, "multifs handoff"):]
+	handoffHead := docs.Section("HANDOFF")
+	for what, text := range map[string]string{
+		"multifs --help's handoff line": handoffSummary,
+		"multifs(1) SYNOPSIS":           synopsis[:strings.Index(synopsis, ".PP")],
+		"multifs(1) HANDOFF's head":     handoffHead[:strings.Index(handoffHead, ".PP")],
+	} {
+		if got := synopsisFlags(text); !slices.Equal(got, want) {
+			t.Errorf("%s names %v, the usage line %v", what, got, want)
+		}
+	}
+}
+
+var optionalFlag = regexp.MustCompile(`\[\s*(--?[a-zA-Z][-a-zA-Z]*)`)
+
+// synopsisFlags are the flags a synopsis names in brackets ([--timeout D],
+// or the man page's ".RB [ --timeout"), in order.
+func synopsisFlags(text string) []string {
+	var names []string
+	for _, m := range optionalFlag.FindAllStringSubmatch(text, -1) {
+		names = append(names, m[1])
+	}
+	return names
+}

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -20,10 +21,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
 	"multifs/cmd/multifs/handoff"
-	"multifs/fsys/tree"
+	"multifs/fsys/treeclient"
 )
 
 // handoffSummary is the line multifs --help gives the subcommand.
@@ -69,56 +71,40 @@ type handoffOpts struct {
 	help    bool
 }
 
-// parseHandoff reads the arguments after "handoff". Flags come before
-// PATH; everything after "--" is COMMAND, untouched.
+// parseHandoff reads the arguments after "handoff", with spf13/pflag as
+// the daemon's parseArgs does. Everything after the first "--" is
+// COMMAND, untouched: it is cut off before pflag sees the rest (which
+// would otherwise take a "--" right after --timeout as its value). Before
+// it, flags may stand before or between PATH and OLD. -h or --help
+// anywhere before "--" wins over every other mistake.
 func parseHandoff(args []string) (*handoffOpts, error) {
 	o := &handoffOpts{timeout: handoff.DefaultTimeout, overlap: handoff.DefaultOverlap}
-	end := slices.Index(args, "--")
-	head := args
-	if end >= 0 {
-		head = args[:end] // the rest is COMMAND's
+	head, command, found := slices.Clone(args), []string(nil), false
+	if end := slices.Index(args, "--"); end >= 0 {
+		head, command, found = slices.Clone(args[:end]), args[end+1:], true
 	}
-	if slices.Contains(head, "-h") || slices.Contains(head, "--help") {
+	for i, a := range head {
+		// Go's single-dash spelling of the duration flags (-timeout 2s,
+		// as Go's flag package takes it) is taken too: pflag would read
+		// -timeout as the shorthands -t -i -m ...
+		if name, _, _ := strings.Cut(a, "="); name == "-timeout" || name == "-overlap" {
+			head[i] = "-" + a
+		}
+	}
+	fs := handoffFlags(o)
+	err := fs.Parse(head)
+	if o.help || (err != nil && (slices.Contains(head, "-h") || slices.Contains(head, "--help"))) {
 		o.help = true
 		return o, nil
 	}
-	if end < 0 {
+	if !found {
 		return nil, usageErr("handoff: want PATH OLD -- COMMAND [ARG...]; no -- before COMMAND")
 	}
-	o.command = args[end+1:]
-	var pos []string
-	for i := 0; i < end; i++ {
-		a := args[i]
-		switch {
-		case durationFlag(a) != "":
-			name := durationFlag(a)
-			v, ok := "", false
-			if _, v, ok = strings.Cut(a, "="); !ok {
-				if i+1 >= end {
-					return nil, usageErr("handoff: %s needs a duration", a)
-				}
-				i++
-				v = args[i]
-			}
-			d, err := time.ParseDuration(v)
-			switch {
-			case name == "timeout" && (err != nil || d <= 0):
-				return nil, usageErr("handoff: --timeout %q: want a duration above 0, such as 500ms, 10s or 2m", v)
-			case name == "overlap" && (err != nil || d < 0):
-				return nil, usageErr("handoff: --overlap %q: want a duration, 0 or more, such as 0, 200ms or 2s", v)
-			case name == "timeout":
-				o.timeout = d
-			default:
-				o.overlap = d
-			}
-		case a == "-v" || a == "--verbose":
-			o.verbose = true
-		case strings.HasPrefix(a, "-") && a != "-":
-			return nil, usageErr("handoff: unknown flag %s", a)
-		default:
-			pos = append(pos, a)
-		}
+	if err != nil {
+		return nil, handoffFlagErr(err, head)
 	}
+	o.command = command
+	pos := fs.Args()
 	if len(pos) != 2 {
 		return nil, usageErr("handoff: want PATH and OLD before --, got %d argument(s)", len(pos))
 	}
@@ -137,14 +123,60 @@ func parseHandoff(args []string) (*handoffOpts, error) {
 	return o, nil
 }
 
-// durationFlag names the duration flag a is (--timeout, --overlap, with
-// one dash or two, the value after = or next), "" if none.
-func durationFlag(a string) string {
-	name, _, _ := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-"), "=")
-	if !strings.HasPrefix(a, "-") || (name != "timeout" && name != "overlap") {
-		return ""
+// handoffFlags are handoff's flags, set into o: the ones handoffUsage and
+// multifs(1)'s HANDOFF section list (drift_test.go holds them to both).
+func handoffFlags(o *handoffOpts) *pflag.FlagSet {
+	fs := pflag.NewFlagSet("multifs handoff", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are ours to print, in one line
+	fs.Usage = func() {}
+	fs.SortFlags = false
+	fs.Var(setter(func(v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return usageErr("handoff: --timeout %q: want a duration above 0, such as 500ms, 10s or 2m", v)
+		}
+		o.timeout = d
+		return nil
+	}), "timeout", "how long COMMAND has to join and carry a frame")
+	fs.Var(setter(func(v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return usageErr("handoff: --overlap %q: want a duration, 0 or more, such as 0, 200ms or 2s", v)
+		}
+		o.overlap = d
+		return nil
+	}), "overlap", "how long both links stay up at least")
+	fs.BoolVarP(&o.verbose, "verbose", "v", false, "say when the new link joins and is ready")
+	fs.BoolVarP(&o.help, "help", "h", false, "print the help")
+	return fs
+}
+
+// handoffFlagErr is pflag's error in handoff's words: the flag as it was
+// typed in head, and what it wants.
+func handoffFlagErr(err error, head []string) error {
+	var bad *pflag.InvalidValueError
+	var need *pflag.ValueRequiredError
+	var unknown *pflag.NotExistError
+	var syntax *pflag.InvalidSyntaxError
+	switch {
+	case errors.As(err, &bad) && errors.Is(bad.Unwrap(), errUsage):
+		return bad.Unwrap() // refused by one of our setters, in its words
+	case errors.As(err, &need):
+		return usageErr("handoff: --%s needs a duration", need.GetFlag().Name)
+	case errors.As(err, &unknown) && unknown.GetSpecifiedShortnames() != "":
+		return usageErr("handoff: unknown flag -%s", unknown.GetSpecifiedShortnames())
+	case errors.As(err, &unknown):
+		name := "--" + unknown.GetSpecifiedName()
+		for _, a := range head {
+			if a == name || strings.HasPrefix(a, name+"=") {
+				return usageErr("handoff: unknown flag %s", a)
+			}
+		}
+		return usageErr("handoff: unknown flag %s", name)
+	case errors.As(err, &syntax):
+		return usageErr("handoff: unknown flag %s", syntax.GetSpecifiedFlag())
 	}
-	return name
+	return usageErr("handoff: %s", err)
 }
 
 // handoffMain runs `multifs handoff ARGS` and returns the exit status.
@@ -176,10 +208,10 @@ func handoffMain(args []string) int {
 	// OLD open there, COMMAND there to run. Each look at the tree waits
 	// at most the --timeout.
 	pctx, pcancel := context.WithTimeout(ctx, o.timeout)
-	t, err := tree.Start(pctx, o.path)
+	t, err := treeclient.Start(pctx, o.path)
 	pcancel()
 	if err != nil {
-		var ue *tree.UntrustedError
+		var ue *treeclient.UntrustedError
 		if ctx.Err() != nil {
 			fmt.Fprintf(os.Stderr, "multifs: handoff: %v before COMMAND started\n", context.Cause(ctx))
 		} else if errors.As(err, &ue) {
@@ -196,7 +228,7 @@ func handoffMain(args []string) int {
 	if err != nil {
 		if ctx.Err() != nil {
 			fmt.Fprintf(os.Stderr, "multifs: handoff: %v before COMMAND started\n", context.Cause(ctx))
-		} else if errors.Is(err, tree.ErrNoLink) {
+		} else if errors.Is(err, treeclient.ErrNoLink) {
 			fmt.Fprintf(os.Stderr, "multifs: handoff: %s/links/%d: no such link (open: %s)\n", o.path, o.old, openLinks(ctx, t, o.timeout))
 		} else {
 			fmt.Fprintf(os.Stderr, "multifs: handoff: %s/links/%d: %v\n", o.path, o.old, oneLine(err.Error()))
@@ -240,7 +272,7 @@ func handoffMain(args []string) int {
 }
 
 // openLinks lists the open link ids for an error message, a few at most.
-func openLinks(ctx context.Context, t *tree.Client, wait time.Duration) string {
+func openLinks(ctx context.Context, t *treeclient.Client, wait time.Duration) string {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	ids, err := t.Links(ctx)

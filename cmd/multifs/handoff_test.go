@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"multifs/cmd/multifs/handoff"
-	"multifs/fsys/tree"
-	"multifs/fsys/tree/treetest"
+	"multifs/fsys/treeclient"
+	"multifs/fsys/treeclient/treetest"
 )
 
 func TestParseHandoff(t *testing.T) {
@@ -121,8 +121,8 @@ func TestHandoffStartsNothing(t *testing.T) {
 // TestMain lets this test binary be a tree reader: handoffMain starts one
 // by re-executing /proc/self/exe, which is this binary here.
 func TestMain(m *testing.M) {
-	if tree.IsReader() {
-		os.Exit(tree.ServeReader())
+	if treeclient.IsReader() {
+		os.Exit(treeclient.ServeReader())
 	}
 	// The readers' exit need not sleep (race-enabled binaries do, 1 s).
 	os.Setenv("GORACE", "atexit_sleep_ms=0")

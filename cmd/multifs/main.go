@@ -22,14 +22,14 @@ import (
 	"fmt"
 	"os"
 
-	"multifs/fsys/tree"
+	"multifs/fsys/treeclient"
 )
 
 const version = "0.1.0"
 
 func main() {
-	if tree.IsReader() { // a reader of multifs handoff's (fsys/tree: Client)
-		os.Exit(tree.ServeReader())
+	if treeclient.IsReader() { // a reader of multifs handoff's (fsys/treeclient: Client)
+		os.Exit(treeclient.ServeReader())
 	}
 	if len(os.Args) > 1 && os.Args[1] == "handoff" {
 		os.Exit(handoffMain(os.Args[2:]))

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"multifs/control/wire"
 )
 
 // A client's RecvBatch takes every frame waiting in one call, reports each
@@ -57,6 +59,7 @@ func TestClientRecvBatch(t *testing.T) {
 }
 
 func TestPort1(t *testing.T) {
+	t.Parallel() // it outlasts the handshake's timeout
 	dir := t.TempDir()
 	got := make(chan *Client, 1)
 	go func() {
@@ -91,5 +94,12 @@ func TestPort1(t *testing.T) {
 	sw.Send(f[:64])
 	if b := recvFrame(t, cl); !bytes.Equal(b, f[:64]) {
 		t.Fatal("frame damaged back through Port1")
+	}
+	// The handshake's deadline ends with it: past HandshakeTimeout the
+	// switch still holds the client's control stream open.
+	select {
+	case <-sw.Done():
+		t.Fatal("Port1 lost the control stream of a client that is still there")
+	case <-time.After(wire.HandshakeTimeout + 500*time.Millisecond):
 	}
 }

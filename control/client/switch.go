@@ -35,7 +35,7 @@ func Port1(dir string) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	req, err := readRequest(c)
+	req, err := wire.ReadRequest(c)
 	if err != nil {
 		c.Close()
 		return nil, fmt.Errorf("handshake: %w", err)
@@ -56,26 +56,10 @@ func Port1(dir string) (*Client, error) {
 		c.Close()
 		return nil, err
 	}
+	c.SetDeadline(time.Time{}) // the handshake is over
 	cl := &Client{ctl: c, data: fd, done: make(chan struct{})}
 	go cl.watch()
 	return cl, nil
-}
-
-// readRequest reads the request of a client that sends it in one write,
-// as libvdeplug does.
-func readRequest(c *net.UnixConn) (wire.Request, error) {
-	c.SetReadDeadline(time.Now().Add(wire.HandshakeTimeout))
-	defer c.SetReadDeadline(time.Time{})
-	buf := make([]byte, wire.MaxRequestLen+1)
-	n := 0
-	for n < wire.HeaderLen {
-		m, err := c.Read(buf[n:])
-		n += m
-		if err != nil {
-			return wire.Request{}, fmt.Errorf("after %d bytes: %w", n, err)
-		}
-	}
-	return wire.ParseRequest(buf[:n])
 }
 
 // dataSocket makes the switch's end of the data channel: a datagram socket

@@ -1,9 +1,11 @@
-// Package wire is the wire format multifs speaks with its peers, as bytes
-// and without I/O: the vde-2 switch protocol's connection request (what a
-// client sends, libvdeplug's struct request_v3) and reply (a struct
-// sockaddr_un), and the ptp ack byte of the seqpacket entries (ack.go).
-// It parses what a hostile client may send, bounded and every field
-// checked, and is fuzzed (FuzzParseRequest).
+// Package wire is the wire format multifs speaks with its peers, as bytes:
+// the vde-2 switch protocol's connection request (what a client sends,
+// libvdeplug's struct request_v3) and reply (a struct sockaddr_un), and
+// the ptp ack byte of the seqpacket entries (ack.go). It parses what a
+// hostile client may send, bounded and every field checked, and is fuzzed
+// (FuzzParseRequest). Its one piece of I/O is ReadRequest (read.go), the
+// bounded read of a request off a connection that the daemon and the test
+// switch share.
 package wire
 
 import (

@@ -8,10 +8,10 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"multifs/control/client"
+	"multifs/fsys/treeclient"
 )
 
 const manyLinks = 1000
@@ -122,17 +122,36 @@ func openLinks(path string) (int, error) {
 // linksTotal reads links_total (ever opened) from PATH/stats.
 func linksTotal(path string) (uint64, error) { return statsValue(path, "links_total") }
 
-func statsValue(path, key string) (uint64, error) {
-	data, err := os.ReadFile(filepath.Join(path, "stats"))
+// statsValue reads the number KEY of DIR/stats.
+func statsValue(dir, key string) (uint64, error) {
+	st, err := readStats(filepath.Join(dir, "stats"))
 	if err != nil {
 		return 0, err
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, key+": "); ok {
-			return strconv.ParseUint(strings.TrimSpace(v), 10, 64)
-		}
+	v, ok := st.Uint(key)
+	if !ok {
+		return 0, fmt.Errorf("%s/stats has no number %s", dir, key)
 	}
-	return 0, fmt.Errorf("%s/stats has no %s", path, key)
+	return v, nil
+}
+
+// readStats reads a stats file of a multifs the bench started, with the
+// daemon's client's bounded parser (treeclient.ReadStats). It opens the
+// path as it is, in this process: the bench's daemons and their paths are
+// its own (in its private temporary directory), and what it times is what
+// a reader of the file sees; a Client's reader process would add its own
+// round trip to every read.
+func readStats(path string) (treeclient.Stats, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := treeclient.ReadStats(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return st, nil
 }
 
 // spinUntil retries cond without sleeping (each try is a FUSE round trip),

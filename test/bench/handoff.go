@@ -3,8 +3,8 @@ package main
 // Scenario 8: the hand-off, three ways: multifs with duplicate suppression
 // (the default), multifs with -o dedup=off on both multilinks, and the
 // reference. Numbered frames flow host A → host B at a steady rate over
-// link 1 (`vde_plug A B`) for one phase; then link 1 is handed over to a
-// new `vde_plug A B` (handover.go: multifs handoff for multifs, a
+// link 1 (`vde_plug A B`) for one phase; then link 1 is handed off to a
+// new `vde_plug A B` (handoff_exec.go: multifs handoff for multifs, a
 // SIGTERM to link 1's vde_plug for the reference); then another phase on
 // the new link alone. Host B sends a beacon every 10 ms towards A: multifs
 // handoff waits for the new link to carry a frame from the far side.
@@ -51,7 +51,7 @@ func hoMultifsArgs(col string) []string {
 type handoffSetup struct {
 	gen, sink *client.Client
 	link1     func() (*proc, error)
-	handoff   func(link1 *proc, carried <-chan time.Time) (*handover, error)
+	handoff   func(link1 *proc, carried <-chan time.Time) (*handoffDone, error)
 	// hostDropped, if set, reads the frames B's multilink could not give
 	// its host (the sink did not read in time: a loaded machine, which no
 	// hand-off helps); read while the sink is still attached.
@@ -66,7 +66,7 @@ type handoffResult struct {
 	hostDropped      int64   // frames B's multilink dropped towards its host over the run; -1: unknown
 	gaps             string  // where the lost frames were, for the notices
 	startAt, closeAt float64 // ms after the first frame: the hand-off started, link 1 closed
-	h                *handover
+	h                *handoffDone
 	late             bool // link 1 was closed after the generator had stopped
 }
 
@@ -211,7 +211,7 @@ func (b *bench) handoffMultifs(col string, phase time.Duration, run int) (*hando
 	return b.runHandoff(phase, handoffSetup{
 		gen: gen, sink: snk, rec: rec,
 		link1: func() (*proc, error) { return b.spawnEnv(rec.env(1), tag+"-link1.log", b.vdePlug, a.path, bb.path) },
-		handoff: func(*proc, <-chan time.Time) (*handover, error) {
+		handoff: func(*proc, <-chan time.Time) (*handoffDone, error) {
 			// Link 1 is the first link either daemon saw.
 			return b.multifsHandoff(a.path, bb.path, "1", tag+"-handoff.log", rec.env(2))
 		},
@@ -241,7 +241,7 @@ func (b *bench) handoffRef(phase time.Duration, run int) (*handoffResult, error)
 	return b.runHandoff(phase, handoffSetup{
 		gen: ra.host, sink: rb.host, rec: rec,
 		link1: func() (*proc, error) { return b.spawnEnv(rec.env(1), tag+"-link1.log", b.vdePlug, ra.multi, rb.multi) },
-		handoff: func(link1 *proc, carried <-chan time.Time) (*handover, error) {
+		handoff: func(link1 *proc, carried <-chan time.Time) (*handoffDone, error) {
 			return b.refHandoff(ra.multi, rb.multi, link1, carried, tag+"-link2.log", rec.env(2))
 		},
 	})

@@ -8,7 +8,7 @@ package main
 // multilinks, the reference). Each column's path, in a pair of namespaces
 // of its own, is made once; round i measures the three one after the
 // other, and each measurement hands the path's link in use over to a new
-// one (handover.go) hoAt into the traffic:
+// one (handoff_exec.go) hoAt into the traffic:
 //
 //   - TCP: iperf3 -t S -i 0.5 --json from A to B. Each 0.5 s interval is
 //     before the hand-off (it ended hoSlack before the hand-off started,
@@ -127,7 +127,7 @@ type hoNetPath struct {
 	srvLog string
 	old    string // multifs: the id of the link in use
 	link   *proc  // the reference: the link in use
-	handed []*handover
+	handed []*handoffDone
 }
 
 // newHoNetPath makes the path and starts the iperf3 server. On an error
@@ -163,10 +163,10 @@ func (p *hoNetPath) close() {
 	p.tn.stop()
 }
 
-// handOver hands the link in use over to a new one.
-func (p *hoNetPath) handOver() (*handover, error) {
+// handOff hands the link in use off to a new one.
+func (p *hoNetPath) handOff() (*handoffDone, error) {
 	log := fmt.Sprintf("%s-handoff%d.log", p.s.name, len(p.handed)+1)
-	var h *handover
+	var h *handoffDone
 	var err error
 	if p.col == hoRef {
 		h, err = p.b.refHandoff(p.tn.a, p.tn.b, p.link, nil, log, nil)
@@ -183,14 +183,14 @@ func (p *hoNetPath) handOver() (*handover, error) {
 
 // during runs f (a client) with a hand-off hoAt after its start, and
 // returns that start and the hand-off.
-func (p *hoNetPath) during(f func() error) (time.Time, *handover, error) {
+func (p *hoNetPath) during(f func() error) (time.Time, *handoffDone, error) {
 	t0 := time.Now()
 	hc := make(chan error, 1)
-	var h *handover
+	var h *handoffDone
 	go func() {
 		time.Sleep(time.Until(t0.Add(hoAt)))
 		var err error
-		h, err = p.handOver()
+		h, err = p.handOff()
 		hc <- err
 	}()
 	err := f()

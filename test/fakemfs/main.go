@@ -1,5 +1,5 @@
 // Command fakemfs mounts a look-alike of a multifs control directory
-// (fsys/tree/treetest) for the shell tests of `multifs handoff`
+// (fsys/treeclient/treetest) for the shell tests of `multifs handoff`
 // (test/t_handoff_trust.sh), as whichever user runs it: run by an ordinary
 // user it is the impostor handoff must refuse; run by root, with
 // -hang-after, a trusted mount that stops answering mid-hand-off.
@@ -19,7 +19,7 @@ import (
 	"strings"
 	"syscall"
 
-	"multifs/fsys/tree/treetest"
+	"multifs/fsys/treeclient/treetest"
 )
 
 func main() {

@@ -42,7 +42,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"flag"
@@ -53,7 +52,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -65,6 +63,7 @@ import (
 
 	"multifs/control/client"
 	"multifs/control/wire"
+	"multifs/fsys/treeclient"
 )
 
 const (
@@ -654,46 +653,26 @@ func dialPeer(dir, transport, what string, byFile bool) (peer, error) {
 	return nil, fmt.Errorf("unknown transport %q (want vde or seqpacket)", transport)
 }
 
-// linkIDs lists the open link ids under PATH/links.
-func linkIDs(dir string) ([]uint64, error) {
-	ents, err := os.ReadDir(filepath.Join(dir, "links"))
+// openTree takes the multifs at PATH through its client
+// (treeclient.Open), which lists, reads and closes its links for churn
+// and soak. In this process, not in a Client's reader: the probe runs
+// beside a daemon of the test's own, under the test's timeout, and a
+// reader's round trip would slow every poll of findLink.
+func openTree(dir string) (*treeclient.Tree, error) {
+	t, err := treeclient.Open(dir)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", dir, err)
 	}
-	ids := make([]uint64, 0, len(ents))
-	for _, e := range ents {
-		if id, err := strconv.ParseUint(e.Name(), 10, 64); err == nil {
-			ids = append(ids, id)
-		}
-	}
-	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
-	return ids, nil
+	return t, nil
 }
 
 // maxLinkID is the highest open link id, 0 if none.
-func maxLinkID(dir string) uint64 {
-	ids, _ := linkIDs(dir)
+func maxLinkID(t *treeclient.Tree) uint64 {
+	ids, _ := t.Links()
 	if len(ids) == 0 {
 		return 0
 	}
 	return ids[len(ids)-1]
-}
-
-// linkStats reads PATH/links/ID/stats into a map.
-func linkStats(dir string, id uint64) (map[string]string, error) {
-	b, err := os.ReadFile(filepath.Join(dir, "links", strconv.FormatUint(id, 10), "stats"))
-	if err != nil {
-		return nil, err
-	}
-	m := map[string]string{}
-	for _, line := range strings.Split(string(b), "\n") {
-		if k, v, ok := strings.Cut(line, ": "); ok {
-			m[k] = v
-		} else if k, ok := strings.CutSuffix(line, ":"); ok {
-			m[k] = ""
-		}
-	}
-	return m, nil
 }
 
 // findLink waits until a link newer than after appears whose stats say it
@@ -701,16 +680,16 @@ func linkStats(dir string, id uint64) (map[string]string, error) {
 // descr; it returns the newest such link. Link ids only grow, so the newest
 // of ours is the one just joined, even while older ones of ours are still
 // leaving.
-func findLink(dir string, after uint64, transport, descr string, pid int, timeout time.Duration) (uint64, error) {
+func findLink(t *treeclient.Tree, after uint64, transport, descr string, pid int, timeout time.Duration) (uint64, error) {
 	me := strconv.Itoa(pid)
 	deadline := time.Now().Add(timeout)
 	for {
-		ids, err := linkIDs(dir)
+		ids, err := t.Links()
 		if err != nil {
 			return 0, err
 		}
 		for i := len(ids) - 1; i >= 0 && ids[i] > after; i-- {
-			st, err := linkStats(dir, ids[i])
+			st, err := t.Link(ids[i])
 			if err != nil {
 				continue // it just left
 			}
@@ -723,20 +702,6 @@ func findLink(dir string, after uint64, transport, descr string, pid int, timeou
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
-}
-
-// closeLink writes "1" to PATH/links/ID/close, as `echo 1 > close` does.
-func closeLink(dir string, id uint64) error {
-	f, err := os.OpenFile(filepath.Join(dir, "links", strconv.FormatUint(id, 10), "close"), os.O_WRONLY|os.O_TRUNC, 0)
-	if err != nil {
-		return err
-	}
-	_, werr := f.Write([]byte("1\n"))
-	cerr := f.Close()
-	if werr != nil {
-		return werr
-	}
-	return cerr
 }
 
 // drainToEOF receives until the daemon ends the connection and everything
@@ -813,6 +778,14 @@ func churn(args []string) error {
 	frames := fs.Int("frames", 0, "test frames each link sends before leaving")
 	max := fs.Duration("max", 50*time.Second, "give up after this long")
 	fs.Parse(args)
+	var tr *treeclient.Tree
+	if *closeEvery > 0 {
+		var err error
+		if tr, err = openTree(*dir); err != nil {
+			return err
+		}
+		defer tr.Close()
+	}
 	var nVde, nSeq, peerClosed, fuseClosed, eofSeen, sent int
 	buf := make([]byte, 64)
 	start := time.Now()
@@ -828,7 +801,7 @@ func churn(args []string) error {
 		byFile := *closeEvery > 0 && i%*closeEvery == *closeEvery-1
 		var before uint64
 		if byFile {
-			before = maxLinkID(*dir)
+			before = maxLinkID(tr)
 		}
 		tag := fmt.Sprintf("cycle=%d", i)
 		c, err := dialPeer(*dir, transport, "churn "+tag, byFile)
@@ -852,12 +825,12 @@ func churn(args []string) error {
 			if transport == "vde" {
 				descr = " " + tag + " "
 			}
-			id, err := findLink(*dir, before, transport, descr, pidOf(c), 3*time.Second)
+			id, err := findLink(tr, before, transport, descr, pidOf(c), 3*time.Second)
 			if err != nil {
 				c.Close()
 				return fmt.Errorf("cycle %d: %w", i, err)
 			}
-			if err := closeLink(*dir, id); err != nil {
+			if err := tr.CloseLink(id); err != nil {
 				c.Close()
 				return fmt.Errorf("cycle %d: close link %d: %w", i, id, err)
 			}
@@ -924,6 +897,11 @@ func soak(args []string) error {
 	linkChurn := fs.Bool("link-churn", true, "links come and go (false: only the steady links)")
 	fs.Parse(args)
 	hostTs := strings.Split(*hostTransports, ",")
+	tr, err := openTree(*dir)
+	if err != nil {
+		return err
+	}
+	defer tr.Close()
 	if *max == 0 {
 		*max = *seconds + 30*time.Second
 	}
@@ -1004,7 +982,7 @@ func soak(args []string) error {
 	for i, spec := range []struct{ transport, role string }{
 		{"vde", "recv"}, {"seqpacket", "recv"}, {"vde", "send"}, {"seqpacket", "send"},
 	} {
-		before := maxLinkID(*dir)
+		before := maxLinkID(tr)
 		tag := fmt.Sprintf("steady=%d", i)
 		c, err := dialPeer(*dir, spec.transport, "soak "+tag, spec.role == "recv")
 		if err != nil {
@@ -1014,7 +992,7 @@ func soak(args []string) error {
 		if spec.transport == "vde" {
 			descr = " " + tag + " "
 		}
-		id, err := findLink(*dir, before, spec.transport, descr, pidOf(c), 3*time.Second)
+		id, err := findLink(tr, before, spec.transport, descr, pidOf(c), 3*time.Second)
 		if err != nil {
 			return fmt.Errorf("steady link %d: %w", i, err)
 		}
@@ -1095,7 +1073,7 @@ func soak(args []string) error {
 			}
 			var before uint64
 			if kind >= 2 {
-				before = maxLinkID(*dir)
+				before = maxLinkID(tr)
 			}
 			tag := fmt.Sprintf("churn=%d", k)
 			c, err := dialPeer(*dir, transport, "soak "+tag, kind >= 2)
@@ -1126,7 +1104,7 @@ func soak(args []string) error {
 			if transport == "vde" {
 				descr = " " + tag + " "
 			}
-			id, err := findLink(*dir, before, transport, descr, pidOf(c), 3*time.Second)
+			id, err := findLink(tr, before, transport, descr, pidOf(c), 3*time.Second)
 			if err != nil {
 				report(fmt.Errorf("link session %d: %w", k, err))
 				c.Close()
@@ -1141,7 +1119,7 @@ func soak(args []string) error {
 				got <- n
 			}()
 			time.Sleep(*linkEvery)
-			if err := closeLink(*dir, id); err != nil {
+			if err := tr.CloseLink(id); err != nil {
 				report(fmt.Errorf("close link %d: %w", id, err))
 				c.Close()
 			}
@@ -1161,8 +1139,7 @@ func soak(args []string) error {
 	// themselves, the steady receivers are closed through their files.
 	detachBy := time.Now().Add(5 * time.Second)
 	for {
-		b, _ := os.ReadFile(filepath.Join(*dir, "stats"))
-		if bytes.Contains(b, []byte("\nhost: detached\n")) {
+		if st, err := tr.Root(); err == nil && st["host"] == "detached" {
 			break
 		}
 		if time.Now().After(detachBy) {
@@ -1180,7 +1157,7 @@ func soak(args []string) error {
 	}
 	for _, s := range steadies {
 		if s.role == "recv" {
-			if err := closeLink(*dir, s.id); err != nil {
+			if err := tr.CloseLink(s.id); err != nil {
 				report(fmt.Errorf("close steady link %d: %w", s.id, err))
 				s.c.Close()
 			}

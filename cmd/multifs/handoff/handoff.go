@@ -26,7 +26,7 @@
 //	       TERM COMMAND's process group (and session), KILL after
 //	       EndWait; OLD untouched
 //
-// Every read and write of the tree goes through a tree.Client: a reader
+// Every read and write of the tree goes through a treeclient.Client: a reader
 // process of its own, killed and abandoned when it does not answer in
 // time. Each request ends at the context (a signal), at the Timeout's
 // deadline while there is one, and after Timeout in any case; one that
@@ -57,7 +57,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"multifs/fsys/tree"
+	"multifs/fsys/treeclient"
 )
 
 // Defaults.
@@ -80,7 +80,7 @@ const (
 
 // Config is one hand-off.
 type Config struct {
-	Tree    *tree.Client
+	Tree    *treeclient.Client
 	Old     uint64        // the link to close once the new one works
 	Command []string      // argv; Command[0] as exec.Command finds it
 	Timeout time.Duration // from COMMAND's start to the first frame from the far side
@@ -220,10 +220,12 @@ func (h *run) ask() (context.Context, context.CancelFunc) {
 // treeFailed is the reason for a request that failed, ready the time the
 // new link was (zero: not yet).
 func (h *run) treeFailed(what string, err error, ready time.Time) string {
-	var na *tree.NoAnswerError
+	var na *treeclient.NoAnswerError
 	switch {
 	case h.ctx.Err() != nil:
 		return fmt.Sprintf("%v %s", context.Cause(h.ctx), h.stage(ready))
+	case errors.As(err, &na) && h.cutShort(na):
+		return h.expiry()
 	case errors.As(err, &na):
 		h.hung = true
 		return fmt.Sprintf("the tree stopped answering (%v) %s", err, h.stage(ready))
@@ -231,6 +233,14 @@ func (h *run) treeFailed(what string, err error, ready time.Time) string {
 		return h.expiry() // the deadline passed before the request was made
 	}
 	return fmt.Sprintf("%s: %v", what, err)
+}
+
+// cutShort says whether an unanswered request was cut by the Timeout's
+// deadline after less than half the Timeout: too short a wait to say the
+// tree stopped answering (a poll made a few ms before the deadline, on a
+// loaded machine), so the Timeout is the reason.
+func (h *run) cutShort(na *treeclient.NoAnswerError) bool {
+	return !h.until.IsZero() && !time.Now().Before(h.until) && na.Waited < h.cfg.Timeout/2
 }
 
 // expiry is the reason of a Timeout passed before the new link was ready.
@@ -266,7 +276,7 @@ func (h *run) watch(start time.Time, known map[uint64]bool) (Result, string) {
 			rctx, cancel := h.ask()
 			_, err := cfg.Tree.Link(rctx, cfg.Old)
 			cancel()
-			if errors.Is(err, tree.ErrNoLink) {
+			if errors.Is(err, treeclient.ErrNoLink) {
 				oldGone = time.Now()
 				h.progress("link %d (OLD) closed before the switch, not by us; waiting for the new link still", cfg.Old)
 			} else if err != nil {
@@ -287,7 +297,7 @@ func (h *run) watch(start time.Time, known map[uint64]bool) (Result, string) {
 		rctx, cancel := h.ask()
 		st, err := cfg.Tree.Link(rctx, h.newID)
 		cancel()
-		if errors.Is(err, tree.ErrNoLink) {
+		if errors.Is(err, treeclient.ErrNoLink) {
 			return Result{}, fmt.Sprintf("link %d (new) closed %s", h.newID, h.stage(ready))
 		} else if err != nil {
 			return Result{}, h.treeFailed(fmt.Sprintf("link %d (new) unreadable %s", h.newID, h.stage(ready)), err, ready)
@@ -313,9 +323,9 @@ func (h *run) watch(start time.Time, known map[uint64]bool) (Result, string) {
 		rctx, cancel = h.ask()
 		err = cfg.Tree.CloseLink(rctx, cfg.Old)
 		cancel()
-		var na *tree.NoAnswerError
+		var na *treeclient.NoAnswerError
 		switch {
-		case errors.Is(err, tree.ErrNoLink):
+		case errors.Is(err, treeclient.ErrNoLink):
 			res.OldGone = true
 		case errors.As(err, &na):
 			h.hung = true
@@ -362,7 +372,7 @@ func (h *run) findNew(known map[uint64]bool) (uint64, error) {
 		rctx, cancel := h.ask()
 		st, err := h.cfg.Tree.Link(rctx, id)
 		cancel()
-		if errors.Is(err, tree.ErrNoLink) {
+		if errors.Is(err, treeclient.ErrNoLink) {
 			continue // gone already; if it was ours, COMMAND will have more to say
 		}
 		if err != nil {
@@ -393,7 +403,7 @@ func (h *run) fail(reason string) error {
 		rctx, cancel := context.WithTimeout(context.Background(), EndWait)
 		err := h.cfg.Tree.CloseLink(rctx, h.newID)
 		cancel()
-		if err != nil && !errors.Is(err, tree.ErrNoLink) {
+		if err != nil && !errors.Is(err, treeclient.ErrNoLink) {
 			e.Cleanup = append(e.Cleanup, fmt.Sprintf("closing link %d: %v", h.newID, err))
 		}
 	}

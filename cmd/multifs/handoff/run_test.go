@@ -12,15 +12,15 @@ import (
 	"testing"
 	"time"
 
-	"multifs/fsys/tree"
-	"multifs/fsys/tree/treetest"
+	"multifs/fsys/treeclient"
+	"multifs/fsys/treeclient/treetest"
 )
 
-// TestMain lets this test binary be a tree reader: a tree.Client starts
+// TestMain lets this test binary be a tree reader: a treeclient.Client starts
 // one by re-executing /proc/self/exe, which is this binary here.
 func TestMain(m *testing.M) {
-	if tree.IsReader() {
-		os.Exit(tree.ServeReader())
+	if treeclient.IsReader() {
+		os.Exit(treeclient.ServeReader())
 	}
 	// The readers' exit need not sleep (race-enabled binaries do, 1 s).
 	os.Setenv("GORACE", "atexit_sleep_ms=0")
@@ -73,9 +73,9 @@ func commandGone(t *testing.T, pidFile string) {
 func TestRunTreeStopsAnswering(t *testing.T) {
 	f, pidFile := stuck(t)
 	ctx := context.Background()
-	c, err := tree.Start(ctx, f.Path)
+	c, err := treeclient.Start(ctx, f.Path)
 	if err != nil {
-		t.Fatalf("tree.Start: %v", err)
+		t.Fatalf("treeclient.Start: %v", err)
 	}
 	defer c.Close()
 	t0 := time.Now()
@@ -105,9 +105,9 @@ func TestRunTreeStopsAnswering(t *testing.T) {
 // OLD not closed.
 func TestRunSignalWhileStuck(t *testing.T) {
 	f, pidFile := stuck(t)
-	c, err := tree.Start(context.Background(), f.Path)
+	c, err := treeclient.Start(context.Background(), f.Path)
 	if err != nil {
-		t.Fatalf("tree.Start: %v", err)
+		t.Fatalf("treeclient.Start: %v", err)
 	}
 	defer c.Close()
 	ctx, cancel := context.WithCancelCause(context.Background())
@@ -141,4 +141,40 @@ func TestRunSignalWhileStuck(t *testing.T) {
 		t.Errorf("OLD closed: closes written %v", f.Closed())
 	}
 	commandGone(t, pidFile)
+}
+
+// TestRunTimeoutNotBlamedOnTree: a request the Timeout's deadline cuts
+// short, having had a sliver of time, is the Timeout's failure, not the
+// tree's: Run says COMMAND joined no link within the Timeout, not that
+// the tree stopped answering (which a loaded machine made a hand-off say
+// of a healthy multifs, its last poll given 4 ms).
+func TestRunTimeoutNotBlamedOnTree(t *testing.T) {
+	f, _ := stuck(t)
+	c, err := treeclient.Start(context.Background(), f.Path)
+	if err != nil {
+		t.Fatalf("treeclient.Start: %v", err)
+	}
+	defer c.Close()
+	const timeout = time.Second
+	t0 := time.Now()
+	// Link 2 never joins (COMMAND writes no pid); every request blocks from
+	// 100 ms before the deadline, so the poll in flight then has at most
+	// that long.
+	hang := time.AfterFunc(timeout-100*time.Millisecond, f.Hang)
+	defer hang.Stop()
+	_, err = Run(context.Background(), Config{
+		Tree: c, Old: 1, Timeout: timeout,
+		Command: []string{"sh", "-c", "exec sleep 30"},
+	})
+	d := time.Since(t0)
+	var e *Error
+	if !errors.As(err, &e) || !strings.Contains(e.Reason, "COMMAND joined no link within 1s") {
+		t.Errorf("Run cut short by its Timeout: %v", err)
+	}
+	if d > 4*time.Second {
+		t.Errorf("Run returned after %v, want the 1s timeout and the clean-up", d)
+	}
+	if f.Blocked() == 0 {
+		t.Error("the fake blocked nothing: the test tested nothing")
+	}
 }

@@ -1,6 +1,8 @@
-// Package tree reads and drives a live multifs control directory from the
-// outside: the client side of package fsys, for programs that are not the
-// daemon (multifs handoff; tests and scripts could use it too).
+// Package treeclient reads and drives a live multifs control directory
+// (the tree under PATH) from the outside: the client side of package
+// fsys, for programs that are not the daemon. It is the one Go reader of
+// stats text (ReadStats, ParseStats): multifs handoff uses a Client,
+// test/vdeprobe a Tree, the bench and fsys's tests the parser.
 //
 // A program that runs as root and acts on a path in a shared directory
 // (/tmp/vm1) must act on what it checked, not on whatever the path names a
@@ -37,7 +39,7 @@
 //
 // Once the daemon is gone, every call fails (ENOTCONN) rather than reading
 // whatever a later mount on the same path would show.
-package tree
+package treeclient
 
 import (
 	"errors"
@@ -257,10 +259,26 @@ func (s Stats) Uint(key string) (uint64, bool) {
 	return n, err == nil
 }
 
-// Parse reads the "key: value" lines of a stats file. Keys are lower-case
-// words (a-z, 0-9, _); a line that is not one, or more than MaxLines, is
-// an error: the text is then not what multifs writes.
-func Parse(text []byte) (Stats, error) {
+// ReadStats reads one stats file from r, at most MaxStats bytes of it, and
+// parses it (ParseStats). More than MaxStats bytes is an error: a stats
+// file is a few hundred bytes, anything much larger is not one.
+func ReadStats(r io.Reader) (Stats, error) {
+	b, err := io.ReadAll(io.LimitReader(r, MaxStats+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxStats {
+		return nil, fmt.Errorf("more than %d bytes: not a stats file", MaxStats)
+	}
+	return ParseStats(b)
+}
+
+// ParseStats parses the "key: value" lines of a stats file. Keys are
+// lower-case words (a-z, 0-9, _); a line that is not one, or more than
+// MaxLines, is an error: the text is then not what multifs writes. It is
+// the one parser of stats text in Go: Tree, Client, the bench and
+// test/vdeprobe read stats through it.
+func ParseStats(text []byte) (Stats, error) {
 	s := Stats{}
 	lines := strings.Split(strings.TrimSuffix(string(text), "\n"), "\n")
 	if len(lines) > MaxLines {
@@ -367,14 +385,7 @@ func (t *Tree) stats(name string) (Stats, error) {
 	}
 	f := os.NewFile(uintptr(fd), name)
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, MaxStats+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(b) > MaxStats {
-		return nil, fmt.Errorf("%s: more than %d bytes: not a stats file", name, MaxStats)
-	}
-	st, err := Parse(b)
+	st, err := ReadStats(f)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}

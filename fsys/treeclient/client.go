@@ -1,4 +1,4 @@
-package tree
+package treeclient
 
 // Client: the tree's I/O in a reader process, each request bounded in time.
 //

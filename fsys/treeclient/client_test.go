@@ -1,4 +1,4 @@
-package tree
+package treeclient
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"multifs/control/client"
-	"multifs/fsys/tree/treetest"
+	"multifs/fsys/treeclient/treetest"
 )
 
 // mountFake mounts a look-alike multifs whose mount says user_id=owner

@@ -1,5 +1,5 @@
 // Package treetest is a look-alike of a multifs control directory, for
-// tests of the programs that read one from the outside (package tree,
+// tests of the programs that read one from the outside (package treeclient,
 // multifs handoff): a FUSE server that mounts with fsname and subtype
 // multifs, so that its line in mountinfo reads like a real multifs's (type
 // fuse.multifs), and serves the tree they read:

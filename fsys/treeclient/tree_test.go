@@ -1,4 +1,4 @@
-package tree
+package treeclient
 
 import (
 	"errors"
@@ -20,8 +20,8 @@ import (
 	"multifs/perms"
 )
 
-func TestParse(t *testing.T) {
-	got, err := Parse([]byte("id: 3\ndescription: \nrx_packets: 12\nweird:no space\n"))
+func TestParseStats(t *testing.T) {
+	got, err := ParseStats([]byte("id: 3\ndescription: \nrx_packets: 12\nweird:no space\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +38,7 @@ func TestParse(t *testing.T) {
 	if _, ok := got.Uint("absent"); ok {
 		t.Error("Uint of an absent key succeeded")
 	}
-	if st, err := Parse(nil); err != nil || len(st) != 0 {
+	if st, err := ParseStats(nil); err != nil || len(st) != 0 {
 		t.Errorf("empty text: %v, %v", st, err)
 	}
 	for _, bad := range []string{
@@ -50,9 +50,47 @@ func TestParse(t *testing.T) {
 		strings.Repeat("k: v\n", MaxLines+1),
 		strings.Repeat("k", 65) + ": 1\n",
 	} {
-		if _, err := Parse([]byte(bad)); err == nil {
-			t.Errorf("Parse(%.40q) succeeded", bad)
+		if _, err := ParseStats([]byte(bad)); err == nil {
+			t.Errorf("ParseStats(%.40q) succeeded", bad)
 		}
+	}
+}
+
+// endless is a reader that never ends, counting what is read of it.
+type endless struct{ n int }
+
+func (e *endless) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = "k: 1\n"[(e.n+i)%5]
+	}
+	e.n += len(p)
+	return len(p), nil
+}
+
+func TestReadStats(t *testing.T) {
+	st, err := ReadStats(strings.NewReader("links: 2\nlinks_total: 5\nhost: detached\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, ok := st.Uint("links_total"); !ok || n != 5 || st["host"] != "detached" {
+		t.Errorf("got %v", st)
+	}
+	// A file of MaxStats bytes is read; one byte more is not a stats file,
+	// and a reader that never ends is read no further than that.
+	line := strings.Repeat("k", 63) + ": " + strings.Repeat("v", 62) + "\n" // 128 bytes
+	full := strings.Repeat(line, MaxStats/len(line))
+	if len(full) != MaxStats {
+		t.Fatalf("test text is %d bytes", len(full))
+	}
+	if _, err := ReadStats(strings.NewReader(full)); err != nil {
+		t.Errorf("%d bytes: %v", len(full), err)
+	}
+	if _, err := ReadStats(strings.NewReader(full + "x")); err == nil {
+		t.Errorf("%d bytes read as a stats file", len(full)+1)
+	}
+	e := &endless{}
+	if _, err := ReadStats(e); err == nil || e.n > MaxStats+1<<10 {
+		t.Errorf("endless reader: %v after %d bytes", err, e.n)
 	}
 }
 

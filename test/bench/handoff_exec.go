@@ -29,8 +29,8 @@ import (
 // which the reference gets too.
 const hoOverlap = handoff.DefaultOverlap
 
-// handover is one hand-off done: when it returns, the old link is gone.
-type handover struct {
+// handoffDone is one hand-off done: when it returns, the old link is gone.
+type handoffDone struct {
 	startAt, endAt time.Time // the hand-off started; the old link was closed (handoff returned, vde_plug reaped)
 	readyMs        float64   // the new link started → it carried a frame; -1: not observed
 	overlapMs      float64   // both links up
@@ -43,7 +43,7 @@ type handover struct {
 }
 
 // end ends the new link's vde_plug, if it still runs.
-func (h *handover) end() {
+func (h *handoffDone) end() {
 	if h == nil {
 		return
 	}
@@ -58,7 +58,7 @@ func (h *handover) end() {
 // multifsHandoff runs `multifs handoff A OLD -- vde_plug A B` and reads
 // its line (new=N closed=OLD ready_ms=MS overlap_ms=MS dup_dropped=N|-).
 // env is the command's environment (nil: ours), which COMMAND inherits.
-func (b *bench) multifsHandoff(a, bb, old, log string, env []string) (*handover, error) {
+func (b *bench) multifsHandoff(a, bb, old, log string, env []string) (*handoffDone, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	errf, err := os.Create(filepath.Join(b.tmp, log))
@@ -70,7 +70,7 @@ func (b *bench) multifsHandoff(a, bb, old, log string, env []string) (*handover,
 	cmd.Stderr = errf
 	cmd.Env = env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	h := &handover{startAt: time.Now()}
+	h := &handoffDone{startAt: time.Now()}
 	out, err := cmd.Output()
 	h.endAt = time.Now()
 	line := strings.TrimSpace(string(out))
@@ -120,8 +120,8 @@ func parseHandoffLine(line, old string) (newLink string, readyMs, overlapMs floa
 // it, and only the overlap is waited for), then for hoOverlap from the
 // start, and ends link1 with SIGTERM. env is the new vde_plug's
 // environment (nil: ours).
-func (b *bench) refHandoff(mA, mB string, link1 *proc, carried <-chan time.Time, log string, env []string) (*handover, error) {
-	h := &handover{startAt: time.Now(), readyMs: -1}
+func (b *bench) refHandoff(mA, mB string, link1 *proc, carried <-chan time.Time, log string, env []string) (*handoffDone, error) {
+	h := &handoffDone{startAt: time.Now(), readyMs: -1}
 	p, err := b.spawnEnv(env, log, b.vdePlug, mA, mB)
 	if err != nil {
 		return nil, err
@@ -158,20 +158,15 @@ type pidProc struct {
 // open, so the pidfd is the process checked). The bench's clean-up ends it
 // too. nil when it cannot.
 func (b *bench) adoptLinkCommand(stats string) *pidProc {
-	data, err := os.ReadFile(stats)
+	st, err := readStats(stats)
 	if err != nil {
 		return nil
 	}
-	pid := 0
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "pid: "); ok {
-			pid, _ = strconv.Atoi(strings.TrimSpace(v))
-		}
-	}
-	if pid <= 0 {
+	pid, ok := st.Uint("pid")
+	if !ok || pid == 0 || pid > 1<<22 {
 		return nil
 	}
-	fd, err := unix.PidfdOpen(pid, 0)
+	fd, err := unix.PidfdOpen(int(pid), 0)
 	if err != nil {
 		return nil
 	}
