@@ -38,11 +38,12 @@ import (
 // StreamMaxFrameBytes) is kept and written before anything else, and the
 // frame counts as sent. Until it has gone, sends find the socket full
 // (conn.ErrWouldBlock), so the frames that follow wait in the multilink's
-// queue or are dropped whole, as for a datagram socket. A write of less
-// than half the socket's send buffer goes into one socket buffer, whole
-// or not at all, so sendmsg calls are kept to streamWriteMax and a cut is
-// rare; if the last frame of a send is the one cut, a goroutine of the
-// connection's own finishes it as soon as the peer reads.
+// queue or are dropped whole, as for a datagram socket. Linux queues a
+// unix stream write in socket buffers of up to about 36 KiB (and half the
+// send buffer), each taken whole or not at all, so sendmsg calls are kept
+// to streamWriteMax and a cut is rare; if the last frame of a send is the
+// one cut, a goroutine of the connection's own finishes it as soon as the
+// peer reads.
 
 const (
 	// StreamMaxLen is the longest frame QEMU's stream reader accepts
@@ -58,9 +59,10 @@ const (
 	// much, a full batch of frames of ordinary size.
 	streamReadSize = 64 << 10
 	// streamWriteMax bounds one sendmsg (but it takes one frame at
-	// least): well under half the default send buffer (wmem_default,
-	// 208 KiB), so that the kernel takes it whole or not at all.
-	streamWriteMax = 64 << 10
+	// least): one socket buffer's worth (32 KiB of page fragments and a
+	// head), well under half the default send buffer, so that the kernel
+	// takes it whole or not at all.
+	streamWriteMax = 32 << 10
 )
 
 // ErrStreamTooLong and ErrStreamCut end a stream connection: a length
