@@ -9,7 +9,8 @@
 # one log line each; a frame a byte at a time; 10,000 frames in one write;
 # a peer that stops mid-frame and goes on; a link that never reads (its
 # queue bounded, every frame whole once it reads); a process closed for
-# good refused when it reconnects, as QEMU's reconnect=N would.
+# good refused when it reconnects, as QEMU's reconnect=N would; a host that
+# reconnects after multifs restarts welcome.
 . "$(dirname "$0")/lib.sh"
 
 SP="$ROOT/test/hostile/stream_peer.py"
@@ -94,8 +95,13 @@ check_eq "a frame written a byte at a time arrives whole" "frames=1 seq_ok=1 bro
 kill "$LASTPID" 2>/dev/null
 detached
 
-# --- 10,000 frames in one write
-host 10000 30
+# --- 10,000 frames in one write (the host waits for one more, so that it
+# is still attached when its counters are read, and leaves 6 s after the
+# last)
+N_HOST=$((N_HOST + 1))
+HOST_OUT=$SCRATCH/host$N_HOST.out
+bg python3 "$SP" recv "$P/host/stream" 10001 30 "$HOST_OUT" "$SCRATCH/host$N_HOST.ready" 6
+wait_for "[ -e '$SCRATCH/host$N_HOST.ready' ] && [ \"\$(stat_key '$P/host/stats' attached)\" = yes ]" 5
 bg python3 "$SP" send "$P/stream" burst 30 "" 10000
 BURST=$LASTPID
 wait_for "[ -d '$P/links/\$(last_link)' ]" 3
@@ -184,4 +190,16 @@ bg python3 "$SP" send "$P/stream" bytewise 5 "$SCRATCH/other.ready"
 check_within "another process joins the link entry" 3 "[ -n \"\$(links_of '$P')\" ]" show_links "$P"
 
 check_log_clean "no error in the daemon's log" "$LOG"
+
+# --- a host that reconnects after multifs restarts is welcome
+bg python3 "$SP" comeback "$P/host/stream" 20 "$SCRATCH/comeback.out"
+BACK=$LASTPID
+wait_for "[ \"\$(stat_key '$P/host/stats' attached)\" = yes ]" 5
+D=$(daemon_pid "$P")
+timeout 5 fusermount -u "$P"
+check_exits "multifs stops at the unmount" "$D" 5
+start_multifs "$P" || finish
+check_within "the host that reconnects after the restart is attached" 10 \
+	"[ -e '$SCRATCH/comeback.out' ] && [ \"\$(stat_key '$P/host/stats' pid)\" = $BACK ]" cat "$SCRATCH/comeback.out"
+check_eq "its connection holds" rejoined=1 "$(cat "$SCRATCH/comeback.out" 2>/dev/null)"
 finish

@@ -25,6 +25,9 @@ behaved or hostile, for test/t_stream*.sh. Every wait is bounded.
       join PATH; once that ends (within SECS), join again at once (as
       QEMU's reconnect=N does), up to TRIES times while each is ended by
       the daemon within 1 s; write "first_end=0|1 quick=Q" to OUT.
+  comeback PATH SECS OUT
+      join PATH; once that ends, join again every 50 ms until a connection
+      holds for 1 s (within SECS); write "rejoined=0|1" to OUT.
 """
 import os
 import socket
@@ -215,6 +218,46 @@ def reconnect(path, tries, secs, out):
     write_out(out, "first_end=%d quick=%d" % (first, quick))
 
 
+def comeback(path, secs, out):
+    """join PATH; at the end of that connection, join again every 50 ms
+    (as QEMU's reconnect=1 does, faster) until one holds for 1 s, within
+    SECS; write "rejoined=0|1" to OUT, then stay joined until SECS."""
+    deadline = time.monotonic() + float(secs)
+    s = join(path)
+    s.settimeout(max(deadline - time.monotonic(), 0.01))
+    try:
+        while s.recv(1 << 16):
+            pass
+    except (socket.timeout, OSError):
+        pass
+    s.close()
+    while time.monotonic() < deadline:
+        try:
+            s = join(path)
+        except OSError:
+            time.sleep(0.05)
+            continue
+        s.settimeout(1.0)
+        try:
+            ended = not s.recv(1 << 16)
+        except socket.timeout:
+            ended = False
+        except OSError:
+            ended = True
+        if not ended:
+            write_out(out, "rejoined=1")
+            s.settimeout(max(deadline - time.monotonic(), 0.01))
+            try:
+                while s.recv(1 << 16):
+                    pass
+            except (socket.timeout, OSError):
+                pass
+            return
+        s.close()
+        time.sleep(0.05)
+    write_out(out, "rejoined=0")
+
+
 if __name__ == "__main__":
     mode, args = sys.argv[1], sys.argv[2:]
-    {"recv": recv, "send": send, "stuck": stuck, "reconnect": reconnect}[mode](*args)
+    {"recv": recv, "send": send, "stuck": stuck, "reconnect": reconnect, "comeback": comeback}[mode](*args)
