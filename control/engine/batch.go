@@ -229,6 +229,8 @@ func (p *FD) SendBatchWait(frames [][]byte, timeout time.Duration) (int, error) 
 	sent, errno, werr := tx.sent, tx.errno, tx.err
 	tx.frames = nil
 	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded) && sent == len(frames):
+		return sent, nil // a stream's last frame, cut, is finished by its flusher
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return sent, conn.ErrWouldBlock
 	case err != nil:

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"sync"
 	"testing"
@@ -95,6 +96,13 @@ func parseChunks(data []byte, chunks []int, nb int) (sizes []int, frames [][]byt
 			}
 			if perr != nil {
 				return sizes, frames, len(held), perr
+			}
+			// Ready must say whether another Parse, without more bytes,
+			// would do anything: the FD waits on the socket when not.
+			probe := sp
+			u2, n2, e2 := probe.Parse(held, bufs, make([]int, nb))
+			if ready, progress := sp.Ready(held, len(bufs[0])), u2 > 0 || n2 > 0 || e2 != nil; ready != progress {
+				return sizes, frames, len(held), fmt.Errorf("Ready says %v, but Parse would progress: %v", ready, progress)
 			}
 			if n < nb {
 				break
