@@ -13,7 +13,7 @@ RUN_PKGS  := fuse3
 # cmake make libexecs-dev: building the newest vdeplug4 (../shared/peers) for t_peer_vdeplug4.
 # qemu-system-x86 busybox-static linux-image-cloud-amd64: the VM of t_peer_qemu (TCG).
 # libvdeplug-dev: test/bench's TestCClientCounts builds the benchmark's real client.
-TEST_PKGS := fuse3 vdeplug iproute2 iputils-ping psmisc procps util-linux passwd python3 gcc libc6-dev systemd man-db openssh-server openssh-client vde2 cmake make libexecs-dev qemu-system-x86 busybox-static linux-image-cloud-amd64 libvdeplug-dev mmdebstrap systemd-container
+TEST_PKGS := fuse3 vdeplug iproute2 iputils-ping psmisc procps util-linux passwd python3 gcc libc6-dev systemd man-db openssh-server openssh-client vde2 cmake make libexecs-dev qemu-system-x86 busybox-static linux-image-cloud-amd64 libvdeplug-dev mmdebstrap systemd-container socat
 
 .PHONY: all build run test deps-run deps-test check unit fuzz integration clean install uninstall
 
@@ -70,10 +70,12 @@ unit:
 # 60 s, twice the whole run).
 FUZZ_PARSE ?= 600000x
 FUZZ_SEQPACKET ?= 10000x
+FUZZ_STREAM ?= 150000x
 MINIMIZETIME ?= 3s
 fuzz:
 	$(GO) test ./control/wire -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZ_PARSE) -fuzzminimizetime $(MINIMIZETIME)
 	$(GO) test ./control -run '^$$' -fuzz '^FuzzSeqpacketEntry$$' -fuzztime $(FUZZ_SEQPACKET) -fuzzminimizetime $(MINIMIZETIME)
+	$(GO) test ./control/engine -run '^$$' -fuzz '^FuzzStreamParser$$' -fuzztime $(FUZZ_STREAM) -fuzzminimizetime $(MINIMIZETIME)
 
 integration: build
 	bash test/run.sh

@@ -2,7 +2,8 @@
 // directory beside the mount (sockdir.go) and serves its entries, the
 // vde-2 switch protocol's (how vde_plug, qemu and friends join) and the
 // seqpacket ones of vdeplug4's ptp:// (seqpacket.go), refusing for good the
-// processes an operator closed (refuse.go).
+// processes an operator closed (refuse.go), and QEMU's -netdev stream ones
+// (stream.go).
 //
 // A vde-2 join goes: accept on a listening SOCK_STREAM socket (SOCKDIR/ctl
 // for links, SOCKDIR/host.ctl for the host); read one request (bounded in
@@ -45,7 +46,7 @@ const (
 	HostCtlName = "host.ctl"
 )
 
-// Server accepts vde-2 and seqpacket peers into a multilink.
+// Server accepts vde-2, seqpacket and stream peers into a multilink.
 type Server struct {
 	dir   string   // SOCKDIR, as peers name it
 	sd    *SockDir // SOCKDIR held
@@ -60,6 +61,8 @@ type Server struct {
 	wg           sync.WaitGroup
 	closing      atomic.Bool
 	refused      refusals // seqpacket peers closed for good (refuse.go)
+
+	streamListeners []*seqListener // QEMU's stream: links, host (stream.go)
 }
 
 // NewServer returns a server that will place its sockets in sd and admit
@@ -119,6 +122,10 @@ func (s *Server) Listen() error {
 			return err
 		}
 	}
+	if err := s.listenStream(); err != nil {
+		s.closeListeners()
+		return err
+	}
 	return nil
 }
 
@@ -133,6 +140,7 @@ func (s *Server) Serve() {
 		s.wg.Add(1)
 		go s.acceptSeqLoop(l, i == 1)
 	}
+	s.serveStream()
 }
 
 // Close stops accepting. Peers already joined belong to the multilink.
@@ -150,6 +158,7 @@ func (s *Server) closeListeners() {
 	for _, l := range s.seqListeners {
 		l.close()
 	}
+	s.closeStream()
 }
 
 func (s *Server) acceptLoop(l *net.UnixListener, isHost bool) {

@@ -5,10 +5,12 @@
 //	PATH/                 dir (dirmode)         the multilink
 //	PATH/ctl              symlink               -> SOCKDIR/ctl: links join here (vde-2)
 //	PATH/seqpacket        symlink               -> SOCKDIR/seqpacket: links join here (SOCK_SEQPACKET)
+//	PATH/stream           symlink               -> SOCKDIR/stream: links join here (QEMU's -netdev stream)
 //	PATH/stats            file (r bits of mode) totals: links, links_total, host, drops, dup_dropped
 //	PATH/host/            dir (dirmode)         the host's attachment point
 //	PATH/host/ctl         symlink               -> SOCKDIR/host.ctl: the host joins here
 //	PATH/host/seqpacket   symlink               -> SOCKDIR/host.seqpacket: or here
+//	PATH/host/stream      symlink               -> SOCKDIR/host.stream: or here
 //	PATH/host/stats       file                  attached: yes|no, then the host's stats
 //	PATH/links/           dir (dirmode)         one directory per open link
 //	PATH/links/N/         dir (dirmode)         link N (decimal id, never reused)
@@ -78,6 +80,8 @@ type Config struct {
 	HostSeq   string // target of PATH/host/seqpacket
 	Log       *logrus.Entry
 
+	LinkStream, HostStream string // targets of PATH/stream, PATH/host/stream (none if empty)
+
 	FsName     string // the mount's source in /proc/mounts (default: the mountpoint)
 	AllowOther bool   // let other users than the daemon's reach the tree (the modes still apply)
 }
@@ -93,6 +97,8 @@ const (
 	inoLinks
 	inoSeq
 	inoHostSeq
+	inoStream
+	inoHostStream
 	inoFirstLink = 16
 )
 
@@ -249,10 +255,16 @@ func (r *rootDir) OnAdd(ctx context.Context) {
 	root := r.EmbeddedInode()
 	add(root, "ctl", &symlink{node: node{t: t}, target: t.LinkCtl}, syscall.S_IFLNK, inoCtl)
 	add(root, "seqpacket", &symlink{node: node{t: t}, target: t.LinkSeq}, syscall.S_IFLNK, inoSeq)
+	if t.LinkStream != "" {
+		add(root, "stream", &symlink{node: node{t: t}, target: t.LinkStream}, syscall.S_IFLNK, inoStream)
+	}
 	add(root, "stats", &statsFile{node: node{t: t}, render: always(t.rootStats)}, syscall.S_IFREG, inoStats)
 	host := add(root, "host", &staticDir{dir: dir{node: node{t: t}}}, syscall.S_IFDIR, inoHost)
 	add(host, "ctl", &symlink{node: node{t: t}, target: t.HostCtl}, syscall.S_IFLNK, inoHostCtl)
 	add(host, "seqpacket", &symlink{node: node{t: t}, target: t.HostSeq}, syscall.S_IFLNK, inoHostSeq)
+	if t.HostStream != "" {
+		add(host, "stream", &symlink{node: node{t: t}, target: t.HostStream}, syscall.S_IFLNK, inoHostStream)
+	}
 	add(host, "stats", &statsFile{node: node{t: t}, render: always(t.hostStats)}, syscall.S_IFREG, inoHostStats)
 	add(root, "links", &linksDir{dir: dir{node: node{t: t}}}, syscall.S_IFDIR, inoLinks)
 }

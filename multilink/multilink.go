@@ -10,14 +10,14 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"multifs/multilink/conn"
 )
 
-// Frame size limits, the reference's: a frame shorter than an Ethernet
-// header is dropped, and one up to libvdeplug's VDE_ETHBUFSIZE (a 9216-byte
-// jumbo payload, the Ethernet header, an 802.1Q tag) passes whole.
+// Frame size limits: the seam's (conn.MinFrame, conn.MaxFrame).
 const (
-	MinFrame = 14            // an Ethernet header; anything shorter is dropped
-	MaxFrame = 9216 + 14 + 4 // VDE_ETHBUFSIZE; never truncate below this
+	MinFrame = conn.MinFrame
+	MaxFrame = conn.MaxFrame
 )
 
 // Errors returned by the registry.

@@ -12,8 +12,8 @@ D=$LASTPID
 # --- the tree -------------------------------------------------------------
 check_eq "daemon found" yes "$( [ -n "$D" ] && alive "$D" && echo yes)"
 check "PATH is a FUSE mount" is_mounted "$P"
-check_eq "tree listing" "ctl host links seqpacket stats" "$(ls "$P" | tr '\n' ' ' | sed 's/ $//')"
-check_eq "host listing" "ctl seqpacket stats" "$(ls "$P/host" | tr '\n' ' ' | sed 's/ $//')"
+check_eq "tree listing" "ctl host links seqpacket stats stream" "$(ls "$P" | tr '\n' ' ' | sed 's/ $//')"
+check_eq "host listing" "ctl seqpacket stats stream" "$(ls "$P/host" | tr '\n' ' ' | sed 's/ $//')"
 check "seqpacket is a symlink to a socket" test -L "$P/seqpacket" -a -S "$P/seqpacket"
 check "host/seqpacket is a symlink to a socket" test -L "$P/host/seqpacket" -a -S "$P/host/seqpacket"
 check_eq "links is empty" "" "$(links_of "$P")"

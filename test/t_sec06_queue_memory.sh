@@ -5,8 +5,9 @@
 # that never read cannot make the daemon hold memory without bound.
 #
 # For 14-, 60- and 1514-byte frames in turn, each against a daemon of its
-# own: a throw-away user, mfu_a1, joins 200 vde-2 links that never read
-# (test/hostile/stuck_links.py) and attaches a host that sends twice what
+# own: a throw-away user, mfu_a1, joins 200 links that never read, every
+# other one a vde-2 link and a stream one (test/hostile/stuck_links.py
+# mixed), and attaches a host that sends twice what
 # 64 MiB shared by 200 queues can hold (flood_host.py). Once the host's
 # frames are all read, the daemon's peak RSS (VmHWM, reset through
 # /proc/PID/clear_refs once the links have joined) must be at most J, its
@@ -61,7 +62,7 @@ for size in 14 60 1514; do
 	D=$LASTPID
 	IDLE=$(rss)
 	rm -f "$US/ready" "$US/release"
-	bg runuser -u "$U" -- "$PY" "$HD/stuck_links.py" "$P" "$LINKS" "$US" "$US/ready" "$US/release" 60
+	bg runuser -u "$U" -- "$PY" "$HD/stuck_links.py" "$P" "$LINKS" "$US" "$US/ready" "$US/release" 60 mixed
 	HOLDER=$LASTPID
 	if ! check_stat "$size: $LINKS links that never read joined" "$P/stats" links "$LINKS" 15; then
 		break

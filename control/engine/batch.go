@@ -92,6 +92,9 @@ func (p *FD) Receive(r conn.Receiver) error {
 			return err
 		}
 		r.Deliver(b, n)
+		if p.rxMore() {
+			continue // frames read already: the socket may not wake anyone
+		}
 		if err := p.e.loop.serve(p); err != nil {
 			return err
 		}
@@ -114,6 +117,9 @@ func (p *FD) recvBatch(r conn.Receiver) (*conn.Batch, int, error) {
 func (p *FD) finishRecv(err error) (*conn.Batch, int, error) {
 	rx := &p.rx
 	n, b := rx.n, rx.b
+	if p.rxOp == opStreamRead {
+		return p.finishStreamRecv(err)
+	}
 	rx.b = nil
 	if p.rxOp == opTapRead {
 		if err != nil {
@@ -209,12 +215,21 @@ func (p *FD) TrySendBatch(frames [][]byte) (int, error) {
 // (< 0: not at all); it returns conn.ErrWouldBlock if the time ran out
 // first. Not safe for concurrent use (see TrySendBatch).
 func (p *FD) SendBatchWait(frames [][]byte, timeout time.Duration) (int, error) {
+	if p.st != nil {
+		var ok bool
+		if timeout, ok = p.awaitFlusher(timeout); !ok {
+			return 0, conn.ErrWouldBlock
+		}
+		defer p.startFlusher()
+	}
 	tx := &p.tx
 	tx.frames, tx.sent, tx.errno, tx.err = frames, 0, 0, nil
 	err := p.io(p.txOp, unix.EPOLLOUT, timeout, false)
 	sent, errno, werr := tx.sent, tx.errno, tx.err
 	tx.frames = nil
 	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded) && sent == len(frames):
+		return sent, nil // a stream's last frame, cut, is finished by its flusher
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return sent, conn.ErrWouldBlock
 	case err != nil:

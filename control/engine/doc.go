@@ -7,11 +7,13 @@
 // control's Server and opens its tap host with it, and closes it at its
 // stop; tests make their own. An FD is made by Engine.NewSocket (a
 // connected data socket) or Engine.OpenTap, with its policy (Options)
-// fixed then. It is a conn.Conn (package multilink/conn, the seam to the
-// multilink): frames are received by Receive, into the batches of the
-// Receiver it is given, and sent by TrySendBatch and SendBatchWait, with
-// recvmmsg and sendmmsg (batch.go), one read(2) or write(2) per frame for
-// a tap (tap.go).
+// fixed then; Engine.NewStream makes one of a byte stream that carries
+// frames as QEMU's -netdev stream does. It is a conn.Conn (package
+// multilink/conn, the seam to the multilink): frames are received by
+// Receive, into the batches of the Receiver it is given, and sent by
+// TrySendBatch and SendBatchWait, with recvmmsg and sendmmsg (batch.go),
+// one read(2) or write(2) per frame for a tap (tap.go), big reads and
+// many frames per sendmsg for a stream, never a frame cut (stream.go).
 //
 // A descriptor waits in one of three ways (poller.go): in poll(2) on its
 // own thread right after I/O (hot), parked in the engine's shared epoll

@@ -40,6 +40,7 @@ type FD struct {
 	tx   txState // the send in flight
 	rxOp op      // what a receive is: recvmmsg, or read(2) for a tap
 	txOp op
+	st   *streamState // a byte stream's framing (stream.go); nil for others
 
 	// Waiting in the shared epoll (poller.go).
 	wait struct {
@@ -117,6 +118,8 @@ const (
 	opSendBatch
 	opTapRead
 	opTapWrite
+	opStreamRead
+	opStreamWrite
 )
 
 // attempt runs o once; it reports whether o is over (it did something,
@@ -132,6 +135,10 @@ func (p *FD) attempt(o op) bool {
 		return p.tapReadOnce()
 	case opTapWrite:
 		return p.tapWriteOnce()
+	case opStreamRead:
+		return p.streamReadOnce()
+	case opStreamWrite:
+		return p.streamWriteOnce()
 	}
 	panic("unknown op")
 }

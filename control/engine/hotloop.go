@@ -177,7 +177,9 @@ func (l *hotLoop) run() {
 // epoll_wait.
 func (l *hotLoop) step(tok int32, m *hotMember, now time.Time) {
 	p := m.p
-	for round := 0; round < 4; round++ {
+	// A stream's frames already read must be delivered before it waits
+	// again: the socket, maybe empty, would not report them.
+	for round := 0; round < 4 || p.rxMore(); round++ {
 		if p.closing.Load() {
 			l.release(tok, m, os.ErrClosed)
 			return

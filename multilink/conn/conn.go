@@ -24,6 +24,15 @@ import (
 	"time"
 )
 
+// Frame size limits, the reference's: a frame shorter than an Ethernet
+// header is dropped, and one up to libvdeplug's VDE_ETHBUFSIZE (a 9216-byte
+// jumbo payload, the Ethernet header, an 802.1Q tag) passes whole. A Conn
+// receives into buffers of at least MaxFrame bytes.
+const (
+	MinFrame = 14            // an Ethernet header; anything shorter is dropped
+	MaxFrame = 9216 + 14 + 4 // VDE_ETHBUFSIZE; never truncate below this
+)
+
 // BatchSize is how many frames one receive or send moves at most: a
 // Conn's batches have at most this many buffers.
 const BatchSize = 32
@@ -31,7 +40,7 @@ const BatchSize = 32
 // PeerInfo is who a peer is, as learnt at join time (the multilink shows
 // it in stats; a Conn's maker, such as a tap's, says it).
 type PeerInfo struct {
-	Transport   string // "vde", "seqpacket" or "tap"
+	Transport   string // "vde", "seqpacket", "stream", "vhost-user" or "tap"
 	Description string // the peer's own words (vde-2 request), may be empty
 	PID         int32  // SO_PEERCRED of the connecting process
 	UID         uint32

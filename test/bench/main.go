@@ -103,6 +103,11 @@
 //  11. tap-to-tap TCP and 64-byte UDP with iperf3 between two network
 //     namespaces, when iperf3 is installed. In both columns the multilink
 //     owns its tap (multifs --host tap://, vde_plug multi:// tap://).
+//  12. ways in (multifs only; stream.go): link→host and host→link with
+//     64-byte frames through each entry, both ends the same: vde-2 and
+//     seqpacket (Go clients), QEMU's stream with one frame per write (as
+//     qemu writes) and with 32 per write; frames/s and the relay's CPU
+//     per frame.
 //
 // Reading the table: one row per figure; the multifs, reference and
 // ceiling columns are medians of -runs runs (marked ~); "ratio" is
@@ -130,7 +135,7 @@
 // client gets, beside what qemu and vde_plug get.
 //
 //	go run ./test/bench [-quick] [-runs N] [-json FILE] [-svg FILE] [-multifs BIN]
-//	                   [-only tp,rtp,rate,fan,rfan,lat,rlat,handoff,ctl,mem,iperf] [-lat-rate FPS] [-keep]
+//	                   [-only tp,rtp,rate,fan,rfan,lat,rlat,handoff,ctl,mem,iperf,ways] [-lat-rate FPS] [-keep]
 //
 // The bench prints how long each scenario and the whole run took. It exits
 // 0 when it could measure, whether or not the targets were met, and
@@ -188,7 +193,7 @@ func mainRC() int {
 	keep := flag.Bool("keep", false, "keep the scratch directory with the daemons' and vde_plugs' logs")
 	latRate := flag.Int("lat-rate", 20000, "frames/s of the latency scenario")
 	svg := flag.String("svg", "handoff.svg", "draw the hand-off (scenario 8) into this SVG file; \"\": don't")
-	only := flag.String("only", "", "comma-separated scenarios to run: tp,rtp,rate,fan,rfan,lat,rlat,handoff,ctl,mem,iperf (default all)")
+	only := flag.String("only", "", "comma-separated scenarios to run: tp,rtp,rate,fan,rfan,lat,rlat,handoff,ctl,mem,iperf,ways (default all)")
 	flag.Parse()
 
 	runsSet := false
@@ -238,6 +243,7 @@ func mainRC() int {
 		{"ctl", b.controlPlane},
 		{"mem", b.memory},
 		{"iperf", b.iperf},
+		{"ways", b.streamRows},
 	}
 	want := map[string]bool{}
 	for _, name := range strings.Split(*only, ",") {

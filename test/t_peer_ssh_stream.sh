@@ -1,0 +1,207 @@
+#!/bin/bash
+# t_peer_ssh_stream.sh: a hand-off across two paths with no VDE program
+# anywhere: two sshd of the test's own (as t_peer_ssh.sh's, on 127.0.0.2
+# and 127.0.0.3); two multifs, A and B, whose hosts are taps multifs opens
+# itself (--host tap://), moved into two network namespaces. Each link is a
+# byte pipe between the stream entries:
+#   socat UNIX-CONNECT:A/stream "EXEC:'ssh ... root@ADDR socat STDIO UNIX-CONNECT:B/stream'"
+# Under 200 pings a second from A's namespace to B's, `multifs handoff A 1
+# -- socat ...` over the second address takes over from link 1: it finds
+# the new link by socat's pid, the ping says 0% loss and no DUP!, B's
+# namespace received each echo request once, link 1's socat and ssh exit,
+# B's side of link 1 leaves B/links, and link 2 alone carries the traffic.
+. "$(dirname "$0")/lib.sh"
+
+SSHD=/usr/sbin/sshd
+for _t in "$SSHD" ssh ssh-keygen socat; do
+	if ! command -v "$_t" >/dev/null 2>&1; then
+		fail "$_t is installed" "missing (apt-get install openssh-server openssh-client socat)"
+		finish
+	fi
+done
+
+PA=$SCRATCH/A
+PB=$SCRATCH/B
+NSA=mfs$$a
+NSB=mfs$$b
+TAPA=mfs$$ta
+TAPB=mfs$$tb
+NET=169.254.$(($$ % 250 + 1))
+IPA=$NET.1
+IPB=$NET.2
+ADDR1=127.0.0.2
+ADDR2=127.0.0.3
+
+# --- two sshd of our own --------------------------------------------------------
+# Privilege separation needs /run/sshd; the package's unit makes it at boot
+# where systemd runs, nothing does here. It is left in place (an empty,
+# root-owned directory Debian expects anyway).
+[ -d /run/sshd ] || mkdir -m 0755 /run/sshd
+
+KEY=$SCRATCH/id_ed25519
+ssh-keygen -q -t ed25519 -N '' -C mfs-test -f "$KEY" &&
+	cp "$KEY.pub" "$SCRATCH/authorized_keys" ||
+	{ fail "ssh-keygen: client key" "failed"; finish; }
+
+# free_port: a port above 2000 free on both addresses now.
+PORT=$("$PY" - "$ADDR1" "$ADDR2" <<'EOF'
+import random, socket, sys
+for _ in range(200):
+    p = random.randint(2001, 30000)
+    ok = True
+    for a in sys.argv[1:]:
+        s = socket.socket()
+        try:
+            s.bind((a, p))
+        except OSError:
+            ok = False
+        finally:
+            s.close()
+    if ok:
+        print(p)
+        break
+EOF
+)
+[ -n "$PORT" ] || { fail "a free port on $ADDR1 and $ADDR2" "none in 200 tries"; finish; }
+
+# StrictModes no: the keys live under /tmp (mode 1777), which sshd's
+# ownership walk refuses ("bad ownership or modes for directory /tmp").
+SSHD_PIDS=()
+for i in 1 2; do
+	eval "addr=\$ADDR$i"
+	ssh-keygen -q -t ed25519 -N '' -f "$SCRATCH/hostkey$i" ||
+		{ fail "ssh-keygen: host key $i" "failed"; finish; }
+	cat >"$SCRATCH/sshd$i.conf" <<EOF
+ListenAddress $addr:$PORT
+HostKey $SCRATCH/hostkey$i
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+PermitRootLogin prohibit-password
+AuthorizedKeysFile $SCRATCH/authorized_keys
+StrictModes no
+PidFile $SCRATCH/sshd$i.pid
+EOF
+	: >"$SCRATCH/sshd$i.log"
+	bg "$SSHD" -D -f "$SCRATCH/sshd$i.conf" -E "$SCRATCH/sshd$i.log"
+	SSHD_PIDS+=("$LASTPID")
+	check_within "sshd $i listens on $addr:$PORT" 5 \
+		"grep -q 'Server listening on $addr port $PORT' '$SCRATCH/sshd$i.log'" \
+		tail -n 3 "$SCRATCH/sshd$i.log" || finish
+done
+
+# The client side, as a user would type it (LogLevel=ERROR only keeps the
+# "Permanently added" warning out of the log; ConnectTimeout bounds a hang).
+SSH=(ssh -F /dev/null -i "$KEY" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
+	-o BatchMode=yes -o LogLevel=ERROR -o ConnectTimeout=5 -p "$PORT")
+for addr in "$ADDR1" "$ADDR2"; do
+	out=$(timeout 10 "${SSH[@]}" "root@$addr" 'echo "$SSH_CLIENT"' 2>&1)
+	check_eq "key-only login as root on $addr" "ok" "$([ $? = 0 ] && echo ok || echo "$out")"
+done
+for addr in "$ADDR1" "$ADDR2"; do
+	if timeout 10 ssh -F /dev/null -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+		-o BatchMode=yes -o LogLevel=ERROR -o PubkeyAuthentication=no -p "$PORT" "root@$addr" true \
+		>/dev/null 2>&1; then
+		fail "a login without the key is refused on $addr" "it was let in"
+	else
+		pass "a login without the key is refused on $addr"
+	fi
+done
+
+
+# --- the multilinks, their tap hosts in namespaces (no vde_plug) ----------------
+ip netns add "$NSA" && track_netns "$NSA" || { fail "ip netns add" "failed"; finish; }
+ip netns add "$NSB" && track_netns "$NSB" || { fail "ip netns add" "failed"; finish; }
+# dedup=5s: a new path's first frames wait in socat's and ssh's pipes
+# until ssh has logged in, so they reach the far side that much later than
+# the old path's copies; the window must cover it (ssh here takes up to
+# 2 s to log in while the machine is loaded: ready_ms below).
+start_multifs "$PA" --host "tap://$TAPA" -o dedup=5s || finish
+start_multifs "$PB" --host "tap://$TAPB" -o dedup=5s || finish
+ip link set "$TAPA" netns "$NSA" && ip link set "$TAPB" netns "$NSB" &&
+	ip -n "$NSA" link set lo up && ip -n "$NSB" link set lo up &&
+	ip -n "$NSA" addr add "$IPA/24" dev "$TAPA" && ip -n "$NSB" addr add "$IPB/24" dev "$TAPB" &&
+	ip -n "$NSA" link set "$TAPA" up && ip -n "$NSB" link set "$TAPB" up ||
+	{ fail "taps into the namespaces" "ip failed"; finish; }
+pass "tap hosts $TAPA ($IPA) and $TAPB ($IPB) in their namespaces"
+
+# stream_link ADDR: the socat + ssh + socat pipe over ADDR, as a command.
+# socat 1.7.4 reads a ':' in EXEC's command as its own separator unless
+# the command is quoted for socat itself (the single quotes it is given).
+stream_link() {
+	STREAM_LINK=(socat "UNIX-CONNECT:$PA/stream" "EXEC:'${SSH[*]} root@$1 socat STDIO UNIX-CONNECT:$PB/stream'")
+}
+# ping_ok FILE N: FILE is a ping summary with N sent, N received, 0 % loss.
+ping_ok() { grep -Eq "^$2 packets transmitted, $2 received, 0% packet loss" "$1"; }
+# echos NS: the echo requests NS's kernel has received.
+echos() { ip netns exec "$1" nstat -az IcmpInEchos | awk '$1 == "IcmpInEchos" { print $2 }'; }
+
+# --- link 1 over 127.0.0.2 ---------------------------------------------------------
+stream_link "$ADDR1"
+bg "${STREAM_LINK[@]}"
+L1=$LASTPID
+check_within "link 1 (socat, ssh to $ADDR1, socat) joins A and B" 10 \
+	"[ \"\$(links_of '$PA')\" = 1 ] && [ \"\$(links_of '$PB')\" = 1 ]" \
+	eval "show_links '$PA'; show_links '$PB'; tail -n 3 '$SCRATCH/bg.log'" || finish
+check_eq "A/links/1: transport stream, the local socat's pid" "stream $L1" \
+	"$(stat_key "$PA/links/1/stats" transport) $(stat_key "$PA/links/1/stats" pid)"
+R1=$(stat_key "$PB/links/1/stats" pid)
+check_eq "B/links/1: transport stream, a socat under sshd" "stream socat" \
+	"$(stat_key "$PB/links/1/stats" transport) $(cat "/proc/$R1/comm" 2>/dev/null)"
+S1=$(pgrep -P "$L1" -x ssh | head -n 1)
+ip netns exec "$NSA" ping -c 3 -i 0.2 -W 2 "$IPB" >"$SCRATCH/ping1" 2>&1
+if ping_ok "$SCRATCH/ping1" 3; then
+	pass "ping A -> B through link 1"
+else
+	fail "ping A -> B through link 1" "$(grep -E 'transmitted|rror' "$SCRATCH/ping1" | tr '\n' ' ')"
+fi
+
+# --- multifs handoff to the second path, under the ping flood ------------------------
+COUNT=1600
+E0=$(echos "$NSB")
+ip netns exec "$NSA" ping -i 0.005 -c $COUNT -W 2 "$IPB" >"$SCRATCH/ping2" 2>&1 &
+PING=$!
+track "$PING"
+sleep 1 # a pace: link 1 alone for a second
+stream_link "$ADDR2"
+timeout 40 "$MULTIFS" handoff --overlap 1s "$PA" 1 -- "${STREAM_LINK[@]}" \
+	>"$SCRATCH/handoff.out" 2>"$SCRATCH/handoff.err"
+RC=$?
+note "multifs handoff: $(cat "$SCRATCH/handoff.out") $(head -c 300 "$SCRATCH/handoff.err")"
+check_eq "multifs handoff A 1 -- socat ... ssh $ADDR2 ... exits 0" 0 "$RC"
+check "it found the new link (socat's) and closed link 1" grep -q '^new=2 closed=1 ' "$SCRATCH/handoff.out"
+check_exits "link 1's local socat exits" "$L1" 5
+check_within "link 1's ssh client exits" 5 "! alive ${S1:-0}" echo "ssh $S1 still running"
+check_within "link 1's remote socat exits" 5 "! alive ${R1:-0}" echo "socat $R1 still running"
+check_links "B's side of link 1 leaves B/links" "$PB" 2 5
+check_links "A/links after the hand-off" "$PA" 2 1
+
+if wait_exit "$PING" 20; then
+	note "ping: $(grep transmitted "$SCRATCH/ping2")"
+else
+	fail "ping -c $COUNT ends" "still running after 20 s"
+fi
+if ping_ok "$SCRATCH/ping2" $COUNT; then
+	pass "hand-off: $COUNT pings, $COUNT received, no DUP!, 0% packet loss"
+else
+	fail "hand-off: $COUNT pings, no DUP!, 0% packet loss" "$(grep transmitted "$SCRATCH/ping2")"
+fi
+check_eq "no DUP! at A's host" 0 "$(grep -c 'DUP!' "$SCRATCH/ping2")"
+check_eq "B's host received each echo request once (IcmpInEchos)" "$COUNT" "$(($(echos "$NSB") - E0))"
+for side in "$PA" "$PB"; do
+	d=$(stat_key "$side/stats" dup_dropped)
+	check "$(basename "$side"): the overlap's copies were dropped, not delivered (dup_dropped $d)" [ "${d:-0}" -gt 0 ]
+done
+
+rx0=$(stat_key "$PA/links/2/stats" rx_packets)
+ip netns exec "$NSA" ping -c 5 -i 0.1 -W 2 "$IPB" >"$SCRATCH/ping3" 2>&1
+rx1=$(stat_key "$PA/links/2/stats" rx_packets)
+if ping_ok "$SCRATCH/ping3" 5 && [ "${rx1:-0}" -ge $((${rx0:-0} + 5)) ]; then
+	pass "ping through link 2 alone: no loss, the replies over link 2 (rx_packets +$((rx1 - rx0)))"
+else
+	fail "ping through link 2 alone" "$(grep transmitted "$SCRATCH/ping3"); rx_packets $rx0 -> $rx1"
+fi
+check_log_clean "no error in A's log" "$SCRATCH/A.log"
+check_log_clean "no error in B's log" "$SCRATCH/B.log"
+finish
