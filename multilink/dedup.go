@@ -114,10 +114,13 @@ type dedup struct {
 }
 
 // The sole link's latest frames kept for a replay: what a new path's
-// pipe or socket can hold before its far end joins, and more.
+// pipe or socket can hold before its far end joins, and more; and how old
+// they may be: how long a new path may take to come up (multifs handoff's
+// default --timeout).
 const (
 	histBytes  = 256 << 10
 	histFrames = 4096
+	histAge    = 30 * time.Second
 )
 
 // histEntry is one frame the sole link delivered.
@@ -334,9 +337,17 @@ func (d *dedup) record(from uint64, frames [][]byte, now int64) {
 	d.hhead, d.histN = head, n
 }
 
-// replay puts what record kept, and is still within the window and in
-// the ring, into the table, in order, as first copies or as the link's
-// own repeats; once, when the table comes into use.
+// replay puts what record kept, no older than histAge and still in the
+// ring, into the table, in order, as first copies or as the link's own
+// repeats; once, when the table comes into use (the first frame after a
+// second link opened).
+//
+// Each is put in as if it had been delivered now, not when it was: what
+// waits in a new path's pipe is what the far side sent while the path was
+// being set up (an ssh login, a socat started), and that can take longer
+// than any difference in delay between two working paths, which is all
+// the window is for. Stamped at the replay, the copies that come out of
+// the pipe once the path is up are recognised for a window from then.
 func (d *dedup) replay(now int64) {
 	first := d.histStart
 	if d.histN-first > histFrames {
@@ -344,15 +355,15 @@ func (d *dedup) replay(now int64) {
 	}
 	for i := first; i < d.histN; i++ {
 		e := d.hist[i%histFrames]
-		if now-e.at > d.window || e.pos+histBytes < d.hhead {
-			continue // out of the window, or its bytes overwritten
+		if now-e.at > int64(histAge) || e.pos+histBytes < d.hhead {
+			continue // too old for a path's set-up, or its bytes overwritten
 		}
 		f := d.hbuf[e.pos%histBytes:][:e.size]
 		h := maphash.Bytes(d.seed, f)
-		if ti, b, bi, j := d.find(f, h, e.at); ti >= 0 {
+		if ti, b, bi, j := d.find(f, h, now); ti >= 0 {
 			d.entries[ti].copyFrom(d.histLink) // delivered: a repeat of its own
 		} else {
-			d.insert(b, bi, j, h, d.store(f), len(f), d.histLink, e.at)
+			d.insert(b, bi, j, h, d.store(f), len(f), d.histLink, now)
 		}
 	}
 	d.histStart = d.histN

@@ -363,23 +363,32 @@ func TestMultilinkDedupNewPathsBacklog(t *testing.T) {
 	}
 }
 
+// TestDedupReplayWindow: what the sole link delivered is taken in at the
+// replay as delivered then, if it is no older than histAge: a new path's
+// set-up (an ssh login) can hold its first copies longer than a window,
+// and they come out once it is up.
 func TestDedupReplayWindow(t *testing.T) {
 	d := newTable()
-	x, y := numbered(1, 60), numbered(2, 60)
+	age := int64(histAge)
+	x, y, z := numbered(1, 60), numbered(2, 60), numbered(7, 60)
 	d.record(1, [][]byte{x}, 0)
-	d.record(1, [][]byte{y}, win/2)
-	d.replay(win + 1) // x is out of the window, y is not
-	if len(feed(d, 2, win+1, x)) != 1 {
-		t.Fatal("a copy of a frame recorded longer than a window ago was dropped")
+	d.record(1, [][]byte{y}, age/2)
+	d.record(1, [][]byte{z}, age-win)
+	d.replay(age + 1) // x is older than histAge; y and z are not, though older than a window
+	if len(feed(d, 2, age+1, x)) != 1 {
+		t.Fatal("a copy of a frame recorded longer than histAge ago was dropped")
 	}
-	if len(feed(d, 2, win+1, y)) != 0 {
-		t.Fatal("a copy of a recorded frame within the window was delivered")
+	if len(feed(d, 2, age+win/2, y)) != 0 {
+		t.Fatal("a copy, within a window of the replay, of a frame recorded before was delivered")
+	}
+	if len(feed(d, 2, age+1+win+1, z)) != 1 {
+		t.Fatal("a copy more than a window after the replay was dropped")
 	}
 	// Another sole link's records start afresh: link 1's are not its.
-	d.record(3, [][]byte{numbered(3, 60)}, win+2)
-	d.record(4, [][]byte{numbered(4, 60)}, win+3)
-	d.replay(win + 4)
-	if len(feed(d, 5, win+5, numbered(3, 60))) != 1 || len(feed(d, 5, win+5, numbered(4, 60))) != 0 {
+	d.record(3, [][]byte{numbered(3, 60)}, 3*age)
+	d.record(4, [][]byte{numbered(4, 60)}, 3*age+1)
+	d.replay(3*age + 2)
+	if len(feed(d, 5, 3*age+3, numbered(3, 60))) != 1 || len(feed(d, 5, 3*age+3, numbered(4, 60))) != 0 {
 		t.Fatal("replay took the records of a link that was not the last sole one")
 	}
 }

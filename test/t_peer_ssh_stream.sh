@@ -113,12 +113,12 @@ done
 # --- the multilinks, their tap hosts in namespaces (no vde_plug) ----------------
 ip netns add "$NSA" && track_netns "$NSA" || { fail "ip netns add" "failed"; finish; }
 ip netns add "$NSB" && track_netns "$NSB" || { fail "ip netns add" "failed"; finish; }
-# dedup=5s: a new path's first frames wait in socat's and ssh's pipes
-# until ssh has logged in, so they reach the far side that much later than
-# the old path's copies; the window must cover it (ssh here takes up to
-# 2 s to log in while the machine is loaded: ready_ms below).
-start_multifs "$PA" --host "tap://$TAPA" -o dedup=5s || finish
-start_multifs "$PB" --host "tap://$TAPB" -o dedup=5s || finish
+# The default window (1s): a new path's first frames wait in socat's and
+# ssh's pipes until ssh has logged in (2 s below), and the multilink
+# still knows them for what they are (the sole link's latest frames are
+# taken in as delivered when the second opens).
+start_multifs "$PA" --host "tap://$TAPA" || finish
+start_multifs "$PB" --host "tap://$TAPB" || finish
 ip link set "$TAPA" netns "$NSA" && ip link set "$TAPB" netns "$NSB" &&
 	ip -n "$NSA" link set lo up && ip -n "$NSB" link set lo up &&
 	ip -n "$NSA" addr add "$IPA/24" dev "$TAPA" && ip -n "$NSB" addr add "$IPB/24" dev "$TAPB" &&
@@ -126,11 +126,15 @@ ip link set "$TAPA" netns "$NSA" && ip link set "$TAPB" netns "$NSB" &&
 	{ fail "taps into the namespaces" "ip failed"; finish; }
 pass "tap hosts $TAPA ($IPA) and $TAPB ($IPB) in their namespaces"
 
-# stream_link ADDR: the socat + ssh + socat pipe over ADDR, as a command.
+# stream_link ADDR [SETUP]: the socat + ssh + socat pipe over ADDR, as a
+# command; with SETUP, the far side waits that many seconds before it
+# reaches B (a slow login: A's frames wait in the pipe meanwhile).
 # socat 1.7.4 reads a ':' in EXEC's command as its own separator unless
 # the command is quoted for socat itself (the single quotes it is given).
 stream_link() {
-	STREAM_LINK=(socat "UNIX-CONNECT:$PA/stream" "EXEC:'${SSH[*]} root@$1 socat STDIO UNIX-CONNECT:$PB/stream'")
+	local far="socat STDIO UNIX-CONNECT:$PB/stream"
+	[ $# -gt 1 ] && far="sleep $2; $far"
+	STREAM_LINK=(socat "UNIX-CONNECT:$PA/stream" "EXEC:'${SSH[*]} root@$1 $far'")
 }
 # ping_ok FILE N: FILE is a ping summary with N sent, N received, 0 % loss.
 ping_ok() { grep -Eq "^$2 packets transmitted, $2 received, 0% packet loss" "$1"; }
@@ -164,7 +168,9 @@ ip netns exec "$NSA" ping -i 0.005 -c $COUNT -W 2 "$IPB" >"$SCRATCH/ping2" 2>&1 
 PING=$!
 track "$PING"
 sleep 1 # a pace: link 1 alone for a second
-stream_link "$ADDR2"
+# A login that takes 2 s, twice the duplicate window: A's frames wait in
+# the new pipe that long before they reach B, behind link 1's copies.
+stream_link "$ADDR2" 2
 timeout 40 "$MULTIFS" handoff --overlap 1s "$PA" 1 -- "${STREAM_LINK[@]}" \
 	>"$SCRATCH/handoff.out" 2>"$SCRATCH/handoff.err"
 RC=$?
