@@ -190,20 +190,23 @@ func (r *Ring) Publish() bool {
 	return r.availFlags()&availNoInterrupt == 0
 }
 
-// EnableNotify asks the driver to kick on its next available entry, and
-// reports whether entries came meanwhile (then the caller goes on instead
-// of sleeping, and calls DisableNotify).
+// EnableNotify asks the driver to kick when it makes its next entry
+// available, and reports whether entries came since the device last
+// looked (then the caller goes on instead of sleeping, and calls
+// DisableNotify). The entries already available may be too few for a
+// frame: the kick is asked for the next one, not for those.
 func (r *Ring) EnableNotify() (bool, error) {
+	seen := r.availIdx
 	if r.eventIdx {
 		off := 4 + 8*uint64(r.num)
-		*(*uint16)(unsafe.Pointer(&r.used[off])) = r.lastAvail
+		*(*uint16)(unsafe.Pointer(&r.used[off])) = seen
 	} else {
 		r.usedFlags &^= usedNoNotify
 		r.storeUsed()
 	}
 	r.fullFence()
-	n, err := r.Avail()
-	return n > 0, err
+	_, err := r.Avail()
+	return err == nil && r.availIdx != seen, err
 }
 
 // DisableNotify tells the driver not to kick: the device is busy and will
