@@ -173,8 +173,8 @@ func (fe *frontend) ack(req uint32, payload []byte, fds ...int) uint64 {
 	return binary.NativeEndian.Uint64(fe.reply(req))
 }
 
-func u64(v uint64) []byte                 { return u64Payload(v) }
-func state(i, n uint32) []byte            { return statePayload(i, n) }
+func u64(v uint64) []byte                  { return u64Payload(v) }
+func state(i, n uint32) []byte             { return statePayload(i, n) }
 func (fe *frontend) ringBase(q int) uint64 { return uint64(q) * ringStride }
 
 func (fe *frontend) addrPayload(q int, desc, avail, used uint64) []byte {
