@@ -294,10 +294,11 @@ func (c *chain) segment() ([]byte, bool, error) {
 // TakeFrame takes the next frame the driver sent: it copies the bytes
 // after the hdrLen-byte virtio-net header into buf and returns the
 // frame's length, more than len(buf) if it did not fit (the rest is not
-// read: the caller drops such a frame). ok is false if nothing was
-// available. On a bad chain the entry is given back all the same, and err
-// says what was wrong (the caller drops the frame). Device-writable
-// descriptors, which a transmit chain should not have, are skipped.
+// copied: the caller drops such a frame; the chain is still walked to its
+// end, checked). ok is false if nothing was available. On a bad chain the
+// entry is given back all the same, and err says what was wrong (the
+// caller drops the frame). Device-writable descriptors, which a transmit
+// chain should not have, are skipped.
 func (r *Ring) TakeFrame(buf []byte, hdrLen int) (size int, ok bool, err error) {
 	head, ok, err := r.pop()
 	if !ok {
@@ -306,8 +307,7 @@ func (r *Ring) TakeFrame(buf []byte, hdrLen int) (size int, ok bool, err error) 
 	defer r.putUsed(head, 0)
 	c := r.chain(head)
 	skip := hdrLen
-	limit := len(buf) + 1
-	for size < limit {
+	for {
 		b, w, err := c.segment()
 		if err != nil {
 			return 0, true, err
@@ -326,7 +326,8 @@ func (r *Ring) TakeFrame(buf []byte, hdrLen int) (size int, ok bool, err error) 
 		if size < len(buf) {
 			copy(buf[size:], b)
 		}
-		size += min(len(b), limit-size)
+		// At most a ring of 4 GiB descriptors: no overflow.
+		size += len(b)
 	}
 	if skip > 0 {
 		return 0, true, ErrShortHdr
