@@ -342,3 +342,54 @@ func TestShrunkMemory(t *testing.T) {
 		t.Fatalf("send after the fault: %d, %v", n, err)
 	}
 }
+
+// A frontend can make the descriptors it shares blocking, and its call
+// eventfd full: a write to it would then block until someone reads it.
+// Neither the data path nor Close may wait for that.
+func TestBlockingDescriptors(t *testing.T) {
+	fe := newFrontend(t)
+	// Blocking kick and call eventfds, the call one full.
+	for q := 0; q < 2; q++ {
+		unix.Close(fe.kick[q])
+		unix.Close(fe.call[q])
+		fe.kick[q], _ = unix.Eventfd(0, unix.EFD_CLOEXEC)
+		fe.call[q], _ = unix.Eventfd(0, unix.EFD_CLOEXEC)
+		var full [8]byte
+		binary.NativeEndian.PutUint64(full[:], ^uint64(0)-1)
+		if _, err := unix.Write(fe.call[q], full[:]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fe.start(stdFeatures)
+	r := fe.receive()
+	fe.postRX(0, 64, 2048)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 8; i++ {
+			if n, err := fe.c.TrySendBatch([][]byte{frame(60, byte(i)), frame(70, byte(i))}); n != 2 || err != nil {
+				t.Errorf("send %d: %d, %v", i, n, err)
+			}
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("sends blocked on a full call eventfd")
+	}
+	for i := 0; i < 4; i++ {
+		fe.transmit(uint16(i), frame(60, byte(i)), true)
+	}
+	r.waitFrames(t, 4)
+	time.Sleep(50 * time.Millisecond) // the notifier has had its go
+	if n := blockedSignals.Load(); n != 0 {
+		t.Fatalf("%d signals blocked", n)
+	}
+	closed := make(chan struct{})
+	go func() { fe.c.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close blocked")
+	}
+}
