@@ -51,7 +51,7 @@ type frontend struct {
 	// noEventIdx: the driver did not negotiate VIRTIO_RING_F_EVENT_IDX
 	// and kicks as VRING_USED_F_NO_NOTIFY says.
 	noEventIdx bool
-	logs     *test.Hook
+	logs       *test.Hook
 }
 
 // newFrontend makes a Conn on a socketpair and a frontend with its guest
