@@ -160,11 +160,12 @@ const (
 	MsgBadRequest  = "vhost-user: request refused"
 	MsgUnsupported = "vhost-user: unsupported request"
 	MsgBadChain    = "vhost-user: bad descriptor chain; frame dropped"
+	MsgRingFailed  = "vhost-user: ring unusable; stopped"
 	MsgDisconnect  = "vhost-user: disconnecting the frontend"
 	MsgRingResumed = "vhost-user: ring resumes at the guest's used index"
 )
 
-var errDisconnected = errors.New("disconnected: too many faults")
+var errDisconnected = errors.New("disconnected by the daemon")
 
 // read reads one request: its header, bounded and checked, then its
 // payload within ioTimeout; descriptors from either part are the
@@ -299,7 +300,7 @@ func guard(log *logrus.Entry, f func() error) (err error) {
 // cannot be, guest memory gone) and disconnects the frontend. q.mu held.
 func (c *Conn) ringFailed(q *queue, err error) {
 	q.live = false
-	c.log.WithFields(logrus.Fields{"queue": q.idx, "error": err.Error()}).Warn(MsgBadChain)
+	c.log.WithFields(logrus.Fields{"queue": q.idx, "error": err.Error()}).Warn(MsgRingFailed)
 	c.disconnect("ring unusable: " + err.Error())
 }
 
