@@ -55,13 +55,14 @@ type Server struct {
 	eng   *engine.Engine // where the data sockets go
 	log   *logrus.Entry
 
-	listeners     []*net.UnixListener // vde-2: links, host
-	seqListeners  []*seqListener      // seqpacket: links, host
-	vhostListener *net.UnixListener   // vhost-user: the host (vhostuser_entry.go)
-	seq           atomic.Uint64       // names data sockets; independent of link ids
-	wg            sync.WaitGroup
-	closing       atomic.Bool
-	refused       refusals // seqpacket peers closed for good (refuse.go)
+	listeners    []*net.UnixListener // vde-2: links, host
+	seqListeners []*seqListener      // seqpacket: links, host
+	seq          atomic.Uint64       // names data sockets; independent of link ids
+	wg           sync.WaitGroup
+	closing      atomic.Bool
+	refused      refusals // seqpacket peers closed for good (refuse.go)
+
+	vhostListener *net.UnixListener // vhost-user: the host (vhostuser_entry.go)
 }
 
 // NewServer returns a server that will place its sockets in sd and admit
