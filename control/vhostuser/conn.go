@@ -25,9 +25,9 @@ import (
 // frames the guest transmits, the sends put frames in its receive
 // buffers.
 //
-// Three goroutines touch it: the message loop (Serve), the host port's
-// reader (Receive) and whoever sends to the host (the multilink
-// serializes them). Each queue's lock guards its ring; the memory table
+// Four goroutines touch it: the message loop (Serve), the host port's
+// reader (Receive), whoever sends to the host (the multilink serializes
+// them) and its notifier (wait.go), which alone writes the call eventfds. Each queue's lock guards its ring; the memory table
 // changes only with both held, so the data path, which touches guest
 // memory only under its queue's lock, never sees it unmapped.
 type Conn struct {
