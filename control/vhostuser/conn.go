@@ -370,8 +370,10 @@ func (c *Conn) receiveOnce(q *queue, r conn.Receiver) (wait bool, err error) {
 				wait = true
 				return err
 			}
-			q.ring.DisableNotify()
 		}
+		// Busy: no kicks until the ring is found empty again (a no-op
+		// with EVENT_IDX, or when kicks are off already).
+		q.ring.DisableNotify()
 		b = r.Get()
 		for n < len(b.Bufs) {
 			size, ok, err := q.ring.TakeFrame(b.Bufs[n], q.hdrLen)
@@ -468,6 +470,8 @@ func (c *Conn) sendOnce(q *queue, frames [][]byte) (k int, wait bool, err error)
 	notify := false
 	var ferr error
 	gerr := guard(c.log, func() error {
+		// Kicks were asked for only while waiting for buffers.
+		q.ring.DisableNotify()
 		for k < len(frames) {
 			ok, err := q.ring.PutFrame(frames[k], q.hdrLen, q.mrg)
 			if errors.Is(err, virtq.ErrAvailIdx) {

@@ -384,3 +384,60 @@ func TestMemTableReplacedWhileRunning(t *testing.T) {
 		t.Fatalf("%d mappings after Close, want %d", got, base)
 	}
 }
+
+// Without EVENT_IDX the device suppresses kicks with
+// VRING_USED_F_NO_NOTIFY: asked for only when it found a ring empty,
+// withdrawn as soon as it has work again, so a driver adding entries
+// while the device is busy does not kick.
+func TestNoNotifyWhileBusy(t *testing.T) {
+	fe := newFrontend(t)
+	fe.start(stdFeatures &^ fRingEventIdx)
+	kicks := func(q int, n int, add func(i int) bool) int {
+		k := 0
+		for i := 0; i < n; i++ {
+			if add(i) {
+				k++
+			}
+		}
+		return k
+	}
+	r := newReceiver()
+	tx := &fe.c.q[txQueue]
+
+	// Transmit: found empty, kicks are asked for; the guest's first
+	// entries kick; once the device took them, the next ones do not.
+	if wait, err := fe.c.receiveOnce(tx, r); !wait || err != nil {
+		t.Fatalf("empty ring: wait %v, %v", wait, err)
+	}
+	if k := kicks(txQueue, 10, func(i int) bool { return fe.transmit(uint16(i), frame(60, 1), true) }); k == 0 {
+		t.Fatal("the idle device asked for no kick")
+	}
+	if wait, err := fe.c.receiveOnce(tx, r); wait || err != nil {
+		t.Fatalf("busy ring: wait %v, %v", wait, err)
+	}
+	if k := kicks(txQueue, 10, func(i int) bool { return fe.transmit(uint16(10+i), frame(60, 1), true) }); k != 0 {
+		t.Fatalf("%d kicks while the device was busy with the transmit ring", k)
+	}
+
+	// Receive: out of buffers, kicks are asked for; once the device has
+	// buffers again, posting more does not kick.
+	if n, err := fe.c.TrySendBatch([][]byte{frame(60, 1)}); n != 0 || !errors.Is(err, conn.ErrWouldBlock) {
+		t.Fatalf("no buffers: %d, %v", n, err)
+	}
+	post := func(first int) func(i int) bool {
+		return func(i int) bool {
+			buf := fe.alloc(2048)
+			fe.setDesc(fe.ringBase(rxQueue)+descOff, first+i, guestBase+buf, 2048, descWrite, 0)
+			return fe.offer(rxQueue, uint16(first+i), true)
+		}
+	}
+	if k := kicks(rxQueue, 10, post(0)); k == 0 {
+		t.Fatal("the device waiting for buffers asked for no kick")
+	}
+	if n, err := fe.c.TrySendBatch([][]byte{frame(60, 1), frame(60, 2)}); n != 2 || err != nil {
+		t.Fatalf("send: %d, %v", n, err)
+	}
+	if k := kicks(rxQueue, 10, post(10)); k != 0 {
+		t.Fatalf("%d kicks for buffers posted while the device had some", k)
+	}
+}
