@@ -1,9 +1,10 @@
 // Package control admits peers into a multilink: it holds the socket
 // directory beside the mount (sockdir.go) and serves its entries, the
 // vde-2 switch protocol's (how vde_plug, qemu and friends join) and the
-// seqpacket ones of vdeplug4's ptp:// (seqpacket.go), refusing for good the
-// processes an operator closed (refuse.go), and QEMU's -netdev stream ones
-// (stream.go).
+// seqpacket ones of vdeplug4's ptp:// (seqpacket.go), QEMU's -netdev
+// stream ones (stream.go) and the host's vhost-user one
+// (vhostuser_entry.go, package vhostuser), refusing for good the processes
+// an operator closed (refuse.go).
 //
 // A vde-2 join goes: accept on a listening SOCK_STREAM socket (SOCKDIR/ctl
 // for links, SOCKDIR/host.ctl for the host); read one request (bounded in
@@ -62,7 +63,8 @@ type Server struct {
 	closing      atomic.Bool
 	refused      refusals // seqpacket peers closed for good (refuse.go)
 
-	streamListeners []*seqListener // QEMU's stream: links, host (stream.go)
+	streamListeners []*seqListener    // QEMU's stream: links, host (stream.go)
+	vhostListener   *net.UnixListener // vhost-user: the host (vhostuser_entry.go)
 }
 
 // NewServer returns a server that will place its sockets in sd and admit
@@ -126,6 +128,10 @@ func (s *Server) Listen() error {
 		s.closeListeners()
 		return err
 	}
+	if err := s.listenVhostUser(); err != nil {
+		s.closeListeners()
+		return err
+	}
 	return nil
 }
 
@@ -141,6 +147,8 @@ func (s *Server) Serve() {
 		go s.acceptSeqLoop(l, i == 1)
 	}
 	s.serveStream()
+	s.wg.Add(1)
+	go s.acceptVhostUserLoop(s.vhostListener)
 }
 
 // Close stops accepting. Peers already joined belong to the multilink.
@@ -159,6 +167,9 @@ func (s *Server) closeListeners() {
 		l.close()
 	}
 	s.closeStream()
+	if s.vhostListener != nil {
+		s.vhostListener.Close()
+	}
 }
 
 func (s *Server) acceptLoop(l *net.UnixListener, isHost bool) {

@@ -11,6 +11,7 @@
 //	PATH/host/ctl         symlink               -> SOCKDIR/host.ctl: the host joins here
 //	PATH/host/seqpacket   symlink               -> SOCKDIR/host.seqpacket: or here
 //	PATH/host/stream      symlink               -> SOCKDIR/host.stream: or here
+//	PATH/host/vhost-user  symlink               -> SOCKDIR/host.vhost-user: or a vhost-user frontend here
 //	PATH/host/stats       file                  attached: yes|no, then the host's stats
 //	PATH/links/           dir (dirmode)         one directory per open link
 //	PATH/links/N/         dir (dirmode)         link N (decimal id, never reused)
@@ -78,6 +79,7 @@ type Config struct {
 	HostCtl   string // target of PATH/host/ctl
 	LinkSeq   string // target of PATH/seqpacket
 	HostSeq   string // target of PATH/host/seqpacket
+	HostVhost string // target of PATH/host/vhost-user (none if empty)
 	Log       *logrus.Entry
 
 	LinkStream, HostStream string // targets of PATH/stream, PATH/host/stream (none if empty)
@@ -99,6 +101,7 @@ const (
 	inoHostSeq
 	inoStream
 	inoHostStream
+	inoHostVhost
 	inoFirstLink = 16
 )
 
@@ -264,6 +267,9 @@ func (r *rootDir) OnAdd(ctx context.Context) {
 	add(host, "seqpacket", &symlink{node: node{t: t}, target: t.HostSeq}, syscall.S_IFLNK, inoHostSeq)
 	if t.HostStream != "" {
 		add(host, "stream", &symlink{node: node{t: t}, target: t.HostStream}, syscall.S_IFLNK, inoHostStream)
+	}
+	if t.HostVhost != "" {
+		add(host, "vhost-user", &symlink{node: node{t: t}, target: t.HostVhost}, syscall.S_IFLNK, inoHostVhost)
 	}
 	add(host, "stats", &statsFile{node: node{t: t}, render: always(t.hostStats)}, syscall.S_IFREG, inoHostStats)
 	add(root, "links", &linksDir{dir: dir{node: node{t: t}}}, syscall.S_IFDIR, inoLinks)

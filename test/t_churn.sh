@@ -136,7 +136,7 @@ else
 	# tells whether that is the memory (not done here: it is system-wide).
 	fail "daemon VmRSS within baseline + 20 MiB" "$RSS0 kB -> ${RSS1:-?} kB"
 fi
-check_eq "the socket dir holds only the six entries" "ctl host.ctl host.seqpacket host.stream seqpacket stream" \
+check_eq "the socket dir holds only the seven entries" "ctl host.ctl host.seqpacket host.stream host.vhost-user seqpacket stream" \
 	"$(ls "$SD" | sort | tr '\n' ' ' | sed 's/ $//')"
 check_fails "no warning, error or panic in the log" grep -Eq 'level=(warning|error|fatal|panic)|panic:' "$LOG"
 # Still serving.

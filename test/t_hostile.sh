@@ -334,7 +334,7 @@ check_back_to "seqpacket: open_fds back near baseline" "$P/stats" open_fds "$FD0
 
 # --- still serving ----------------------------------------------------------------------
 check "daemon alive after everything" alive "$D"
-check_eq "the socket dir holds only the six entries" "ctl host.ctl host.seqpacket host.stream seqpacket stream" \
+check_eq "the socket dir holds only the seven entries" "ctl host.ctl host.seqpacket host.stream host.vhost-user seqpacket stream" \
 	"$(ls "$SD" | sort | tr '\n' ' ' | sed 's/ $//')"
 bg vde_plug "$P" null://
 VP=$LASTPID
