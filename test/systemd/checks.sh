@@ -89,7 +89,9 @@ exercise() {
 	if mounted_in 1 "$P"; then ok "$w: $P is a fuse.multifs mount in PID 1's mount namespace"; else bad "$w: $P is a fuse.multifs mount in PID 1's mount namespace" "$(show_mounts 1)"; fi
 	if mounted_in self "$P"; then ok "$w: $P is a fuse.multifs mount for a process outside the unit"; else bad "$w: $P is a fuse.multifs mount for a process outside the unit" "$(show_mounts self)"; fi
 	d=$(ls "$P" 2>&1 | tr '\n' ' ' | sed 's/ $//')
-	if [ "$d" = "ctl host links seqpacket stats" ]; then ok "$w: the tree's entries are visible outside the unit ($d)"; else bad "$w: the tree's entries are visible outside the unit" "ls $P: '$d'"; fi
+	h=$(ls "$P/host" 2>&1 | tr '\n' ' ' | sed 's/ $//')
+	d="$d; host: $h"
+	if [ "$d" = "ctl host links seqpacket stats stream; host: ctl seqpacket stats stream vhost-user" ]; then ok "$w: the tree's entries are visible outside the unit ($d)"; else bad "$w: the tree's entries are visible outside the unit" "ls $P: '$d'"; fi
 	expect "$w: stats says the host is detached" grep -qx 'host: detached' "$P/stats"
 
 	# A vde_plug joins as a link, and frames go through it: a vdeprobe joined
