@@ -138,7 +138,7 @@ func (s *Server) Serve() {
 	}
 	for i, l := range s.seqListeners {
 		s.wg.Add(1)
-		go s.acceptSeqLoop(l, i == 1)
+		go s.acceptRawLoop(l, i == 1, s.joinSeqpacket)
 	}
 	s.serveStream()
 }
@@ -179,7 +179,11 @@ func (s *Server) acceptLoop(l *net.UnixListener, isHost bool) {
 	}
 }
 
-func (s *Server) acceptSeqLoop(l *seqListener, isHost bool) {
+// acceptRawLoop accepts on a seqpacket or stream entry and has join admit
+// each connection, in turn: a join reads nothing from the peer (a
+// seqpacket peer's ack is ours to send, a stream peer is a peer at once),
+// so a stalled client blocks nobody and no goroutine is needed.
+func (s *Server) acceptRawLoop(l *seqListener, isHost bool, join func(fd int, isHost bool)) {
 	defer s.wg.Done()
 	for {
 		fd, err := l.accept()
@@ -189,8 +193,7 @@ func (s *Server) acceptSeqLoop(l *seqListener, isHost bool) {
 			}
 			continue
 		}
-		// Nothing to read before the ack: no goroutine needed.
-		s.joinSeqpacket(fd, isHost)
+		join(fd, isHost)
 	}
 }
 
