@@ -590,3 +590,75 @@ func TestStreamFloodSharesTheLoop(t *testing.T) {
 		t.Fatal("the flood left the loop: the test proves nothing")
 	}
 }
+
+// An idle connection holds no memory for frames: not the receive buffer,
+// and, once a frame it kept the start of while idle has come whole, not
+// the room for that start either; nor, once the rest of a frame cut on
+// sending has gone, the room for that rest. A crowd of idle peers then
+// costs what it costs for datagram ones, whatever they did before.
+func TestStreamIdleHoldsNothing(t *testing.T) {
+	e := newEngine(t)
+	p, peer := streamPair(t, e, Options{})
+	c := newCollector()
+	go p.Receive(c)
+
+	whole := wire(streamFrame(1, 9000))
+	writeAll(t, peer, whole[:5000])
+	if held, kept, _ := idleState(t, p, "idle mid-frame"); held || kept != 5000 {
+		t.Fatalf("idle mid-frame: buffer held %v, %d bytes kept; want none, 5000", held, kept)
+	}
+	writeAll(t, peer, whole[5000:])
+	c.waitCount(t, 1)
+	if held, _, room := idleState(t, p, "idle after the frame"); held || room != 0 {
+		t.Fatalf("idle after the frame came whole: buffer held %v, room for %d bytes kept", held, room)
+	}
+
+	// A cut on sending: a small send buffer, a peer that reads late.
+	p.Control(func(fd int) { unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 8192) })
+	var frames [][]byte
+	for i := 0; i < 64; i++ {
+		frames = append(frames, streamFrame(i, 3000+i*97%6000))
+	}
+	sent := 0
+	for round := 0; round < 200 && sent < len(frames) && !p.st.cut(); round++ {
+		k, _ := p.TrySendBatch(frames[sent:])
+		sent += k
+	}
+	if !p.st.cut() {
+		t.Fatalf("no frame cut in %d sent: the test needs one", sent)
+	}
+	var buf []byte
+	if n := drainPeer(t, peer, &buf, time.Now().Add(3*time.Second), sent, func(int, []byte) {}); n != sent {
+		t.Fatalf("%d of %d frames read", n, sent)
+	}
+	waitFor(t, "the flusher done", func() bool {
+		p.st.mu.Lock()
+		defer p.st.mu.Unlock()
+		return !p.st.flushing
+	})
+	p.st.mu.Lock()
+	room := cap(p.st.rem)
+	p.st.mu.Unlock()
+	if room != 0 {
+		t.Fatalf("the rest of a cut frame gone: room for %d bytes kept", room)
+	}
+}
+
+// idleState waits until p's reader has read all there is and parked, then
+// reports whether it holds a receive buffer, and the bytes and room of
+// what it kept of a frame. The reader wrote them before parking
+// (published by its atomic wait state); taking p.wait's lock after
+// reading them orders the reads before the reader's next wake-up, which
+// the poller hands over under that lock.
+func idleState(t *testing.T, p *FD, what string) (held bool, kept, room int) {
+	t.Helper()
+	waitFor(t, what+": all read, the reader parked", func() bool {
+		queued := -1
+		p.Control(func(fd int) { queued, _ = unix.IoctlGetInt(fd, unix.SIOCINQ) })
+		return queued == 0 && p.waitNow() == waitingParked
+	})
+	held, kept, room = p.st.buf != nil, len(p.st.carry), cap(p.st.carry)
+	p.wait.Lock()
+	p.wait.Unlock()
+	return held, kept, room
+}
