@@ -662,3 +662,36 @@ func idleState(t *testing.T, p *FD, what string) (held bool, kept, room int) {
 	p.wait.Unlock()
 	return held, kept, room
 }
+
+// Frames cut at every byte, the first part read (and kept, the socket
+// found empty) before the rest is written: through the connection's own
+// buffer, whatever the cut, the frames come whole and in order, a bad
+// length among them passed over.
+func TestStreamSplitAtEveryByte(t *testing.T) {
+	bad := append(binary.BigEndian.AppendUint32(nil, 13), make([]byte, 13)...)
+	data := append(append(wire(streamFrame(1, 60), streamFrame(2, 14)), bad...), wire(streamFrame(3, 100))...)
+	for _, own := range []bool{false, true} {
+		e := newEngine(t)
+		p, peer := streamPair(t, e, Options{OwnThread: own})
+		c := newCollector()
+		go p.Receive(c)
+		for cut := 1; cut < len(data); cut++ {
+			writeAll(t, peer, data[:cut])
+			waitFor(t, "the first part read", func() bool {
+				queued := -1
+				p.Control(func(fd int) { queued, _ = unix.IoctlGetInt(fd, unix.SIOCINQ) })
+				return queued == 0
+			})
+			writeAll(t, peer, data[cut:])
+			c.waitCount(t, 4*cut)
+		}
+		c.mu.Lock()
+		for i := 0; i < len(c.sizes); i += 4 {
+			if !equalInts(c.sizes[i:i+4], []int{60, 14, 13, 100}) || !bytes.Equal(c.frames[i], streamFrame(1, 60)) ||
+				!bytes.Equal(c.frames[i+1], streamFrame(2, 14)) || !bytes.Equal(c.frames[i+3], streamFrame(3, 100)) {
+				t.Fatalf("own thread %v, cut at byte %d: sizes %v", own, i/4+1, c.sizes[i:i+4])
+			}
+		}
+		c.mu.Unlock()
+	}
+}
