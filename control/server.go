@@ -16,9 +16,9 @@
 // The listeners wait in Go's poller, as any Go server's do: they wake once
 // per join. The data sockets are package engine's descriptors, which wait
 // in the engine's own; their policy (a host's keeps its own thread, a
-// seqpacket socket reads an empty message at EOF) is set here, at
-// admission. The client side of both protocols, for tests, the benchmark
-// and vdeprobe, is package control/client.
+// seqpacket socket reads an empty message at EOF, a stream is framed) is
+// set here, at admission. The client side of these protocols, for tests,
+// the benchmark and vdeprobe, is package control/client.
 package control
 
 import (
