@@ -42,7 +42,12 @@ type seqListener struct {
 }
 
 func listenSeqpacket(path string) (*seqListener, error) {
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	return listenRaw(path, unix.SOCK_SEQPACKET)
+}
+
+// listenRaw makes a seqListener of the socket type sotype at path.
+func listenRaw(path string, sotype int) (*seqListener, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, sotype|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("socket: %w", err)
 	}
@@ -88,14 +93,10 @@ func (l *seqListener) close() {
 
 // joinSeqpacket admits one seqpacket peer: ack, then hand over.
 func (s *Server) joinSeqpacket(fd int, isHost bool) {
-	log := s.log.WithField("role", roleName(isHost)).WithField("transport", "seqpacket")
-	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
-	if err != nil {
-		log.WithError(err).Warn("refused: no peer credentials")
-		unix.Close(fd)
+	cred, log, ok := s.peerCred(fd, isHost, "seqpacket")
+	if !ok {
 		return
 	}
-	log = log.WithField("pid", cred.Pid).WithField("uid", cred.Uid)
 	if e, ok := s.refused.refuses(isHost, cred.Pid); ok {
 		// The process whose port was closed for good, reconnecting (a
 		// ptp client does so at once): the ack fails its reconnect.
@@ -132,6 +133,20 @@ func (s *Server) joinSeqpacket(fd int, isHost bool) {
 		log.WithError(err).Warn("refused")
 		conn.Close()
 	}
+}
+
+// peerCred is where a seqpacket or stream join begins: the peer's
+// credentials (SO_PEERCRED) and a log entry that names the peer by them.
+// Without credentials fd is closed, the refusal logged, and ok false.
+func (s *Server) peerCred(fd int, isHost bool, transport string) (cred *unix.Ucred, log *logrus.Entry, ok bool) {
+	log = s.log.WithField("role", roleName(isHost)).WithField("transport", transport)
+	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+	if err != nil {
+		log.WithError(err).Warn("refused: no peer credentials")
+		unix.Close(fd)
+		return nil, nil, false
+	}
+	return cred, log.WithField("pid", cred.Pid).WithField("uid", cred.Uid), true
 }
 
 // MsgRefusalsFull is the warning logged when a process closed for good

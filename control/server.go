@@ -17,9 +17,9 @@
 // The listeners wait in Go's poller, as any Go server's do: they wake once
 // per join. The data sockets are package engine's descriptors, which wait
 // in the engine's own; their policy (a host's keeps its own thread, a
-// seqpacket socket reads an empty message at EOF) is set here, at
-// admission. The client side of both protocols, for tests, the benchmark
-// and vdeprobe, is package control/client.
+// seqpacket socket reads an empty message at EOF, a stream is framed) is
+// set here, at admission. The client side of these protocols, for tests,
+// the benchmark and vdeprobe, is package control/client.
 package control
 
 import (
@@ -144,7 +144,7 @@ func (s *Server) Serve() {
 	}
 	for i, l := range s.seqListeners {
 		s.wg.Add(1)
-		go s.acceptSeqLoop(l, i == 1)
+		go s.acceptRawLoop(l, i == 1, s.joinSeqpacket)
 	}
 	s.serveStream()
 	s.wg.Add(1)
@@ -190,7 +190,11 @@ func (s *Server) acceptLoop(l *net.UnixListener, isHost bool) {
 	}
 }
 
-func (s *Server) acceptSeqLoop(l *seqListener, isHost bool) {
+// acceptRawLoop accepts on a seqpacket or stream entry and has join admit
+// each connection, in turn: a join reads nothing from the peer (a
+// seqpacket peer's ack is ours to send, a stream peer is a peer at once),
+// so a stalled client blocks nobody and no goroutine is needed.
+func (s *Server) acceptRawLoop(l *seqListener, isHost bool, join func(fd int, isHost bool)) {
 	defer s.wg.Done()
 	for {
 		fd, err := l.accept()
@@ -200,8 +204,7 @@ func (s *Server) acceptSeqLoop(l *seqListener, isHost bool) {
 			}
 			continue
 		}
-		// Nothing to read before the ack: no goroutine needed.
-		s.joinSeqpacket(fd, isHost)
+		join(fd, isHost)
 	}
 }
 

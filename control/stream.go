@@ -2,7 +2,6 @@ package control
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -52,34 +51,14 @@ func (s *Server) listenStream() error {
 // listenStreamAt is listenSeqpacket for a SOCK_STREAM socket: the same
 // listener, which waits in Go's poller and hands out bare descriptors.
 func listenStreamAt(path string) (*seqListener, error) {
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
-	if err != nil {
-		return nil, fmt.Errorf("socket: %w", err)
-	}
-	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("bind %s: %w", path, err)
-	}
-	if err := unix.Listen(fd, 128); err != nil {
-		unix.Close(fd)
-		os.Remove(path)
-		return nil, fmt.Errorf("listen on %s: %w", path, err)
-	}
-	f := os.NewFile(uintptr(fd), path)
-	rc, err := f.SyscallConn()
-	if err != nil {
-		f.Close()
-		os.Remove(path)
-		return nil, err
-	}
-	return &seqListener{f: f, rc: rc, path: path}, nil
+	return listenRaw(path, unix.SOCK_STREAM)
 }
 
 // serveStream starts the stream entries' accept loops.
 func (s *Server) serveStream() {
 	for i, l := range s.streamListeners {
 		s.wg.Add(1)
-		go s.acceptStreamLoop(l, i == 1)
+		go s.acceptRawLoop(l, i == 1, s.joinStream)
 	}
 }
 
@@ -89,31 +68,12 @@ func (s *Server) closeStream() {
 	}
 }
 
-func (s *Server) acceptStreamLoop(l *seqListener, isHost bool) {
-	defer s.wg.Done()
-	for {
-		fd, err := l.accept()
-		if err != nil {
-			if s.acceptFailed(err) {
-				return
-			}
-			continue
-		}
-		// Nothing to read or write before the peer joins.
-		s.joinStream(fd, isHost)
-	}
-}
-
 // joinStream admits one stream peer.
 func (s *Server) joinStream(fd int, isHost bool) {
-	log := s.log.WithField("role", roleName(isHost)).WithField("transport", "stream")
-	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
-	if err != nil {
-		log.WithError(err).Warn("refused: no peer credentials")
-		unix.Close(fd)
+	cred, log, ok := s.peerCred(fd, isHost, "stream")
+	if !ok {
 		return
 	}
-	log = log.WithField("pid", cred.Pid).WithField("uid", cred.Uid)
 	if e, ok := s.refused.refuses(isHost, cred.Pid); ok {
 		// QEMU ≥ 8.0 with reconnect=N comes back by itself: a close
 		// through the close file must stay a close.

@@ -118,6 +118,11 @@ func TestStreamCloseForGood(t *testing.T) {
 		t.Fatal(err)
 	}
 	endsSoon(t, c, "closed for good")
+	// Recorded under the peer's uid: a user's closes can crowd out only
+	// its own (refuse.go).
+	if n := srv.refused.lenUID(uint32(os.Geteuid())); n != 1 {
+		t.Fatalf("%d records under the peer's uid, want 1", n)
+	}
 	for i := 0; i < 3; i++ {
 		endsSoon(t, dialStream(t, srv.LinkStream()), "reconnect")
 	}

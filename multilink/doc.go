@@ -25,25 +25,28 @@
 // hotLoop are package control/engine's (recvBatchOnce, tapReadOnce and
 // finishRecv are FD's methods): every production Conn is an engine.FD, a
 // vde-2 data socket (SOCKDIR/link.N, SOCKDIR/host.N), a seqpacket
-// connection, or a tap device opened for --host; except a vhost-user
-// host, package control/vhostuser's Conn, whose frames move through its
-// guest's rings instead of a socket; tests use the same seam
-// with package conntest's fake peer. Every peer enters through
-// Multilink.Admit (from control's Server.join for vde-2, Server.joinSeqpacket
-// for seqpacket, Server.joinVhostUser for vhost-user, or cmd/multifs's
-// AttachHost of Engine.OpenTap's tap),
+// connection, a stream connection (QEMU's -netdev stream), or a tap device
+// opened for --host; except a vhost-user host, package control/vhostuser's
+// Conn, whose frames move through its guest's rings instead of a socket;
+// tests use the same seam with package conntest's fake peer. Every peer
+// enters through Multilink.Admit (from control's Server.join for vde-2,
+// Server.joinSeqpacket for seqpacket, Server.joinStream for stream,
+// Server.joinVhostUser for vhost-user, or cmd/multifs's AttachHost of
+// Engine.OpenTap's tap),
 // which starts the port's reader, Port.readLoop, on a goroutine of its own.
 //
 // Host to links:
 //
-//	host peer                   writes a frame: a datagram, a seqpacket message or a tap frame
+//	host peer                   writes a frame: a datagram, a seqpacket message, a tap frame,
+//	                            or a stream's length and frame
 //	Port.readLoop               the host's reader: Conn.Receive with the port's reader
 //	  FD.Receive                the engine's receive loop
 //	    FD.recvBatch            a host's socket waits on its own thread: FD.io, hotWait
 //	                            (poll(2)), then park
 //	    hotLoop.serve, .step    a tap host, once busy, is served by the hot loop instead
 //	      recvBatchOnce         reader.Get (batches.get), then one recvmmsg of up to BatchSize
-//	                            frames; found nothing: reader.Put. A tap: tapReadOnce, a read(2) a frame
+//	                            frames; found nothing: reader.Put. A tap: tapReadOnce, a read(2) a frame.
+//	                            A stream: streamReadOnce, big reads, whole frames copied out
 //	      finishRecv            each frame's length into the batch's sizes
 //	  reader.Deliver
 //	    Port.forward            bad sizes dropped; rx counted; views into the batch passed on
@@ -58,7 +61,8 @@
 //
 // Link to host:
 //
-//	link peer                   writes a frame: a datagram or a seqpacket message
+//	link peer                   writes a frame: a datagram, a seqpacket message, or a stream's
+//	                            length and frame
 //	Port.readLoop               the link's reader
 //	  FD.Receive
 //	    FD.waitIdle, park       idle: the goroutine parks, its descriptor armed one-shot in
@@ -96,7 +100,8 @@
 // Where a frame is dropped, and where it is counted:
 //
 //   - too short (< MinFrame) or too long (> MaxFrame, seen through MSG_TRUNC,
-//     never truncated): Port.forward, the receiving port's rx_dropped;
+//     or a stream's length; never truncated): Port.forward, the receiving
+//     port's rx_dropped;
 //   - no host attached, or it detached after fromLink looked: the
 //     multilink's dropped_no_host; no link open: dropped_no_link (Totals);
 //   - a copy of a frame the host accepted from another link within the

@@ -19,64 +19,8 @@
 . "$(dirname "$0")/lib.sh"
 
 T_START=$(now_ms)
-QEMU=$(command -v qemu-system-x86_64) ||
-	{ fail "qemu-system-x86_64 installed" "apt-get install qemu-system-x86"; finish; }
 command -v socat >/dev/null || { fail "socat installed" "apt-get install socat"; finish; }
-pass "qemu-system-x86_64 installed ($("$QEMU" --version | head -n 1))"
-
-QCACHE=${MFS_QEMU_CACHE:-/tmp/multifs-qemu-cache}
-if QDIR=$(timeout 120 bash "$ROOT/test/qemu/mkinitramfs.sh" "$QCACHE" 2>"$SCRATCH/mkinitramfs.err"); then
-	pass "initramfs for $(cat "$QDIR/kver") ready ($QDIR)"
-else
-	fail "build the initramfs" "$(tr '\n' ' ' <"$SCRATCH/mkinitramfs.err" | head -c 300)"
-	finish
-fi
-
-# The guest's markers, as in t_peer_qemu.sh.
-console() { tr -d '\r' <"$SCRATCH/$1.console" 2>/dev/null; }
-marker() { console "$1" | grep -m 1 "^MFS-$2\\b"; }
-
-# start_vm NAME COUNT INTERVAL IP/LEN PEER MAC NETDEV: as t_peer_qemu.sh's,
-# NETDEV the whole -netdev argument.
-start_vm() {
-	local name=$1 count=$2 interval=$3 ip=$4 peer=$5 mac=$6 netdev=$7
-	: >"$SCRATCH/$name.console"
-	nice -n -10 timeout -k 5 90 "$QEMU" -accel tcg -nodefaults -no-user-config \
-		-display none -monitor none -no-reboot -m 128 \
-		-serial "file:$SCRATCH/$name.console" -pidfile "$SCRATCH/$name.pid" \
-		-kernel "$QDIR/vmlinuz" -initrd "$QDIR/initrd.gz" \
-		-append "console=ttyS0 panic=-1 quiet mfs_ip=$ip mfs_peer=$peer mfs_count=$count mfs_interval=$interval mfs_linger=3" \
-		-netdev "$netdev" -device "virtio-net-pci,netdev=n0,mac=$mac" \
-		</dev/null >"$SCRATCH/$name.qemu.log" 2>&1 &
-	VM_WRAP=$!
-	track "$VM_WRAP"
-}
-
-# vm_wait NAME WORD SECONDS WHAT: pass once the console has MFS-WORD.
-vm_wait() {
-	local name=$1 word=$2 secs=$3 what=$4
-	wait_for "marker $name $word || marker $name END || ! alive $VM_WRAP" "$secs"
-	if [ -n "$(marker "$name" "$word")" ]; then
-		pass "$what"
-		return 0
-	fi
-	fail "$what" "no MFS-$word within $secs s: $(console "$name" | grep '^MFS-' | tr '\n' ' ' | tail -c 300) $(head -c 300 "$SCRATCH/$name.qemu.log")"
-	return 1
-}
-
-# check_summary NAME COUNT: COUNT sent, COUNT received, no duplicate.
-check_summary() {
-	local s
-	s=$(console "$1" | sed -n 's/^MFS-PING: \(.*packets transmitted.*\)/\1/p' | head -n 1)
-	note "VM $1 ping: $s; $(marker "$1" LOST); $(marker "$1" DUPS)"
-	check_eq "VM $1: $2 pings, $2 answered, no duplicate, 0% packet loss" \
-		"$2 packets transmitted, $2 packets received, 0% packet loss" "$s"
-}
-
-vm_done() {
-	check_within "VM $1 powers off" 15 "marker $1 END" tail -n 3 "$SCRATCH/$1.console"
-	wait_exit "$VM_WRAP" 15 || fail "qemu $1 exits after poweroff" "still running"
-}
+. "$(dirname "$0")/qemu_vm.sh"
 
 # ================================================================================
 # A. The VM as the host through A/host/stream, across a socat hand-off
@@ -100,8 +44,7 @@ check_eq "A/links/1/stats: transport stream, socat's pid" "stream $L1" \
 
 start_vm a "$COUNTA" "$INTERVALA" "$NETA.2/24" "$NETA.1" "52:54:00:4d:53:01" \
 	"stream,id=n0,server=off,addr.type=unix,addr.path=$A/host/stream"
-vm_wait a READY 60 "VM a boots and reaches its peer through A/host/stream" || finish
-VM_PID=$(cat "$SCRATCH/a.pid" 2>/dev/null)
+vm_ready a || finish
 check_eq "A/host/stats: transport stream" stream "$(stat_key "$A/host/stats" transport)"
 check_eq "A/host/stats: pid is qemu's" "$VM_PID" "$(stat_key "$A/host/stats" pid)"
 
@@ -122,8 +65,8 @@ if [ -z "$(marker a PING-END)" ]; then
 else
 	fail "the guest's pings go on after the hand-off" "ended already: make COUNTA larger"
 fi
-vm_wait a PING-END 60 "VM a finishes its pings"
-check_summary a "$COUNTA"
+vm_pinged a
+check_summary a "$COUNTA" none
 check_eq "A/host/stats: nothing dropped on the way to the VM" 0 "$(stat_key "$A/host/stats" tx_dropped)"
 vm_done a
 check_stat "A/host/stats: detached once qemu exited" "$A/host/stats" attached no 3
@@ -139,13 +82,12 @@ start_multifs "$C" || finish
 netns_host "$NSC" "mfs$$tc" "$C/host" "$NETC.1" || finish
 start_vm b "$COUNTC" 0.005 "$NETC.2/24" "$NETC.1" "52:54:00:4d:53:02" \
 	"stream,id=n0,server=off,addr.type=unix,addr.path=$C/stream"
-vm_wait b READY 60 "VM b boots and reaches its peer through C/stream" || finish
-VM_PID=$(cat "$SCRATCH/b.pid" 2>/dev/null)
+vm_ready b || finish
 check_links "C/links lists the VM as link 1" "$C" 1 1
 check_eq "C/links/1/stats: transport stream, qemu's pid, no description" "stream $VM_PID " \
 	"$(stat_key "$C/links/1/stats" transport) $(stat_key "$C/links/1/stats" pid) $(stat_key "$C/links/1/stats" description)"
-vm_wait b PING-END 60 "VM b finishes its pings"
-check_summary b "$COUNTC"
+vm_pinged b
+check_summary b "$COUNTC" none
 check_eq "C/links/1/stats: nothing dropped on the way to the VM" 0 "$(stat_key "$C/links/1/stats" tx_dropped)"
 vm_done b
 check_links "C/links: the VM's link gone once qemu exited" "$C" "" 3

@@ -21,7 +21,8 @@
 # Then the links leave: within 3 s the RSS must be back under J + BACK
 # (4 MiB; measured: J + 0.4-1.8 MB, 170 ms after). Before the fix it stayed
 # at its peak: nothing made the runtime collect the queues' chunks, nor
-# return them.
+# return them. Their descriptors and goroutines (queue writers, and the
+# writers of a cut frame's rest) must go with them.
 . "$(dirname "$0")/lib.sh"
 
 MiB=1024 # in kB, as /proc/PID/status counts
@@ -61,6 +62,9 @@ for size in 14 60 1514; do
 	start_multifs "$P" -o mode=0666 || break
 	D=$LASTPID
 	IDLE=$(rss)
+	wait_for "steady '$P/stats' open_fds goroutines" 5
+	FD0=$(stat_key "$P/stats" open_fds)
+	GR0=$(stat_key "$P/stats" goroutines)
 	rm -f "$US/ready" "$US/release"
 	bg runuser -u "$U" -- "$PY" "$HD/stuck_links.py" "$P" "$LINKS" "$US" "$US/ready" "$US/release" 60 mixed
 	HOLDER=$LASTPID
@@ -91,6 +95,10 @@ for size in 14 60 1514; do
 	touch "$US/release"
 	wait_exit "$HOLDER" 10
 	check_stat "$size: the stuck links left" "$P/stats" links 0 10
+	# Each stuck link had a queue writer, and a stream one cut mid-frame a
+	# writer for the rest of that frame: all gone with their links.
+	check_back_to "$size: no descriptor left of the stuck links" "$P/stats" open_fds "$FD0" 2
+	check_back_to "$size: no goroutine left of the stuck links" "$P/stats" goroutines "$GR0" 2
 	T0=$(now_ms)
 	if wait_for "[ \"\$(rss)\" -le $((J + BACK)) ]" 3; then
 		pass "$size: RSS back to $(mb "$(rss)") ($(($(now_ms) - T0)) ms after the links left; J + 4 MiB is $(mb $((J + BACK))))"

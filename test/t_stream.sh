@@ -10,7 +10,9 @@
 # a peer that stops mid-frame and goes on; a link that never reads (its
 # queue bounded, every frame whole once it reads); a process closed for
 # good refused when it reconnects, as QEMU's reconnect=N would; a host that
-# reconnects after multifs restarts welcome.
+# reconnects after multifs restarts welcome; a flood of connections that
+# end in every way, and a crowd holding partial frames, leave no
+# descriptor or goroutine behind.
 . "$(dirname "$0")/lib.sh"
 
 SP="$ROOT/test/hostile/stream_peer.py"
@@ -172,6 +174,33 @@ kill "$FLOOD" 2>/dev/null
 touch "$SCRATCH/stuck.go.end"
 check_within "the stuck link leaves" 5 "[ -z \"\$(links_of '$P')\" ]" show_links "$P"
 detached
+
+# --- a flood of connections, each ending its own way (a frame then close,
+# half a header, half a frame, 2^32-1, a half-close, a reset), then a
+# crowd each holding a frame stopped near its end: no descriptor and no
+# goroutine is left behind, and every held one is a link
+ulimit -n 8192
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
+D=$(daemon_pid "$P")
+wait_for "steady '$P/stats' open_fds goroutines" 5
+FD0=$(stat_key "$P/stats" open_fds)
+GR0=$(stat_key "$P/stats" goroutines)
+LT0=$(stat_key "$P/stats" links_total)
+python3 "$SP" churn "$P/stream" 3000 40 "$SCRATCH/churn.out"
+check_eq "3,000 connections made and ended" done=3000 "$(cat "$SCRATCH/churn.out" 2>/dev/null)"
+check_within "all of them gone from links/" 10 "[ -z \"\$(links_of '$P')\" ]" show_links "$P"
+check_eq "each was a link (links_total)" $((LT0 + 3000)) "$(stat_key "$P/stats" links_total)"
+check_back_to "after 3,000 connections: no descriptor left" "$P/stats" open_fds "$FD0" 2
+check_back_to "after 3,000 connections: no goroutine left" "$P/stats" goroutines "$GR0" 2
+RSS0=$(rss_kib "$D")
+bg python3 "$SP" hold "$P/stream" 1000 "$SCRATCH/hold.ready" "$SCRATCH/hold.go" 40
+check_within "1,000 connections each holding 9,004 bytes of a frame are links" 20 \
+	"[ -e '$SCRATCH/hold.ready' ] && [ \"\$(stat_key '$P/stats' links)\" = 1000 ]" show_key "$P/stats" links
+note "1,000 connections holding a frame stopped near its end: VmRSS $RSS0 -> $(rss_kib "$D") kB"
+touch "$SCRATCH/hold.go"
+check_within "released, they are gone" 20 "[ -z \"\$(links_of '$P')\" ]" show_links "$P"
+check_back_to "after 1,000 held frames: no descriptor left" "$P/stats" open_fds "$FD0" 2
+check_back_to "after 1,000 held frames: no goroutine left" "$P/stats" goroutines "$GR0" 2
 
 # --- closed for good: the process's reconnects are closed at once, logged
 TOTAL0=$(stat_key "$P/stats" links_total)

@@ -34,6 +34,10 @@ type hotMember struct {
 	p    *FD // delivers to p.rx.r
 	last time.Time
 	back chan error // the member's goroutine waits here while served
+	// again: p's turn ended with frames already read, waiting in its
+	// buffer (a stream's); it is in the loop's again list. The loop's
+	// thread only.
+	again bool
 }
 
 type hotLoop struct {
@@ -44,6 +48,11 @@ type hotLoop struct {
 	asleep   bool // waiting with no member, for long
 	stopped  bool // stop was called: no more members
 	done     chan struct{}
+	// again are the members whose turn ended with frames read and not
+	// yet delivered (a stream's buffer): epoll does not report those, so
+	// the loop serves them again after the next look at the others.
+	// spare is again's other slice. The loop's thread only.
+	again, spare []int32
 }
 
 func newHotLoop() (*hotLoop, error) {
@@ -130,15 +139,20 @@ func (l *hotLoop) run() {
 		asleep := len(l.members) == 0
 		l.asleep = asleep
 		l.mu.Unlock()
+		wait := sweepMs
+		if len(l.again) > 0 {
+			wait = 0 // frames wait already: only look for others'
+		}
 		var n int
 		var err error
 		switch {
 		case asleep:
+			l.again = l.again[:0] // all released
 			n, err = unix.EpollWait(l.epfd, events, -1)
 		case oneP:
-			n, err = unix.EpollWait(l.epfd, events, sweepMs)
+			n, err = unix.EpollWait(l.epfd, events, wait)
 		default:
-			n, err = epollWaitKeepingP(l.epfd, events, sweepMs)
+			n, err = epollWaitKeepingP(l.epfd, events, wait)
 		}
 		if err != nil && err != unix.EINTR {
 			panic(fmt.Sprintf("epoll_wait: %v", err)) // only a bug gets here
@@ -159,10 +173,11 @@ func (l *hotLoop) run() {
 			l.mu.Lock()
 			m := l.members[e.Fd]
 			l.mu.Unlock()
-			if m != nil {
+			if m != nil && !m.again { // one turn a round: its own is below
 				l.step(e.Fd, m, now)
 			}
 		}
+		l.serveAgain(now)
 		if now.Sub(lastSweep) >= hotIdle/5 {
 			lastSweep = now
 			l.sweep(now)
@@ -172,14 +187,13 @@ func (l *hotLoop) run() {
 }
 
 // step receives from a ready member and delivers what came, again at once
-// while batches come full (up to a few, for fairness between members):
-// what is left is reported ready again anyway, but asking costs an
-// epoll_wait.
+// while batches come full, up to a few: then the others get their turn.
+// What is left in the socket is reported ready again anyway, but asking
+// costs an epoll_wait. Frames a stream has read already the socket,
+// maybe empty, would not report: the member goes on the again list.
 func (l *hotLoop) step(tok int32, m *hotMember, now time.Time) {
 	p := m.p
-	// A stream's frames already read must be delivered before it waits
-	// again: the socket, maybe empty, would not report them.
-	for round := 0; round < 4 || p.rxMore(); round++ {
+	for round := 0; round < 4; round++ {
 		if p.closing.Load() {
 			l.release(tok, m, os.ErrClosed)
 			return
@@ -198,6 +212,31 @@ func (l *hotLoop) step(tok int32, m *hotMember, now time.Time) {
 			return
 		}
 	}
+	if p.rxMore() && !m.again {
+		m.again = true
+		l.again = append(l.again, tok)
+	}
+}
+
+// serveAgain gives each member on the again list (step) its next turn,
+// once every ready member has had one: a stream that floods takes its
+// turn with the others, not the loop for as long as it floods.
+func (l *hotLoop) serveAgain(now time.Time) {
+	if len(l.again) == 0 {
+		return
+	}
+	turn := l.again
+	l.again = l.spare[:0]
+	for _, tok := range turn {
+		l.mu.Lock()
+		m := l.members[tok]
+		l.mu.Unlock()
+		if m != nil { // not released since: tokens are not reused
+			m.again = false
+			l.step(tok, m, now)
+		}
+	}
+	l.spare = turn[:0]
 }
 
 // sweep hands back the members idle for hotIdle, and closed ones.

@@ -42,7 +42,11 @@ import (
 // send buffer), each taken whole or not at all, so sendmsg calls are kept
 // to streamWriteMax and a cut is rare; if the last frame of a send is the
 // one cut, a goroutine of the connection's own finishes it as soon as the
-// peer reads.
+// peer reads. A Close does not wait for a peer that is not reading: the
+// rest of a cut frame still kept then is never written, and the peer
+// reads a frame cut short followed by the end of the stream, never by
+// anything else (QEMU drops such a frame at the end); that frame was
+// counted as sent.
 
 const (
 	// StreamMaxLen is the longest frame QEMU's stream reader accepts
@@ -148,13 +152,13 @@ type streamState struct {
 	parser   StreamParser
 	buf      *[]byte // lent by streamBufs while bytes wait in it
 	off, end int     // the bytes waiting: (*buf)[off:end]
-	carry    []byte  // the start of a frame kept while idle, buf handed back
+	carry    []byte  // the start of a frame kept while idle, buf handed back; nil once used
 	rxErr    error   // the end, seen after frames still to be delivered
 	more     bool    // whole frames wait in buf, or rxErr: attempt again before waiting
 
 	// Send side: mu orders the writes of the sender and of the flusher.
 	mu       sync.Mutex
-	rem      []byte // the rest of a frame the kernel took part of
+	rem      []byte // the rest of a frame the kernel took part of; nil once written
 	remOff   int
 	flushing bool          // a flusher goroutine runs
 	flushed  chan struct{} // closed when it ends
@@ -262,7 +266,9 @@ func (st *streamState) lend() {
 	if st.buf == nil {
 		st.buf = streamBufs.Get().(*[]byte)
 		st.off, st.end = 0, copy(*st.buf, st.carry)
-		st.carry = st.carry[:0]
+		// Its room goes too: a connection that goes idle again with no
+		// frame begun keeps nothing.
+		st.carry = nil
 		return
 	}
 	if st.off > 0 {
@@ -392,12 +398,14 @@ func (st *streamState) flushRem(fd int) (done bool, err error) {
 		}
 		if errno != 0 {
 			// The peer is gone or broken: its reader ends it.
-			st.rem, st.remOff = st.rem[:0], 0
+			st.rem, st.remOff = nil, 0
 			return true, errno
 		}
 		st.remOff += w
 	}
-	st.rem, st.remOff = st.rem[:0], 0
+	// The room goes too (a cut is rare: the socket was full), so that an
+	// idle connection keeps nothing.
+	st.rem, st.remOff = nil, 0
 	return true, nil
 }
 

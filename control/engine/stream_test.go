@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -506,4 +507,191 @@ func (st *streamState) cut() bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	return st.remOff < len(st.rem)
+}
+
+// A stream peer that floods must not keep the hot loop to itself. A
+// stream's frames already read are delivered before it waits again, and
+// a flood refills its buffer before it is empty: unless the loop takes
+// turns, every other member waits until the flood stops.
+func TestStreamFloodSharesTheLoop(t *testing.T) {
+	e := newEngine(t)
+	flood, floodPeer := streamPair(t, e, Options{})
+	quiet, quietPeer := streamPair(t, e, Options{})
+	// The flood's writes must keep its socket full however slowly the
+	// writer is scheduled.
+	unix.SetsockoptInt(floodPeer, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 4<<20)
+
+	var flooded, got atomic.Int64
+	gotOne := make(chan struct{}, 1)
+	go flood.Receive(fixedReceiver(t, conn.BatchSize, func(n int) {
+		// What forwarding a batch costs (a sendmmsg to the host).
+		for start := time.Now(); time.Since(start) < 10*time.Microsecond; {
+		}
+		flooded.Add(int64(n))
+	}))
+	go quiet.Receive(fixedReceiver(t, conn.BatchSize, func(n int) {
+		got.Add(int64(n))
+		select {
+		case gotOne <- struct{}{}:
+		default:
+		}
+	}))
+
+	// Runts, 5 bytes each (dropped by the multilink, but each batch of
+	// them costs a delivery): the cheapest flood there is. (Not 4: 64 KiB
+	// reads would then end on a batch's end, and the loop would look at
+	// the others at each.)
+	stop := make(chan struct{})
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		chunk := bytes.Repeat(wire([]byte{0}), 50000)
+		for end := time.Now().Add(10 * time.Second); time.Now().Before(end); {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := unix.Write(floodPeer, chunk); err != nil {
+				return
+			}
+		}
+	}()
+	defer func() { close(stop); flood.Close(); <-writerDone }()
+	waitFor(t, "the flood served by the hot loop", func() bool { return flood.inLoop() && flooded.Load() > 10000 })
+
+	// The quiet link's first frame is received by its own goroutine
+	// (it was parked); then it joins the loop, which must serve it too.
+	deliveredWithin := func(want int64, what string) {
+		t.Helper()
+		writeAll(t, quietPeer, wire(streamFrame(int(want), 60)))
+		deadline := time.After(2 * time.Second)
+		for got.Load() < want {
+			select {
+			case <-gotOne:
+			case <-deadline:
+				t.Fatalf("%s: not delivered within 2 s while another member floods (%d frames of the flood delivered)", what, flooded.Load())
+			}
+		}
+	}
+	deliveredWithin(1, "the quiet link's first frame")
+	waitFor(t, "the quiet link in the hot loop", quiet.inLoop)
+	// Taking turns, the loop serves the quiet link within a few of the
+	// flood's batches: 10 frames, one after the other, in well under a
+	// second, even on a loaded machine.
+	start := time.Now()
+	for i := int64(2); i <= 11; i++ {
+		deliveredWithin(i, fmt.Sprintf("frame %d, through the loop", i))
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("10 frames of a quiet link took %v through a loop shared with a flood (%d frames of it delivered)", took, flooded.Load())
+	}
+	if !flood.inLoop() {
+		t.Fatal("the flood left the loop: the test proves nothing")
+	}
+}
+
+// An idle connection holds no memory for frames: not the receive buffer,
+// and, once a frame it kept the start of while idle has come whole, not
+// the room for that start either; nor, once the rest of a frame cut on
+// sending has gone, the room for that rest. A crowd of idle peers then
+// costs what it costs for datagram ones, whatever they did before.
+func TestStreamIdleHoldsNothing(t *testing.T) {
+	e := newEngine(t)
+	p, peer := streamPair(t, e, Options{})
+	c := newCollector()
+	go p.Receive(c)
+
+	whole := wire(streamFrame(1, 9000))
+	writeAll(t, peer, whole[:5000])
+	if held, kept, _ := idleState(t, p, "idle mid-frame"); held || kept != 5000 {
+		t.Fatalf("idle mid-frame: buffer held %v, %d bytes kept; want none, 5000", held, kept)
+	}
+	writeAll(t, peer, whole[5000:])
+	c.waitCount(t, 1)
+	if held, _, room := idleState(t, p, "idle after the frame"); held || room != 0 {
+		t.Fatalf("idle after the frame came whole: buffer held %v, room for %d bytes kept", held, room)
+	}
+
+	// A cut on sending: a small send buffer, a peer that reads late.
+	p.Control(func(fd int) { unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 8192) })
+	var frames [][]byte
+	for i := 0; i < 64; i++ {
+		frames = append(frames, streamFrame(i, 3000+i*97%6000))
+	}
+	sent := 0
+	for round := 0; round < 200 && sent < len(frames) && !p.st.cut(); round++ {
+		k, _ := p.TrySendBatch(frames[sent:])
+		sent += k
+	}
+	if !p.st.cut() {
+		t.Fatalf("no frame cut in %d sent: the test needs one", sent)
+	}
+	var buf []byte
+	if n := drainPeer(t, peer, &buf, time.Now().Add(3*time.Second), sent, func(int, []byte) {}); n != sent {
+		t.Fatalf("%d of %d frames read", n, sent)
+	}
+	waitFor(t, "the flusher done", func() bool {
+		p.st.mu.Lock()
+		defer p.st.mu.Unlock()
+		return !p.st.flushing
+	})
+	p.st.mu.Lock()
+	room := cap(p.st.rem)
+	p.st.mu.Unlock()
+	if room != 0 {
+		t.Fatalf("the rest of a cut frame gone: room for %d bytes kept", room)
+	}
+}
+
+// idleState waits until p's reader has read all there is and parked, then
+// reports whether it holds a receive buffer, and the bytes and room of
+// what it kept of a frame. The reader wrote them before parking
+// (published by its atomic wait state); taking p.wait's lock after
+// reading them orders the reads before the reader's next wake-up, which
+// the poller hands over under that lock.
+func idleState(t *testing.T, p *FD, what string) (held bool, kept, room int) {
+	t.Helper()
+	waitFor(t, what+": all read, the reader parked", func() bool {
+		queued := -1
+		p.Control(func(fd int) { queued, _ = unix.IoctlGetInt(fd, unix.SIOCINQ) })
+		return queued == 0 && p.waitNow() == waitingParked
+	})
+	held, kept, room = p.st.buf != nil, len(p.st.carry), cap(p.st.carry)
+	p.wait.Lock()
+	p.wait.Unlock()
+	return held, kept, room
+}
+
+// Frames cut at every byte, the first part read (and kept, the socket
+// found empty) before the rest is written: through the connection's own
+// buffer, whatever the cut, the frames come whole and in order, a bad
+// length among them passed over.
+func TestStreamSplitAtEveryByte(t *testing.T) {
+	bad := append(binary.BigEndian.AppendUint32(nil, 13), make([]byte, 13)...)
+	data := append(append(wire(streamFrame(1, 60), streamFrame(2, 14)), bad...), wire(streamFrame(3, 100))...)
+	for _, own := range []bool{false, true} {
+		e := newEngine(t)
+		p, peer := streamPair(t, e, Options{OwnThread: own})
+		c := newCollector()
+		go p.Receive(c)
+		for cut := 1; cut < len(data); cut++ {
+			writeAll(t, peer, data[:cut])
+			waitFor(t, "the first part read", func() bool {
+				queued := -1
+				p.Control(func(fd int) { queued, _ = unix.IoctlGetInt(fd, unix.SIOCINQ) })
+				return queued == 0
+			})
+			writeAll(t, peer, data[cut:])
+			c.waitCount(t, 4*cut)
+		}
+		c.mu.Lock()
+		for i := 0; i < len(c.sizes); i += 4 {
+			if !equalInts(c.sizes[i:i+4], []int{60, 14, 13, 100}) || !bytes.Equal(c.frames[i], streamFrame(1, 60)) ||
+				!bytes.Equal(c.frames[i+1], streamFrame(2, 14)) || !bytes.Equal(c.frames[i+3], streamFrame(3, 100)) {
+				t.Fatalf("own thread %v, cut at byte %d: sizes %v", own, i/4+1, c.sizes[i:i+4])
+			}
+		}
+		c.mu.Unlock()
+	}
 }

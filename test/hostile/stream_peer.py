@@ -25,6 +25,16 @@ behaved or hostile, for test/t_stream*.sh. Every wait is bounded.
       join PATH; once that ends (within SECS), join again at once (as
       QEMU's reconnect=N does), up to TRIES times while each is ended by
       the daemon within 1 s; write "first_end=0|1 quick=Q" to OUT.
+  churn PATH N SECS OUT
+      join PATH N times, up to 64 connections open at once, each ending
+      its own way in turn: a whole frame then close, half a header then
+      close, half a frame then close, a length of 2^32-1, half a frame
+      then shutdown(SHUT_WR) and reading to the end, a reset (SO_LINGER 0)
+      with frames unread; write "done=K" to OUT.
+  hold PATH N READY RELEASE SECS
+      join PATH N times and leave on each a valid length of 9234 and 9000
+      bytes of the frame (a frame stopped near its end); create READY,
+      then hold them all until RELEASE exists (at most SECS).
   comeback PATH SECS OUT
       join PATH; once that ends, join again every 50 ms until a connection
       holds for 1 s (within SECS); write "rejoined=0|1" to OUT.
@@ -258,6 +268,71 @@ def comeback(path, secs, out):
     write_out(out, "rejoined=0")
 
 
+def churn(path, n, secs, out):
+    deadline = time.monotonic() + float(secs)
+    n = int(n)
+    done = 0
+    open_ = []
+    two = wire(frame(2, 600))
+    while done < n and time.monotonic() < deadline:
+        while len(open_) < 64 and done + len(open_) < n:
+            try:
+                open_.append(join(path))
+            except OSError:
+                break
+        if not open_:
+            time.sleep(0.01)
+            continue
+        s = open_.pop(0)
+        kind = (done + len(open_)) % 6
+        try:
+            if kind == 0:
+                s.sendall(wire(frame(1)))
+            elif kind == 1:
+                s.sendall(two[:2])
+            elif kind == 2:
+                s.sendall(wire(frame(1)) + two[:300])
+            elif kind == 3:
+                s.sendall(b"\xff\xff\xff\xff")
+            elif kind == 4:
+                s.sendall(two[:300])
+                s.shutdown(socket.SHUT_WR)
+                s.settimeout(2)
+                while s.recv(1 << 16):
+                    pass
+            else:
+                s.sendall(wire(frame(1)))
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        s.close()
+        done += 1
+    for s in open_:
+        s.close()
+    write_out(out, "done=%d" % done)
+
+
+def hold(path, n, ready, release, secs):
+    deadline = time.monotonic() + float(secs)
+    part = struct.pack(">I", MAX_FRAME) + frame(1, MAX_FRAME)[:9000]
+    held = []
+    while len(held) < int(n) and time.monotonic() < deadline:
+        try:
+            s = join(path)
+        except BlockingIOError:  # the backlog is full: the daemon catches up
+            time.sleep(0.01)
+            continue
+        if os.environ.get("HOLD_EMPTY") != "1":
+            s.sendall(part)
+        held.append(s)
+    open(ready, "w").close()
+    while not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for s in held:
+        s.close()
+
+
 if __name__ == "__main__":
     mode, args = sys.argv[1], sys.argv[2:]
-    {"recv": recv, "send": send, "stuck": stuck, "reconnect": reconnect, "comeback": comeback}[mode](*args)
+    {"recv": recv, "send": send, "stuck": stuck, "reconnect": reconnect, "comeback": comeback,
+     "churn": churn, "hold": hold}[mode](*args)
