@@ -393,3 +393,58 @@ func TestBlockingDescriptors(t *testing.T) {
 		t.Fatal("Close blocked")
 	}
 }
+
+// A frontend can fill its call eventfd between the notifier's poll and
+// its write, which then blocks until someone reads the eventfd. While it
+// is stuck, the call descriptors the frontend keeps replacing must not
+// pile up in the daemon: each is closed at once, but the one being
+// written to.
+func TestStuckNotifierHoldsNoReplacedCalls(t *testing.T) {
+	release := make(chan struct{})
+	stuck := make(chan struct{}, 1)
+	signalWrite = func(int) {
+		select {
+		case stuck <- struct{}{}:
+		default:
+		}
+		<-release
+	}
+	fe := newFrontend(t) // its notifier holds the stuck write
+	signalWrite = realSignalWrite
+	released := false
+	defer func() {
+		if !released {
+			close(release)
+		}
+	}()
+	fe.start(stdFeatures)
+	r := fe.receive()
+	fe.transmit(0, frame(60, 1), true)
+	r.waitFrames(t, 1)
+	select {
+	case <-stuck:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no call signalled")
+	}
+	const swaps = 50
+	before := openFDs(t)
+	for i := 0; i < swaps; i++ {
+		fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fe.ack(reqSetVringCall, u64(uint64(i%numQueues)), fd)
+		unix.Close(fd)
+		if st != 0 {
+			t.Fatalf("SET_VRING_CALL %d refused", i)
+		}
+	}
+	held := openFDs(t) - before
+	t.Logf("%d call swaps with the notifier stuck: %d more descriptors open", swaps, held)
+	if held > numQueues {
+		t.Errorf("%d replaced call descriptors still open while the notifier is stuck, want at most %d", held, numQueues)
+	}
+	close(release)
+	released = true
+	waitFor(t, "the stuck write's descriptor closed", func() bool { return openFDs(t)-before <= 0 })
+}
