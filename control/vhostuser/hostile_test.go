@@ -448,3 +448,52 @@ func TestStuckNotifierHoldsNoReplacedCalls(t *testing.T) {
 	released = true
 	waitFor(t, "the stuck write's descriptor closed", func() bool { return openFDs(t)-before <= 0 })
 }
+
+// The same on the way to the guest, and before the rings start: a send
+// into a shrunk memory fails and disconnects, a ring set up on it is
+// refused; the daemon survives both.
+func TestShrunkMemoryReceiveAndSetup(t *testing.T) {
+	fe := newFrontend(t)
+	fe.start(stdFeatures)
+	fe.postRX(0, 4, 2048)
+	if n, err := fe.c.TrySendBatch([][]byte{frame(60, 1)}); n != 1 || err != nil {
+		t.Fatalf("send before: %d, %v", n, err)
+	}
+	if err := unix.Ftruncate(fe.memfd, 0); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := fe.c.TrySendBatch([][]byte{frame(60, 2)}); n != 0 || !errors.Is(err, ErrFrameDropped) {
+		t.Fatalf("send into shrunk memory: %d, %v", n, err)
+	}
+	select {
+	case <-fe.served:
+	case <-time.After(5 * time.Second):
+		t.Fatal("still connected")
+	}
+	fe.served <- nil
+
+	// A ring placed in memory already shrunk.
+	fe = newFrontend(t)
+	fe.send(reqSetFeatures, u64(stdFeatures))
+	fe.send(reqSetProtocolFeatures, u64(protoReplyAck))
+	if err := unix.Ftruncate(fe.memfd, memSize/2); err != nil {
+		t.Fatal(err)
+	}
+	if st := fe.ack(reqSetMemTable, memTablePayload([4]uint64{guestBase, memSize / 2, fe.uva(0), 0}), fe.memfd); st != 0 {
+		t.Fatal("SET_MEM_TABLE refused")
+	}
+	if err := unix.Ftruncate(fe.memfd, 0); err != nil {
+		t.Fatal(err)
+	}
+	fe.send(reqSetVringNum, state(txQueue, qnum))
+	b := fe.ringBase(txQueue)
+	if st := fe.ack(reqSetVringAddr, fe.addrPayload(txQueue, fe.uva(b+descOff), fe.uva(b+availOff), fe.uva(b+usedOff))); st != 0 {
+		t.Fatal("SET_VRING_ADDR refused before the kick")
+	}
+	if st := fe.ack(reqSetVringKick, u64(txQueue), fe.kick[txQueue]); st == 0 {
+		t.Fatal("a ring in shrunk memory was started")
+	}
+	if f := fe.c.Faults(); f != 1 {
+		t.Fatalf("%d faults, want 1", f)
+	}
+}
