@@ -352,11 +352,15 @@ func (c *Conn) receiveOnce(q *queue, r conn.Receiver) (wait bool, err error) {
 		if !q.enabled {
 			// Started but disabled: the protocol says to take and drop
 			// what the guest sends.
-			if err := q.ring.Discard(); err != nil {
+			more, err := q.ring.Discard()
+			if err != nil {
 				return err
 			}
 			notify = q.ring.Publish()
-			more, err := q.ring.EnableNotify()
+			if more {
+				return nil // the rest after the lock was let go
+			}
+			more, err = q.ring.EnableNotify()
 			wait = !more
 			return err
 		}

@@ -3,7 +3,9 @@ package vhostuser
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"testing"
 	"time"
 
@@ -495,5 +497,120 @@ func TestShrunkMemoryReceiveAndSetup(t *testing.T) {
 	}
 	if f := fe.c.Faults(); f != 1 {
 		t.Fatalf("%d faults, want 1", f)
+	}
+}
+
+// spinGuestEnv names, in the environment of this test binary run again
+// as a guest process, where the transmit ring is in the memory file it
+// inherits as descriptor 3: "avail used num", offsets and size.
+const spinGuestEnv = "VHOSTUSER_SPIN_GUEST"
+
+func TestMain(m *testing.M) {
+	if v := os.Getenv(spinGuestEnv); v != "" {
+		spinGuest(v)
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// spinGuest is a guest, in a process of its own as a real one is, that
+// makes transmit entries available as fast as the device takes them,
+// always a ring's worth ahead (never more, which would be an impossible
+// index): it sees entries taken when the device writes their used
+// entries over the guest's markers, and kicks (descriptor 4) when the device asks
+// (avail_event). It stops after 5 s, or when killed.
+func spinGuest(ring string) {
+	const marker = 0xffffffff
+	var avail, used, num uint64
+	if _, err := fmt.Sscan(ring, &avail, &used, &num); err != nil {
+		os.Exit(2)
+	}
+	mem, err := unix.Mmap(3, 0, memSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		os.Exit(2)
+	}
+	le := binary.LittleEndian
+	// The guest watches one used entry in every stride (the last of
+	// the next stride): cheap enough to stay ahead of the device.
+	const stride = 1024
+	consumed := le.Uint16(mem[used+2:])
+	deadline := time.Now().Add(5 * time.Second)
+	for i := 0; ; i++ {
+		if i%(1<<10) == 0 && time.Now().After(deadline) {
+			return
+		}
+		probe := used + 4 + 8*((uint64(consumed)+stride-1)%num)
+		if le.Uint32(mem[probe:]) != marker {
+			le.PutUint32(mem[probe:], marker)
+			consumed += stride
+		}
+		// The device has taken at least consumed entries: a ring less
+		// one ahead of that is never more than a ring ahead of it.
+		old := le.Uint16(mem[avail+2:])
+		idx := consumed + uint16(num) - 1
+		le.PutUint16(mem[avail+2:], idx)
+		if ev := le.Uint16(mem[used+4+8*num:]); idx-ev-1 < idx-old {
+			unix.Write(4, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+		}
+	}
+}
+
+// A transmit ring started but disabled has its entries given back
+// unread. A guest that keeps adding entries as fast as they go must not
+// hold the queue (and every request that needs it) for good: the device
+// gives back at most a ring's worth at a time.
+func TestDisabledRingSpinDoesNotHoldQueue(t *testing.T) {
+	fe := newFrontend(t)
+	fe.start(stdFeatures)
+	fe.receive()
+	// The transmit ring again, as large as can be, past the others.
+	const num = maxQueueSize
+	const desc, avail, used = 1 << 20, 1<<20 + 16*num, 2 << 20
+	fe.send(reqGetVringBase, state(txQueue, 0))
+	fe.reply(reqGetVringBase)
+	fe.send(reqSetVringNum, state(txQueue, num))
+	fe.send(reqSetVringBase, state(txQueue, 0))
+	if st := fe.ack(reqSetVringAddr, fe.addrPayload(txQueue, fe.uva(desc), fe.uva(avail), fe.uva(used))); st != 0 {
+		t.Fatal("SET_VRING_ADDR refused")
+	}
+	if st := fe.ack(reqSetVringEnable, state(txQueue, 0)); st != 0 {
+		t.Fatal("SET_VRING_ENABLE 0 refused")
+	}
+	buf := fe.alloc(64)
+	fe.setDesc(desc, 0, guestBase+buf, 64, 0, 0)
+	for i := uint64(0); i < num; i++ {
+		fe.put16(avail+4+2*i, 0) // every entry is descriptor 0
+		fe.put32(used+4+8*i, 0xffffffff)
+	}
+	fe.send(reqSetVringKick, u64(txQueue), fe.kick[txQueue])
+
+	mem := os.NewFile(uintptr(fe.memfd), "guest")         // not closed: the frontend's
+	kick := os.NewFile(uintptr(fe.kick[txQueue]), "kick") // the same
+	guest := exec.Command(os.Args[0], "-test.run=^$")
+	guest.Env = append(os.Environ(), fmt.Sprintf("%s=%d %d %d", spinGuestEnv, avail, used, num))
+	guest.ExtraFiles = []*os.File{mem, kick}
+	if err := guest.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		guest.Process.Kill()
+		guest.Wait()
+	}()
+	// The guest's index moves as the device takes entries.
+	last, moved := fe.get16(avail+2), 0
+	waitFor(t, "the device giving entries back", func() bool {
+		idx := fe.get16(avail + 2)
+		moved += int(idx - last)
+		last = idx
+		return moved >= 2*num
+	})
+	// GET_VRING_BASE needs the queue (the guest gives up after 5 s).
+	t0 := time.Now()
+	fe.send(reqGetVringBase, state(txQueue, 0))
+	fe.reply(reqGetVringBase)
+	took := time.Since(t0)
+	t.Logf("GET_VRING_BASE answered after %v", took.Round(time.Millisecond))
+	if took > 2*time.Second {
+		t.Errorf("GET_VRING_BASE waited %v for a queue held by a spinning guest", took.Round(time.Millisecond))
 	}
 }
