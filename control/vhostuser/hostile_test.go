@@ -614,3 +614,80 @@ func TestDisabledRingSpinDoesNotHoldQueue(t *testing.T) {
 		t.Errorf("GET_VRING_BASE waited %v for a queue held by a spinning guest", took.Round(time.Millisecond))
 	}
 }
+
+// Requests in an order QEMU never uses: a ring's base asked before it
+// ever ran, its addresses and kick before any memory table, a queue out
+// of range. Each is answered; the ring starts once its memory comes.
+func TestRequestsOutOfOrder(t *testing.T) {
+	fe := newFrontend(t)
+	fe.send(reqSetFeatures, u64(stdFeatures))
+	fe.send(reqSetProtocolFeatures, u64(protoReplyAck))
+	fe.send(reqGetVringBase, state(rxQueue, 0))
+	if p := fe.reply(reqGetVringBase); len(p) != 8 || binary.NativeEndian.Uint32(p[4:]) != 0 {
+		t.Fatalf("GET_VRING_BASE of a ring never started: % x", p)
+	}
+	fe.send(reqGetVringBase, state(numQueues, 0))
+	if p := fe.reply(reqGetVringBase); len(p) != 8 || binary.NativeEndian.Uint64(p) != 1 {
+		t.Fatalf("GET_VRING_BASE of queue %d: % x, want an error reply", numQueues, p)
+	}
+	for q := 0; q < numQueues; q++ {
+		b := fe.ringBase(q)
+		if st := fe.ack(reqSetVringKick, u64(uint64(q)), fe.kick[q]); st != 0 {
+			t.Fatal("SET_VRING_KICK before anything refused")
+		}
+		if st := fe.ack(reqSetVringAddr, fe.addrPayload(q, fe.uva(b+descOff), fe.uva(b+availOff), fe.uva(b+usedOff))); st != 0 {
+			t.Fatal("SET_VRING_ADDR before SET_MEM_TABLE refused")
+		}
+		fe.send(reqSetVringCall, u64(uint64(q)), fe.call[q])
+		fe.send(reqSetVringEnable, state(uint32(q), 1))
+		if st := fe.ack(reqSetVringNum, state(uint32(q), qnum)); st != 0 {
+			t.Fatal("SET_VRING_NUM refused")
+		}
+	}
+	if n, err := fe.c.TrySendBatch([][]byte{frame(60, 1)}); n != 0 || err == nil {
+		t.Fatalf("a send with no memory: %d, %v", n, err)
+	}
+	if st := fe.ack(reqSetMemTable, memTablePayload([4]uint64{guestBase, memSize, fe.uva(0), 0}), fe.memfd); st != 0 {
+		t.Fatal("SET_MEM_TABLE refused")
+	}
+	r := fe.receive()
+	fe.transmit(0, frame(60, 2), true)
+	r.waitFrames(t, 1)
+	fe.postRX(0, 1, 2048)
+	if n, err := fe.c.TrySendBatch([][]byte{frame(60, 3)}); n != 1 || err != nil {
+		t.Fatalf("a send once the memory came: %d, %v", n, err)
+	}
+	if f := fe.c.Faults(); f != 1 {
+		t.Fatalf("%d faults, want 1 (the queue out of range)", f)
+	}
+}
+
+// A frontend that sends requests and never reads the replies cannot
+// hold the message loop: a reply that cannot be written within the I/O
+// timeout ends the connection.
+func TestUnreadRepliesEndConnection(t *testing.T) {
+	fe := newFrontend(t)
+	req := make([]byte, HeaderLen)
+	binary.NativeEndian.PutUint32(req, reqGetFeatures)
+	binary.NativeEndian.PutUint32(req[4:], flagVersion)
+	if err := unix.SetNonblock(fe.sock, true); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	sent := 0
+	for deadline := t0.Add(ioTimeout + 5*time.Second); time.Now().Before(deadline); {
+		select {
+		case err := <-fe.served:
+			t.Logf("Serve ended after %v and %d requests: %v", time.Since(t0).Round(time.Millisecond), sent, err)
+			fe.served <- nil
+			return
+		default:
+		}
+		if _, err := unix.Write(fe.sock, req); err == nil {
+			sent++
+			continue
+		}
+		time.Sleep(10 * time.Millisecond) // the backend's buffer is full: it is stuck on a reply
+	}
+	t.Fatalf("still served %v after %d unread replies", time.Since(t0).Round(time.Millisecond), sent)
+}
