@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -690,4 +691,60 @@ func TestUnreadRepliesEndConnection(t *testing.T) {
 		time.Sleep(10 * time.Millisecond) // the backend's buffer is full: it is stuck on a reply
 	}
 	t.Fatalf("still served %v after %d unread replies", time.Since(t0).Round(time.Millisecond), sent)
+}
+
+// A frontend that gets the notifier stuck in a write (its call eventfd
+// made blocking and filled between the poll and the write) and then
+// exits must not leave the write stuck for good: its goroutine and
+// descriptors would stay, and MaxBlockedSignals of them would refuse
+// every new frontend. Once the connection is closed the eventfd is
+// emptied and the write ends.
+func TestStuckSignalFreedAfterClose(t *testing.T) {
+	var once atomic.Bool
+	stuck := make(chan struct{}, 1)
+	signalWrite = func(fd int) {
+		if once.Swap(true) {
+			realSignalWrite(fd)
+			return
+		}
+		// What the frontend does between the poll and the write.
+		var b [8]byte
+		unix.Read(fd, b[:]) // still non-blocking: empties it
+		unix.SetNonblock(fd, false)
+		binary.NativeEndian.PutUint64(b[:], ^uint64(0)-1)
+		unix.Write(fd, b[:])
+		stuck <- struct{}{}
+		realSignalWrite(fd)
+	}
+	fe := newFrontend(t)
+	signalWrite = realSignalWrite
+	fe.start(stdFeatures)
+	r := fe.receive()
+	fe.transmit(0, frame(60, 1), true)
+	r.waitFrames(t, 1)
+	select {
+	case <-stuck:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no call signalled")
+	}
+	waitFor(t, "the write under way", func() bool { return blockedSignals.Load() == 1 })
+	before := openFDs(t)
+	fe.c.Close()
+	// The frontend exits: nobody else will ever read its call eventfds.
+	for i := range fe.call {
+		unix.Close(fe.call[i])
+		fe.call[i] = -1
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for blockedSignals.Load() != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := blockedSignals.Load(); n != 0 {
+		t.Fatalf("%d signal writes still stuck 5 s after the frontend went", n)
+	}
+	// Every descriptor of the connection is closed: the socket, each
+	// queue's epoll, wake and kick, and the notifier's calls (besides
+	// the frontend's own calls, closed above).
+	const conn = 1 + 3*numQueues + numQueues
+	waitFor(t, "the connection's descriptors closed", func() bool { return before-openFDs(t) == conn+numQueues })
 }

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -152,14 +153,15 @@ func Blocked() bool { return blockedSignals.Load() >= MaxBlockedSignals }
 // call eventfd filled between its poll and its write) leaves at most
 // numQueues of them open, not one per request.
 type notifier struct {
-	mu      sync.Mutex // never held across a system call
+	mu      sync.Mutex // never held across a system call that can block
 	fds     [numQueues]int
 	pending [numQueues]bool
 	busy    [numQueues]int // being signalled, outside mu (-1: none)
 	retire  []int          // replaced while busy: closed after the write
 	quit    bool
 	wake    chan struct{}
-	write   func(fd int) // signalWrite, fixed before the goroutine starts
+	done    chan struct{} // closed when run returns
+	write   func(fd int)  // signalWrite, fixed before the goroutine starts
 }
 
 // signalWrite adds 1 to an eventfd. Tests replace it (before New) to
@@ -172,6 +174,7 @@ func (n *notifier) init() {
 	n.fds = [numQueues]int{-1, -1}
 	n.busy = [numQueues]int{-1, -1}
 	n.wake = make(chan struct{}, 1)
+	n.done = make(chan struct{})
 	n.write = signalWrite
 	go n.run()
 }
@@ -219,19 +222,60 @@ func (n *notifier) set(q, fd int) {
 	n.poke()
 }
 
-// stop ends the notifier, which closes its descriptors.
+// stop ends the notifier, which closes its descriptors; a write under
+// way that is stuck is freed (unstick).
 func (n *notifier) stop() {
 	n.mu.Lock()
 	n.quit = true
+	stuck := n.busy != [numQueues]int{-1, -1}
 	n.mu.Unlock()
 	n.poke()
+	if stuck {
+		go n.unstick()
+	}
+}
+
+// unstickEvery is how often unstick empties the eventfds of a stuck write.
+const unstickEvery = 100 * time.Millisecond
+
+// unstick frees a notifier whose frontend has gone while it was stuck in
+// a write to a full call eventfd the frontend made blocking. Left alone,
+// the write would wait for good once the frontend exits (nobody else
+// can read that eventfd), with the notifier's goroutine and descriptors,
+// and MaxBlockedSignals of them would refuse every new frontend. It
+// empties the eventfd being written with a read that cannot block
+// whatever the frontend did to the descriptor's flags (RWF_NOWAIT),
+// again while the write lasts: a frontend still alive may fill it again.
+func (n *notifier) unstick() {
+	t := time.NewTicker(unstickEvery)
+	defer t.Stop()
+	var b [8]byte
+	for {
+		// Under mu: a busy descriptor is not closed before run takes
+		// it out of busy, so the number is still that eventfd.
+		n.mu.Lock()
+		for _, fd := range n.busy {
+			if fd >= 0 {
+				unix.Preadv2(fd, [][]byte{b[:]}, -1, unix.RWF_NOWAIT)
+			}
+		}
+		n.mu.Unlock()
+		select {
+		case <-n.done:
+			return
+		case <-t.C:
+		}
+	}
 }
 
 func (n *notifier) run() {
+	defer close(n.done)
 	for range n.wake {
 		n.mu.Lock()
 		for i := range n.busy {
-			if n.pending[i] {
+			// Once stopped, nothing more is signalled: a write then
+			// could get stuck with no unstick to free it.
+			if n.pending[i] && !n.quit {
 				n.busy[i] = n.fds[i]
 				n.pending[i] = false
 			}
