@@ -14,7 +14,7 @@ import (
 // feOpts chooses what the frontend negotiates and how it lays out frames.
 type feOpts struct {
 	noEventIdx, noMrg, noIndirect bool
-	allowLogAll                   bool // a migrating backend (not multifs) may offer dirty logging
+	allowLogAll                   bool   // a migrating backend (not multifs) may offer dirty logging
 	layout                        string // single, chain or indirect
 }
 
