@@ -101,8 +101,9 @@ uninstall:
 # targets are decided on the median of -runs 5. BENCH_FLAGS=-quick for a
 # short run, BENCH_FLAGS='-only rtp,rate' for some scenarios; see test/bench.
 # gcc and libvdeplug-dev build the real client (test/bench/cclient); iperf3
-# is for the tap-to-tap TCP rows.
+# is for the tap-to-tap TCP rows; dpdk-dev has dpdk-testpmd, the vhost-user
+# host and ceiling of the vhost rows (coreutils' stdbuf drives it).
 .PHONY: bench
 bench:
-	$(call install-missing,fuse3 vdeplug iproute2 iputils-ping iperf3 gcc libc6-dev libvdeplug-dev)
+	$(call install-missing,fuse3 vdeplug iproute2 iputils-ping iperf3 gcc libc6-dev libvdeplug-dev dpdk-dev coreutils)
 	$(GO) run ./test/bench $(BENCH_FLAGS)

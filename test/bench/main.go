@@ -98,6 +98,8 @@
 //  11. tap-to-tap TCP and 64-byte UDP with iperf3 between two network
 //     namespaces, when iperf3 is installed. In both columns the multilink
 //     owns its tap (multifs --host tap://, vde_plug multi:// tap://).
+//  12. a vhost-user host: DPDK's testpmd against PATH/host/vhost-user, the
+//     same daemon's vde-2 host and DPDK on both ends (see vhost.go).
 //
 // Reading the table: one row per figure; the multifs, reference and
 // ceiling columns are medians of -runs runs (marked ~); "ratio" is
@@ -125,7 +127,7 @@
 // client gets, beside what qemu and vde_plug get.
 //
 //	go run ./test/bench [-quick] [-runs N] [-json FILE] [-multifs BIN]
-//	                   [-only tp,rtp,rate,fan,rfan,lat,rlat,handoff,ctl,mem,iperf] [-lat-rate FPS] [-keep]
+//	                   [-only tp,rtp,rate,fan,rfan,lat,rlat,handoff,ctl,mem,iperf,vhost] [-lat-rate FPS] [-keep]
 //
 // The bench prints how long each scenario and the whole run took. It exits
 // 0 when it could measure, whether or not the targets were met, and
@@ -179,7 +181,7 @@ func mainRC() int {
 	bin := flag.String("multifs", "", "use this multifs binary instead of building bin/multifs")
 	keep := flag.Bool("keep", false, "keep the scratch directory with the daemons' and vde_plugs' logs")
 	latRate := flag.Int("lat-rate", 20000, "frames/s of the latency scenario")
-	only := flag.String("only", "", "comma-separated scenarios to run: tp,rtp,rate,fan,rfan,lat,rlat,handoff,ctl,mem,iperf (default all)")
+	only := flag.String("only", "", "comma-separated scenarios to run: tp,rtp,rate,fan,rfan,lat,rlat,handoff,ctl,mem,iperf,vhost (default all)")
 	flag.Parse()
 
 	runsSet := false
@@ -229,6 +231,7 @@ func mainRC() int {
 		{"ctl", b.controlPlane},
 		{"mem", b.memory},
 		{"iperf", b.iperf},
+		{"vhost", b.vhost}, // vhost.go
 	}
 	want := map[string]bool{}
 	for _, name := range strings.Split(*only, ",") {
