@@ -12,7 +12,8 @@ RUN_PKGS  := fuse3
 # cmake make libexecs-dev: building the newest vdeplug4 (../shared/peers) for t_peer_vdeplug4.
 # qemu-system-x86 busybox-static linux-image-cloud-amd64: the VM of t_peer_qemu (TCG).
 # libvdeplug-dev: test/bench's TestCClientCounts builds the benchmark's real client.
-TEST_PKGS := fuse3 vdeplug iproute2 iputils-ping psmisc procps util-linux passwd python3 gcc libc6-dev systemd man-db openssh-server openssh-client vde2 cmake make libexecs-dev qemu-system-x86 busybox-static linux-image-cloud-amd64 libvdeplug-dev
+# libvirt-clients libxml2-utils bsdextrautils: t_vhost_libvirt (virt-xml-validate runs xmllint; col).
+TEST_PKGS := fuse3 vdeplug iproute2 iputils-ping psmisc procps util-linux passwd python3 gcc libc6-dev systemd man-db openssh-server openssh-client vde2 cmake make libexecs-dev qemu-system-x86 busybox-static linux-image-cloud-amd64 libvdeplug-dev libvirt-clients libxml2-utils bsdextrautils
 
 .PHONY: all build run test deps-run deps-test check unit fuzz integration clean install uninstall
 
