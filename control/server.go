@@ -54,12 +54,13 @@ type Server struct {
 	eng   *engine.Engine // where the data sockets go
 	log   *logrus.Entry
 
-	listeners    []*net.UnixListener // vde-2: links, host
-	seqListeners []*seqListener      // seqpacket: links, host
-	seq          atomic.Uint64       // names data sockets; independent of link ids
-	wg           sync.WaitGroup
-	closing      atomic.Bool
-	refused      refusals // seqpacket peers closed for good (refuse.go)
+	listeners     []*net.UnixListener // vde-2: links, host
+	seqListeners  []*seqListener      // seqpacket: links, host
+	vhostListener *net.UnixListener   // vhost-user: the host (vhostuser_entry.go)
+	seq           atomic.Uint64       // names data sockets; independent of link ids
+	wg            sync.WaitGroup
+	closing       atomic.Bool
+	refused       refusals // seqpacket peers closed for good (refuse.go)
 }
 
 // NewServer returns a server that will place its sockets in sd and admit
@@ -118,6 +119,10 @@ func (s *Server) Listen() error {
 			return err
 		}
 	}
+	if err := s.listenVhostUser(); err != nil {
+		s.closeListeners()
+		return err
+	}
 	return nil
 }
 
@@ -132,6 +137,8 @@ func (s *Server) Serve() {
 		s.wg.Add(1)
 		go s.acceptSeqLoop(l, i == 1)
 	}
+	s.wg.Add(1)
+	go s.acceptVhostUserLoop(s.vhostListener)
 }
 
 // Close stops accepting. Peers already joined belong to the multilink.
@@ -148,6 +155,9 @@ func (s *Server) closeListeners() {
 	}
 	for _, l := range s.seqListeners {
 		l.close()
+	}
+	if s.vhostListener != nil {
+		s.vhostListener.Close()
 	}
 }
 

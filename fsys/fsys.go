@@ -9,6 +9,7 @@
 //	PATH/host/            dir (dirmode)         the host's attachment point
 //	PATH/host/ctl         symlink               -> SOCKDIR/host.ctl: the host joins here
 //	PATH/host/seqpacket   symlink               -> SOCKDIR/host.seqpacket: or here
+//	PATH/host/vhost-user  symlink               -> SOCKDIR/host.vhost-user: or a vhost-user frontend here
 //	PATH/host/stats       file                  attached: yes|no, then the host's stats
 //	PATH/links/           dir (dirmode)         one directory per open link
 //	PATH/links/N/         dir (dirmode)         link N (decimal id, never reused)
@@ -76,6 +77,7 @@ type Config struct {
 	HostCtl   string // target of PATH/host/ctl
 	LinkSeq   string // target of PATH/seqpacket
 	HostSeq   string // target of PATH/host/seqpacket
+	HostVhost string // target of PATH/host/vhost-user
 	Log       *logrus.Entry
 
 	FsName     string // the mount's source in /proc/mounts (default: the mountpoint)
@@ -93,6 +95,7 @@ const (
 	inoLinks
 	inoSeq
 	inoHostSeq
+	inoHostVhost
 	inoFirstLink = 16
 )
 
@@ -253,6 +256,7 @@ func (r *rootDir) OnAdd(ctx context.Context) {
 	host := add(root, "host", &staticDir{dir: dir{node: node{t: t}}}, syscall.S_IFDIR, inoHost)
 	add(host, "ctl", &symlink{node: node{t: t}, target: t.HostCtl}, syscall.S_IFLNK, inoHostCtl)
 	add(host, "seqpacket", &symlink{node: node{t: t}, target: t.HostSeq}, syscall.S_IFLNK, inoHostSeq)
+	add(host, "vhost-user", &symlink{node: node{t: t}, target: t.HostVhost}, syscall.S_IFLNK, inoHostVhost)
 	add(host, "stats", &statsFile{node: node{t: t}, render: always(t.hostStats)}, syscall.S_IFREG, inoHostStats)
 	add(root, "links", &linksDir{dir: dir{node: node{t: t}}}, syscall.S_IFDIR, inoLinks)
 }

@@ -25,7 +25,7 @@ func TestTreeShape(t *testing.T) {
 	if got, want := names(t, dir), []string{"ctl", "host", "links", "seqpacket", "stats"}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("root lists %v, want %v", got, want)
 	}
-	if got, want := names(t, filepath.Join(dir, "host")), []string{"ctl", "seqpacket", "stats"}; !reflect.DeepEqual(got, want) {
+	if got, want := names(t, filepath.Join(dir, "host")), []string{"ctl", "seqpacket", "stats", "vhost-user"}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("host/ lists %v, want %v", got, want)
 	}
 	if got, _ := os.Readlink(filepath.Join(dir, "ctl")); got != "/sock/ctl" {
@@ -33,6 +33,7 @@ func TestTreeShape(t *testing.T) {
 	}
 	for link, want := range map[string]string{
 		"host/ctl": "/sock/host.ctl", "seqpacket": "/sock/seqpacket", "host/seqpacket": "/sock/host.seqpacket",
+		"host/vhost-user": "/sock/host.vhost-user",
 	} {
 		if got, _ := os.Readlink(filepath.Join(dir, link)); got != want {
 			t.Fatalf("%s -> %q, want %q", link, got, want)

@@ -30,7 +30,7 @@ func mount(t *testing.T, spec perms.Spec) (string, *multilink.Multilink, perms.P
 	l.SetOutput(io.Discard)
 	ml := multilink.New(logrus.NewEntry(l))
 	dir := t.TempDir()
-	srv, err := Mount(dir, Config{Multilink: ml, Perms: p, LinkCtl: "/sock/ctl", HostCtl: "/sock/host.ctl", LinkSeq: "/sock/seqpacket", HostSeq: "/sock/host.seqpacket", Log: logrus.NewEntry(l)})
+	srv, err := Mount(dir, Config{Multilink: ml, Perms: p, LinkCtl: "/sock/ctl", HostCtl: "/sock/host.ctl", LinkSeq: "/sock/seqpacket", HostSeq: "/sock/host.seqpacket", HostVhost: "/sock/host.vhost-user", Log: logrus.NewEntry(l)})
 	if err != nil {
 		t.Fatalf("mount: %v", err)
 	}

@@ -113,7 +113,8 @@ func start(opts *options, log *logrus.Entry) (svc *service, err error) {
 	cfg := fsys.Config{
 		Multilink: s.ml, Perms: p, Log: log,
 		LinkCtl: s.srv.LinkCtl(), HostCtl: s.srv.HostCtl(), LinkSeq: s.srv.LinkSeqpacket(), HostSeq: s.srv.HostSeqpacket(),
-		FsName: opts.path, AllowOther: allow,
+		HostVhost: s.srv.HostVhostUser(),
+		FsName:    opts.path, AllowOther: allow,
 	}
 	if opts.source != "" {
 		cfg.FsName = opts.source
