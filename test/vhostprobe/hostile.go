@@ -10,6 +10,10 @@ import (
 	"fmt"
 	"time"
 
+	"os"
+	"path/filepath"
+	"strings"
+
 	"golang.org/x/sys/unix"
 
 	"multifs/control/client"
@@ -393,7 +397,15 @@ func init() {
 			return uint16(s)
 		}, 1)
 	}}
-	cases["rx-bad-buffers"] = hcase{what: "receive buffers out of the region, read-only, looped and too short, then 64 frames to the host", run: rxBad}
+	for _, k := range []struct{ name, what string }{
+		{"rx-out-of-region", "receive buffers past the region's end"},
+		{"rx-loop", "receive chains of 64-byte buffers looping to themselves (a frame needs more)"},
+		{"rx-readonly", "receive buffers without the device-writable flag"},
+		{"rx-mixed", "receive buffers out of the region, read-only, looped and 4 bytes long, in turn"},
+	} {
+		kind := k.name
+		cases[kind] = hcase{what: k.what + ", then 64 frames to the host", run: func(path string) (string, string, error) { return rxBad(path, kind) }}
+	}
 	cases["desc-persist"] = hcase{what: "500 chains out of the region, kicked one by one: a frontend that keeps doing it is disconnected", must: "closed", run: func(path string) (string, string, error) {
 		return badChain(path, func(f *frontend, s int) uint16 {
 			f.g.putDesc(q1Desc, s, gpa(memSize+4096), 100, 0, 0)
@@ -520,6 +532,17 @@ func closeFDs(fds []int) {
 	}
 }
 
+// attachedHere waits (2 s) until PATH/host/stats names this process as
+// the attached host: frames sent before the multilink took the host in
+// would be dropped for want of a host.
+func attachedHere(path string) error {
+	me := fmt.Sprint(os.Getpid())
+	if waitUntil(2*time.Second, func() bool { return hostStat(path, "attached") == "yes" && hostStat(path, "pid") == me }) {
+		return nil
+	}
+	return fmt.Errorf("host/stats does not name this process (pid %s) as the attached host within 2 s", me)
+}
+
 // goodAfter sends n honest frames host → link and counts those the link
 // got: whether the backend still relays after a bad chain.
 func goodAfter(f *frontend, link *client.Client, n int) int {
@@ -557,9 +580,13 @@ func badChain(path string, build func(f *frontend, slot int) uint16, times int) 
 		return "", "", err
 	}
 	defer link.Close()
+	if err := attachedHere(path); err != nil {
+		return "", "", err
+	}
 	if got := goodAfter(f, link, 5); got != 5 {
 		return "", "", fmt.Errorf("before the bad chain only %d of 5 honest frames passed", got)
 	}
+	rx0 := hostStat(path, "rx_packets")
 	closed := false
 	for i := 0; i < times && !closed; i++ {
 		f.reclaim()
@@ -586,7 +613,14 @@ func badChain(path string, build func(f *frontend, slot int) uint16, times int) 
 			}
 		}
 	}
-	time.Sleep(200 * time.Millisecond)
+	// The drop is counted: host/stats rx_dropped, read while still
+	// attached (it was 0 after the honest frames).
+	var dropped string
+	waitUntil(time.Second, func() bool {
+		dropped = hostStat(path, "rx_dropped")
+		return dropped != "" && dropped != "0"
+	})
+	rx1 := hostStat(path, "rx_packets")
 	switch err := f.c.alive(); {
 	case errors.Is(err, errClosed) || closed:
 		return "closed", "the backend ended the connection", nil
@@ -594,7 +628,40 @@ func badChain(path string, build func(f *frontend, slot int) uint16, times int) 
 		return "", "", fmt.Errorf("left hanging after the bad chain: %w", err)
 	}
 	got := goodAfter(f, link, 5)
-	return "survived", fmt.Sprintf("still attached; %d of 5 honest frames passed afterwards", got), nil
+	detail := fmt.Sprintf("still attached; host/stats rx_dropped %s, rx_packets %s before the bad chain and %s after it; %d of 5 honest frames passed afterwards", dropped, rx0, rx1, got)
+	if rx1 != rx0 {
+		return "", "", fmt.Errorf("the bad chain was relayed as a frame (%s)", detail)
+	}
+	if dropped == "" || dropped == "0" {
+		return "", "", fmt.Errorf("the bad chain was dropped without being counted (%s)", detail)
+	}
+	return "survived", detail, nil
+}
+
+// hostStat reads KEY from PATH/host/stats ("" if absent).
+func hostStat(path, key string) string {
+	data, err := os.ReadFile(filepath.Join(path, "host", "stats"))
+	if err != nil {
+		return ""
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, key+": "); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+func waitUntil(d time.Duration, cond func() bool) bool {
+	for end := time.Now().Add(d); ; {
+		if cond() {
+			return true
+		}
+		if time.Now().After(end) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // pickPair removes a free slot s with s+1 also free (s+1 < queueSize) from
@@ -730,6 +797,9 @@ func shrink(path string) (string, string, error) {
 		return "", "", err
 	}
 	defer link.Close()
+	if err := attachedHere(path); err != nil {
+		return "", "", err
+	}
 	if got := goodAfter(f, link, 5); got != 5 {
 		return "", "", fmt.Errorf("before the shrink only %d of 5 honest frames passed", got)
 	}
@@ -748,14 +818,18 @@ func shrink(path string) (string, string, error) {
 	}
 	time.Sleep(300 * time.Millisecond)
 	o, d, err := judge(f.c, nil)
-	if o == "accepted" {
+	switch o {
+	case "accepted":
 		o = "survived"
+	case "refused":
+		o = "closed"
 	}
 	return o, d, err
 }
 
-// rxBad: receive buffers the backend must not use, then frames to it.
-func rxBad(path string) (string, string, error) {
+// rxBad: receive buffers the backend must not use, then frames to it:
+// they must be dropped and counted (tx_dropped).
+func rxBad(path, kind string) (string, string, error) {
 	f, err := attach(sockPath(path), feOpts{})
 	if err != nil {
 		return "", "", fmt.Errorf("honest attach: %w", err)
@@ -764,7 +838,16 @@ func rxBad(path string) (string, string, error) {
 	// The receive ring was posted full at attach: rewrite those
 	// descriptors under the backend (as a guest may).
 	for i := 0; i < queueSize; i++ {
-		switch i % 4 {
+		sel := i % 4
+		switch kind {
+		case "rx-out-of-region":
+			sel = 0
+		case "rx-readonly":
+			sel = 1
+		case "rx-loop":
+			sel = 2
+		}
+		switch sel {
 		case 0:
 			f.g.putDesc(q0Desc, i, gpa(memSize+4096), rxBufSize, descWrite, 0)
 		case 1:
@@ -780,15 +863,26 @@ func rxBad(path string) (string, string, error) {
 		return "", "", err
 	}
 	defer link.Close()
+	if err := attachedHere(path); err != nil {
+		return "", "", err
+	}
 	buf := make([]byte, 100)
 	for i := 0; i < 64; i++ {
 		link.Send(frame(buf, uint64(i)))
 		time.Sleep(time.Millisecond)
 	}
-	time.Sleep(300 * time.Millisecond)
+	var dropped string
+	waitUntil(time.Second, func() bool {
+		dropped = hostStat(path, "tx_dropped")
+		return dropped != "" && dropped != "0"
+	})
 	o, d, err := judge(f.c, nil)
 	if o == "accepted" {
 		o = "survived"
+		d = "host/stats tx_dropped " + dropped + ", tx_packets " + hostStat(path, "tx_packets") + "; " + d
+		if dropped == "" || dropped == "0" {
+			return "", "", fmt.Errorf("frames the backend could not place were not counted (%s)", d)
+		}
 	}
 	return o, d, err
 }
@@ -806,6 +900,9 @@ func kickStorm(path string) (string, string, error) {
 		return "", "", err
 	}
 	defer link.Close()
+	if err := attachedHere(path); err != nil {
+		return "", "", err
+	}
 	n := 0
 	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); n++ {
 		f.tx.doKick()

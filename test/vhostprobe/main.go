@@ -53,6 +53,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"multifs/control/client"
@@ -167,6 +169,9 @@ func honest(args []string) error {
 		return fmt.Errorf("join as a link: %w", err)
 	}
 	defer link.Close()
+	if err := attachedHere(*path); err != nil {
+		return err
+	}
 	if *ready != "" {
 		if err := os.WriteFile(*ready, nil, 0o644); err != nil {
 			return err
@@ -240,8 +245,10 @@ func honest(args []string) error {
 			idle = time.Now()
 		}
 	}
-	fmt.Printf("honest features=%#x h2l_sent=%d h2l_got=%d h2l_bad=%d l2h_sent=%d l2h_got=%d l2h_bad=%d\n",
-		f.features, *count, ht.got, ht.bad, *count, lt.got, lt.bad)
+	// What the daemon says it dropped: towards the link (its socket
+	// full: a slow reader, not the vhost-user path), from and to the host.
+	fmt.Printf("honest features=%#x h2l_sent=%d h2l_got=%d h2l_bad=%d l2h_sent=%d l2h_got=%d l2h_bad=%d host_rx_dropped=%s host_tx_dropped=%s link_tx_dropped=%d\n",
+		f.features, *count, ht.got, ht.bad, *count, lt.got, lt.bad, hostStat(*path, "rx_dropped"), hostStat(*path, "tx_dropped"), linksTxDropped(*path))
 	if *hold > 0 {
 		time.Sleep(*hold)
 	}
@@ -305,4 +312,24 @@ func loop(args []string) error {
 		return fmt.Errorf("frames lost or damaged")
 	}
 	return nil
+}
+
+// linksTxDropped sums tx_dropped over PATH/links/*/stats: frames the
+// daemon could not hand to a link (its socket full).
+func linksTxDropped(path string) int {
+	files, _ := filepath.Glob(filepath.Join(path, "links", "*", "stats"))
+	n := 0
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(data), "\n") {
+			if v, ok := strings.CutPrefix(l, "tx_dropped: "); ok {
+				k, _ := strconv.Atoi(v)
+				n += k
+			}
+		}
+	}
+	return n
 }
