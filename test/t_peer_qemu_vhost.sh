@@ -10,7 +10,8 @@
 #    replaces link 1. The guest's own summary must say 0% loss and no
 #    duplicates; handoff exits 0, link 1 is gone and link 2 alone remains;
 #    A/host/stats says transport vhost-user, qemu's pid, and counted the
-#    frames both ways with nothing dropped towards the guest.
+#    frames both ways with nothing dropped towards the guest during the
+#    pings.
 # B. Restart of QEMU. A VM attached to A and pinging is killed with
 #    SIGKILL: A/host/stats says attached: no within 3 s. A new QEMU on the
 #    same entry attaches (its pid in host/stats) and its 500 pings all come
@@ -50,6 +51,9 @@ check_eq "A/host/stats: pid is qemu's" "$VM_PID" "$(stat_key "$A/host/stats" pid
 note "A/host/stats: $(tr '\n' ' ' <"$A/host/stats")"
 
 vm_wait a PING-START 10 "VM a starts its $COUNTA pings"
+# Frames that came before the guest's driver had posted receive buffers
+# (its boot) are dropped and counted; none may be during the pings.
+TXD0=$(stat_key "$A/host/stats" tx_dropped)
 sleep 2 # a pace: 2 s of pings through link 1 alone
 t0=$(now_ms)
 line=$(timeout 40 "$MULTIFS" handoff --timeout 10s "$A" 1 -- vde_plug "$A" "$B" 2>"$SCRATCH/handoff.err")
@@ -72,7 +76,7 @@ vm_pinged a
 check_summary a "$COUNTA"
 stat_ge "A/host/stats: the guest's echo requests counted" "$A/host/stats" rx_packets "$COUNTA"
 stat_ge "A/host/stats: the replies to the guest counted" "$A/host/stats" tx_packets "$COUNTA"
-check_eq "A/host/stats: nothing dropped on the way to the guest" 0 "$(stat_key "$A/host/stats" tx_dropped)"
+check_eq "A/host/stats: nothing dropped on the way to the guest during its pings (tx_dropped as at their start)" "$TXD0" "$(stat_key "$A/host/stats" tx_dropped)"
 vm_done a
 check_stat "A/host/stats: detached once qemu exited" "$A/host/stats" attached no 3
 
