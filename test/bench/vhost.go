@@ -25,8 +25,8 @@ package main
 // over 10 s (3 s with -quick) while testpmd is attached and not
 // forwarding, as a share of one CPU.
 //
-// testpmd needs hugepages: the scenario raises vm.nr_hugepages to 512
-// (1 GiB of 2 MiB pages) if it is lower and mounts hugetlbfs on
+// testpmd needs hugepages: the scenario raises vm.nr_hugepages to 1536
+// (3 GiB of 2 MiB pages) if it is lower and mounts hugetlbfs on
 // /dev/hugepages if nothing is mounted there; with neither possible (not
 // root) it is skipped with a notice.
 
@@ -210,9 +210,10 @@ func (t *testpmd) kill() {
 	}
 }
 
-// hugepages makes sure testpmd can have its 256 MiB (twice: two at once).
+// hugepages makes sure three testpmds can have their memory at once (each
+// takes more than its -m 256 here).
 func hugepages() error {
-	const want = 512
+	const want = 1536 // three testpmds at once: the ceiling's pair and the host
 	data, err := os.ReadFile("/proc/sys/vm/nr_hugepages")
 	if err != nil {
 		return err
