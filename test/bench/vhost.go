@@ -259,6 +259,7 @@ func schedCPU(pid int) (time.Duration, error) {
 // relay's CPU.
 type vhostRow struct {
 	frames uint64
+	taken  uint64 // host → link: frames the daemon took from the host (host/stats rx_packets)
 	secs   float64
 	cpu    time.Duration
 }
@@ -275,6 +276,16 @@ func (r vhostRow) cpuPerFrame() float64 {
 		return 0
 	}
 	return float64(r.cpu.Nanoseconds()) / float64(r.frames)
+}
+
+// cpuPerTaken is the relay's CPU per frame it took from the host, whether
+// a link got it or its socket was full: the work per frame without the
+// drop policy's share.
+func (r vhostRow) cpuPerTaken() float64 {
+	if r.taken == 0 {
+		return 0
+	}
+	return float64(r.cpu.Nanoseconds()) / float64(r.taken)
 }
 
 func (r vhostRow) share() float64 {
@@ -391,15 +402,19 @@ func (b *bench) vhost() error {
 		dir  string
 		size int
 	}
-	fps, cpu, share := map[key]perCol{}, map[key]perCol{}, map[key]perCol{}
+	fps, cpu, share, taken, delivered := map[key]perCol{}, map[key]perCol{}, map[key]perCol{}, map[key]perCol{}, map[key]perCol{}
 	var idle []float64
 	put := func(k key, col string, r vhostRow) {
 		if fps[k] == nil {
-			fps[k], cpu[k], share[k] = perCol{}, perCol{}, perCol{}
+			fps[k], cpu[k], share[k], taken[k], delivered[k] = perCol{}, perCol{}, perCol{}, perCol{}, perCol{}
 		}
 		fps[k].put(col, r.fps())
 		cpu[k].put(col, r.cpuPerFrame())
 		share[k].put(col, r.share())
+		if r.taken > 0 {
+			taken[k].put(col, r.cpuPerTaken())
+			delivered[k].put(col, float64(r.frames)/float64(r.taken)*100)
+		}
 	}
 	keys := []key{{"h2l", 64}, {"h2l", 1500}, {"l2h", 64}, {"l2h", 1500}}
 	idleDur := 10 * time.Second
@@ -467,11 +482,22 @@ func (b *bench) vhost() error {
 		b.addReal(section, p+".fps", n+": frames/s delivered", "fps", fps[k])
 		b.addReal(section, p+".cpu", n+": relay CPU per frame", "ns", cpu[k])
 		b.addReal(section, p+".share", n+": relay CPU, share of one CPU", "%", share[k])
+		if k.dir == "h2l" {
+			b.addReal(section, p+".delivered", n+": share of the frames taken from the host that the link got", "%", delivered[k])
+			b.addReal(section, p+".cpu_taken", n+": relay CPU per frame taken from the host", "ns", taken[k])
+		}
 	}
 	if len(idle) > 0 {
 		b.res.add(section, "vhost.idle.share", fmt.Sprintf("attached idle vhost-user host: daemon CPU over %v, share of one CPU", idleDur), "%", idle, nil)
 	}
 	return nil
+}
+
+// hostRx is d's host/stats rx_packets: frames taken from the host since it
+// attached.
+func hostRx(d *daemon) uint64 {
+	n, _ := strconv.ParseUint(statKey(filepath.Join(d.path, "host", "stats"), "rx_packets"), 10, 64)
+	return n
 }
 
 func statKey(file, key string) string {
@@ -509,6 +535,7 @@ func (b *bench) vhostRun(d *daemon, host *testpmd, dir string, size int) (vhostR
 			return vhostRow{}, err
 		}
 		t0 := time.Now()
+		taken0 := hostRx(d)
 		host.do("start")
 		time.Sleep(b.dur)
 		host.do("stop")
@@ -520,7 +547,7 @@ func (b *bench) vhostRun(d *daemon, host *testpmd, dir string, size int) (vhostR
 		if n == 0 {
 			return vhostRow{}, fmt.Errorf("the link received nothing from testpmd (see testpmd-%s.log)", host.name)
 		}
-		return vhostRow{frames: n, secs: last.Sub(t0).Seconds(), cpu: c}, nil
+		return vhostRow{frames: n, taken: hostRx(d) - taken0, secs: last.Sub(t0).Seconds(), cpu: c}, nil
 	}
 	if _, err := host.do("set fwd rxonly"); err != nil {
 		return vhostRow{}, err
@@ -619,10 +646,11 @@ func (b *bench) vde2HostRun(d *daemon, dir string, size int) (vhostRow, error) {
 		if err != nil {
 			return vhostRow{}, err
 		}
+		taken := hostRx(d) // the host joined for this run: its counters start at 0
 		if n == 0 {
 			return vhostRow{}, fmt.Errorf("the link received nothing from the vde-2 host")
 		}
-		return vhostRow{frames: n, secs: last.Sub(t0).Seconds(), cpu: c}, nil
+		return vhostRow{frames: n, taken: taken, secs: last.Sub(t0).Seconds(), cpu: c}, nil
 	}
 	s := &realSys{name: "multifs", pid: d.pid, linkURL: "vde://" + d.path, hostURL: "vde://" + filepath.Join(d.path, "host"), statsDir: d.path}
 	r, err := b.realRun(s, realOpts{size: size, k: 1, dur: b.dur})
