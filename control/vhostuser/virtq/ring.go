@@ -190,20 +190,23 @@ func (r *Ring) Publish() bool {
 	return r.availFlags()&availNoInterrupt == 0
 }
 
-// EnableNotify asks the driver to kick on its next available entry, and
-// reports whether entries came meanwhile (then the caller goes on instead
-// of sleeping, and calls DisableNotify).
+// EnableNotify asks the driver to kick when it makes its next entry
+// available, and reports whether entries came since the device last
+// looked (then the caller goes on instead of sleeping, and calls
+// DisableNotify). The entries already available may be too few for a
+// frame: the kick is asked for the next one, not for those.
 func (r *Ring) EnableNotify() (bool, error) {
+	seen := r.availIdx
 	if r.eventIdx {
 		off := 4 + 8*uint64(r.num)
-		*(*uint16)(unsafe.Pointer(&r.used[off])) = r.lastAvail
+		*(*uint16)(unsafe.Pointer(&r.used[off])) = seen
 	} else {
 		r.usedFlags &^= usedNoNotify
 		r.storeUsed()
 	}
 	r.fullFence()
-	n, err := r.Avail()
-	return n > 0, err
+	_, err := r.Avail()
+	return err == nil && r.availIdx != seen, err
 }
 
 // DisableNotify tells the driver not to kick: the device is busy and will
@@ -291,10 +294,11 @@ func (c *chain) segment() ([]byte, bool, error) {
 // TakeFrame takes the next frame the driver sent: it copies the bytes
 // after the hdrLen-byte virtio-net header into buf and returns the
 // frame's length, more than len(buf) if it did not fit (the rest is not
-// read: the caller drops such a frame). ok is false if nothing was
-// available. On a bad chain the entry is given back all the same, and err
-// says what was wrong (the caller drops the frame). Device-writable
-// descriptors, which a transmit chain should not have, are skipped.
+// copied: the caller drops such a frame; the chain is still walked to its
+// end, checked). ok is false if nothing was available. On a bad chain the
+// entry is given back all the same, and err says what was wrong (the
+// caller drops the frame). Device-writable descriptors, which a transmit
+// chain should not have, are skipped.
 func (r *Ring) TakeFrame(buf []byte, hdrLen int) (size int, ok bool, err error) {
 	head, ok, err := r.pop()
 	if !ok {
@@ -303,8 +307,7 @@ func (r *Ring) TakeFrame(buf []byte, hdrLen int) (size int, ok bool, err error) 
 	defer r.putUsed(head, 0)
 	c := r.chain(head)
 	skip := hdrLen
-	limit := len(buf) + 1
-	for size < limit {
+	for {
 		b, w, err := c.segment()
 		if err != nil {
 			return 0, true, err
@@ -323,7 +326,8 @@ func (r *Ring) TakeFrame(buf []byte, hdrLen int) (size int, ok bool, err error) 
 		if size < len(buf) {
 			copy(buf[size:], b)
 		}
-		size += min(len(b), limit-size)
+		// At most a ring of 4 GiB descriptors: no overflow.
+		size += len(b)
 	}
 	if skip > 0 {
 		return 0, true, ErrShortHdr

@@ -1,0 +1,323 @@
+package vhostuser
+
+import (
+	"encoding/binary"
+	"errors"
+	"os"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// A hostile guest's transmit chains: each is dropped (delivered with
+// size 0, which the multilink counts in rx_dropped), counted as a fault,
+// and given back; the next good frame goes through.
+func TestBadTransmitChains(t *testing.T) {
+	cases := []struct {
+		name  string
+		setup func(fe *frontend, head uint16)
+	}{
+		{"loop", func(fe *frontend, head uint16) {
+			b := fe.alloc(64)
+			fe.setDesc(fe.ringBase(txQueue), int(head), guestBase+b, 64, descNext, head)
+		}},
+		{"next out of range", func(fe *frontend, head uint16) {
+			b := fe.alloc(64)
+			fe.setDesc(fe.ringBase(txQueue), int(head), guestBase+b, 64, descNext, qnum+5)
+		}},
+		{"outside memory", func(fe *frontend, head uint16) {
+			fe.setDesc(fe.ringBase(txQueue), int(head), 0x1000, 64, 0, 0)
+		}},
+		{"past the end of memory", func(fe *frontend, head uint16) {
+			fe.setDesc(fe.ringBase(txQueue), int(head), guestBase+memSize-32, 64, 0, 0)
+		}},
+		{"length overflows", func(fe *frontend, head uint16) {
+			fe.setDesc(fe.ringBase(txQueue), int(head), ^uint64(0)-10, 100, 0, 0)
+		}},
+		{"indirect loop", func(fe *frontend, head uint16) {
+			tbl, b := fe.alloc(32), fe.alloc(64)
+			fe.setDesc(tbl, 0, guestBase+b, 12, descNext, 1)
+			fe.setDesc(tbl, 1, guestBase+b, 52, descNext, 0)
+			fe.setDesc(fe.ringBase(txQueue), int(head), guestBase+tbl, 32, descIndirect, 0)
+		}},
+		{"nested indirect", func(fe *frontend, head uint16) {
+			tbl := fe.alloc(16)
+			fe.setDesc(tbl, 0, guestBase+tbl, 16, descIndirect, 0)
+			fe.setDesc(fe.ringBase(txQueue), int(head), guestBase+tbl, 16, descIndirect, 0)
+		}},
+		{"indirect table outside memory", func(fe *frontend, head uint16) {
+			fe.setDesc(fe.ringBase(txQueue), int(head), guestBase+memSize-16, 64, descIndirect, 0)
+		}},
+		{"indirect length not whole", func(fe *frontend, head uint16) {
+			tbl := fe.alloc(32)
+			fe.setDesc(fe.ringBase(txQueue), int(head), guestBase+tbl, 20, descIndirect, 0)
+		}},
+		{"indirect with next", func(fe *frontend, head uint16) {
+			tbl := fe.alloc(16)
+			fe.setDesc(fe.ringBase(txQueue), int(head), guestBase+tbl, 16, descIndirect|descNext, 1)
+		}},
+		{"shorter than the header", func(fe *frontend, head uint16) {
+			b := fe.alloc(8)
+			fe.setDesc(fe.ringBase(txQueue), int(head), guestBase+b, 8, 0, 0)
+		}},
+		{"head out of range", func(fe *frontend, head uint16) {}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			fe := newFrontend(t)
+			fe.start(stdFeatures)
+			r := fe.receive()
+			head := uint16(3)
+			if tc.name == "head out of range" {
+				head = qnum + 1
+			} else {
+				tc.setup(fe, head)
+			}
+			fe.offer(txQueue, head, true)
+			fe.transmit(4, frame(60, 1), true)
+			got, sizes := r.waitFrames(t, 2)
+			if sizes[0] != 0 {
+				t.Fatalf("bad chain delivered with size %d", sizes[0])
+			}
+			if sizes[1] != 60 || string(got[1]) != string(frame(60, 1)) {
+				t.Fatalf("the good frame after it: size %d", sizes[1])
+			}
+			if f := fe.c.Faults(); f != 1 {
+				t.Fatalf("%d faults counted, want 1", f)
+			}
+			waitFor(t, "both given back", func() bool { return fe.usedIdx(txQueue) == 2 })
+		})
+	}
+}
+
+// A bad receive chain drops the frame being sent (an error: the multilink
+// counts it and the rest of the batch in tx_dropped), counted as a fault.
+func TestBadReceiveChain(t *testing.T) {
+	fe := newFrontend(t)
+	fe.start(stdFeatures)
+	fe.setDesc(fe.ringBase(rxQueue), 0, guestBase+memSize-100, 4096, descWrite, 0)
+	fe.offer(rxQueue, 0, true)
+	fe.postRX(1, 2, 2048)
+	n, err := fe.c.TrySendBatch([][]byte{frame(1000, 1), frame(60, 2)})
+	if n != 0 || !errors.Is(err, ErrFrameDropped) {
+		t.Fatalf("sent %d, %v", n, err)
+	}
+	if fe.c.Faults() != 1 {
+		t.Fatalf("%d faults", fe.c.Faults())
+	}
+	if id, ln := fe.used(rxQueue, 0); fe.usedIdx(rxQueue) != 1 || id != 0 || ln != 0 {
+		t.Fatalf("bad chain not given back empty: used %d, entry %d/%d", fe.usedIdx(rxQueue), id, ln)
+	}
+	if n, err := fe.c.TrySendBatch([][]byte{frame(60, 2)}); n != 1 || err != nil {
+		t.Fatalf("next send: %d, %v", n, err)
+	}
+}
+
+// A frontend that keeps sending bad chains is disconnected.
+func TestRepeatOffenderDisconnected(t *testing.T) {
+	fe := newFrontend(t)
+	fe.start(stdFeatures)
+	r := fe.receive()
+	for i := 0; i < MaxFaults+1; i++ {
+		fe.setDesc(fe.ringBase(txQueue), i%qnum, 0x10, 64, 0, 0)
+		fe.offer(txQueue, uint16(i%qnum), true)
+		if i%32 == 31 {
+			r.waitFrames(t, i+1)
+		}
+	}
+	select {
+	case err := <-fe.served:
+		t.Logf("Serve ended: %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatalf("still connected after %d faults", fe.c.Faults())
+	}
+	if !fe.c.PeerGone() {
+		t.Fatal("PeerGone false after the disconnection")
+	}
+	fe.served <- nil // for the cleanup
+}
+
+// An available index that moves by more than the ring's size cannot be:
+// the ring stops and the frontend is disconnected at once.
+func TestAvailIndexJump(t *testing.T) {
+	fe := newFrontend(t)
+	fe.start(stdFeatures)
+	fe.receive()
+	fe.put16(fe.ringBase(txQueue)+availOff+2, qnum+1)
+	fe.doKick(txQueue)
+	select {
+	case <-fe.served:
+	case <-time.After(5 * time.Second):
+		t.Fatal("still connected")
+	}
+	fe.served <- nil
+}
+
+// Requests that set up something impossible are refused (REPLY_ACK
+// non-zero), counted, and leave the connection working.
+func TestBadSetupRefused(t *testing.T) {
+	fe := newFrontend(t)
+	fe.start(stdFeatures)
+	devNull, _ := unix.Open("/dev/null", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	defer unix.Close(devNull)
+	pipe := make([]int, 2)
+	unix.Pipe2(pipe, unix.O_CLOEXEC)
+	defer unix.Close(pipe[0])
+	defer unix.Close(pipe[1])
+	sock, _ := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	defer unix.Close(sock)
+	disk, err := os.CreateTemp(".", "region")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(disk.Name())
+	defer disk.Close()
+	disk.Truncate(memSize)
+	big := memTablePayload([4]uint64{guestBase, memSize * 2, fe.uva(0), 0})
+	one := [4]uint64{guestBase, memSize, fe.uva(0), 0}
+	nine := make([][4]uint64, 9)
+	for i := range nine {
+		nine[i] = [4]uint64{guestBase + uint64(i)*memSize, memSize, fe.uva(0) + uint64(i)*memSize, 0}
+	}
+	b := fe.ringBase(txQueue)
+	cases := []struct {
+		name    string
+		req     uint32
+		payload []byte
+		fds     []int
+	}{
+		{"region larger than its file", reqSetMemTable, big, []int{fe.memfd}},
+		{"nine regions", reqSetMemTable, memTablePayload(nine...), nil},
+		{"region from /dev/null", reqSetMemTable, memTablePayload(one), []int{devNull}},
+		{"region from a socket", reqSetMemTable, memTablePayload(one), []int{sock}},
+		{"region from a disk file", reqSetMemTable, memTablePayload(one), []int{int(disk.Fd())}},
+		{"region without its descriptor", reqSetMemTable, memTablePayload(one), nil},
+		{"overlapping regions", reqSetMemTable, memTablePayload(one, one), []int{fe.memfd, fe.memfd}},
+		{"region misaligned", reqSetMemTable, memTablePayload([4]uint64{guestBase, 4096, fe.uva(0) + 3, 3}), []int{fe.memfd}},
+		{"empty region", reqSetMemTable, memTablePayload([4]uint64{guestBase, 0, fe.uva(0), 0}), []int{fe.memfd}},
+		{"truncated table", reqSetMemTable, memTablePayload(one)[:20], []int{fe.memfd}},
+		{"ring outside memory", reqSetVringAddr, fe.addrPayload(txQueue, fe.uva(0)+memSize, fe.uva(b+availOff), fe.uva(b+usedOff)), nil},
+		{"ring crossing the end", reqSetVringAddr, fe.addrPayload(txQueue, fe.uva(memSize-2048), fe.uva(b+availOff), fe.uva(b+usedOff)), nil},
+		{"descriptor table misaligned", reqSetVringAddr, fe.addrPayload(txQueue, fe.uva(b+8), fe.uva(b+availOff), fe.uva(b+usedOff)), nil},
+		{"used ring misaligned", reqSetVringAddr, fe.addrPayload(txQueue, fe.uva(b), fe.uva(b+availOff), fe.uva(b+usedOff+2)), nil},
+		{"dirty logging", reqSetVringAddr, append(state(txQueue, 1), fe.addrPayload(txQueue, 0, 0, 0)[8:]...), nil},
+		{"queue 2", reqSetVringNum, state(2, 256), nil},
+		{"ring size 100", reqSetVringNum, state(rxQueue, 100), nil},
+		{"ring size 65536", reqSetVringNum, state(rxQueue, 65536), nil},
+		{"kick is a pipe", reqSetVringKick, u64(rxQueue), []int{pipe[0]}},
+		{"call is /dev/null", reqSetVringCall, u64(rxQueue), []int{devNull}},
+		{"kick without descriptor", reqSetVringKick, u64(rxQueue), nil},
+		{"kick polling", reqSetVringKick, u64(rxQueue | vringFdInvalid), nil},
+		{"two descriptors", reqSetVringCall, u64(rxQueue), []int{fe.call[0], fe.call[1]}},
+		{"descriptor on SET_OWNER", reqSetOwner, nil, []int{fe.call[0]}},
+		{"features not offered", reqSetFeatures, u64(stdFeatures | 1<<26), nil},
+		{"protocol features not offered", reqSetProtocolFeatures, u64(1 << 1), nil},
+		{"short payload", reqSetFeatures, []byte{1, 2}, nil},
+		{"log base", reqSetLogBase, u64(0), []int{fe.memfd}},
+		{"unknown request", 999, nil, nil},
+	}
+	fdsBefore := openFDs(t)
+	for i, tc := range cases {
+		if st := fe.ack(tc.req, tc.payload, tc.fds...); st == 0 {
+			t.Errorf("%s: accepted", tc.name)
+		}
+		if f := fe.c.Faults(); f != int64(i+1) {
+			t.Errorf("%s: %d faults counted, want %d", tc.name, f, i+1)
+		}
+	}
+	// Every descriptor sent with them was closed.
+	if after := openFDs(t); after != fdsBefore {
+		t.Errorf("%d descriptors open after, %d before", after, fdsBefore)
+	}
+	// A request that has a reply of its own gets an error one.
+	fe.send(reqGetConfig, make([]byte, 12))
+	if p := fe.reply(reqGetConfig); len(p) != 8 || binary.NativeEndian.Uint64(p) == 0 {
+		t.Fatalf("GET_CONFIG reply % x", p)
+	}
+	// Still working.
+	fe.postRX(0, 1, 2048)
+	if n, err := fe.c.TrySendBatch([][]byte{frame(60, 1)}); n != 1 || err != nil {
+		t.Fatalf("after the refusals: %d, %v", n, err)
+	}
+}
+
+func openFDs(t *testing.T) int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// Requests whose header cannot be trusted end the connection, closing
+// the descriptors that came with them.
+func TestBadHeaders(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		flags uint32
+		size  int
+		fds   int
+	}{
+		{"version 2", 2, 0, 0},
+		{"reply bit", flagVersion | flagReply, 0, 0},
+		{"payload too big", flagVersion, MaxPayload + 1, 0},
+		{"nine descriptors", flagVersion, 8, 9},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fe := newFrontend(t)
+			before := openFDs(t)
+			var fds []int
+			for i := 0; i < tc.fds; i++ {
+				fd, _ := unix.Eventfd(0, unix.EFD_CLOEXEC)
+				fds = append(fds, fd)
+			}
+			b := make([]byte, HeaderLen+tc.size)
+			binary.NativeEndian.PutUint32(b, reqSetVringCall)
+			binary.NativeEndian.PutUint32(b[4:], tc.flags)
+			binary.NativeEndian.PutUint32(b[8:], uint32(tc.size))
+			var oob []byte
+			if len(fds) > 0 {
+				oob = unix.UnixRights(fds...)
+			}
+			unix.Sendmsg(fe.sock, b, oob, nil, 0)
+			for _, fd := range fds {
+				unix.Close(fd)
+			}
+			select {
+			case err := <-fe.served:
+				t.Logf("Serve: %v", err)
+			case <-time.After(5 * time.Second):
+				t.Fatal("connection still served")
+			}
+			fe.served <- nil
+			if after := openFDs(t); after != before {
+				t.Fatalf("%d descriptors open, %d before", after, before)
+			}
+		})
+	}
+}
+
+// A frontend that shrinks its memory file under the mapping makes the
+// next access fault: the daemon survives, the ring stops and the
+// frontend is disconnected.
+func TestShrunkMemory(t *testing.T) {
+	fe := newFrontend(t)
+	fe.start(stdFeatures)
+	r := fe.receive()
+	fe.transmit(0, frame(60, 1), true)
+	r.waitFrames(t, 1)
+	if err := unix.Ftruncate(fe.memfd, 0); err != nil {
+		t.Fatal(err)
+	}
+	fe.doKick(txQueue)
+	select {
+	case <-fe.served:
+	case <-time.After(5 * time.Second):
+		t.Fatal("still connected")
+	}
+	fe.served <- nil
+	if n, err := fe.c.TrySendBatch([][]byte{frame(60, 1)}); n != 0 || err == nil {
+		t.Fatalf("send after the fault: %d, %v", n, err)
+	}
+}
