@@ -880,6 +880,9 @@ func rxBad(path, kind string) (string, string, error) {
 	if o == "accepted" {
 		o = "survived"
 		d = "host/stats tx_dropped " + dropped + ", tx_packets " + hostStat(path, "tx_packets") + "; " + d
+		if kind != "rx-mixed" && hostStat(path, "tx_packets") != "0" {
+			return "", "", fmt.Errorf("frames were written into receive buffers the backend must refuse (%s)", d)
+		}
 		if dropped == "" || dropped == "0" {
 			return "", "", fmt.Errorf("frames the backend could not place were not counted (%s)", d)
 		}
