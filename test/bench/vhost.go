@@ -22,7 +22,7 @@ package main
 // polls both CPUs of a 2-CPU machine while it runs.
 //
 // The idle cost: the daemon's CPU time (its threads' schedstat, in ns)
-// over 10 s (3 s with -quick), 2 s after the last run, while testpmd is
+// over 10 s (3 s with -quick), 5 s after the last run, while testpmd is
 // attached and not forwarding, in ms per second (the target, under 0.1 %
 // of a CPU, is under 1 ms per second); the reference
 // column is the same with an idle vde-2 host (multifs's Go client).
@@ -461,8 +461,9 @@ func (b *bench) vhost() error {
 			}
 			if run == 0 {
 				// After a settling pause: the runs just before leave
-				// work behind (the collector, links leaving).
-				time.Sleep(2 * time.Second)
+				// work behind (the collector and the scavenger after
+				// millions of frames, links leaving).
+				time.Sleep(5 * time.Second)
 				v, err := idleShare(d.pid, idleDur)
 				if err != nil {
 					return err
@@ -481,7 +482,7 @@ func (b *bench) vhost() error {
 				if err != nil {
 					return err
 				}
-				time.Sleep(2 * time.Second)
+				time.Sleep(5 * time.Second)
 				v, err := idleShare(d.pid, idleDur)
 				c.Close()
 				if err != nil {
