@@ -57,17 +57,21 @@ unit:
 	$(GO) test -race -count=1 ./...
 
 # Each fuzz target from its seed corpus (control/wire/testdata/fuzz,
-# control/testdata/fuzz), for a number of inputs (about 30 s each here),
+# control/testdata/fuzz; the vhost-user ones from their f.Add seeds), for a number of inputs (about 30 s each here),
 # not a duration: go1.26's fuzz coordinator can fail a duration-bounded run
 # with a bare "context deadline exceeded" as the time runs out
 # (golang/go#75804), which it did in CI while it minimized a new input. MINIMIZETIME bounds each minimization (default
 # 60 s, twice the whole run).
 FUZZ_PARSE ?= 600000x
 FUZZ_SEQPACKET ?= 10000x
+FUZZ_VHOST_WALKER ?= 500000x
+FUZZ_VHOST_REQUESTS ?= 20000x
 MINIMIZETIME ?= 3s
 fuzz:
 	$(GO) test ./control/wire -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZ_PARSE) -fuzzminimizetime $(MINIMIZETIME)
 	$(GO) test ./control -run '^$$' -fuzz '^FuzzSeqpacketEntry$$' -fuzztime $(FUZZ_SEQPACKET) -fuzzminimizetime $(MINIMIZETIME)
+	$(GO) test ./control/vhostuser/virtq -run '^$$' -fuzz '^FuzzWalker$$' -fuzztime $(FUZZ_VHOST_WALKER) -fuzzminimizetime $(MINIMIZETIME)
+	$(GO) test ./control/vhostuser -run '^$$' -fuzz '^FuzzRequests$$' -fuzztime $(FUZZ_VHOST_REQUESTS) -fuzzminimizetime $(MINIMIZETIME)
 
 integration: build
 	bash test/run.sh

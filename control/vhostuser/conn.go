@@ -127,7 +127,9 @@ func (c *Conn) Serve() error {
 			c.log.WithFields(logrus.Fields{"request": reqName(m.Request), "flags": m.Flags, "size": m.Size, "fds": len(m.FDs), "payload": fmt.Sprintf("%x", m.Payload[:min(len(m.Payload), 48)])}).Debug("vhost-user: request")
 		}
 		closeFDs(m.FDs)
-		if herr != nil {
+		// A request multifs does not support was logged as such; one it
+		// refuses is a fault of the frontend's.
+		if herr != nil && !errors.Is(herr, errUnsupported) {
 			c.log.WithFields(logrus.Fields{"request": reqName(m.Request), "error": herr.Error()}).Warn(MsgBadRequest)
 			c.fault()
 		}

@@ -157,6 +157,9 @@ type fdReader int
 
 func (r fdReader) Read(b []byte) (int, error) {
 	n, err := unix.Read(int(r), b)
+	for err == unix.EINTR {
+		n, err = unix.Read(int(r), b)
+	}
 	if n == 0 && err == nil {
 		return 0, io.EOF
 	}

@@ -33,8 +33,16 @@ func (c *Conn) handle(m *Message) ([]byte, error) {
 	case reqGetQueueNum:
 		return u64Payload(queuePairs), nil
 	}
-	if m.Request != reqSetMemTable && m.Request != reqSetVringKick && m.Request != reqSetVringCall && m.Request != reqSetVringErr && len(m.FDs) > 0 {
-		return nil, errFDs
+	switch m.Request {
+	case reqSetFeatures, reqSetProtocolFeatures, reqSetOwner, reqResetOwner, reqSetVringNum, reqSetVringBase,
+		reqGetVringBase, reqSetVringEnable, reqSetVringAddr:
+		if len(m.FDs) > 0 {
+			return nil, errFDs
+		}
+	case reqSetMemTable, reqSetVringKick, reqSetVringCall, reqSetVringErr:
+	default:
+		c.log.WithFields(logrus.Fields{"request": m.Request, "name": reqName(m.Request), "size": m.Size}).Warn(MsgUnsupported)
+		return nil, errUnsupported
 	}
 	switch m.Request {
 	case reqSetFeatures:
@@ -98,6 +106,7 @@ func (c *Conn) handle(m *Message) ([]byte, error) {
 			return nil, errIndex
 		}
 		if a.flags&vringAddrFlagLog != 0 {
+			c.log.WithFields(logrus.Fields{"request": reqName(m.Request), "feature": "dirty logging"}).Warn(MsgUnsupported)
 			return nil, fmt.Errorf("%w: dirty logging", errUnsupported)
 		}
 		q := &c.q[a.index]
@@ -112,8 +121,7 @@ func (c *Conn) handle(m *Message) ([]byte, error) {
 	case reqSetVringKick, reqSetVringCall, reqSetVringErr:
 		return nil, c.setVringFD(m)
 	}
-	c.log.WithFields(logrus.Fields{"request": m.Request, "name": reqName(m.Request), "size": m.Size}).Warn(MsgUnsupported)
-	return nil, errUnsupported
+	return nil, errUnsupported // not reached: every request was sorted above
 }
 
 func (c *Conn) vringState(req uint32, q *queue, s vringState) ([]byte, error) {
@@ -125,19 +133,19 @@ func (c *Conn) vringState(req uint32, q *queue, s vringState) ([]byte, error) {
 	defer q.mu.Unlock()
 	switch req {
 	case reqSetVringNum:
-		if q.live {
-			return nil, errRunning
-		}
 		if s.num == 0 || s.num > maxQueueSize || s.num&(s.num-1) != 0 {
 			return nil, fmt.Errorf("%w: ring size %d", errValue, s.num)
 		}
-		q.num = s.num
-	case reqSetVringBase:
 		if q.live {
 			return nil, errRunning
 		}
+		q.num = s.num
+	case reqSetVringBase:
 		if s.num > maxVringBase {
 			return nil, fmt.Errorf("%w: base %d", errValue, s.num)
+		}
+		if q.live {
+			return nil, errRunning
 		}
 		q.base = uint16(s.num)
 	case reqSetVringEnable:
@@ -192,6 +200,7 @@ func (c *Conn) setVringFD(m *Message) error {
 	case reqSetVringKick:
 		if fd < 0 {
 			// Polling instead of kicks: the daemon never busy-polls.
+			c.log.WithFields(logrus.Fields{"request": reqName(m.Request), "feature": "polling"}).Warn(MsgUnsupported)
 			return fmt.Errorf("%w: a ring without a kick eventfd", errUnsupported)
 		}
 		q.mu.Lock()

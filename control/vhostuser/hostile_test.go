@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 )
 
@@ -217,13 +218,33 @@ func TestBadSetupRefused(t *testing.T) {
 		{"log base", reqSetLogBase, u64(0), []int{fe.memfd}},
 		{"unknown request", 999, nil, nil},
 	}
+	// What multifs does not support is refused, logged, and not held
+	// against the frontend; the rest are faults.
+	unsupported := map[string]bool{"dirty logging": true, "kick polling": true, "log base": true, "unknown request": true}
 	fdsBefore := openFDs(t)
-	for i, tc := range cases {
+	faults := int64(0)
+	for _, tc := range cases {
+		fe.logs.Reset()
 		if st := fe.ack(tc.req, tc.payload, tc.fds...); st == 0 {
 			t.Errorf("%s: accepted", tc.name)
 		}
-		if f := fe.c.Faults(); f != int64(i+1) {
-			t.Errorf("%s: %d faults counted, want %d", tc.name, f, i+1)
+		msg := MsgBadRequest
+		if unsupported[tc.name] {
+			msg = MsgUnsupported
+		} else {
+			faults++
+		}
+		if f := fe.c.Faults(); f != faults {
+			t.Errorf("%s: %d faults counted, want %d", tc.name, f, faults)
+		}
+		var lines []string
+		for _, e := range fe.logs.AllEntries() {
+			if e.Level <= logrus.InfoLevel {
+				lines = append(lines, e.Message)
+			}
+		}
+		if len(lines) != 1 || lines[0] != msg {
+			t.Errorf("%s: logged %q, want one %q", tc.name, lines, msg)
 		}
 	}
 	// Every descriptor sent with them was closed.
@@ -319,5 +340,56 @@ func TestShrunkMemory(t *testing.T) {
 	fe.served <- nil
 	if n, err := fe.c.TrySendBatch([][]byte{frame(60, 1)}); n != 0 || err == nil {
 		t.Fatalf("send after the fault: %d, %v", n, err)
+	}
+}
+
+// A frontend can make the descriptors it shares blocking, and its call
+// eventfd full: a write to it would then block until someone reads it.
+// Neither the data path nor Close may wait for that.
+func TestBlockingDescriptors(t *testing.T) {
+	fe := newFrontend(t)
+	// Blocking kick and call eventfds, the call one full.
+	for q := 0; q < 2; q++ {
+		unix.Close(fe.kick[q])
+		unix.Close(fe.call[q])
+		fe.kick[q], _ = unix.Eventfd(0, unix.EFD_CLOEXEC)
+		fe.call[q], _ = unix.Eventfd(0, unix.EFD_CLOEXEC)
+		var full [8]byte
+		binary.NativeEndian.PutUint64(full[:], ^uint64(0)-1)
+		if _, err := unix.Write(fe.call[q], full[:]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fe.start(stdFeatures)
+	r := fe.receive()
+	fe.postRX(0, 64, 2048)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 8; i++ {
+			if n, err := fe.c.TrySendBatch([][]byte{frame(60, byte(i)), frame(70, byte(i))}); n != 2 || err != nil {
+				t.Errorf("send %d: %d, %v", i, n, err)
+			}
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("sends blocked on a full call eventfd")
+	}
+	for i := 0; i < 4; i++ {
+		fe.transmit(uint16(i), frame(60, byte(i)), true)
+	}
+	r.waitFrames(t, 4)
+	time.Sleep(50 * time.Millisecond) // the notifier has had its go
+	if n := blockedSignals.Load(); n != 0 {
+		t.Fatalf("%d signals blocked", n)
+	}
+	closed := make(chan struct{})
+	go func() { fe.c.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close blocked")
 	}
 }

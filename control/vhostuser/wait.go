@@ -188,7 +188,10 @@ func (n *notifier) set(q, fd int) {
 		n.retire = append(n.retire, n.fds[q])
 	}
 	n.fds[q] = fd
-	n.pending[q] = false
+	// A signal owed to the old descriptor goes to the new one (QEMU
+	// swaps them while it masks a vector): one spurious interrupt at
+	// worst, never a lost one that would leave the guest waiting.
+	n.pending[q] = fd >= 0
 	n.mu.Unlock()
 	n.poke()
 }

@@ -29,7 +29,7 @@ var (
 	ErrRingAddr  = errors.New("ring address misaligned or outside guest memory")
 	ErrAvailIdx  = errors.New("available index moved by more than the ring size")
 	ErrHead      = errors.New("descriptor index out of range")
-	ErrLoop      = errors.New("descriptor chain longer than its table (a loop)")
+	ErrLoop      = errors.New("descriptor chain longer than its table (a loop), or than a frame needs")
 	ErrAddr      = errors.New("buffer outside guest memory")
 	ErrOverflow  = errors.New("buffer address plus length overflows")
 	ErrIndirect  = errors.New("bad indirect descriptor")
@@ -232,10 +232,18 @@ type chain struct {
 	addr     uint64 // the current descriptor's rest
 	left     uint64
 	write    bool
+	budget   *int // descriptors the frame may still read (frameBudget)
 }
 
-func (r *Ring) chain(head uint16) chain {
-	return chain{mem: r.mem, table: r.desc, n: r.num, next: uint32(head)}
+// frameBudget bounds the descriptors read for one frame, across all its
+// chains: without it, a guest offering the same long chain of empty
+// descriptors at every entry would cost the square of the ring's size.
+// An honest frame reads a few: a chain of up to MAX_SKB_FRAGS+2, or one
+// per mergeable buffer.
+func (r *Ring) frameBudget() int { return 2 * int(max(r.num, 128)) }
+
+func (r *Ring) chain(head uint16, budget *int) chain {
+	return chain{mem: r.mem, table: r.desc, n: r.num, next: uint32(head), budget: budget}
 }
 
 // segment returns the next piece of buffer and whether it is
@@ -257,10 +265,11 @@ func (c *chain) segment() ([]byte, bool, error) {
 		if c.next >= c.n {
 			return nil, false, ErrHead
 		}
-		if c.seen >= c.n {
+		if c.seen >= c.n || *c.budget <= 0 {
 			return nil, false, ErrLoop
 		}
 		c.seen++
+		*c.budget--
 		d := c.table[16*c.next : 16*c.next+16]
 		addr := binary.LittleEndian.Uint64(d)
 		n := binary.LittleEndian.Uint32(d[8:])
@@ -276,7 +285,7 @@ func (c *chain) segment() ([]byte, bool, error) {
 			if t == nil {
 				return nil, false, ErrIndirect
 			}
-			*c = chain{mem: c.mem, table: t, n: n / 16, indirect: true}
+			*c = chain{mem: c.mem, table: t, n: n / 16, indirect: true, budget: c.budget}
 			continue
 		}
 		if addr+uint64(n) < addr {
@@ -305,7 +314,8 @@ func (r *Ring) TakeFrame(buf []byte, hdrLen int) (size int, ok bool, err error) 
 		return 0, false, err
 	}
 	defer r.putUsed(head, 0)
-	c := r.chain(head)
+	budget := r.frameBudget()
+	c := r.chain(head, &budget)
 	skip := hdrLen
 	for {
 		b, w, err := c.segment()
@@ -351,6 +361,7 @@ func (r *Ring) PutFrame(frame []byte, hdrLen int, mrg bool) (ok bool, err error)
 	startAvail, startUsed := r.lastAvail, r.usedIdx
 	var numBuffers [2][]byte // where header bytes 10 and 11 landed
 	off, nbufs := 0, 0
+	budget := r.frameBudget()
 	for off < total {
 		head, ok, perr := r.pop()
 		if !ok {
@@ -360,7 +371,7 @@ func (r *Ring) PutFrame(frame []byte, hdrLen int, mrg bool) (ok bool, err error)
 			}
 			return false, nil
 		}
-		c := r.chain(head)
+		c := r.chain(head, &budget)
 		written := 0
 		for off < total {
 			b, w, err := c.segment()
