@@ -9,10 +9,11 @@
 # `</interface>`, and the `<memoryBacking>` block. A block of the page that
 # is a whole `<domain ...>...</domain>` is validated as it is; otherwise
 # the blocks are put inside the least domain libvirt accepts (name, memory,
-# os) and that is validated. The checks: there is a vhostuser interface
-# whose source is PATH/host/vhost-user in client mode with a virtio model,
-# a memoryBacking with a memfd source and shared access, and the domain
-# validates. A control: the same domain with the memfd source misspelled
+# os) and that is validated, the placeholder PATH in an attribute replaced
+# by an absolute path (the schema wants one). The checks (XPath, xmllint): there is a
+# vhostuser interface whose unix source is PATH/host/vhost-user in client
+# mode with a virtio model, a memoryBacking with a memfd source and shared
+# access, and the domain validates. A control: the same domain with the memfd source misspelled
 # must fail to validate (so the validator is not a rubber stamp).
 . "$(dirname "$0")/lib.sh"
 
@@ -41,25 +42,40 @@ printf '%s\n' "$IFACE" | sed "s/^/     $TEST_NAME:   /"
 note "memoryBacking block on the page:"
 printf '%s\n' "$MEMB" | sed "s/^/     $TEST_NAME:   /"
 
-vh=$(printf '%s\n' "$IFACE" | tr -s ' \n' ' ')
+# xp FILE XPATH: the XPath's string value in FILE ("" if none).
+xp() { xmllint --xpath "string($2)" "$1" 2>/dev/null; }
+
 OK=1
-if [[ $vh == *"<interface type='vhostuser'>"*"<source type='unix' path='"*"/host/vhost-user' mode='client'/>"*"<model type='virtio'/>"*"</interface>"* ]]; then
-	pass "the page has a vhostuser interface on PATH/host/vhost-user, mode client, model virtio"
+printf '<x>%s</x>\n' "$IFACE" >"$SCRATCH/iface.xml"
+printf '<x>%s</x>\n' "$MEMB" >"$SCRATCH/memb.xml"
+VH="/x/interface[@type='vhostuser']"
+path=$(xp "$SCRATCH/iface.xml" "$VH/source[@type='unix' and @mode='client']/@path")
+model=$(xp "$SCRATCH/iface.xml" "$VH/model/@type")
+if [[ $path == */host/vhost-user ]] && [ "$model" = virtio ]; then
+	pass "the page has a vhostuser interface: source unix $path in client mode, model virtio"
 else
-	fail "the page has a vhostuser interface on PATH/host/vhost-user, mode client, model virtio" "found: '$vh'"
+	fail "the page has a vhostuser interface on PATH/host/vhost-user, mode client, model virtio" \
+		"path '$path', model '$model' in: $(tr -s ' \n' ' ' <"$SCRATCH/iface.xml" | head -c 300)"
 	OK=0
 fi
-mb=$(printf '%s\n' "$MEMB" | tr -s ' \n' ' ')
-if [[ $mb == *"<source type='memfd'/>"* && $mb == *"<access mode='shared'/>"* ]]; then
+src=$(xp "$SCRATCH/memb.xml" "/x/memoryBacking/source/@type")
+acc=$(xp "$SCRATCH/memb.xml" "/x/memoryBacking/access/@mode")
+if [ "$src" = memfd ] && [ "$acc" = shared ]; then
 	pass "the page has a memoryBacking with a memfd source and shared access"
 else
-	fail "the page has a memoryBacking with a memfd source and shared access" "found: '$mb'"
+	fail "the page has a memoryBacking with a memfd source and shared access" \
+		"source '$src', access '$acc' in: $(tr -s ' \n' ' ' <"$SCRATCH/memb.xml" | head -c 300)"
 	OK=0
 fi
-
 [ "$OK" = 1 ] || finish
 
 XML=$SCRATCH/domain.xml
+# The page writes the mount as the placeholder PATH; libvirt's schema
+# wants an absolute path there, so PATH becomes one (and nothing else
+# changes).
+ABS=/run/multifs/vm1
+IFACE=${IFACE//\'PATH\//\'$ABS\/}
+DOMAIN=${DOMAIN//\'PATH\//\'$ABS\/}
 if [ -n "$DOMAIN" ]; then
 	printf '%s\n' "$DOMAIN" >"$XML"
 	note "validating the page's own <domain>"
