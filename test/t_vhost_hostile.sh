@@ -5,7 +5,9 @@
 # specification, not from multifs's code. Each of its hostile cases
 # (`vhostprobe cases`: bad memory tables, bad messages and fds, bad ring
 # numbers and addresses, bad descriptors and indirect tables, a receive
-# ring the backend must not write, a kick storm, a frontend that keeps
+# ring the backend must not write, a kick storm, a second frontend while
+# one is attached, a flood of connections, requests whose replies are
+# never read, a frontend that keeps
 # sending bad chains) runs on its own connection to A/host/vhost-user.
 # After each:
 #   - the probe's own verdict holds: a message the backend must refuse was

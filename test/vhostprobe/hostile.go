@@ -412,6 +412,40 @@ func init() {
 			return uint16(s)
 		}, 500)
 	}}
+	cases["second-frontend"] = hcase{what: "a second frontend while an honest one is attached (the one-host rule): refused, and the first goes on", must: "refuse", run: secondFrontend}
+	cases["connect-flood"] = hcase{what: "300 connections opened and closed as fast as they go, half of them after a GET_FEATURES", run: func(path string) (string, string, error) {
+		for i := 0; i < 300; i++ {
+			c, err := dial(sockPath(path))
+			if err != nil {
+				continue
+			}
+			if i%2 == 0 {
+				c.sendRaw(msg(reqGetFeatures, flagVersion, nil))
+			}
+			c.close()
+		}
+		return afterwards(path, "survived", "")
+	}}
+	cases["msg-no-read"] = hcase{what: "20,000 GET_FEATURES sent without reading one reply, then the connection closed", run: func(path string) (string, string, error) {
+		c, err := dial(sockPath(path))
+		if err != nil {
+			return "", "", err
+		}
+		m := msg(reqGetFeatures, flagVersion, nil)
+		var buf []byte
+		for i := 0; i < 1000; i++ {
+			buf = append(buf, m...)
+		}
+		sent := 0
+		for i := 0; i < 20; i++ {
+			if c.sendRaw(buf) != nil {
+				break // the backend stopped reading: its replies are not read either
+			}
+			sent += 1000
+		}
+		c.close()
+		return afterwards(path, "survived", fmt.Sprintf("%d requests went out; ", sent))
+	}}
 	cases["kick-storm"] = hcase{what: "2 s of kicks as fast as they go on both rings, nothing posted, then honest frames", run: kickStorm}
 }
 
@@ -921,4 +955,40 @@ func kickStorm(path string) (string, string, error) {
 		return "", "", errors.New(detail)
 	}
 	return o, detail, err
+}
+
+// secondFrontend: an honest frontend attached, a second connects and asks
+// for its features: it must be refused (the connection ends), and the
+// first still moves frames.
+func secondFrontend(path string) (string, string, error) {
+	f, err := attach(sockPath(path), feOpts{})
+	if err != nil {
+		return "", "", fmt.Errorf("honest attach: %w", err)
+	}
+	defer f.close()
+	link, err := client.Dial(path, "vhostprobe hostile link")
+	if err != nil {
+		return "", "", err
+	}
+	defer link.Close()
+	if err := attachedHere(path); err != nil {
+		return "", "", err
+	}
+	c, err := dial(sockPath(path))
+	if err != nil {
+		return "refused", "connect refused", nil
+	}
+	defer c.close()
+	o, d, err := judge(c, c.alive())
+	if err != nil {
+		return "", "", err
+	}
+	got := goodAfter(f, link, 5)
+	if got != 5 {
+		return "", "", fmt.Errorf("the first frontend moved %d of 5 frames after the second tried (%s: %s)", got, o, d)
+	}
+	if o != "refused" {
+		return o, d + "; the second frontend was answered", nil
+	}
+	return o, d + "; the first still moves frames", nil
 }
