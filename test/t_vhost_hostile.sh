@@ -7,8 +7,8 @@
 # numbers and addresses, bad descriptors and indirect tables, a receive
 # ring the backend must not write, a kick storm, a second frontend while
 # one is attached, a flood of connections, requests whose replies are
-# never read, a frontend that keeps
-# sending bad chains) runs on its own connection to A/host/vhost-user.
+# never read, a frontend that keeps sending bad chains) runs on its own
+# connection to A/host/vhost-user.
 # After each:
 #   - the probe's own verdict holds: a message the backend must refuse was
 #     refused (an error ack or the connection ended), the persistent
