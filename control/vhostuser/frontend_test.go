@@ -48,7 +48,10 @@ type frontend struct {
 	availIdx [2]uint16
 	usedSeen [2]uint16
 	next     uint64 // next free buffer offset
-	logs     *test.Hook
+	// noEventIdx: the driver did not negotiate VIRTIO_RING_F_EVENT_IDX
+	// and kicks as VRING_USED_F_NO_NOTIFY says.
+	noEventIdx bool
+	logs       *test.Hook
 }
 
 // newFrontend makes a Conn on a socketpair and a frontend with its guest
@@ -203,6 +206,7 @@ func memTablePayload(regions ...[4]uint64) []byte {
 // start does what QEMU does to start the device, with features.
 func (fe *frontend) start(features uint64) {
 	fe.t.Helper()
+	fe.noEventIdx = features&fRingEventIdx == 0
 	fe.send(reqGetFeatures, nil)
 	if got := binary.NativeEndian.Uint64(fe.reply(reqGetFeatures)); got != offeredFeatures {
 		fe.t.Fatalf("features 0x%x", got)
@@ -274,6 +278,14 @@ func (fe *frontend) offer(q int, head uint16, kick bool) bool {
 	fe.availIdx[q] = idx + 1
 	fe.put16(b+availOff+2, idx+1) // x86: stores are ordered
 	if !kick {
+		return false
+	}
+	if fe.noEventIdx {
+		// VRING_USED_F_NO_NOTIFY instead.
+		if fe.get16(b+usedOff)&1 == 0 {
+			fe.doKick(q)
+			return true
+		}
 		return false
 	}
 	ev := fe.get16(b + usedOff + 4 + 8*qnum)
