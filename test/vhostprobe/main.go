@@ -172,6 +172,9 @@ func honest(args []string) error {
 	if err := attachedHere(*path); err != nil {
 		return err
 	}
+	if err := warmUp(f, link); err != nil {
+		return err
+	}
 	if *ready != "" {
 		if err := os.WriteFile(*ready, nil, 0o644); err != nil {
 			return err
