@@ -1,8 +1,9 @@
 // Package control admits peers into a multilink: it holds the socket
 // directory beside the mount (sockdir.go) and serves its entries, the
 // vde-2 switch protocol's (how vde_plug, qemu and friends join) and the
-// seqpacket ones of vdeplug4's ptp:// (seqpacket.go), refusing for good the
-// processes an operator closed (refuse.go).
+// seqpacket ones of vdeplug4's ptp:// (seqpacket.go) and the host's
+// vhost-user one (vhostuser_entry.go, package vhostuser), refusing for good
+// the processes an operator closed (refuse.go).
 //
 // A vde-2 join goes: accept on a listening SOCK_STREAM socket (SOCKDIR/ctl
 // for links, SOCKDIR/host.ctl for the host); read one request (bounded in
@@ -54,13 +55,14 @@ type Server struct {
 	eng   *engine.Engine // where the data sockets go
 	log   *logrus.Entry
 
-	listeners     []*net.UnixListener // vde-2: links, host
-	seqListeners  []*seqListener      // seqpacket: links, host
-	vhostListener *net.UnixListener   // vhost-user: the host (vhostuser_entry.go)
-	seq           atomic.Uint64       // names data sockets; independent of link ids
-	wg            sync.WaitGroup
-	closing       atomic.Bool
-	refused       refusals // seqpacket peers closed for good (refuse.go)
+	listeners    []*net.UnixListener // vde-2: links, host
+	seqListeners []*seqListener      // seqpacket: links, host
+	seq          atomic.Uint64       // names data sockets; independent of link ids
+	wg           sync.WaitGroup
+	closing      atomic.Bool
+	refused      refusals // seqpacket peers closed for good (refuse.go)
+
+	vhostListener *net.UnixListener // vhost-user: the host (vhostuser_entry.go)
 }
 
 // NewServer returns a server that will place its sockets in sd and admit

@@ -25,10 +25,13 @@
 // hotLoop are package control/engine's (recvBatchOnce, tapReadOnce and
 // finishRecv are FD's methods): every production Conn is an engine.FD, a
 // vde-2 data socket (SOCKDIR/link.N, SOCKDIR/host.N), a seqpacket
-// connection, or a tap device opened for --host; tests use the same seam
+// connection, or a tap device opened for --host; except a vhost-user
+// host, package control/vhostuser's Conn, whose frames move through its
+// guest's rings instead of a socket; tests use the same seam
 // with package conntest's fake peer. Every peer enters through
 // Multilink.Admit (from control's Server.join for vde-2, Server.joinSeqpacket
-// for seqpacket, or cmd/multifs's AttachHost of Engine.OpenTap's tap),
+// for seqpacket, Server.joinVhostUser for vhost-user, or cmd/multifs's
+// AttachHost of Engine.OpenTap's tap),
 // which starts the port's reader, Port.readLoop, on a goroutine of its own.
 //
 // Host to links:

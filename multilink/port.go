@@ -52,7 +52,7 @@ const (
 
 // PeerInfo is who a peer is, as learnt at join time.
 type PeerInfo struct {
-	Transport   string // "vde", "seqpacket" or "tap"
+	Transport   string // "vde", "seqpacket", "vhost-user" or "tap"
 	Description string // the peer's own words (vde-2 request), may be empty
 	PID         int32  // SO_PEERCRED of the connecting process
 	UID         uint32

@@ -134,7 +134,7 @@ else
 	# tells whether that is the memory (not done here: it is system-wide).
 	fail "daemon VmRSS within baseline + 20 MiB" "$RSS0 kB -> ${RSS1:-?} kB"
 fi
-check_eq "the socket dir holds only the four entries" "ctl host.ctl host.seqpacket seqpacket" \
+check_eq "the socket dir holds only the five entries" "ctl host.ctl host.seqpacket host.vhost-user seqpacket" \
 	"$(ls "$SD" | sort | tr '\n' ' ' | sed 's/ $//')"
 check_fails "no warning, error or panic in the log" grep -Eq 'level=(warning|error|fatal|panic)|panic:' "$LOG"
 # Still serving.

@@ -75,7 +75,7 @@ check "the log says it detached the stale mount" grep -q 'detaching the stale mo
 check_eq "the tree works" "ctl host links seqpacket stats" "$(ls "$P" 2>&1 | tr '\n' ' ' | sed 's/ $//')"
 check_eq "fresh stats" "links: 0|links_total: 0|host: detached" \
 	"$(grep -E '^(links|links_total|host):' "$P/stats" | tr '\n' '|' | sed 's/|$//')"
-check_eq "the stale data sockets are gone" "ctl host.ctl host.seqpacket seqpacket" \
+check_eq "the stale data sockets are gone" "ctl host.ctl host.seqpacket host.vhost-user seqpacket" \
 	"$(ls "$SD" | sort | tr '\n' ' ' | sed 's/ $//')"
 bg vde_plug "$P" null://
 L2=$LASTPID
@@ -172,7 +172,7 @@ touch "$FD2/.multifs.lock"
 if "$MULTIFS" --log-file "$SCRATCH/f5.log" --sockdir "$FD2" "$P3" 2>"$SCRATCH/f5.err"; then
 	pass "a socket dir holding only dead sockets is reused (exit 0)"
 	track_mount "$P3" "$(daemon_pid "$P3")"
-	check_eq "its dead sockets were replaced" "ctl host.ctl host.seqpacket seqpacket" \
+	check_eq "its dead sockets were replaced" "ctl host.ctl host.seqpacket host.vhost-user seqpacket" \
 		"$(ls "$FD2" | sort | tr '\n' ' ' | sed 's/ $//')"
 	bg vde_plug "$P3" null://
 	check_links "a vde_plug joins it" "$P3" 1 3

@@ -334,7 +334,7 @@ check_back_to "seqpacket: open_fds back near baseline" "$P/stats" open_fds "$FD0
 
 # --- still serving ----------------------------------------------------------------------
 check "daemon alive after everything" alive "$D"
-check_eq "the socket dir holds only the four entries" "ctl host.ctl host.seqpacket seqpacket" \
+check_eq "the socket dir holds only the five entries" "ctl host.ctl host.seqpacket host.vhost-user seqpacket" \
 	"$(ls "$SD" | sort | tr '\n' ' ' | sed 's/ $//')"
 bg vde_plug "$P" null://
 VP=$LASTPID

@@ -89,7 +89,7 @@ start_multifs "$P" -o mode=0660,grp=$G || finish
 SD=$(sockdir_of "$P")
 check_eq "0660: mount root 2770, group $G" "2770 $G" "$(stat -c '%a %G' "$P")"
 check_eq "0660: socket dir 2750 (group may enter, not write), group $G" "2750 $G" "$(stat -c '%a %G' "$SD")"
-for s in ctl host.ctl seqpacket host.seqpacket; do
+for s in ctl host.ctl seqpacket host.seqpacket host.vhost-user; do
 	check_eq "0660: socket $s 660, group $G" "660 $G socket" "$(stat -c '%a %G %F' "$SD/$s")"
 done
 check_eq "0660: stats 440" "440 $G" "$(stat -c '%a %G' "$P/stats")"

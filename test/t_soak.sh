@@ -195,7 +195,7 @@ check "the host's reads are within what was sent to it ($(out host_recv) <= $HOS
 # Nothing left behind.
 check_back_to "open_fds back to baseline" "$P/stats" open_fds "$FD0" 5
 check_back_to "goroutines back to baseline" "$P/stats" goroutines "$GR0" 5
-check_eq "the socket dir holds only the four entries" "ctl host.ctl host.seqpacket seqpacket" \
+check_eq "the socket dir holds only the five entries" "ctl host.ctl host.seqpacket host.vhost-user seqpacket" \
 	"$(ls "$(sockdir_of "$P")" | sort | tr '\n' ' ' | sed 's/ $//')"
 # Still serving: a last host -> link transfer without a loss.
 rm -f "$SCRATCH/last.ready"

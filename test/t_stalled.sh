@@ -296,7 +296,7 @@ close_link "$P/links/$LBR/close" "closing that link through links/$LBR/close wor
 check_fails "link $LBR is gone at once" test -e "$P/links/$LBR"
 check_exits "the bridge saw the close and ended" "$BR" 2
 check "the bridge reported the end of its control stream" grep -q 'ended a: control stream closed' "$SCRATCH/bg.log"
-check_eq "the socket dir holds only the four entries" "ctl host.ctl host.seqpacket seqpacket" \
+check_eq "the socket dir holds only the five entries" "ctl host.ctl host.seqpacket host.vhost-user seqpacket" \
 	"$(ls "$SD" | sort | tr '\n' ' ' | sed 's/ $//')"
 check "daemon alive at the end" alive "$D"
 check_log_clean "no error or panic in the log" "$LOG"

@@ -25,9 +25,9 @@ import (
 // frames the guest transmits, the sends put frames in its receive
 // buffers.
 //
-// Three goroutines touch it: the message loop (Serve), the host port's
-// reader (Receive) and whoever sends to the host (the multilink
-// serializes them). Each queue's lock guards its ring; the memory table
+// Four goroutines touch it: the message loop (Serve), the host port's
+// reader (Receive), whoever sends to the host (the multilink serializes
+// them) and its notifier (wait.go), which alone writes the call eventfds. Each queue's lock guards its ring; the memory table
 // changes only with both held, so the data path, which touches guest
 // memory only under its queue's lock, never sees it unmapped.
 type Conn struct {
@@ -160,11 +160,12 @@ const (
 	MsgBadRequest  = "vhost-user: request refused"
 	MsgUnsupported = "vhost-user: unsupported request"
 	MsgBadChain    = "vhost-user: bad descriptor chain; frame dropped"
+	MsgRingFailed  = "vhost-user: ring unusable; stopped"
 	MsgDisconnect  = "vhost-user: disconnecting the frontend"
 	MsgRingResumed = "vhost-user: ring resumes at the guest's used index"
 )
 
-var errDisconnected = errors.New("disconnected: too many faults")
+var errDisconnected = errors.New("disconnected by the daemon")
 
 // read reads one request: its header, bounded and checked, then its
 // payload within ioTimeout; descriptors from either part are the
@@ -299,7 +300,7 @@ func guard(log *logrus.Entry, f func() error) (err error) {
 // cannot be, guest memory gone) and disconnects the frontend. q.mu held.
 func (c *Conn) ringFailed(q *queue, err error) {
 	q.live = false
-	c.log.WithFields(logrus.Fields{"queue": q.idx, "error": err.Error()}).Warn(MsgBadChain)
+	c.log.WithFields(logrus.Fields{"queue": q.idx, "error": err.Error()}).Warn(MsgRingFailed)
 	c.disconnect("ring unusable: " + err.Error())
 }
 
@@ -369,8 +370,10 @@ func (c *Conn) receiveOnce(q *queue, r conn.Receiver) (wait bool, err error) {
 				wait = true
 				return err
 			}
-			q.ring.DisableNotify()
 		}
+		// Busy: no kicks until the ring is found empty again (a no-op
+		// with EVENT_IDX, or when kicks are off already).
+		q.ring.DisableNotify()
 		b = r.Get()
 		for n < len(b.Bufs) {
 			size, ok, err := q.ring.TakeFrame(b.Bufs[n], q.hdrLen)
@@ -467,6 +470,8 @@ func (c *Conn) sendOnce(q *queue, frames [][]byte) (k int, wait bool, err error)
 	notify := false
 	var ferr error
 	gerr := guard(c.log, func() error {
+		// Kicks were asked for only while waiting for buffers.
+		q.ring.DisableNotify()
 		for k < len(frames) {
 			ok, err := q.ring.PutFrame(frames[k], q.hdrLen, q.mrg)
 			if errors.Is(err, virtq.ErrAvailIdx) {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -318,4 +320,124 @@ func TestReconnectResumes(t *testing.T) {
 	}
 	// fe2 must not unmap fe's memory twice.
 	fe2.memfd, fe2.mem = dupMem(t)
+}
+
+// mappings counts this process's mappings of the test's guest memfds.
+func mappings(t *testing.T) int {
+	b, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(b), "/memfd:guest")
+}
+
+// A new memory table while frames flow both ways: the old one is
+// unmapped only once no ring uses it, nothing faults, frames go on; and
+// Close unmaps all.
+func TestMemTableReplacedWhileRunning(t *testing.T) {
+	fe := newFrontend(t)
+	base := mappings(t) // the frontend's own
+	fe.start(stdFeatures)
+	if got := mappings(t); got != base+1 {
+		t.Fatalf("%d mappings after SET_MEM_TABLE, want %d", got, base+1)
+	}
+	r := fe.receive()
+	stop := make(chan struct{})
+	sent := make(chan int)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-stop:
+				sent <- n
+				return
+			default:
+			}
+			k, _ := fe.c.TrySendBatch([][]byte{frame(60, 1)})
+			n += k
+		}
+	}()
+	fe.postRX(0, 200, 2048)
+	table := memTablePayload([4]uint64{guestBase, memSize, fe.uva(0), 0})
+	for i := 0; i < 100; i++ {
+		if st := fe.ack(reqSetMemTable, table, fe.memfd); st != 0 {
+			t.Fatal("SET_MEM_TABLE refused")
+		}
+		if i < 50 {
+			fe.transmit(uint16(i), frame(60, byte(i)), true)
+		}
+	}
+	waitFor(t, "200 frames in the guest", func() bool { return fe.usedIdx(rxQueue) == 200 })
+	close(stop)
+	if n := <-sent; n != 200 {
+		t.Fatalf("%d frames sent into 200 buffers", n)
+	}
+	r.waitFrames(t, 50)
+	if got := mappings(t); got != base+1 {
+		t.Fatalf("%d mappings after 100 tables, want %d", got, base+1)
+	}
+	if fe.c.Faults() != 0 {
+		t.Fatalf("%d faults", fe.c.Faults())
+	}
+	fe.c.Close()
+	if got := mappings(t); got != base {
+		t.Fatalf("%d mappings after Close, want %d", got, base)
+	}
+}
+
+// Without EVENT_IDX the device suppresses kicks with
+// VRING_USED_F_NO_NOTIFY: asked for only when it found a ring empty,
+// withdrawn as soon as it has work again, so a driver adding entries
+// while the device is busy does not kick.
+func TestNoNotifyWhileBusy(t *testing.T) {
+	fe := newFrontend(t)
+	fe.start(stdFeatures &^ fRingEventIdx)
+	kicks := func(q int, n int, add func(i int) bool) int {
+		k := 0
+		for i := 0; i < n; i++ {
+			if add(i) {
+				k++
+			}
+		}
+		return k
+	}
+	r := newReceiver()
+	tx := &fe.c.q[txQueue]
+
+	// Transmit: found empty, kicks are asked for; the guest's first
+	// entries kick; once the device took them, the next ones do not.
+	if wait, err := fe.c.receiveOnce(tx, r); !wait || err != nil {
+		t.Fatalf("empty ring: wait %v, %v", wait, err)
+	}
+	if k := kicks(txQueue, 10, func(i int) bool { return fe.transmit(uint16(i), frame(60, 1), true) }); k == 0 {
+		t.Fatal("the idle device asked for no kick")
+	}
+	if wait, err := fe.c.receiveOnce(tx, r); wait || err != nil {
+		t.Fatalf("busy ring: wait %v, %v", wait, err)
+	}
+	if k := kicks(txQueue, 10, func(i int) bool { return fe.transmit(uint16(10+i), frame(60, 1), true) }); k != 0 {
+		t.Fatalf("%d kicks while the device was busy with the transmit ring", k)
+	}
+
+	// Receive: out of buffers, kicks are asked for; once the device has
+	// buffers again, posting more does not kick.
+	if n, err := fe.c.TrySendBatch([][]byte{frame(60, 1)}); n != 0 || !errors.Is(err, conn.ErrWouldBlock) {
+		t.Fatalf("no buffers: %d, %v", n, err)
+	}
+	post := func(first int) func(i int) bool {
+		return func(i int) bool {
+			buf := fe.alloc(2048)
+			fe.setDesc(fe.ringBase(rxQueue)+descOff, first+i, guestBase+buf, 2048, descWrite, 0)
+			return fe.offer(rxQueue, uint16(first+i), true)
+		}
+	}
+	if k := kicks(rxQueue, 10, post(0)); k == 0 {
+		t.Fatal("the device waiting for buffers asked for no kick")
+	}
+	if n, err := fe.c.TrySendBatch([][]byte{frame(60, 1), frame(60, 2)}); n != 2 || err != nil {
+		t.Fatalf("send: %d, %v", n, err)
+	}
+	if k := kicks(rxQueue, 10, post(10)); k != 0 {
+		t.Fatalf("%d kicks for buffers posted while the device had some", k)
+	}
 }
