@@ -277,7 +277,7 @@ func idleShare(pid int, d time.Duration) (float64, error) {
 // relay's CPU.
 type vhostRow struct {
 	frames uint64
-	taken  uint64 // host → link: frames the daemon took from the host (host/stats rx_packets)
+	taken  uint64 // frames the daemon took from the sender (host → link: the host's rx_packets; link → host: the link's)
 	secs   float64
 	cpu    time.Duration
 }
@@ -296,9 +296,9 @@ func (r vhostRow) cpuPerFrame() float64 {
 	return float64(r.cpu.Nanoseconds()) / float64(r.frames)
 }
 
-// cpuPerTaken is the relay's CPU per frame it took from the host, whether
-// a link got it or its socket was full: the work per frame without the
-// drop policy's share.
+// cpuPerTaken is the relay's CPU per frame it took from the sender, whether
+// the receiver got it or not (a full socket, a full ring): the work per
+// frame without the drop policy's share.
 func (r vhostRow) cpuPerTaken() float64 {
 	if r.taken == 0 {
 		return 0
@@ -512,10 +512,12 @@ func (b *bench) vhost() error {
 		b.addReal(section, p+".fps", n+": frames/s delivered", "fps", fps[k])
 		b.addReal(section, p+".cpu", n+": relay CPU per frame", "ns", cpu[k])
 		b.addReal(section, p+".share", n+": relay CPU, share of one CPU", "%", share[k])
-		if k.dir == "h2l" {
-			b.addReal(section, p+".delivered", n+": share of the frames taken from the host that the link got", "%", delivered[k])
-			b.addReal(section, p+".cpu_taken", n+": relay CPU per frame taken from the host", "ns", taken[k])
+		from, to := "the host", "the link"
+		if k.dir == "l2h" {
+			from, to = "the link", "the host"
 		}
+		b.addReal(section, p+".delivered", fmt.Sprintf("%s: share of the frames taken from %s that %s got", n, from, to), "%", delivered[k])
+		b.addReal(section, p+".cpu_taken", fmt.Sprintf("%s: relay CPU per frame taken from %s", n, from), "ns", taken[k])
 	}
 	if len(idle) > 0 {
 		b.res.add(section, "vhost.idle.cpu", fmt.Sprintf("attached idle host: daemon CPU per second over %v (1 ms = 0.1 %% of a CPU)", idleDur), "ms", idle, idleRef)
@@ -589,7 +591,7 @@ func (b *bench) vhostRun(d *daemon, host *testpmd, dir string, size int) (vhostR
 	if _, err := host.do("start"); err != nil {
 		return vhostRow{}, err
 	}
-	r, err := b.linkGen(d, size, func() (uint64, error) {
+	r, err := b.linkGen(d, nextRun(), size, func(int64) (uint64, error) {
 		rx1, _, err := host.stats()
 		return rx1 - rx0, err
 	})
@@ -599,8 +601,7 @@ func (b *bench) vhostRun(d *daemon, host *testpmd, dir string, size int) (vhostR
 
 // linkGen runs vdeclient gen as a link of d for one run; delivered says
 // how many frames reached the host.
-func (b *bench) linkGen(d *daemon, size int, delivered func() (uint64, error)) (vhostRow, error) {
-	id := nextRun()
+func (b *bench) linkGen(d *daemon, id uint32, size int, delivered func(sent int64) (uint64, error)) (vhostRow, error) {
 	maxN := strconv.FormatUint(min(uint64(b.dur.Seconds()*maxPerSecond)+1, 1<<32), 10)
 	gen, err := b.startC(fmt.Sprintf("vhost-gen%d", id), "gen", "vde://"+d.path,
 		"-i", fmt.Sprint(id), "-s", fmt.Sprint(size), "-t", fmt.Sprint(b.dur.Seconds()), "-n", maxN)
@@ -620,7 +621,7 @@ func (b *bench) linkGen(d *daemon, size int, delivered func() (uint64, error)) (
 		return vhostRow{}, err
 	}
 	time.Sleep(200 * time.Millisecond) // what is still queued arrives
-	n, err := delivered()
+	n, err := delivered(g["sent"])
 	if err != nil {
 		return vhostRow{}, err
 	}
@@ -628,10 +629,25 @@ func (b *bench) linkGen(d *daemon, size int, delivered func() (uint64, error)) (
 	if err != nil {
 		return vhostRow{}, err
 	}
+	// The generator is still joined: its link's rx_packets are what the
+	// daemon took from it.
+	taken := linksRx(d)
 	if n == 0 {
 		return vhostRow{}, fmt.Errorf("the host received none of %d frames", g["sent"])
 	}
-	return vhostRow{frames: n, secs: float64(g["end_ns"]-g["start_ns"]) / 1e9, cpu: c}, nil
+	return vhostRow{frames: n, taken: taken, secs: float64(g["end_ns"]-g["start_ns"]) / 1e9, cpu: c}, nil
+}
+
+// linksRx sums rx_packets over d's links: the frames the daemon took from
+// them (the link → host runs have one sending link).
+func linksRx(d *daemon) uint64 {
+	files, _ := filepath.Glob(filepath.Join(d.path, "links", "*", "stats"))
+	var n uint64
+	for _, f := range files {
+		v, _ := strconv.ParseUint(statKey(f, "rx_packets"), 10, 64)
+		n += v
+	}
+	return n
 }
 
 // vde2HostRun: vdeclient as the vde-2 host of d.
@@ -682,12 +698,34 @@ func (b *bench) vde2HostRun(d *daemon, dir string, size int) (vhostRow, error) {
 		}
 		return vhostRow{frames: n, taken: taken, secs: last.Sub(t0).Seconds(), cpu: c}, nil
 	}
-	s := &realSys{name: "multifs", pid: d.pid, linkURL: "vde://" + d.path, hostURL: "vde://" + filepath.Join(d.path, "host"), statsDir: d.path}
-	r, err := b.realRun(s, realOpts{size: size, k: 1, dur: b.dur})
+	// link → host: vdeclient as the sink host, the same generator as the
+	// vhost-user row's.
+	id := nextRun()
+	maxN := strconv.FormatUint(min(uint64(b.dur.Seconds()*maxPerSecond)+1, 1<<32), 10)
+	var sink *cproc
+	var err error
+	for try := 0; try < 20; try++ {
+		// The previous host may still hold the slot for a moment.
+		if sink, err = b.startC(fmt.Sprintf("vhost-hostsink%d", id), "sink", "vde://"+filepath.Join(d.path, "host"),
+			"-i", fmt.Sprint(id), "-n", maxN, "-w", fmt.Sprint(idleAfterGen.Milliseconds()), "-T", fmt.Sprint((b.dur + 10*time.Second).Seconds())); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	if err != nil {
 		return vhostRow{}, err
 	}
-	return vhostRow{frames: r.delivered(), secs: float64(r.delivered()) / max(r.fps(), 1), cpu: r.cpu}, nil
+	defer sink.finish()
+	return b.linkGen(d, id, size, func(sent int64) (uint64, error) {
+		if err := sink.say(fmt.Sprint(sent)); err != nil {
+			return 0, err
+		}
+		res, err := sink.result(b.dur + 15*time.Second)
+		if err != nil {
+			return 0, err
+		}
+		return uint64(res["unique"] + res["beyond"]), nil
+	})
 }
 
 // dpdkRun: the ceiling, DPDK's backend and frontend; h2l is the frontend

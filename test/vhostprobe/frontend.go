@@ -16,6 +16,10 @@ type feOpts struct {
 	noEventIdx, noMrg, noIndirect bool
 	allowLogAll                   bool   // a migrating backend (not multifs) may offer dirty logging
 	layout                        string // single, chain or indirect
+	// strictKicks: kick only when the device asks (EVENT_IDX or
+	// VRING_USED_F_NO_NOTIFY), as DPDK's and Linux's drivers do; else
+	// after every batch, which a device must also take.
+	strictKicks bool
 }
 
 type frontend struct {
@@ -201,6 +205,7 @@ func (f *frontend) send(frame []byte, kick bool) error {
 // recv hands every frame waiting in the receive ring to fn, gives the
 // buffers back and kicks if it gave any. It waits up to d for the first.
 func (f *frontend) recv(d time.Duration, fn func([]byte)) (int, error) {
+	old := f.rx.availIdx
 	f.rx.setUsedEvent(f.rx.lastUsed)
 	f.rx.waitCall(d)
 	n := 0
@@ -236,7 +241,7 @@ func (f *frontend) recv(d time.Duration, fn func([]byte)) (int, error) {
 		n++
 	}
 	f.rxGot += uint64(n)
-	if n > 0 {
+	if n > 0 && (!f.opts.strictKicks || f.rx.needKick(old, f.features&fEventIdx != 0)) {
 		f.rx.doKick()
 	}
 	return n, nil

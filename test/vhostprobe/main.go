@@ -9,6 +9,7 @@
 //	                   [-hold DURATION] [-ready FILE]
 //	vhostprobe hostile -path PATH -case NAME
 //	vhostprobe loop    -sock SOCKET [-count N] [-size BYTES] [-layout ...]
+//	vhostprobe sink    -path PATH -for DURATION [-ready FILE] [-no-event-idx] [-always-kick]
 //	vhostprobe cases
 //
 // PATH is a multifs mount: the probe attaches as the host through
@@ -30,6 +31,13 @@
 // sends to come back (a backend that forwards a port to itself, such as
 // DPDK's testpmd with net_vhost0 in io mode): the probe checked against a
 // backend nobody here wrote. It prints "loop sent=N got=N bad=N".
+//
+// sink attaches as the host and takes every frame given to it for
+// DURATION, giving the buffers straight back and kicking only when the
+// device asks (as DPDK's and Linux's drivers do), then prints "sink
+// frames=N" and the host's tx_packets and tx_dropped as the daemon counts
+// them: a consumer that never runs out of buffers for as long as it is
+// scheduled.
 //
 // hostile runs one case (vhostprobe cases lists them, one per line with
 // what it does) and prints
@@ -109,6 +117,8 @@ func main() {
 		err = hostile(os.Args[2:])
 	case "loop":
 		err = loop(os.Args[2:])
+	case "sink":
+		err = sink(os.Args[2:])
 	case "cases":
 		names := make([]string, 0, len(cases))
 		for n := range cases {
@@ -335,4 +345,37 @@ func linksTxDropped(path string) int {
 		}
 	}
 	return n
+}
+
+func sink(args []string) error {
+	fs := flag.NewFlagSet("sink", flag.ExitOnError)
+	path := fs.String("path", "", "the multifs mount")
+	dur := fs.Duration("for", 10*time.Second, "how long to take frames")
+	ready := fs.String("ready", "", "create this file once attached")
+	noEvent := fs.Bool("no-event-idx", false, "do not negotiate VIRTIO_RING_F_EVENT_IDX")
+	loose := fs.Bool("always-kick", false, "kick after every batch of buffers given back, whether the device asked or not")
+	fs.Parse(args)
+	f, err := attach(sockPath(*path), feOpts{noEventIdx: *noEvent, strictKicks: !*loose})
+	if err != nil {
+		return fmt.Errorf("attach: %w", err)
+	}
+	defer f.close()
+	if err := attachedHere(*path); err != nil {
+		return err
+	}
+	if *ready != "" {
+		if err := os.WriteFile(*ready, nil, 0o644); err != nil {
+			return err
+		}
+	}
+	n := 0
+	for end := time.Now().Add(*dur); time.Now().Before(end); {
+		k, err := f.recv(10*time.Millisecond, func([]byte) {})
+		if err != nil {
+			return err
+		}
+		n += k
+	}
+	fmt.Printf("sink frames=%d host_tx_packets=%s host_tx_dropped=%s\n", n, hostStat(*path, "tx_packets"), hostStat(*path, "tx_dropped"))
+	return nil
 }

@@ -186,6 +186,19 @@ func (q *vq) popUsed() (id, l uint32, ok bool) {
 	return binary.LittleEndian.Uint32(e), binary.LittleEndian.Uint32(e[4:]), true
 }
 
+// needKick says whether the device asked to be notified of the avail
+// entries from old to q.availIdx: with EVENT_IDX when avail_event (after
+// the used ring) falls in [old, new), else when VRING_USED_F_NO_NOTIFY is
+// clear (virtio 1.x 2.7.10.2), as a guest's driver decides.
+func (q *vq) needKick(old uint16, eventIdx bool) bool {
+	w := atomic.LoadUint32(q.g.u16p(q.used))
+	if eventIdx {
+		ev := binary.LittleEndian.Uint16(q.g.mem[q.used+4+8*q.num:])
+		return q.availIdx-ev-1 < q.availIdx-old
+	}
+	return w&1 == 0
+}
+
 func (q *vq) doKick() error {
 	var one [8]byte
 	binary.LittleEndian.PutUint64(one[:], 1)
