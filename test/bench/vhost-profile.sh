@@ -28,6 +28,7 @@ PIDS=()
 cleanup() {
 	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
 	fusermount -u "$M" 2>/dev/null
+	rm -f /dev/hugepages/mfsprofmap_* # testpmd's hugepage file outlives it
 	echo "perf data and logs: $S"
 }
 trap cleanup EXIT

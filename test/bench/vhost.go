@@ -211,6 +211,12 @@ func (t *testpmd) kill() {
 		t.cmd.Process.Kill()
 		t.cmd.Wait()
 	}
+	// Its hugepage file (--single-file-segments) outlives it and holds
+	// the pages: only this testpmd's own prefix goes.
+	files, _ := filepath.Glob("/dev/hugepages/mfbench-" + t.name + "map_*")
+	for _, f := range files {
+		os.Remove(f)
+	}
 }
 
 // hugepages makes sure three testpmds can have their memory at once (each
