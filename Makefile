@@ -13,7 +13,8 @@ RUN_PKGS  := fuse3
 # cmake make libexecs-dev: building the newest vdeplug4 (../shared/peers) for t_peer_vdeplug4.
 # qemu-system-x86 busybox-static linux-image-cloud-amd64: the VM of t_peer_qemu (TCG).
 # libvdeplug-dev: test/bench's TestCClientCounts builds the benchmark's real client.
-TEST_PKGS := fuse3 vdeplug iproute2 iputils-ping psmisc procps util-linux passwd python3 gcc libc6-dev systemd man-db openssh-server openssh-client vde2 cmake make libexecs-dev qemu-system-x86 busybox-static linux-image-cloud-amd64 libvdeplug-dev mmdebstrap systemd-container socat
+# libvirt-clients libxml2-utils bsdextrautils: t_vhost_libvirt (virt-xml-validate runs xmllint; col).
+TEST_PKGS := fuse3 vdeplug iproute2 iputils-ping psmisc procps util-linux passwd python3 gcc libc6-dev systemd man-db openssh-server openssh-client vde2 cmake make libexecs-dev qemu-system-x86 busybox-static linux-image-cloud-amd64 libvdeplug-dev mmdebstrap systemd-container socat libvirt-clients libxml2-utils bsdextrautils
 
 .PHONY: all build run test deps-run deps-test check unit fuzz integration clean install uninstall
 
@@ -115,8 +116,9 @@ uninstall:
 # into handoff.svg (docs/handoff.svg is one such). BENCH_FLAGS=-quick for a
 # short run, BENCH_FLAGS='-only rtp,rate' for some scenarios; see test/bench.
 # gcc and libvdeplug-dev build the real client (test/bench/cclient); iperf3
-# is for the tap-to-tap TCP rows.
+# is for the tap-to-tap TCP rows; dpdk-dev has dpdk-testpmd, the vhost-user
+# host and ceiling of the vhost rows (coreutils' stdbuf drives it).
 .PHONY: bench
 bench:
-	$(call install-missing,fuse3 vdeplug iproute2 iputils-ping iperf3 gcc libc6-dev libvdeplug-dev)
+	$(call install-missing,fuse3 vdeplug iproute2 iputils-ping iperf3 gcc libc6-dev libvdeplug-dev dpdk-dev coreutils)
 	$(GO) run ./test/bench $(BENCH_FLAGS)

@@ -61,6 +61,17 @@ func TestBadTransmitChains(t *testing.T) {
 			tbl := fe.alloc(16)
 			fe.setDesc(fe.ringBase(txQueue), int(head), guestBase+tbl, 16, descIndirect|descNext, 1)
 		}},
+		{"indirect table longer than the ring", func(fe *frontend, head uint16) {
+			// 300 entries on a ring of 256: a chain longer than the
+			// ring, however honest each entry looks.
+			const n = qnum + 44
+			tbl, b := fe.alloc(16*n), fe.alloc(20)
+			for i := 0; i < n-1; i++ {
+				fe.setDesc(tbl, i, guestBase+b, 20, descNext, uint16(i+1))
+			}
+			fe.setDesc(tbl, n-1, guestBase+b, 20, 0, 0)
+			fe.setDesc(fe.ringBase(txQueue), int(head), guestBase+tbl, 16*n, descIndirect, 0)
+		}},
 		{"shorter than the header", func(fe *frontend, head uint16) {
 			b := fe.alloc(8)
 			fe.setDesc(fe.ringBase(txQueue), int(head), guestBase+b, 8, 0, 0)
@@ -115,6 +126,27 @@ func TestBadReceiveChain(t *testing.T) {
 	}
 	if n, err := fe.c.TrySendBatch([][]byte{frame(60, 2)}); n != 1 || err != nil {
 		t.Fatalf("next send: %d, %v", n, err)
+	}
+}
+
+// A receive chain that comes back to itself is a loop even when the frame
+// would fit before the loop closes: dropped and counted, not written over
+// itself and delivered.
+func TestReceiveLoopDropped(t *testing.T) {
+	fe := newFrontend(t)
+	fe.start(stdFeatures)
+	b := fe.alloc(64)
+	fe.setDesc(fe.ringBase(rxQueue), 0, guestBase+b, 64, descWrite|descNext, 0)
+	fe.offer(rxQueue, 0, true)
+	n, err := fe.c.TrySendBatch([][]byte{frame(100, 1)})
+	if n != 0 || !errors.Is(err, ErrFrameDropped) {
+		t.Fatalf("a frame written into a looping chain: sent %d, %v", n, err)
+	}
+	if fe.c.Faults() != 1 {
+		t.Fatalf("%d faults", fe.c.Faults())
+	}
+	if id, ln := fe.used(rxQueue, 0); fe.usedIdx(rxQueue) != 1 || id != 0 || ln != 0 {
+		t.Fatalf("bad chain not given back empty: used %d, entry %d/%d", fe.usedIdx(rxQueue), id, ln)
 	}
 }
 

@@ -108,6 +108,8 @@
 //     seqpacket (Go clients), QEMU's stream with one frame per write (as
 //     qemu writes) and with 32 per write; frames/s and the relay's CPU
 //     per frame.
+//  13. a vhost-user host: DPDK's testpmd against PATH/host/vhost-user, the
+//     same daemon's vde-2 host and DPDK on both ends (see vhost.go).
 //
 // Reading the table: one row per figure; the multifs, reference and
 // ceiling columns are medians of -runs runs (marked ~); "ratio" is
@@ -135,7 +137,7 @@
 // client gets, beside what qemu and vde_plug get.
 //
 //	go run ./test/bench [-quick] [-runs N] [-json FILE] [-svg FILE] [-multifs BIN]
-//	                   [-only tp,rtp,rate,fan,rfan,lat,rlat,handoff,ctl,mem,iperf,ways] [-lat-rate FPS] [-keep]
+//	                   [-only tp,rtp,rate,fan,rfan,lat,rlat,handoff,ctl,mem,iperf,ways,vhost] [-lat-rate FPS] [-keep]
 //
 // The bench prints how long each scenario and the whole run took. It exits
 // 0 when it could measure, whether or not the targets were met, and
@@ -193,7 +195,7 @@ func mainRC() int {
 	keep := flag.Bool("keep", false, "keep the scratch directory with the daemons' and vde_plugs' logs")
 	latRate := flag.Int("lat-rate", 20000, "frames/s of the latency scenario")
 	svg := flag.String("svg", "handoff.svg", "draw the hand-off (scenario 8) into this SVG file; \"\": don't")
-	only := flag.String("only", "", "comma-separated scenarios to run: tp,rtp,rate,fan,rfan,lat,rlat,handoff,ctl,mem,iperf,ways (default all)")
+	only := flag.String("only", "", "comma-separated scenarios to run: tp,rtp,rate,fan,rfan,lat,rlat,handoff,ctl,mem,iperf,ways,vhost (default all)")
 	flag.Parse()
 
 	runsSet := false
@@ -244,6 +246,7 @@ func mainRC() int {
 		{"mem", b.memory},
 		{"iperf", b.iperf},
 		{"ways", b.streamRows},
+		{"vhost", b.vhost}, // vhost.go
 	}
 	want := map[string]bool{}
 	for _, name := range strings.Split(*only, ",") {

@@ -29,7 +29,7 @@ var (
 	ErrRingAddr  = errors.New("ring address misaligned or outside guest memory")
 	ErrAvailIdx  = errors.New("available index moved by more than the ring size")
 	ErrHead      = errors.New("descriptor index out of range")
-	ErrLoop      = errors.New("descriptor chain longer than its table (a loop), or than a frame needs")
+	ErrLoop      = errors.New("descriptor chain that meets a descriptor twice (a loop), or longer than the ring or than a frame needs")
 	ErrAddr      = errors.New("buffer outside guest memory")
 	ErrOverflow  = errors.New("buffer address plus length overflows")
 	ErrIndirect  = errors.New("bad indirect descriptor")
@@ -62,6 +62,13 @@ type Ring struct {
 	published uint16 // the used index the driver sees
 	usedFlags uint16
 	fence     atomic.Uint32
+
+	// visit marks the descriptors of the chain being walked, one table
+	// at a time, so that a descriptor met twice is a loop however short
+	// the frame; visitGen is the current chain's mark (entries holding
+	// another value are unvisited), so nothing is cleared per chain.
+	visit    []uint32
+	visitGen uint32
 }
 
 // Setup places the ring of num entries at the frontend's addresses desc,
@@ -232,7 +239,10 @@ type chain struct {
 	addr     uint64 // the current descriptor's rest
 	left     uint64
 	write    bool
-	budget   *int // descriptors the frame may still read (frameBudget)
+	budget   *int   // descriptors the frame may still read (frameBudget)
+	ring     *Ring  // whose visit marks the chain uses
+	mark     uint32 // this table's visit mark
+	total    uint32 // descriptors read in the whole chain, tables together
 }
 
 // frameBudget bounds the descriptors read for one frame, across all its
@@ -243,7 +253,20 @@ type chain struct {
 func (r *Ring) frameBudget() int { return 2 * int(max(r.num, 128)) }
 
 func (r *Ring) chain(head uint16, budget *int) chain {
-	return chain{mem: r.mem, table: r.desc, n: r.num, next: uint32(head), budget: budget}
+	return chain{mem: r.mem, table: r.desc, n: r.num, next: uint32(head), budget: budget, ring: r, mark: r.nextMark()}
+}
+
+// nextMark starts a new set of visited descriptors.
+func (r *Ring) nextMark() uint32 {
+	if len(r.visit) != int(r.num) {
+		r.visit, r.visitGen = make([]uint32, r.num), 0
+	}
+	r.visitGen++
+	if r.visitGen == 0 { // wrapped: old marks could look current
+		clear(r.visit)
+		r.visitGen = 1
+	}
+	return r.visitGen
 }
 
 // segment returns the next piece of buffer and whether it is
@@ -265,10 +288,16 @@ func (c *chain) segment() ([]byte, bool, error) {
 		if c.next >= c.n {
 			return nil, false, ErrHead
 		}
-		if c.seen >= c.n || *c.budget <= 0 {
+		// A chain longer than the ring (2.7.4.2: the driver must not
+		// make one), or one that meets a descriptor twice, is a loop:
+		// the frame is dropped even if it would fit before the loop
+		// closes, rather than written over itself.
+		if c.seen >= c.n || c.total >= c.ring.num || *c.budget <= 0 || c.ring.visit[c.next] == c.mark {
 			return nil, false, ErrLoop
 		}
+		c.ring.visit[c.next] = c.mark
 		c.seen++
+		c.total++
 		*c.budget--
 		d := c.table[16*c.next : 16*c.next+16]
 		addr := binary.LittleEndian.Uint64(d)
@@ -277,15 +306,17 @@ func (c *chain) segment() ([]byte, bool, error) {
 		next := binary.LittleEndian.Uint16(d[14:])
 		if flags&descIndirect != 0 {
 			// One level, last in its chain, whole entries (2.7.5.3.1),
-			// at most a ring's worth.
-			if c.indirect || flags&descNext != 0 || n == 0 || n%16 != 0 || n/16 > MaxQueueSize {
+			// no more than the ring holds (a longer table is a chain
+			// longer than the ring).
+			if c.indirect || flags&descNext != 0 || n == 0 || n%16 != 0 || n/16 > c.ring.num {
 				return nil, false, ErrIndirect
 			}
 			t := c.mem.guestExact(addr, uint64(n))
 			if t == nil {
 				return nil, false, ErrIndirect
 			}
-			*c = chain{mem: c.mem, table: t, n: n / 16, indirect: true, budget: c.budget}
+			*c = chain{mem: c.mem, table: t, n: n / 16, indirect: true, budget: c.budget,
+				ring: c.ring, mark: c.ring.nextMark(), total: c.total}
 			continue
 		}
 		if addr+uint64(n) < addr {
