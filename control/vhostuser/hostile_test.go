@@ -617,8 +617,11 @@ func TestDisabledRingSpinDoesNotHoldQueue(t *testing.T) {
 	}
 	fe.send(reqSetVringKick, u64(txQueue), fe.kick[txQueue])
 
-	mem := os.NewFile(uintptr(fe.memfd), "guest")         // not closed: the frontend's
-	kick := os.NewFile(uintptr(fe.kick[txQueue]), "kick") // the same
+	// Copies for the guest process: an os.File closes its number when
+	// collected, which must not be the frontend's (reused by then).
+	mem, kick := dupFile(t, fe.memfd, "guest"), dupFile(t, fe.kick[txQueue], "kick")
+	defer mem.Close()
+	defer kick.Close()
 	guest := exec.Command(os.Args[0], "-test.run=^$")
 	guest.Env = append(os.Environ(), fmt.Sprintf("%s=%d %d %d", spinGuestEnv, avail, used, num))
 	guest.ExtraFiles = []*os.File{mem, kick}
@@ -779,4 +782,14 @@ func TestStuckSignalFreedAfterClose(t *testing.T) {
 	// the frontend's own calls, closed above).
 	const conn = 1 + 3*numQueues + numQueues
 	waitFor(t, "the connection's descriptors closed", func() bool { return before-openFDs(t) == conn+numQueues })
+}
+
+// dupFile returns a copy of fd as an *os.File of its own.
+func dupFile(t *testing.T, fd int, name string) *os.File {
+	t.Helper()
+	d, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return os.NewFile(uintptr(d), name)
 }
