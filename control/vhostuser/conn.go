@@ -27,19 +27,19 @@ import (
 //
 // Four goroutines touch it: the message loop (Serve), the host port's
 // reader (Receive), whoever sends to the host (the multilink serializes
-// them) and its notifier (wait.go), which alone writes the call eventfds. Each queue's lock guards its ring; the memory table
-// changes only with both held, so the data path, which touches guest
-// memory only under its queue's lock, never sees it unmapped.
+// them) and its notifier (wait.go), which alone writes the call
+// eventfds. Each queue's lock guards its ring; the memory table changes
+// only with both held, so the data path, which touches guest memory only
+// under its queue's lock, never sees it unmapped.
 type Conn struct {
 	sock *net.UnixConn
 	rc   syscall.RawConn
 	log  *logrus.Entry
 
-	ctl       sync.Mutex // the message loop's state, and Close
-	features  uint64
-	protocol  uint64
-	mem       *virtq.Memory // changed under ctl and every queue's lock
-	msgErrors int
+	ctl      sync.Mutex // the message loop's state, and Close
+	features uint64
+	protocol uint64
+	mem      *virtq.Memory // changed under ctl and every queue's lock
 
 	q    [numQueues]queue
 	note notifier
@@ -352,11 +352,15 @@ func (c *Conn) receiveOnce(q *queue, r conn.Receiver) (wait bool, err error) {
 		if !q.enabled {
 			// Started but disabled: the protocol says to take and drop
 			// what the guest sends.
-			if err := q.ring.Discard(); err != nil {
+			more, err := q.ring.Discard()
+			if err != nil {
 				return err
 			}
 			notify = q.ring.Publish()
-			more, err := q.ring.EnableNotify()
+			if more {
+				return nil // the rest after the lock was let go
+			}
+			more, err = q.ring.EnableNotify()
 			wait = !more
 			return err
 		}

@@ -3,7 +3,10 @@ package vhostuser
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -424,4 +427,369 @@ func TestBlockingDescriptors(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Close blocked")
 	}
+}
+
+// A frontend can fill its call eventfd between the notifier's poll and
+// its write, which then blocks until someone reads the eventfd. While it
+// is stuck, the call descriptors the frontend keeps replacing must not
+// pile up in the daemon: each is closed at once, but the one being
+// written to.
+func TestStuckNotifierHoldsNoReplacedCalls(t *testing.T) {
+	release := make(chan struct{})
+	stuck := make(chan struct{}, 1)
+	signalWrite = func(int) {
+		select {
+		case stuck <- struct{}{}:
+		default:
+		}
+		<-release
+	}
+	fe := newFrontend(t) // its notifier holds the stuck write
+	signalWrite = realSignalWrite
+	released := false
+	defer func() {
+		if !released {
+			close(release)
+		}
+	}()
+	fe.start(stdFeatures)
+	r := fe.receive()
+	fe.transmit(0, frame(60, 1), true)
+	r.waitFrames(t, 1)
+	select {
+	case <-stuck:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no call signalled")
+	}
+	const swaps = 50
+	before := openFDs(t)
+	for i := 0; i < swaps; i++ {
+		fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fe.ack(reqSetVringCall, u64(uint64(i%numQueues)), fd)
+		unix.Close(fd)
+		if st != 0 {
+			t.Fatalf("SET_VRING_CALL %d refused", i)
+		}
+	}
+	held := openFDs(t) - before
+	t.Logf("%d call swaps with the notifier stuck: %d more descriptors open", swaps, held)
+	if held > numQueues {
+		t.Errorf("%d replaced call descriptors still open while the notifier is stuck, want at most %d", held, numQueues)
+	}
+	close(release)
+	released = true
+	waitFor(t, "the stuck write's descriptor closed", func() bool { return openFDs(t)-before <= 0 })
+}
+
+// The same on the way to the guest, and before the rings start: a send
+// into a shrunk memory fails and disconnects, a ring set up on it is
+// refused; the daemon survives both.
+func TestShrunkMemoryReceiveAndSetup(t *testing.T) {
+	fe := newFrontend(t)
+	fe.start(stdFeatures)
+	fe.postRX(0, 4, 2048)
+	if n, err := fe.c.TrySendBatch([][]byte{frame(60, 1)}); n != 1 || err != nil {
+		t.Fatalf("send before: %d, %v", n, err)
+	}
+	if err := unix.Ftruncate(fe.memfd, 0); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := fe.c.TrySendBatch([][]byte{frame(60, 2)}); n != 0 || !errors.Is(err, ErrFrameDropped) {
+		t.Fatalf("send into shrunk memory: %d, %v", n, err)
+	}
+	select {
+	case <-fe.served:
+	case <-time.After(5 * time.Second):
+		t.Fatal("still connected")
+	}
+	fe.served <- nil
+
+	// A ring placed in memory already shrunk.
+	fe = newFrontend(t)
+	fe.send(reqSetFeatures, u64(stdFeatures))
+	fe.send(reqSetProtocolFeatures, u64(protoReplyAck))
+	if err := unix.Ftruncate(fe.memfd, memSize/2); err != nil {
+		t.Fatal(err)
+	}
+	if st := fe.ack(reqSetMemTable, memTablePayload([4]uint64{guestBase, memSize / 2, fe.uva(0), 0}), fe.memfd); st != 0 {
+		t.Fatal("SET_MEM_TABLE refused")
+	}
+	if err := unix.Ftruncate(fe.memfd, 0); err != nil {
+		t.Fatal(err)
+	}
+	fe.send(reqSetVringNum, state(txQueue, qnum))
+	b := fe.ringBase(txQueue)
+	if st := fe.ack(reqSetVringAddr, fe.addrPayload(txQueue, fe.uva(b+descOff), fe.uva(b+availOff), fe.uva(b+usedOff))); st != 0 {
+		t.Fatal("SET_VRING_ADDR refused before the kick")
+	}
+	if st := fe.ack(reqSetVringKick, u64(txQueue), fe.kick[txQueue]); st == 0 {
+		t.Fatal("a ring in shrunk memory was started")
+	}
+	if f := fe.c.Faults(); f != 1 {
+		t.Fatalf("%d faults, want 1", f)
+	}
+}
+
+// spinGuestEnv names, in the environment of this test binary run again
+// as a guest process, where the transmit ring is in the memory file it
+// inherits as descriptor 3: "avail used num", offsets and size.
+const spinGuestEnv = "VHOSTUSER_SPIN_GUEST"
+
+func TestMain(m *testing.M) {
+	if v := os.Getenv(spinGuestEnv); v != "" {
+		spinGuest(v)
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// spinGuest is a guest, in a process of its own as a real one is, that
+// makes transmit entries available as fast as the device takes them,
+// always a ring's worth ahead (never more, which would be an impossible
+// index): it sees entries taken when the device writes their used
+// entries over the guest's markers, and kicks (descriptor 4) when the device asks
+// (avail_event). It stops after 5 s, or when killed.
+func spinGuest(ring string) {
+	const marker = 0xffffffff
+	var avail, used, num uint64
+	if _, err := fmt.Sscan(ring, &avail, &used, &num); err != nil {
+		os.Exit(2)
+	}
+	mem, err := unix.Mmap(3, 0, memSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		os.Exit(2)
+	}
+	le := binary.LittleEndian
+	// The guest watches one used entry in every stride (the last of
+	// the next stride): cheap enough to stay ahead of the device.
+	const stride = 1024
+	consumed := le.Uint16(mem[used+2:])
+	deadline := time.Now().Add(5 * time.Second)
+	for i := 0; ; i++ {
+		if i%(1<<10) == 0 && time.Now().After(deadline) {
+			return
+		}
+		probe := used + 4 + 8*((uint64(consumed)+stride-1)%num)
+		if le.Uint32(mem[probe:]) != marker {
+			le.PutUint32(mem[probe:], marker)
+			consumed += stride
+		}
+		// The device has taken at least consumed entries: a ring less
+		// one ahead of that is never more than a ring ahead of it.
+		old := le.Uint16(mem[avail+2:])
+		idx := consumed + uint16(num) - 1
+		le.PutUint16(mem[avail+2:], idx)
+		if ev := le.Uint16(mem[used+4+8*num:]); idx-ev-1 < idx-old {
+			unix.Write(4, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+		}
+	}
+}
+
+// A transmit ring started but disabled has its entries given back
+// unread. A guest that keeps adding entries as fast as they go must not
+// hold the queue (and every request that needs it) for good: the device
+// gives back at most a ring's worth at a time.
+func TestDisabledRingSpinDoesNotHoldQueue(t *testing.T) {
+	fe := newFrontend(t)
+	fe.start(stdFeatures)
+	fe.receive()
+	// The transmit ring again, as large as can be, past the others.
+	const num = maxQueueSize
+	const desc, avail, used = 1 << 20, 1<<20 + 16*num, 2 << 20
+	fe.send(reqGetVringBase, state(txQueue, 0))
+	fe.reply(reqGetVringBase)
+	fe.send(reqSetVringNum, state(txQueue, num))
+	fe.send(reqSetVringBase, state(txQueue, 0))
+	if st := fe.ack(reqSetVringAddr, fe.addrPayload(txQueue, fe.uva(desc), fe.uva(avail), fe.uva(used))); st != 0 {
+		t.Fatal("SET_VRING_ADDR refused")
+	}
+	if st := fe.ack(reqSetVringEnable, state(txQueue, 0)); st != 0 {
+		t.Fatal("SET_VRING_ENABLE 0 refused")
+	}
+	buf := fe.alloc(64)
+	fe.setDesc(desc, 0, guestBase+buf, 64, 0, 0)
+	for i := uint64(0); i < num; i++ {
+		fe.put16(avail+4+2*i, 0) // every entry is descriptor 0
+		fe.put32(used+4+8*i, 0xffffffff)
+	}
+	fe.send(reqSetVringKick, u64(txQueue), fe.kick[txQueue])
+
+	// Copies for the guest process: an os.File closes its number when
+	// collected, which must not be the frontend's (reused by then).
+	mem, kick := dupFile(t, fe.memfd, "guest"), dupFile(t, fe.kick[txQueue], "kick")
+	defer mem.Close()
+	defer kick.Close()
+	guest := exec.Command(os.Args[0], "-test.run=^$")
+	guest.Env = append(os.Environ(), fmt.Sprintf("%s=%d %d %d", spinGuestEnv, avail, used, num))
+	guest.ExtraFiles = []*os.File{mem, kick}
+	if err := guest.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		guest.Process.Kill()
+		guest.Wait()
+	}()
+	// The guest's index moves as the device takes entries.
+	last, moved := fe.get16(avail+2), 0
+	waitFor(t, "the device giving entries back", func() bool {
+		idx := fe.get16(avail + 2)
+		moved += int(idx - last)
+		last = idx
+		return moved >= 2*num
+	})
+	// GET_VRING_BASE needs the queue (the guest gives up after 5 s).
+	t0 := time.Now()
+	fe.send(reqGetVringBase, state(txQueue, 0))
+	fe.reply(reqGetVringBase)
+	took := time.Since(t0)
+	t.Logf("GET_VRING_BASE answered after %v", took.Round(time.Millisecond))
+	if took > 2*time.Second {
+		t.Errorf("GET_VRING_BASE waited %v for a queue held by a spinning guest", took.Round(time.Millisecond))
+	}
+}
+
+// Requests in an order QEMU never uses: a ring's base asked before it
+// ever ran, its addresses and kick before any memory table, a queue out
+// of range. Each is answered; the ring starts once its memory comes.
+func TestRequestsOutOfOrder(t *testing.T) {
+	fe := newFrontend(t)
+	fe.send(reqSetFeatures, u64(stdFeatures))
+	fe.send(reqSetProtocolFeatures, u64(protoReplyAck))
+	fe.send(reqGetVringBase, state(rxQueue, 0))
+	if p := fe.reply(reqGetVringBase); len(p) != 8 || binary.NativeEndian.Uint32(p[4:]) != 0 {
+		t.Fatalf("GET_VRING_BASE of a ring never started: % x", p)
+	}
+	fe.send(reqGetVringBase, state(numQueues, 0))
+	if p := fe.reply(reqGetVringBase); len(p) != 8 || binary.NativeEndian.Uint64(p) != 1 {
+		t.Fatalf("GET_VRING_BASE of queue %d: % x, want an error reply", numQueues, p)
+	}
+	for q := 0; q < numQueues; q++ {
+		b := fe.ringBase(q)
+		if st := fe.ack(reqSetVringKick, u64(uint64(q)), fe.kick[q]); st != 0 {
+			t.Fatal("SET_VRING_KICK before anything refused")
+		}
+		if st := fe.ack(reqSetVringAddr, fe.addrPayload(q, fe.uva(b+descOff), fe.uva(b+availOff), fe.uva(b+usedOff))); st != 0 {
+			t.Fatal("SET_VRING_ADDR before SET_MEM_TABLE refused")
+		}
+		fe.send(reqSetVringCall, u64(uint64(q)), fe.call[q])
+		fe.send(reqSetVringEnable, state(uint32(q), 1))
+		if st := fe.ack(reqSetVringNum, state(uint32(q), qnum)); st != 0 {
+			t.Fatal("SET_VRING_NUM refused")
+		}
+	}
+	if n, err := fe.c.TrySendBatch([][]byte{frame(60, 1)}); n != 0 || err == nil {
+		t.Fatalf("a send with no memory: %d, %v", n, err)
+	}
+	if st := fe.ack(reqSetMemTable, memTablePayload([4]uint64{guestBase, memSize, fe.uva(0), 0}), fe.memfd); st != 0 {
+		t.Fatal("SET_MEM_TABLE refused")
+	}
+	r := fe.receive()
+	fe.transmit(0, frame(60, 2), true)
+	r.waitFrames(t, 1)
+	fe.postRX(0, 1, 2048)
+	if n, err := fe.c.TrySendBatch([][]byte{frame(60, 3)}); n != 1 || err != nil {
+		t.Fatalf("a send once the memory came: %d, %v", n, err)
+	}
+	if f := fe.c.Faults(); f != 1 {
+		t.Fatalf("%d faults, want 1 (the queue out of range)", f)
+	}
+}
+
+// A frontend that sends requests and never reads the replies cannot
+// hold the message loop: a reply that cannot be written within the I/O
+// timeout ends the connection.
+func TestUnreadRepliesEndConnection(t *testing.T) {
+	fe := newFrontend(t)
+	req := make([]byte, HeaderLen)
+	binary.NativeEndian.PutUint32(req, reqGetFeatures)
+	binary.NativeEndian.PutUint32(req[4:], flagVersion)
+	if err := unix.SetNonblock(fe.sock, true); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	sent := 0
+	for deadline := t0.Add(ioTimeout + 5*time.Second); time.Now().Before(deadline); {
+		select {
+		case err := <-fe.served:
+			t.Logf("Serve ended after %v and %d requests: %v", time.Since(t0).Round(time.Millisecond), sent, err)
+			fe.served <- nil
+			return
+		default:
+		}
+		if _, err := unix.Write(fe.sock, req); err == nil {
+			sent++
+			continue
+		}
+		time.Sleep(10 * time.Millisecond) // the backend's buffer is full: it is stuck on a reply
+	}
+	t.Fatalf("still served %v after %d unread replies", time.Since(t0).Round(time.Millisecond), sent)
+}
+
+// A frontend that gets the notifier stuck in a write (its call eventfd
+// made blocking and filled between the poll and the write) and then
+// exits must not leave the write stuck for good: its goroutine and
+// descriptors would stay, and MaxBlockedSignals of them would refuse
+// every new frontend. Once the connection is closed the eventfd is
+// emptied and the write ends.
+func TestStuckSignalFreedAfterClose(t *testing.T) {
+	var once atomic.Bool
+	stuck := make(chan struct{}, 1)
+	signalWrite = func(fd int) {
+		if once.Swap(true) {
+			realSignalWrite(fd)
+			return
+		}
+		// What the frontend does between the poll and the write.
+		var b [8]byte
+		unix.Read(fd, b[:]) // still non-blocking: empties it
+		unix.SetNonblock(fd, false)
+		binary.NativeEndian.PutUint64(b[:], ^uint64(0)-1)
+		unix.Write(fd, b[:])
+		stuck <- struct{}{}
+		realSignalWrite(fd)
+	}
+	fe := newFrontend(t)
+	signalWrite = realSignalWrite
+	fe.start(stdFeatures)
+	r := fe.receive()
+	fe.transmit(0, frame(60, 1), true)
+	r.waitFrames(t, 1)
+	select {
+	case <-stuck:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no call signalled")
+	}
+	waitFor(t, "the write under way", func() bool { return blockedSignals.Load() == 1 })
+	before := openFDs(t)
+	fe.c.Close()
+	// The frontend exits: nobody else will ever read its call eventfds.
+	for i := range fe.call {
+		unix.Close(fe.call[i])
+		fe.call[i] = -1
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for blockedSignals.Load() != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := blockedSignals.Load(); n != 0 {
+		t.Fatalf("%d signal writes still stuck 5 s after the frontend went", n)
+	}
+	// Every descriptor of the connection is closed: the socket, each
+	// queue's epoll, wake and kick, and the notifier's calls (besides
+	// the frontend's own calls, closed above).
+	const conn = 1 + 3*numQueues + numQueues
+	waitFor(t, "the connection's descriptors closed", func() bool { return before-openFDs(t) == conn+numQueues })
+}
+
+// dupFile returns a copy of fd as an *os.File of its own.
+func dupFile(t *testing.T, fd int, name string) *os.File {
+	t.Helper()
+	d, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return os.NewFile(uintptr(d), name)
 }

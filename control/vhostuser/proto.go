@@ -86,30 +86,29 @@ const (
 
 // Virtio and vhost-user feature bits.
 const (
-	fNetMrgRxbuf       = 1 << 15
-	fRingIndirectDesc  = 1 << 28
-	fRingEventIdx      = 1 << 29
-	fProtocolFeatures  = 1 << 30
-	fVersion1          = 1 << 32
-	protoMQ            = 1 << 0
-	protoReplyAck      = 1 << 3
-	vringFdInvalid     = 1 << 8
-	vringIndexMask     = 0xff
-	offeredFeatures    = fNetMrgRxbuf | fRingIndirectDesc | fRingEventIdx | fProtocolFeatures | fVersion1
-	offeredProtocol    = protoMQ | protoReplyAck
-	queuePairs         = 1
-	numQueues          = 2 * queuePairs
-	rxQueue, txQueue   = 0, 1
-	vringAddrLen       = 40
-	vringStateLen      = 8
-	memTableHeaderLen  = 8
-	memTableRegionLen  = 32
-	maxVringBase       = 0xffff
-	vringAddrFlagLog   = 1
-	netHdrLenModern    = 12
-	netHdrLenLegacy    = 10
-	maxQueueSize       = virtq.MaxQueueSize
-	unsupportedReplyOK = 0
+	fNetMrgRxbuf      = 1 << 15
+	fRingIndirectDesc = 1 << 28
+	fRingEventIdx     = 1 << 29
+	fProtocolFeatures = 1 << 30
+	fVersion1         = 1 << 32
+	protoMQ           = 1 << 0
+	protoReplyAck     = 1 << 3
+	vringFdInvalid    = 1 << 8
+	vringIndexMask    = 0xff
+	offeredFeatures   = fNetMrgRxbuf | fRingIndirectDesc | fRingEventIdx | fProtocolFeatures | fVersion1
+	offeredProtocol   = protoMQ | protoReplyAck
+	queuePairs        = 1
+	numQueues         = 2 * queuePairs
+	rxQueue, txQueue  = 0, 1
+	vringAddrLen      = 40
+	vringStateLen     = 8
+	memTableHeaderLen = 8
+	memTableRegionLen = 32
+	maxVringBase      = 0xffff
+	vringAddrFlagLog  = 1
+	netHdrLenModern   = 12
+	netHdrLenLegacy   = 10
+	maxQueueSize      = virtq.MaxQueueSize
 )
 
 // Header is a message's fixed part.

@@ -3,9 +3,11 @@ package vhostuser
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -141,20 +143,39 @@ func Blocked() bool { return blockedSignals.Load() >= MaxBlockedSignals }
 // notifier signals the call eventfds on its own goroutine, so that a
 // call eventfd its frontend made blocking cannot stall the data path (a
 // send to the host happens under the host's lock, with every link
-// waiting for it). It owns the call descriptors: it alone closes them,
-// so it never writes to a number closed and reused.
+// waiting for it).
+//
+// A descriptor being signalled (busy) is closed only after its write: a
+// number closed while the notifier still meant to write to it could be
+// reused by another peer's socket, and the notifier would write there.
+// Any other replaced descriptor is closed at once, so that a frontend
+// swapping call descriptors while the notifier is stuck in a write (a
+// call eventfd filled between its poll and its write) leaves at most
+// numQueues of them open, not one per request.
 type notifier struct {
-	mu      sync.Mutex // never held across a system call
+	mu      sync.Mutex // never held across a system call that can block
 	fds     [numQueues]int
 	pending [numQueues]bool
-	retire  []int
+	busy    [numQueues]int // being signalled, outside mu (-1: none)
+	retire  []int          // replaced while busy: closed after the write
 	quit    bool
 	wake    chan struct{}
+	done    chan struct{} // closed when run returns
+	write   func(fd int)  // signalWrite, fixed before the goroutine starts
 }
+
+// signalWrite adds 1 to an eventfd. Tests replace it (before New) to
+// hold a write as a full blocking eventfd would.
+var signalWrite = realSignalWrite
+
+func realSignalWrite(fd int) { unix.Write(fd, []byte{1, 0, 0, 0, 0, 0, 0, 0}) }
 
 func (n *notifier) init() {
 	n.fds = [numQueues]int{-1, -1}
+	n.busy = [numQueues]int{-1, -1}
 	n.wake = make(chan struct{}, 1)
+	n.done = make(chan struct{})
+	n.write = signalWrite
 	go n.run()
 }
 
@@ -184,8 +205,10 @@ func (n *notifier) set(q, fd int) {
 		}
 		return
 	}
-	if n.fds[q] >= 0 {
-		n.retire = append(n.retire, n.fds[q])
+	old := n.fds[q]
+	if old >= 0 && slices.Contains(n.busy[:], old) {
+		n.retire = append(n.retire, old)
+		old = -1
 	}
 	n.fds[q] = fd
 	// A signal owed to the old descriptor goes to the new one (QEMU
@@ -193,27 +216,79 @@ func (n *notifier) set(q, fd int) {
 	// worst, never a lost one that would leave the guest waiting.
 	n.pending[q] = fd >= 0
 	n.mu.Unlock()
+	if old >= 0 {
+		unix.Close(old)
+	}
 	n.poke()
 }
 
-// stop ends the notifier, which closes its descriptors.
+// stop ends the notifier, which closes its descriptors; a write under
+// way that is stuck is freed (unstick).
 func (n *notifier) stop() {
 	n.mu.Lock()
 	n.quit = true
+	stuck := n.busy != [numQueues]int{-1, -1}
 	n.mu.Unlock()
 	n.poke()
+	if stuck {
+		go n.unstick()
+	}
+}
+
+// unstickEvery is how often unstick empties the eventfds of a stuck write.
+const unstickEvery = 100 * time.Millisecond
+
+// unstick frees a notifier whose frontend has gone while it was stuck in
+// a write to a full call eventfd the frontend made blocking. Left alone,
+// the write would wait for good once the frontend exits (nobody else
+// can read that eventfd), with the notifier's goroutine and descriptors,
+// and MaxBlockedSignals of them would refuse every new frontend. It
+// empties the eventfd being written with a read that cannot block
+// whatever the frontend did to the descriptor's flags (RWF_NOWAIT),
+// again while the write lasts: a frontend still alive may fill it again.
+func (n *notifier) unstick() {
+	t := time.NewTicker(unstickEvery)
+	defer t.Stop()
+	var b [8]byte
+	for {
+		// Under mu: a busy descriptor is not closed before run takes
+		// it out of busy, so the number is still that eventfd.
+		n.mu.Lock()
+		for _, fd := range n.busy {
+			if fd >= 0 {
+				unix.Preadv2(fd, [][]byte{b[:]}, -1, unix.RWF_NOWAIT)
+			}
+		}
+		n.mu.Unlock()
+		select {
+		case <-n.done:
+			return
+		case <-t.C:
+		}
+	}
 }
 
 func (n *notifier) run() {
+	defer close(n.done)
 	for range n.wake {
 		n.mu.Lock()
-		fds := [numQueues]int{-1, -1}
-		for i := range fds {
-			if n.pending[i] {
-				fds[i] = n.fds[i]
+		for i := range n.busy {
+			// Once stopped, nothing more is signalled: a write then
+			// could get stuck with no unstick to free it.
+			if n.pending[i] && !n.quit {
+				n.busy[i] = n.fds[i]
 				n.pending[i] = false
 			}
 		}
+		fds := n.busy
+		n.mu.Unlock()
+		for _, fd := range fds {
+			if fd >= 0 {
+				n.signalEventfd(fd)
+			}
+		}
+		n.mu.Lock()
+		n.busy = [numQueues]int{-1, -1}
 		retire := n.retire
 		n.retire = nil
 		quit := n.quit
@@ -226,11 +301,6 @@ func (n *notifier) run() {
 			}
 		}
 		n.mu.Unlock()
-		for _, fd := range fds {
-			if fd >= 0 {
-				signalEventfd(fd)
-			}
-		}
 		for _, fd := range retire {
 			unix.Close(fd)
 		}
@@ -245,13 +315,13 @@ func (n *notifier) run() {
 var signalCount atomic.Uint64
 
 // signalEventfd adds 1 to an eventfd, if it has room.
-func signalEventfd(fd int) {
+func (n *notifier) signalEventfd(fd int) {
 	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
 	if n, err := unix.Poll(pfd, 0); err != nil || n == 0 || pfd[0].Revents&unix.POLLOUT == 0 {
 		return
 	}
 	blockedSignals.Add(1)
-	unix.Write(fd, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+	n.write(fd)
 	blockedSignals.Add(-1)
 	signalCount.Add(1)
 }

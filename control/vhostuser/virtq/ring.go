@@ -453,16 +453,20 @@ func (r *Ring) PutFrame(frame []byte, hdrLen int, mrg bool) (ok bool, err error)
 	return true, nil
 }
 
-// Discard gives back every available entry unread (a transmit ring that
-// is started but disabled: its frames go nowhere).
-func (r *Ring) Discard() error {
-	for {
+// Discard gives back the available entries unread (a transmit ring that
+// is started but disabled: its frames go nowhere), at most a ring's
+// worth: a guest that keeps adding entries as fast as they go would
+// otherwise hold the queue, and whoever waits for its lock, for as long
+// as it likes. more reports whether it stopped at that bound.
+func (r *Ring) Discard() (more bool, err error) {
+	for range r.num {
 		head, ok, err := r.pop()
 		if !ok {
-			return err
+			return false, err
 		}
 		r.putUsed(head, 0)
 	}
+	return true, nil
 }
 
 func (r *Ring) String() string {
