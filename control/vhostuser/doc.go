@@ -22,7 +22,7 @@
 // errors (a frontend may shrink its file). Kick eventfds are waited on,
 // never read, and call eventfds are written from a goroutine of their
 // own, so that a frontend's descriptor flags cannot block the data path.
-// A bad chain drops its frame, counted; MaxFaults of them disconnect the
+// A bad chain drops its frame, counted; more than MaxFaults of them disconnect the
 // frontend.
 //
 // Cheap when idle: nothing polls; the transmit queue waits in an epoll
