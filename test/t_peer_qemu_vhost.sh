@@ -73,7 +73,7 @@ else
 	fail "the guest was still pinging when the hand-off ended" "its ping ended first: make COUNTA larger"
 fi
 vm_pinged a
-check_summary a "$COUNTA"
+check_vhost_summary a "$COUNTA"
 stat_ge "A/host/stats: the guest's echo requests counted" "$A/host/stats" rx_packets "$COUNTA"
 stat_ge "A/host/stats: the replies to the guest counted" "$A/host/stats" tx_packets "$COUNTA"
 check_eq "A/host/stats: nothing dropped on the way to the guest during its pings (tx_dropped as at their start)" "$TXD0" "$(stat_key "$A/host/stats" tx_dropped)"
@@ -99,7 +99,7 @@ vm_ready k2 || finish
 check_stat "A/host/stats: the new QEMU attached" "$A/host/stats" attached yes 3
 check_eq "A/host/stats: pid is the new QEMU's" "$VM_PID" "$(stat_key "$A/host/stats" pid)"
 vm_pinged k2
-check_summary k2 500
+check_vhost_summary k2 500
 vm_done k2
 check_stat "A/host/stats: detached once the new QEMU exited" "$A/host/stats" attached no 3
 check_log_clean "A's log has no error" "$SCRATCH/A.log"

@@ -170,7 +170,7 @@ start_vhost_vm q 300 0.01 "$NET.2/24" "$NET.1" "52:54:00:4d:56:21" "$SOCK"
 vm_ready q || finish
 check_stat "A/host/stats: QEMU attached after the hostile frontends" "$A/host/stats" attached yes 3
 vm_pinged q
-check_summary q 300
+check_vhost_summary q 300
 vm_done q
 
 note "script time $(($(now_ms) - T_START)) ms"
