@@ -35,13 +35,16 @@
 #              stack cannot take it drops after accepting the write), so a
 #              tap host refuses frames only while it is down: writes fail
 #              (EIO). The stall is the tap set down, then up.
+#   stream     vdeprobe recv on PATH/host/stream (QEMU's framing), stopped
+#              with SIGSTOP, with frames of 1,400 bytes (a stream's buffer
+#              holds 2,000 small ones).
 #
 # To add a transport T: write host_start_T, host_stall_T and host_resume_T
 # (see the vde ones for what each must do) and add T to TRANSPORTS.
 . "$(dirname "$0")/lib.sh"
 
 N=2000
-TRANSPORTS=${TRANSPORTS:-"vde seqpacket tap"} # or a few of them, from the environment
+TRANSPORTS=${TRANSPORTS:-"vde seqpacket tap stream"} # or a few of them, from the environment
 ATT=mfu_ddst
 throwaway_user "$ATT"
 chmod 755 "$SCRATCH"
@@ -72,6 +75,23 @@ host_start_sock() {
 	at_exit "kill -CONT $RECV"
 	check_within "$t: the host (vdeprobe recv) joins" 5 "[ -e '$out.ready' ]" cat "$out"
 }
+# host_start_stream PATH OUT: a vdeprobe recv host on PATH/host/stream
+# (QEMU's framing). A stream holds far more than a datagram queue (the
+# daemon's send buffer, 208 KiB here), so its frames are larger
+# (SIZE_stream): 2,000 of them overflow it while the host is stopped.
+host_start_stream() {
+	local p=$1 out=$2
+	start_multifs "$p" -o mode=0666 || return 1
+	rm -f "$out.ready"
+	"$VDEPROBE" recv -dir "$p/host" -transport stream -count "$N" -idle 5s -max 60s -ready "$out.ready" >"$out" 2>&1 &
+	RECV=$!
+	track "$RECV"
+	at_exit "kill -CONT $RECV"
+	check_within "stream: the host (vdeprobe recv) joins" 5 "[ -e '$out.ready' ]" cat "$out"
+}
+host_stall_stream() { kill -STOP "$RECV"; }
+host_resume_stream() { kill -CONT "$RECV"; }
+SIZE_stream=1400
 host_start_vde() { host_start_sock vde "$@"; }
 host_stall_vde() { kill -STOP "$RECV"; }
 host_resume_vde() { kill -CONT "$RECV"; }
@@ -124,11 +144,12 @@ host_dropped() {
 # scenario T CASE: CASE handoff or attacker, on transport T (see the top).
 scenario() {
 	local t=$1 c=$2 name="$1 $2" p=$SCRATCH/$1-$2 out=$SCRATCH/$1-$2.recv
-	local b acc drop h0 res dd rc late
+	local b acc drop h0 res dd rc late size
+	size=$(eval "echo \${SIZE_$t:-64}") # the frames' size, as the transport needs
 	host_start_"$t" "$p" "$out" || return 1
 	# Link B, root's: open from now on, its frames held until B.go.
 	rm -f "$out.b.ready" "$out.b.go"
-	"$VDEPROBE" send -dir "$p" -count "$N" -rate 4000 -ready "$out.b.ready" -go "$out.b.go" >"$out.b" 2>&1 &
+	"$VDEPROBE" send -dir "$p" -count "$N" -rate 4000 -size "$size" -ready "$out.b.ready" -go "$out.b.go" >"$out.b" 2>&1 &
 	b=$!
 	track "$b"
 	check_within "$name: link B joins and waits" 5 "[ -e '$out.b.ready' ]" cat "$out.b"
@@ -136,9 +157,9 @@ scenario() {
 	host_stall_"$t"
 	# Link A: N frames at 20,000 a second, while the host takes none.
 	if [ "$c" = attacker ]; then
-		timeout 30 runuser -u "$ATT" -- "$PROBE" send -dir "$p" -count "$N" -rate 20000 >"$out.a" 2>&1
+		timeout 30 runuser -u "$ATT" -- "$PROBE" send -dir "$p" -count "$N" -rate 20000 -size "$size" >"$out.a" 2>&1
 	else
-		timeout 30 "$VDEPROBE" send -dir "$p" -count "$N" -rate 20000 >"$out.a" 2>&1
+		timeout 30 "$VDEPROBE" send -dir "$p" -count "$N" -rate 20000 -size "$size" >"$out.a" 2>&1
 	fi
 	rc=$?
 	check_eq "$name: link A ($([ "$c" = attacker ] && echo "user $ATT" || echo root)) sent its $N frames" 0 "$rc"

@@ -5,7 +5,7 @@
 //
 //	vdeprobe send   -dir DIR [-transport vde|seqpacket] -count N -rate FPS [-size BYTES]
 //	                [-ready FILE -go FILE]
-//	vdeprobe recv   -dir DIR [-transport ...] -count N [-idle 3s] [-max 60s] [-ready FILE] [-beacon 10ms]
+//	vdeprobe recv   -dir DIR [-transport vde|seqpacket|stream] -count N [-idle 3s] [-max 60s] [-ready FILE] [-beacon 10ms]
 //	vdeprobe hold   -dir DIR [-transport ...] [-ready FILE] [-max 60s]
 //	vdeprobe taprecv -if NAME -count N [-idle 3s] [-max 60s] [-ready FILE]
 //	vdeprobe bridge -a DIR -a-transport T -b DIR -b-transport T [-ready FILE] [-max 60s]
@@ -208,21 +208,39 @@ func recv(args []string) error {
 	idle := fs.Duration("idle", 3*time.Second, "give up after this long without a frame")
 	max := fs.Duration("max", 60*time.Second, "give up after this long in all")
 	ready := fs.String("ready", "", "file to create once joined")
-	transport := fs.String("transport", "vde", "vde or seqpacket")
-	beacon := fs.Duration("beacon", 0, "send a frame of another ethertype at this interval while receiving (0: none)")
+	transport := fs.String("transport", "vde", "vde, seqpacket or stream")
+	beacon := fs.Duration("beacon", 0, "send a frame of another ethertype at this interval while receiving (0: none; not with stream)")
 	fs.Parse(args)
-	c, err := join(*dir, *transport, "recv")
-	if err != nil {
-		return err
+	// What recv needs of its peer: a vde-2 or seqpacket client, or a
+	// stream one (QEMU's framing, DIR/stream).
+	var c interface {
+		Recv(buf []byte, timeout time.Duration) (int, error)
+		Close() error
+	}
+	if *transport == "stream" {
+		if *beacon > 0 {
+			return fmt.Errorf("-beacon is for vde and seqpacket")
+		}
+		s, err := client.DialStream(filepath.Join(*dir, "stream"))
+		if err != nil {
+			return err
+		}
+		c = s
+	} else {
+		cl, err := join(*dir, *transport, "recv")
+		if err != nil {
+			return err
+		}
+		c = cl
+		if *beacon > 0 {
+			stopBeacon := make(chan struct{})
+			defer close(stopBeacon)
+			go sendBeacons(cl, *beacon, stopBeacon)
+		}
 	}
 	defer c.Close()
 	if err := markReady(*ready); err != nil {
 		return err
-	}
-	if *beacon > 0 {
-		stopBeacon := make(chan struct{})
-		defer close(stopBeacon)
-		go sendBeacons(c, *beacon, stopBeacon)
 	}
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
