@@ -38,13 +38,16 @@
 #   stream     vdeprobe recv on PATH/host/stream (QEMU's framing), stopped
 #              with SIGSTOP, with frames of 1,400 bytes (a stream's buffer
 #              holds 2,000 small ones).
+#   vhost      test/vhostprobe's sink on PATH/host/vhost-user (a vhost-user
+#              frontend), stopped with SIGSTOP: its receive ring runs out
+#              of buffers.
 #
 # To add a transport T: write host_start_T, host_stall_T and host_resume_T
 # (see the vde ones for what each must do) and add T to TRANSPORTS.
 . "$(dirname "$0")/lib.sh"
 
 N=2000
-TRANSPORTS=${TRANSPORTS:-"vde seqpacket tap stream"} # or a few of them, from the environment
+TRANSPORTS=${TRANSPORTS:-"vde seqpacket tap stream vhost"} # or a few of them, from the environment
 ATT=mfu_ddst
 throwaway_user "$ATT"
 chmod 755 "$SCRATCH"
@@ -92,6 +95,28 @@ host_start_stream() {
 host_stall_stream() { kill -STOP "$RECV"; }
 host_resume_stream() { kill -CONT "$RECV"; }
 SIZE_stream=1400
+
+# host_start_vhost PATH OUT: test/vhostprobe's sink as the host on
+# PATH/host/vhost-user (guest memory in a memfd, the receive ring kept
+# full), counting the numbered frames; stopped with SIGSTOP, it gives no
+# buffer back, and once the ring's are used the backend drops.
+host_start_vhost() {
+	local p=$1 out=$2
+	if [ -z "${VHOSTPROBE:-}" ]; then
+		VHOSTPROBE=$SCRATCH/vhostprobe
+		(cd "$ROOT" && go build -o "$VHOSTPROBE" ./test/vhostprobe) >"$SCRATCH/vhostprobe.build" 2>&1 ||
+			{ fail "build test/vhostprobe" "$(head -c 300 "$SCRATCH/vhostprobe.build")"; return 1; }
+	fi
+	start_multifs "$p" -o mode=0666 || return 1
+	rm -f "$out.ready"
+	"$VHOSTPROBE" sink -path "$p" -count "$N" -idle 5s -for 60s -ready "$out.ready" >"$out" 2>&1 &
+	RECV=$!
+	track "$RECV"
+	at_exit "kill -CONT $RECV"
+	check_within "vhost: the host (vhostprobe sink) attaches" 5 "[ -e '$out.ready' ]" cat "$out"
+}
+host_stall_vhost() { kill -STOP "$RECV"; }
+host_resume_vhost() { kill -CONT "$RECV"; }
 host_start_vde() { host_start_sock vde "$@"; }
 host_stall_vde() { kill -STOP "$RECV"; }
 host_resume_vde() { kill -CONT "$RECV"; }

@@ -9,7 +9,7 @@
 //	                   [-hold DURATION] [-ready FILE]
 //	vhostprobe hostile -path PATH -case NAME
 //	vhostprobe loop    -sock SOCKET [-count N] [-size BYTES] [-layout ...]
-//	vhostprobe sink    -path PATH -for DURATION [-ready FILE] [-no-event-idx] [-always-kick]
+//	vhostprobe sink    -path PATH -for DURATION [-ready FILE] [-no-event-idx] [-always-kick] [-count N [-idle D]]
 //	vhostprobe cases
 //
 // PATH is a multifs mount: the probe attaches as the host through
@@ -354,6 +354,8 @@ func sink(args []string) error {
 	ready := fs.String("ready", "", "create this file once attached")
 	noEvent := fs.Bool("no-event-idx", false, "do not negotiate VIRTIO_RING_F_EVENT_IDX")
 	loose := fs.Bool("always-kick", false, "kick after every batch of buffers given back, whether the device asked or not")
+	count := fs.Uint64("count", 0, "numbered frames (seq 0..count-1) to expect: stop once all came, or after -idle without one, and print vdeprobe recv's result line (0: take frames for -for)")
+	idle := fs.Duration("idle", 5*time.Second, "with -count: give up after this long without a frame")
 	fs.Parse(args)
 	f, err := attach(sockPath(*path), feOpts{noEventIdx: *noEvent, strictKicks: !*loose})
 	if err != nil {
@@ -368,6 +370,9 @@ func sink(args []string) error {
 			return err
 		}
 	}
+	if *count > 0 {
+		return sinkCount(f, *count, *idle, *dur)
+	}
 	n := 0
 	for end := time.Now().Add(*dur); time.Now().Before(end); {
 		k, err := f.recv(10*time.Millisecond, func([]byte) {})
@@ -377,5 +382,46 @@ func sink(args []string) error {
 		n += k
 	}
 	fmt.Printf("sink frames=%d host_tx_packets=%s host_tx_dropped=%s\n", n, hostStat(*path, "tx_packets"), hostStat(*path, "tx_dropped"))
+	return nil
+}
+
+// sinkCount takes frames until the count numbered ones (test/vdeprobe's
+// format) have all come, or none came for idle, or max passed, and prints
+// vdeprobe recv's line: received= unique= lost= dups= corrupt=. A stopped
+// sink (SIGSTOP) gives no buffers back meanwhile: a host that stalls.
+func sinkCount(f *frontend, count uint64, idle, max time.Duration) error {
+	seen := make([]uint32, count)
+	var received, unique, dups, corrupt uint64
+	last := time.Now()
+	for end := time.Now().Add(max); unique < count && time.Now().Before(end) && time.Since(last) < idle; {
+		k, err := f.recv(10*time.Millisecond, func(b []byte) {
+			seq, isProbe, intact := check(b)
+			if !isProbe {
+				return
+			}
+			received++
+			if !intact || seq >= count {
+				corrupt++
+				return
+			}
+			if seen[seq] == 0 {
+				unique++
+			} else {
+				dups++
+			}
+			seen[seq]++
+		})
+		if err != nil {
+			return err
+		}
+		if k > 0 {
+			last = time.Now()
+		}
+	}
+	lost := count - unique
+	fmt.Printf("received=%d unique=%d lost=%d dups=%d corrupt=%d\n", received, unique, lost, dups, corrupt)
+	if lost != 0 || corrupt != 0 {
+		return fmt.Errorf("%d lost, %d corrupt", lost, corrupt)
+	}
 	return nil
 }
