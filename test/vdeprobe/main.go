@@ -245,11 +245,10 @@ func recv(args []string) error {
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 
-	seen := make([]uint32, *count)
-	var received, unique, dups, corrupt uint64
+	t := newTally(*count)
 	buf := make([]byte, 65536)
 	deadline := time.Now().Add(*max)
-	for unique < *count && time.Now().Before(deadline) {
+	for t.unique < *count && time.Now().Before(deadline) {
 		select {
 		case <-stop:
 			deadline = time.Now()
@@ -260,45 +259,22 @@ func recv(args []string) error {
 		if err != nil {
 			break
 		}
-		if n > len(buf) {
-			corrupt++
-			continue
-		}
-		seq, isProbe, intact := check(buf[:n])
-		if !isProbe {
-			continue
-		}
-		received++
-		if !intact || seq >= *count {
-			corrupt++
-			continue
-		}
-		if seen[seq] == 0 {
-			unique++
-		} else {
-			dups++
-		}
-		seen[seq]++
+		t.add(buf, n)
 	}
 	// Once everything arrived, linger briefly so late duplicates count.
-	if unique == *count {
+	if t.unique == *count {
 		for {
 			n, err := c.Recv(buf, 200*time.Millisecond)
 			if err != nil {
 				break
 			}
 			if seq, isProbe, intact := check(buf[:min(n, len(buf))]); isProbe && intact && seq < *count {
-				received++
-				dups++
+				t.received++
+				t.dups++
 			}
 		}
 	}
-	lost := *count - unique
-	fmt.Printf("received=%d unique=%d lost=%d dups=%d corrupt=%d\n", received, unique, lost, dups, corrupt)
-	if lost != 0 || corrupt != 0 {
-		return fmt.Errorf("%d lost, %d corrupt", lost, corrupt)
-	}
-	return nil
+	return t.result()
 }
 
 // taprecv counts the test frames arriving on a network interface (see the
@@ -338,8 +314,7 @@ func taprecv(args []string) error {
 	}
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
-	seen := make([]uint32, *count)
-	var received, unique, dups, corrupt uint64
+	t := newTally(*count)
 	buf := make([]byte, 65536)
 	deadline := time.Now().Add(*max)
 	last := time.Now()
@@ -351,7 +326,7 @@ func taprecv(args []string) error {
 		default:
 		}
 		quiet := *idle
-		if unique == *count {
+		if t.unique == *count {
 			quiet = 200 * time.Millisecond // all arrived: late duplicates still count
 		}
 		if time.Since(last) > quiet {
@@ -367,30 +342,51 @@ func taprecv(args []string) error {
 			return fmt.Errorf("receive: %w", err)
 		}
 		last = time.Now()
-		if n > len(buf) {
-			corrupt++
-			continue
-		}
-		seq, isProbe, intact := check(buf[:n])
-		if !isProbe {
-			continue
-		}
-		received++
-		if !intact || seq >= *count {
-			corrupt++
-			continue
-		}
-		if seen[seq] == 0 {
-			unique++
-		} else {
-			dups++
-		}
-		seen[seq]++
+		t.add(buf, n)
 	}
-	lost := *count - unique
-	fmt.Printf("received=%d unique=%d lost=%d dups=%d corrupt=%d\n", received, unique, lost, dups, corrupt)
-	if lost != 0 || corrupt != 0 {
-		return fmt.Errorf("%d lost, %d corrupt", lost, corrupt)
+	return t.result()
+}
+
+// tally counts the numbered test frames (seq 0..count-1) a receiver gets:
+// recv's and taprecv's result line.
+type tally struct {
+	seen                            []uint32
+	received, unique, dups, corrupt uint64
+}
+
+func newTally(count uint64) *tally { return &tally{seen: make([]uint32, count)} }
+
+// add counts one message of n bytes received into buf (n > len(buf): it
+// was truncated). Other traffic (not a test frame) is ignored.
+func (t *tally) add(buf []byte, n int) {
+	if n > len(buf) {
+		t.corrupt++
+		return
+	}
+	seq, isProbe, intact := check(buf[:n])
+	if !isProbe {
+		return
+	}
+	t.received++
+	if !intact || seq >= uint64(len(t.seen)) {
+		t.corrupt++
+		return
+	}
+	if t.seen[seq] == 0 {
+		t.unique++
+	} else {
+		t.dups++
+	}
+	t.seen[seq]++
+}
+
+// result prints the result line, received= unique= lost= dups= corrupt=,
+// and fails if a frame was lost or damaged.
+func (t *tally) result() error {
+	lost := uint64(len(t.seen)) - t.unique
+	fmt.Printf("received=%d unique=%d lost=%d dups=%d corrupt=%d\n", t.received, t.unique, lost, t.dups, t.corrupt)
+	if lost != 0 || t.corrupt != 0 {
+		return fmt.Errorf("%d lost, %d corrupt", lost, t.corrupt)
 	}
 	return nil
 }
