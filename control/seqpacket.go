@@ -3,6 +3,7 @@ package control
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"syscall"
@@ -55,7 +56,11 @@ func listenRaw(path string, sotype int) (*seqListener, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("bind %s: %w", path, err)
 	}
-	if err := unix.Listen(fd, 128); err != nil {
+	// The kernel caps the backlog at net.core.somaxconn, the backlog Go's
+	// net listeners (the vde-2 and vhost-user entries) get. A small one
+	// refuses a burst of joins: a non-blocking connect gets EAGAIN once
+	// it is full, however fast the daemon accepts.
+	if err := unix.Listen(fd, math.MaxInt32); err != nil {
 		unix.Close(fd)
 		os.Remove(path)
 		return nil, fmt.Errorf("listen on %s: %w", path, err)

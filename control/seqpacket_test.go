@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -123,5 +126,43 @@ func TestSeqpacketSendBeforeAck(t *testing.T) {
 	}
 	if len(ml.Links()) != 1 {
 		t.Fatal("link not registered")
+	}
+}
+
+// A burst of non-blocking joins, arriving before the daemon accepts any,
+// all connect on the seqpacket and stream entries, as on a vde-2 entry
+// (a net listener): their backlog is the kernel's somaxconn, not a small
+// constant that answers EAGAIN to the rest.
+func TestRawListenerBacklogTakesABurst(t *testing.T) {
+	b, err := os.ReadFile("/proc/sys/net/core/somaxconn")
+	if err != nil {
+		t.Skip("no somaxconn:", err)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n = min(n, 600) // well past the old backlog (128), well under RLIMIT_NOFILE
+	for _, sotype := range []int{unix.SOCK_SEQPACKET, unix.SOCK_STREAM} {
+		path := filepath.Join(t.TempDir(), "s")
+		l, err := listenRaw(path, sotype)
+		if err != nil {
+			t.Fatal(err)
+		}
+		joined := 0
+		for i := 0; i < n; i++ {
+			fd, err := unix.Socket(unix.AF_UNIX, sotype|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(fd)
+			if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err == nil {
+				joined++
+			}
+		}
+		l.close()
+		if joined != n {
+			t.Errorf("socket type %d: %d of %d non-blocking connects got through before any accept", sotype, joined, n)
+		}
 	}
 }
