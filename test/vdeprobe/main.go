@@ -64,15 +64,8 @@ import (
 	"multifs/control/client"
 	"multifs/control/wire"
 	"multifs/fsys/treeclient"
+	"multifs/test/probeframe"
 )
-
-const (
-	etherType = 0x88b5 // IEEE local experimental: never a real protocol
-	hdrLen    = 14
-	minSize   = hdrLen + 4 + 8
-)
-
-var magic = [4]byte{'m', 'f', 'p', 'r'}
 
 func main() {
 	if len(os.Args) < 2 {
@@ -125,36 +118,6 @@ func markReady(path string) error {
 	return os.WriteFile(path, nil, 0o644)
 }
 
-// frame builds test frame seq of the given size: broadcast Ethernet header,
-// magic, seq, then bytes that depend on seq so damage shows.
-func frame(buf []byte, seq uint64) []byte {
-	for i := 0; i < 6; i++ {
-		buf[i] = 0xff
-	}
-	copy(buf[6:12], []byte{0x02, 0, 0, 0x6d, 0x66, 0x01})
-	binary.BigEndian.PutUint16(buf[12:], etherType)
-	copy(buf[hdrLen:], magic[:])
-	binary.BigEndian.PutUint64(buf[hdrLen+4:], seq)
-	for i := minSize; i < len(buf); i++ {
-		buf[i] = byte(seq) + byte(i)
-	}
-	return buf
-}
-
-// check returns the seq of a test frame, and whether it is intact.
-func check(b []byte) (seq uint64, isProbe, intact bool) {
-	if len(b) < minSize || binary.BigEndian.Uint16(b[12:]) != etherType || [4]byte(b[hdrLen:hdrLen+4]) != magic {
-		return 0, false, false
-	}
-	seq = binary.BigEndian.Uint64(b[hdrLen+4:])
-	for i := minSize; i < len(b); i++ {
-		if b[i] != byte(seq)+byte(i) {
-			return seq, true, false
-		}
-	}
-	return seq, true, true
-}
-
 func send(args []string) error {
 	fs := flag.NewFlagSet("send", flag.ExitOnError)
 	dir := fs.String("dir", "", "directory to join (a multifs PATH or PATH/host)")
@@ -165,8 +128,8 @@ func send(args []string) error {
 	ready := fs.String("ready", "", "file to create once joined")
 	goFile := fs.String("go", "", "send only once this file exists (polled every millisecond, for a minute at most)")
 	fs.Parse(args)
-	if *size < minSize {
-		return fmt.Errorf("-size must be at least %d", minSize)
+	if *size < probeframe.MinSize {
+		return fmt.Errorf("-size must be at least %d", probeframe.MinSize)
 	}
 	c, err := join(*dir, *transport, "send")
 	if err != nil {
@@ -193,7 +156,7 @@ func send(args []string) error {
 		if d := time.Until(start.Add(time.Duration(seq) * interval)); d > 0 {
 			time.Sleep(d)
 		}
-		if err := c.Send(frame(buf, seq)); err != nil {
+		if err := c.Send(probeframe.Build(buf, seq, 0x01)); err != nil {
 			return fmt.Errorf("send %d: %w", seq, err)
 		}
 	}
@@ -245,10 +208,10 @@ func recv(args []string) error {
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 
-	t := newTally(*count)
+	t := probeframe.NewTally(*count)
 	buf := make([]byte, 65536)
 	deadline := time.Now().Add(*max)
-	for t.unique < *count && time.Now().Before(deadline) {
+	for !t.Complete() && time.Now().Before(deadline) {
 		select {
 		case <-stop:
 			deadline = time.Now()
@@ -259,22 +222,19 @@ func recv(args []string) error {
 		if err != nil {
 			break
 		}
-		t.add(buf, n)
+		t.Add(buf, n)
 	}
 	// Once everything arrived, linger briefly so late duplicates count.
-	if t.unique == *count {
+	if t.Complete() {
 		for {
 			n, err := c.Recv(buf, 200*time.Millisecond)
 			if err != nil {
 				break
 			}
-			if seq, isProbe, intact := check(buf[:min(n, len(buf))]); isProbe && intact && seq < *count {
-				t.received++
-				t.dups++
-			}
+			t.Add(buf, n) // every frame is a copy now (or damaged)
 		}
 	}
-	return t.result()
+	return t.Result()
 }
 
 // taprecv counts the test frames arriving on a network interface (see the
@@ -291,7 +251,7 @@ func taprecv(args []string) error {
 	if err != nil {
 		return err
 	}
-	proto := int(etherType>>8 | etherType&0xff<<8) // network byte order
+	proto := int(probeframe.EtherType>>8 | probeframe.EtherType&0xff<<8) // network byte order
 	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto)
 	if err != nil {
 		return fmt.Errorf("packet socket: %w", err)
@@ -314,7 +274,7 @@ func taprecv(args []string) error {
 	}
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
-	t := newTally(*count)
+	t := probeframe.NewTally(*count)
 	buf := make([]byte, 65536)
 	deadline := time.Now().Add(*max)
 	last := time.Now()
@@ -326,7 +286,7 @@ func taprecv(args []string) error {
 		default:
 		}
 		quiet := *idle
-		if t.unique == *count {
+		if t.Complete() {
 			quiet = 200 * time.Millisecond // all arrived: late duplicates still count
 		}
 		if time.Since(last) > quiet {
@@ -342,53 +302,9 @@ func taprecv(args []string) error {
 			return fmt.Errorf("receive: %w", err)
 		}
 		last = time.Now()
-		t.add(buf, n)
+		t.Add(buf, n)
 	}
-	return t.result()
-}
-
-// tally counts the numbered test frames (seq 0..count-1) a receiver gets:
-// recv's and taprecv's result line.
-type tally struct {
-	seen                            []uint32
-	received, unique, dups, corrupt uint64
-}
-
-func newTally(count uint64) *tally { return &tally{seen: make([]uint32, count)} }
-
-// add counts one message of n bytes received into buf (n > len(buf): it
-// was truncated). Other traffic (not a test frame) is ignored.
-func (t *tally) add(buf []byte, n int) {
-	if n > len(buf) {
-		t.corrupt++
-		return
-	}
-	seq, isProbe, intact := check(buf[:n])
-	if !isProbe {
-		return
-	}
-	t.received++
-	if !intact || seq >= uint64(len(t.seen)) {
-		t.corrupt++
-		return
-	}
-	if t.seen[seq] == 0 {
-		t.unique++
-	} else {
-		t.dups++
-	}
-	t.seen[seq]++
-}
-
-// result prints the result line, received= unique= lost= dups= corrupt=,
-// and fails if a frame was lost or damaged.
-func (t *tally) result() error {
-	lost := uint64(len(t.seen)) - t.unique
-	fmt.Printf("received=%d unique=%d lost=%d dups=%d corrupt=%d\n", t.received, t.unique, lost, t.dups, t.corrupt)
-	if lost != 0 || t.corrupt != 0 {
-		return fmt.Errorf("%d lost, %d corrupt", lost, t.corrupt)
-	}
-	return nil
+	return t.Result()
 }
 
 // beaconType is the ethertype of recv's beacons: IEEE local experimental 2,
@@ -407,7 +323,7 @@ func sendBeacons(c *client.Client, interval time.Duration, stop <-chan struct{})
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for n := uint64(0); ; n++ {
-		binary.BigEndian.PutUint64(buf[hdrLen:], n)
+		binary.BigEndian.PutUint64(buf[probeframe.HdrLen:], n)
 		c.TrySend(buf) // a full socket loses a beacon: the next one follows
 		select {
 		case <-stop:
@@ -828,7 +744,7 @@ func churn(args []string) error {
 			nSeq++
 		}
 		for f := 0; f < *frames && !byFile; f++ {
-			if err := c.Send(frame(buf, uint64(i))); err != nil {
+			if err := c.Send(probeframe.Build(buf, uint64(i), 0x01)); err != nil {
 				c.Close()
 				return fmt.Errorf("cycle %d: send: %w", i, err)
 			}
@@ -959,7 +875,7 @@ func soak(args []string) error {
 				return n
 			default:
 			}
-			if err := c.Send(frame(buf, n)); err != nil {
+			if err := c.Send(probeframe.Build(buf, n, 0x01)); err != nil {
 				return n
 			}
 			n++

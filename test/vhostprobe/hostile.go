@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"multifs/control/client"
+	"multifs/test/probeframe"
 )
 
 type hcase struct {
@@ -615,7 +616,7 @@ func warmUp(f *frontend, link *client.Client) error {
 func goodAfter(f *frontend, link *client.Client, n int) int {
 	buf := make([]byte, 100)
 	for i := 0; i < n; i++ {
-		if f.send(frame(buf, uint64(i)), true) != nil {
+		if f.send(probeframe.Build(buf, uint64(i), 0x02), true) != nil {
 			break
 		}
 	}
@@ -626,7 +627,7 @@ func goodAfter(f *frontend, link *client.Client, n int) int {
 		if err != nil {
 			break
 		}
-		if _, isProbe, intact := check(rb[:m]); isProbe && intact {
+		if _, isProbe, intact := probeframe.Check(rb[:m]); isProbe && intact {
 			got++
 		}
 	}
@@ -844,7 +845,7 @@ func beyondRings(path string) (string, string, error) {
 	if err == nil {
 		buf := make([]byte, 100)
 		for i := 0; i < 10; i++ {
-			link.Send(frame(buf, uint64(i)))
+			link.Send(probeframe.Build(buf, uint64(i), 0x02))
 		}
 		time.Sleep(200 * time.Millisecond)
 		link.Close()
@@ -878,7 +879,7 @@ func shrink(path string) (string, string, error) {
 	}
 	buf := make([]byte, 100)
 	for i := 0; i < 8; i++ {
-		f.send(frame(buf, uint64(i)), false)
+		f.send(probeframe.Build(buf, uint64(i), 0x02), false)
 	}
 	if err := unix.Ftruncate(f.g.fd, 4096); err != nil {
 		return "", "", err
@@ -887,7 +888,7 @@ func shrink(path string) (string, string, error) {
 	f.tx.doKick()
 	f.rx.doKick()
 	for i := 0; i < 20; i++ {
-		link.Send(frame(buf, uint64(i)))
+		link.Send(probeframe.Build(buf, uint64(i), 0x02))
 	}
 	time.Sleep(300 * time.Millisecond)
 	o, d, err := judge(f.c, nil)
@@ -941,7 +942,7 @@ func rxBad(path, kind string) (string, string, error) {
 	}
 	buf := make([]byte, 100)
 	for i := 0; i < 64; i++ {
-		link.Send(frame(buf, uint64(i)))
+		link.Send(probeframe.Build(buf, uint64(i), 0x02))
 		time.Sleep(time.Millisecond)
 	}
 	var dropped string

@@ -10,6 +10,7 @@
 //	vhostprobe hostile -path PATH -case NAME
 //	vhostprobe loop    -sock SOCKET [-count N] [-size BYTES] [-layout ...]
 //	vhostprobe sink    -path PATH -for DURATION [-ready FILE] [-no-event-idx] [-always-kick] [-count N [-idle D]]
+//	vhostprobe source  -path PATH -for DURATION -rate FPS [-size BYTES] [-ready FILE] [-go FILE]
 //	vhostprobe cases
 //
 // PATH is a multifs mount: the probe attaches as the host through
@@ -39,6 +40,13 @@
 // them: a consumer that never runs out of buffers for as long as it is
 // scheduled.
 //
+// source attaches as the host and sends numbered frames host → links at
+// RATE frames/s for DURATION, paced as the bench's vdeclient gen -r (what
+// is due every half interval), kicking after each lot only when the device
+// asks (EVENT_IDX), as Linux's virtio-net does with xmit_more; it prints "source sent=N start_ns=T end_ns=T". A paced
+// host, where testpmd's txonly has no rate: with -go it waits for FILE to
+// appear before it starts, so the caller can begin measuring first.
+//
 // hostile runs one case (vhostprobe cases lists them, one per line with
 // what it does) and prints
 //
@@ -55,7 +63,6 @@
 package main
 
 import (
-	"encoding/binary"
 	"flag"
 	"fmt"
 	"os"
@@ -65,44 +72,11 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"multifs/control/client"
+	"multifs/test/probeframe"
 )
-
-const (
-	etherType = 0x88b5
-	hdrLen    = 14
-	minSize   = hdrLen + 4 + 8
-)
-
-var magic = [4]byte{'m', 'f', 'p', 'r'}
-
-// frame builds test frame seq as test/vdeprobe does.
-func frame(buf []byte, seq uint64) []byte {
-	for i := 0; i < 6; i++ {
-		buf[i] = 0xff
-	}
-	copy(buf[6:12], []byte{0x02, 0, 0, 0x6d, 0x66, 0x02})
-	binary.BigEndian.PutUint16(buf[12:], etherType)
-	copy(buf[hdrLen:], magic[:])
-	binary.BigEndian.PutUint64(buf[hdrLen+4:], seq)
-	for i := minSize; i < len(buf); i++ {
-		buf[i] = byte(seq) + byte(i)
-	}
-	return buf
-}
-
-func check(b []byte) (seq uint64, isProbe, intact bool) {
-	if len(b) < minSize || binary.BigEndian.Uint16(b[12:]) != etherType || [4]byte(b[hdrLen:hdrLen+4]) != magic {
-		return 0, false, false
-	}
-	seq = binary.BigEndian.Uint64(b[hdrLen+4:])
-	for i := minSize; i < len(b); i++ {
-		if b[i] != byte(seq)+byte(i) {
-			return seq, true, false
-		}
-	}
-	return seq, true, true
-}
 
 func main() {
 	if len(os.Args) < 2 {
@@ -119,6 +93,8 @@ func main() {
 		err = loop(os.Args[2:])
 	case "sink":
 		err = sink(os.Args[2:])
+	case "source":
+		err = source(os.Args[2:])
 	case "cases":
 		names := make([]string, 0, len(cases))
 		for n := range cases {
@@ -166,7 +142,7 @@ func honest(args []string) error {
 	hold := fs.Duration("hold", 0, "stay attached, idle, this long afterwards")
 	ready := fs.String("ready", "", "create this file once attached")
 	fs.Parse(args)
-	if *path == "" || *size < minSize || *size > 9000 || *count < 1 {
+	if *path == "" || *size < probeframe.MinSize || *size > 9000 || *count < 1 {
 		return fmt.Errorf("honest: bad arguments")
 	}
 	f, err := attach(sockPath(*path), feOpts{noEventIdx: *noEvent, layout: *layout})
@@ -203,7 +179,7 @@ func honest(args []string) error {
 			if err != nil {
 				break
 			}
-			seq, isProbe, intact := check(buf[:n])
+			seq, isProbe, intact := probeframe.Check(buf[:n])
 			switch {
 			case !isProbe:
 			case !intact || seq >= uint64(*count) || n != *size:
@@ -219,7 +195,7 @@ func honest(args []string) error {
 	p := pacer{start: time.Now(), rate: *rate}
 	for i := 0; i < *count; i++ {
 		p.wait(i)
-		if err := f.send(frame(buf, uint64(i)), i%8 == 7 || i == *count-1); err != nil {
+		if err := f.send(probeframe.Build(buf, uint64(i), 0x02), i%8 == 7 || i == *count-1); err != nil {
 			return fmt.Errorf("host send %d: %w", i, err)
 		}
 	}
@@ -231,7 +207,7 @@ func honest(args []string) error {
 		p := pacer{start: time.Now(), rate: *rate}
 		for i := 0; i < *count; i++ {
 			p.wait(i)
-			if err := link.Send(frame(buf, uint64(i))); err != nil {
+			if err := link.Send(probeframe.Build(buf, uint64(i), 0x02)); err != nil {
 				return
 			}
 		}
@@ -241,7 +217,7 @@ func honest(args []string) error {
 	idle := time.Now()
 	for lt.got < *count && time.Since(idle) < 3*time.Second {
 		n, err := f.recv(100*time.Millisecond, func(b []byte) {
-			seq, isProbe, intact := check(b)
+			seq, isProbe, intact := probeframe.Check(b)
 			switch {
 			case !isProbe:
 			case !intact || seq >= uint64(*count) || len(b) != *size:
@@ -290,7 +266,7 @@ func loop(args []string) error {
 	seen := make([]bool, *count)
 	got, bad := 0, 0
 	take := func(b []byte) {
-		seq, isProbe, intact := check(b)
+		seq, isProbe, intact := probeframe.Check(b)
 		switch {
 		case !isProbe:
 		case !intact || seq >= uint64(*count) || len(b) != *size:
@@ -302,7 +278,7 @@ func loop(args []string) error {
 	}
 	buf := make([]byte, *size)
 	for i := 0; i < *count; i++ {
-		if err := f.send(frame(buf, uint64(i)), true); err != nil {
+		if err := f.send(probeframe.Build(buf, uint64(i), 0x02), true); err != nil {
 			return fmt.Errorf("send %d: %w", i, err)
 		}
 		if i%32 == 31 {
@@ -357,19 +333,11 @@ func sink(args []string) error {
 	count := fs.Uint64("count", 0, "numbered frames (seq 0..count-1) to expect: stop once all came, or after -idle without one, and print vdeprobe recv's result line (0: take frames for -for)")
 	idle := fs.Duration("idle", 5*time.Second, "with -count: give up after this long without a frame")
 	fs.Parse(args)
-	f, err := attach(sockPath(*path), feOpts{noEventIdx: *noEvent, strictKicks: !*loose})
+	f, err := attachHost(*path, feOpts{noEventIdx: *noEvent, strictKicks: !*loose}, *ready)
 	if err != nil {
-		return fmt.Errorf("attach: %w", err)
-	}
-	defer f.close()
-	if err := attachedHere(*path); err != nil {
 		return err
 	}
-	if *ready != "" {
-		if err := os.WriteFile(*ready, nil, 0o644); err != nil {
-			return err
-		}
-	}
+	defer f.close()
 	if *count > 0 {
 		return sinkCount(f, *count, *idle, *dur)
 	}
@@ -385,32 +353,91 @@ func sink(args []string) error {
 	return nil
 }
 
-// sinkCount takes frames until the count numbered ones (test/vdeprobe's
-// format) have all come, or none came for idle, or max passed, and prints
+func source(args []string) error {
+	fs := flag.NewFlagSet("source", flag.ExitOnError)
+	path := fs.String("path", "", "the multifs mount")
+	dur := fs.Duration("for", time.Second, "how long to send")
+	rate := fs.Int("rate", 0, "frames/s")
+	size := fs.Int("size", 64, "frame size in bytes")
+	ready := fs.String("ready", "", "create this file once attached")
+	goFile := fs.String("go", "", "wait for this file before sending")
+	fs.Parse(args)
+	if *path == "" || *rate <= 0 || *size < probeframe.MinSize || *size > 9000 {
+		return fmt.Errorf("source: bad arguments")
+	}
+	f, err := attachHost(*path, feOpts{strictKicks: true}, *ready)
+	if err != nil {
+		return err
+	}
+	defer f.close()
+	if *goFile != "" && !waitUntil(30*time.Second, func() bool { _, err := os.Stat(*goFile); return err == nil }) {
+		return fmt.Errorf("source: %s did not appear", *goFile)
+	}
+	eventIdx := f.features&fEventIdx != 0
+	old := f.tx.availIdx
+	flush := func() error {
+		var err error
+		if f.tx.availIdx != old && f.tx.needKick(old, eventIdx) {
+			err = f.tx.doKick()
+		}
+		old = f.tx.availIdx
+		return err
+	}
+	// Paced as test/bench's vdeclient gen -r paces a vde-2 host: wake
+	// every half interval (a 1 ns timer slack), send what is due, and
+	// kick once for the lot if the device asked.
+	unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0)
+	interval := time.Second / time.Duration(*rate)
+	total := int(*dur / interval)
+	nap := unix.NsecToTimespec(int64(interval / 2))
+	buf := make([]byte, *size)
+	start := time.Now()
+	sent := 0
+	for sent < total {
+		due := min(int(time.Since(start)/interval)+1, total)
+		for ; sent < due; sent++ {
+			if err := f.send(probeframe.Build(buf, uint64(sent), 0x02), false); err != nil {
+				return fmt.Errorf("send %d: %w", sent, err)
+			}
+		}
+		if err := flush(); err != nil {
+			return err
+		}
+		unix.Nanosleep(&nap, nil)
+	}
+	fmt.Printf("source sent=%d start_ns=%d end_ns=%d\n", sent, start.UnixNano(), time.Now().UnixNano())
+	return nil
+}
+
+// attachHost attaches as PATH's host, checks that PATH lists it as such,
+// and creates the ready file, if one is asked for.
+func attachHost(path string, o feOpts, ready string) (*frontend, error) {
+	f, err := attach(sockPath(path), o)
+	if err != nil {
+		return nil, fmt.Errorf("attach: %w", err)
+	}
+	if err := attachedHere(path); err != nil {
+		f.close()
+		return nil, err
+	}
+	if ready != "" {
+		if err := os.WriteFile(ready, nil, 0o644); err != nil {
+			f.close()
+			return nil, err
+		}
+	}
+	return f, nil
+}
+
+// sinkCount takes frames until the count numbered ones (test/probeframe)
+// have all come, or none came for idle, or max passed, and prints
 // vdeprobe recv's line: received= unique= lost= dups= corrupt=. A stopped
 // sink (SIGSTOP) gives no buffers back meanwhile: a host that stalls.
 func sinkCount(f *frontend, count uint64, idle, max time.Duration) error {
-	seen := make([]uint32, count)
-	var received, unique, dups, corrupt uint64
+	t := probeframe.NewTally(count)
 	last := time.Now()
-	for end := time.Now().Add(max); unique < count && time.Now().Before(end) && time.Since(last) < idle; {
-		k, err := f.recv(10*time.Millisecond, func(b []byte) {
-			seq, isProbe, intact := check(b)
-			if !isProbe {
-				return
-			}
-			received++
-			if !intact || seq >= count {
-				corrupt++
-				return
-			}
-			if seen[seq] == 0 {
-				unique++
-			} else {
-				dups++
-			}
-			seen[seq]++
-		})
+	for end := time.Now().Add(max); !t.Complete() && time.Now().Before(end) && time.Since(last) < idle; {
+		k, err := f.recv(10*time.Millisecond, func(b []byte) { t.Add(b, len(b)) })
 		if err != nil {
 			return err
 		}
@@ -418,10 +445,5 @@ func sinkCount(f *frontend, count uint64, idle, max time.Duration) error {
 			last = time.Now()
 		}
 	}
-	lost := count - unique
-	fmt.Printf("received=%d unique=%d lost=%d dups=%d corrupt=%d\n", received, unique, lost, dups, corrupt)
-	if lost != 0 || corrupt != 0 {
-		return fmt.Errorf("%d lost, %d corrupt", lost, corrupt)
-	}
-	return nil
+	return t.Result()
 }

@@ -67,15 +67,3 @@ func TestGuestLayout(t *testing.T) {
 		t.Errorf("the long-chain case's table does not fit in the scratch area")
 	}
 }
-
-func TestFrameCheck(t *testing.T) {
-	buf := make([]byte, 100)
-	f := frame(buf, 1234)
-	if seq, isProbe, intact := check(f); seq != 1234 || !isProbe || !intact {
-		t.Fatalf("check(frame(1234)) = %d %v %v", seq, isProbe, intact)
-	}
-	f[60] ^= 1
-	if _, isProbe, intact := check(f); !isProbe || intact {
-		t.Fatalf("a damaged frame reads intact")
-	}
-}
