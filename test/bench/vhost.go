@@ -1,6 +1,6 @@
 package main
 
-// Scenario 12: a vhost-user host, against a frontend nobody here wrote:
+// Scenario 13: a vhost-user host, against a frontend nobody here wrote:
 // DPDK's testpmd with a virtio_user port on PATH/host/vhost-user. In the
 // same run the same daemon serves the libvdeplug C client (vdeclient) as a
 // vde-2 host, and the ceiling of the shared-memory path is DPDK on both
@@ -20,6 +20,15 @@ package main
 // whatever the rate). testpmd gets two lcores (0,1) and forwards on one:
 // the frontend on lcore 0, DPDK's backend on lcore 1, so a pair of them
 // polls both CPUs of a 2-CPU machine while it runs.
+//
+// testpmd's txonly has no rate: it offers all it can, and the link (a Go
+// client sharing the CPU that testpmd does not poll) gets what it has
+// time for. So host → link is also measured paced, at pacedRate frames/s,
+// where every frame reaches the link in both columns: multifs's
+// vhostprobe source as the vhost-user host (paced as vdeclient paces,
+// kicking when the device asks), against vdeclient gen -r as the vde-2
+// host; no ceiling and no target, only the relay's cost per frame
+// delivered when nothing is dropped.
 //
 // The idle cost: the daemon's CPU time (its threads' schedstat, in ns)
 // over 10 s (3 s with -quick), 5 s after the last run, while testpmd is
@@ -48,6 +57,10 @@ import (
 
 	"multifs/control/client"
 )
+
+// pacedRate is the rate of the paced host → link rows: one the Go link
+// takes whole, at 1500 B too, on a 2-CPU machine.
+const pacedRate = 50_000
 
 func init() {
 	for _, d := range []string{"h2l", "l2h"} {
@@ -410,6 +423,16 @@ func (b *bench) vhost() error {
 		b.res.notice("%s: %v: this multifs has no vhost-user entry; only the ceiling is measured", sock, err)
 		sock = ""
 	}
+	probe := ""
+	if sock != "" {
+		probe = filepath.Join(b.tmp, "vhostprobe")
+		cmd := exec.Command("go", "build", "-o", probe, "./test/vhostprobe")
+		cmd.Dir = b.root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.res.notice("vhostprobe did not build, the paced rows are skipped: %v: %s", err, strings.TrimSpace(string(out)))
+			probe = ""
+		}
+	}
 	ceilSock := filepath.Join(b.tmp, "ceiling.vhost")
 	back, err := b.startTestpmd("ceilback", 1, "net_vhost0,iface="+ceilSock+",queues=1")
 	if err != nil {
@@ -441,6 +464,7 @@ func (b *bench) vhost() error {
 		}
 	}
 	keys := []key{{"h2l", 64}, {"h2l", 1500}, {"l2h", 64}, {"l2h", 1500}}
+	paced := []key{{"h2lp", 64}, {"h2lp", 1500}}
 	idleDur := 10 * time.Second
 	if b.quick {
 		idleDur = 3 * time.Second
@@ -497,8 +521,22 @@ func (b *bench) vhost() error {
 				idleRef = append(idleRef, v)
 			}
 		}
+		for _, k := range paced {
+			if probe != "" {
+				r, err := b.vhostPacedRun(d, probe, k.size)
+				if err != nil {
+					return fmt.Errorf("vhost-user host, paced %d B: %w", k.size, err)
+				}
+				put(k, "multifs", r)
+			}
+			r, err := b.vde2HostRun(d, "h2l", k.size, pacedRate)
+			if err != nil {
+				return fmt.Errorf("vde-2 host, paced %d B: %w", k.size, err)
+			}
+			put(k, "reference", r)
+		}
 		for _, k := range keys {
-			r, err := b.vde2HostRun(d, k.dir, k.size)
+			r, err := b.vde2HostRun(d, k.dir, k.size, 0)
 			if err != nil {
 				return fmt.Errorf("vde-2 host, %s %d B: %w", k.dir, k.size, err)
 			}
@@ -511,8 +549,9 @@ func (b *bench) vhost() error {
 		}
 	}
 	section := fmt.Sprintf("13. vhost-user host: multifs = DPDK testpmd (virtio_user) as the host, reference = vdeclient as a vde-2 host of the same daemon, ceiling = testpmd net_vhost0 ◀▶ virtio_user; %v per run", b.dur)
-	names := map[string]string{"h2l": "host → link (txonly)", "l2h": "link → host (rxonly)"}
-	for _, k := range keys {
+	names := map[string]string{"h2l": "host → link (txonly)", "l2h": "link → host (rxonly)",
+		"h2lp": fmt.Sprintf("host → link at %s f/s (paced hosts)", thousands(pacedRate))}
+	for _, k := range append(keys, paced...) {
 		n := fmt.Sprintf("%s %d B", names[k.dir], k.size)
 		p := fmt.Sprintf("vhost.%s.%d", k.dir, k.size)
 		b.addReal(section, p+".fps", n+": frames/s delivered", "fps", fps[k])
@@ -521,6 +560,12 @@ func (b *bench) vhost() error {
 		from, to := "the host", "the link"
 		if k.dir == "l2h" {
 			from, to = "the link", "the host"
+		}
+		if k.dir == "h2lp" {
+			// Nothing is dropped (delivered shows it): per frame taken
+			// is per frame delivered.
+			b.addReal(section, p+".delivered", fmt.Sprintf("%s: share of the frames taken from %s that %s got", n, from, to), "%", delivered[k])
+			continue
 		}
 		b.addReal(section, p+".delivered", fmt.Sprintf("%s: share of the frames taken from %s that %s got", n, from, to), "%", delivered[k])
 		b.addReal(section, p+".cpu_taken", fmt.Sprintf("%s: relay CPU per frame taken from %s", n, from), "ns", taken[k])
@@ -656,8 +701,9 @@ func linksRx(d *daemon) uint64 {
 	return n
 }
 
-// vde2HostRun: vdeclient as the vde-2 host of d.
-func (b *bench) vde2HostRun(d *daemon, dir string, size int) (vhostRow, error) {
+// vde2HostRun: vdeclient as the vde-2 host of d; rate > 0 paces host →
+// link at rate frames/s.
+func (b *bench) vde2HostRun(d *daemon, dir string, size, rate int) (vhostRow, error) {
 	if dir == "h2l" {
 		link, err := countLink(d.path)
 		if err != nil {
@@ -669,7 +715,7 @@ func (b *bench) vde2HostRun(d *daemon, dir string, size int) (vhostRow, error) {
 		for try := 0; try < 20; try++ {
 			// The previous host may still hold the slot for a moment.
 			if gen, err = b.startC(fmt.Sprintf("vhost-hostgen%d", id), "gen", "vde://"+filepath.Join(d.path, "host"),
-				"-i", fmt.Sprint(id), "-s", fmt.Sprint(size), "-t", fmt.Sprint(b.dur.Seconds()), "-n", maxN); err == nil {
+				"-i", fmt.Sprint(id), "-s", fmt.Sprint(size), "-t", fmt.Sprint(b.dur.Seconds()), "-n", maxN, "-r", fmt.Sprint(rate)); err == nil {
 				break
 			}
 			time.Sleep(50 * time.Millisecond)
@@ -732,6 +778,68 @@ func (b *bench) vde2HostRun(d *daemon, dir string, size int) (vhostRow, error) {
 		}
 		return uint64(res["unique"] + res["beyond"]), nil
 	})
+}
+
+// vhostPacedRun: vhostprobe source as the vhost-user host of d, sending
+// host → link at pacedRate frames/s for one run.
+func (b *bench) vhostPacedRun(d *daemon, probe string, size int) (vhostRow, error) {
+	link, err := countLink(d.path)
+	if err != nil {
+		return vhostRow{}, err
+	}
+	id := nextRun()
+	ready := filepath.Join(b.tmp, fmt.Sprintf("source%d.ready", id))
+	goFile := filepath.Join(b.tmp, fmt.Sprintf("source%d.go", id))
+	logName := fmt.Sprintf("vhost-source%d.log", id)
+	var src *proc
+	if err := waitFor(5*time.Second, func() bool {
+		// The previous host may still hold the slot for a moment.
+		if src != nil && !src.exited() {
+			return false
+		}
+		if src, err = b.spawn(logName, probe, "source", "-path", d.path, "-rate", fmt.Sprint(pacedRate),
+			"-size", fmt.Sprint(size), "-for", b.dur.String(), "-ready", ready, "-go", goFile, "-hold", "60s"); err != nil {
+			return false
+		}
+		return waitFor(3*time.Second, func() bool { _, err := os.Stat(ready); return err == nil || src.exited() }) == nil && !src.exited()
+	}); err != nil {
+		link.drained()
+		return vhostRow{}, fmt.Errorf("vhostprobe source did not attach (see %s)", logName)
+	}
+	defer src.kill()
+	m, err := startCPU(d.pid)
+	if err != nil {
+		link.drained()
+		return vhostRow{}, err
+	}
+	if err := os.WriteFile(goFile, nil, 0o644); err != nil {
+		link.drained()
+		return vhostRow{}, err
+	}
+	line := regexp.MustCompile(`source sent=\d+ start_ns=(\d+)`)
+	var start time.Time
+	if err := waitFor(b.dur+15*time.Second, func() bool {
+		out, _ := os.ReadFile(filepath.Join(b.tmp, logName))
+		if m := line.FindSubmatch(out); m != nil {
+			ns, _ := strconv.ParseInt(string(m[1]), 10, 64)
+			start = time.Unix(0, ns)
+			return true
+		}
+		return src.exited()
+	}); err != nil || start.IsZero() {
+		link.drained()
+		return vhostRow{}, fmt.Errorf("vhostprobe source gave no result (see %s)", logName)
+	}
+	n, last := link.drained()
+	c, _, err := m.stop()
+	if err != nil {
+		return vhostRow{}, err
+	}
+	taken := hostRx(d) // the source is still attached: its counters are this run's
+	if n == 0 {
+		return vhostRow{}, fmt.Errorf("the link received nothing from vhostprobe source")
+	}
+	return vhostRow{frames: n, taken: taken, secs: last.Sub(start).Seconds(), cpu: c}, nil
 }
 
 // dpdkRun: the ceiling, DPDK's backend and frontend; h2l is the frontend

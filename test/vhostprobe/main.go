@@ -10,7 +10,7 @@
 //	vhostprobe hostile -path PATH -case NAME
 //	vhostprobe loop    -sock SOCKET [-count N] [-size BYTES] [-layout ...]
 //	vhostprobe sink    -path PATH -for DURATION [-ready FILE] [-no-event-idx] [-always-kick] [-count N [-idle D]]
-//	vhostprobe source  -path PATH -for DURATION -rate FPS [-size BYTES] [-ready FILE] [-go FILE]
+//	vhostprobe source  -path PATH -for DURATION -rate FPS [-size BYTES] [-ready FILE] [-go FILE] [-hold D]
 //	vhostprobe cases
 //
 // PATH is a multifs mount: the probe attaches as the host through
@@ -45,7 +45,9 @@
 // is due every half interval), kicking after each lot only when the device
 // asks (EVENT_IDX), as Linux's virtio-net does with xmit_more; it prints "source sent=N start_ns=T end_ns=T". A paced
 // host, where testpmd's txonly has no rate: with -go it waits for FILE to
-// appear before it starts, so the caller can begin measuring first.
+// appear before it starts, so the caller can begin measuring first; with
+// -hold it stays attached (and idle) that long afterwards, so the caller
+// can read the host's counters.
 //
 // hostile runs one case (vhostprobe cases lists them, one per line with
 // what it does) and prints
@@ -361,6 +363,7 @@ func source(args []string) error {
 	size := fs.Int("size", 64, "frame size in bytes")
 	ready := fs.String("ready", "", "create this file once attached")
 	goFile := fs.String("go", "", "wait for this file before sending")
+	hold := fs.Duration("hold", 0, "stay attached, idle, this long afterwards")
 	fs.Parse(args)
 	if *path == "" || *rate <= 0 || *size < probeframe.MinSize || *size > 9000 {
 		return fmt.Errorf("source: bad arguments")
@@ -406,6 +409,7 @@ func source(args []string) error {
 		unix.Nanosleep(&nap, nil)
 	}
 	fmt.Printf("source sent=%d start_ns=%d end_ns=%d\n", sent, start.UnixNano(), time.Now().UnixNano())
+	time.Sleep(*hold)
 	return nil
 }
 
