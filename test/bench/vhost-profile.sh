@@ -68,7 +68,7 @@ record() {
 shares() {
 	echo "== $1"
 	perf report -i "$S/$1.data" --stdio --children --sort symbol 2>/dev/null |
-		awk '/^ +[0-9]/ && $4 ~ /^(__x64_sys_(sendmmsg|recvmmsg|nanosleep|futex|epoll_wait|ppoll|write|read)|finish_task_switch.*|.*virtq\.\(\*Ring\)\.(TakeFrame|PutFrame)|runtime\.memmove|.*multilink\.\(\*Port\)\.(forward|drop)|runtime\.usleep.*)$/ { printf "   %7s  %s\n", $1, $4 }'
+		awk '/^ +[0-9]/ && $4 ~ /^(__x64_sys_(sendmmsg|recvmmsg|nanosleep|futex|epoll_wait|ppoll|write|read)|finish_task_switch.*|.*virtq\.\(\*Ring\)\.(TakeFrame|PutFrame)|runtime\.memmove|.*multilink\.\(\*Port\)\.(forward|drop)|runtime\.usleep.*|.*engine\.epollWaitKeepingP)$/ { printf "   %7s  %s\n", $1, $4 }'
 	grep -hE '^(rx|tx)_(packets|dropped)' "$M/host/stats" "$M"/links/*/stats 2>/dev/null | tr '\n' ' '
 	echo
 }
