@@ -12,6 +12,8 @@
 #    namespace, the checks' own), a vde_plug joins and carries frames to
 #    the host;
 #  - `journalctl -u UNIT` has the daemon's log and a second host's refusal;
+#  - the service keeps only its CapabilityBoundingSet, and with the
+#    documented grp=kvm drop-in its socket directory is root:kvm 2750;
 #  - `systemctl stop` leaves no mount and no socket directory, and every
 #    peer sees EOF.
 # Each line of the container's results file is one result here.

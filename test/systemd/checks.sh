@@ -85,7 +85,23 @@ exercise() {
 		else
 			bad "$w: the daemon (pid $d) is in PID 1's mount namespace" "its $(readlink "/proc/$d/ns/mnt"), PID 1's $(readlink /proc/1/ns/mnt)"
 		fi
+		# The unit's CapabilityBoundingSet: SYS_ADMIN (21), NET_ADMIN
+		# (12), FSETID (4), FOWNER (3), DAC_READ_SEARCH (2),
+		# DAC_OVERRIDE (1), CHOWN (0), of those PID 1 has (nspawn keeps
+		# NET_ADMIN only with a private network), and nothing else.
+		out=$(sed -n 's/^CapBnd:[[:space:]]*//p' "/proc/$d/status")
+		j=$(sed -n 's/^CapBnd:[[:space:]]*//p' /proc/1/status)
+		j=$(printf '%016x' $((0x20101f & 0x$j)))
+		if [ "$out" = "$j" ]; then
+			ok "$w: the daemon's capability bounding set is the unit's ($out)"
+		else
+			bad "$w: the daemon's capability bounding set is the unit's ($j)" "CapBnd: $out, PID 1's $(sed -n 's/^CapBnd:[[:space:]]*//p' /proc/1/status)"
+		fi
 	fi
+	# Both units serve with mode=0660,grp=kvm (the service through a
+	# drop-in): the socket directory is the group's, set-group-id.
+	out=$(stat -c '%U:%G %a' "$SD" 2>&1)
+	if [ "$out" = "root:kvm 2750" ]; then ok "$w: the socket directory is root:kvm 2750"; else bad "$w: the socket directory is root:kvm 2750" "$out"; fi
 	if mounted_in 1 "$P"; then ok "$w: $P is a fuse.multifs mount in PID 1's mount namespace"; else bad "$w: $P is a fuse.multifs mount in PID 1's mount namespace" "$(show_mounts 1)"; fi
 	if mounted_in self "$P"; then ok "$w: $P is a fuse.multifs mount for a process outside the unit"; else bad "$w: $P is a fuse.multifs mount for a process outside the unit" "$(show_mounts self)"; fi
 	d=$(ls "$P" 2>&1 | tr '\n' ' ' | sed 's/ $//')
@@ -217,6 +233,12 @@ trap 'stop_peers; echo done >>"$OUT"' EXIT
 echo "started $(now_ms) $(systemctl is-system-running)" >>"$OUT"
 
 notify_waits
+# The unit's documented drop-in for a group of VM users.
+mkdir -p /etc/systemd/system/multifs@tmp-vm1.service.d
+bin=$(sed -n 's/^ExecStart=\([^ ]*\) .*/\1/p' /usr/local/lib/systemd/system/multifs@.service)
+printf '[Service]\nExecStart=\nExecStart=%s -f -o mode=0660,grp=kvm %%f\n' "$bin" \
+	>/etc/systemd/system/multifs@tmp-vm1.service.d/grp.conf
+systemctl daemon-reload
 exercise multifs@tmp-vm1.service service
 reset
 exercise tmp-vm1.mount mount
