@@ -792,17 +792,24 @@ func (b *bench) vhostPacedRun(d *daemon, probe string, size int) (vhostRow, erro
 	goFile := filepath.Join(b.tmp, fmt.Sprintf("source%d.go", id))
 	logName := fmt.Sprintf("vhost-source%d.log", id)
 	var src *proc
-	if err := waitFor(5*time.Second, func() bool {
-		// The previous host may still hold the slot for a moment.
-		if src != nil && !src.exited() {
-			return false
+	for try := 0; try < 20 && src == nil; try++ {
+		// The previous host may still hold the slot for a moment: the
+		// source is refused, exits, and is started again.
+		p, err := b.spawn(logName, probe, "source", "-path", d.path, "-rate", fmt.Sprint(pacedRate),
+			"-size", fmt.Sprint(size), "-for", b.dur.String(), "-ready", ready, "-go", goFile, "-hold", "60s")
+		if err != nil {
+			link.drained()
+			return vhostRow{}, err
 		}
-		if src, err = b.spawn(logName, probe, "source", "-path", d.path, "-rate", fmt.Sprint(pacedRate),
-			"-size", fmt.Sprint(size), "-for", b.dur.String(), "-ready", ready, "-go", goFile, "-hold", "60s"); err != nil {
-			return false
+		waitFor(3*time.Second, func() bool { _, err := os.Stat(ready); return err == nil || p.exited() })
+		if _, err := os.Stat(ready); err == nil && !p.exited() {
+			src = p
+			break
 		}
-		return waitFor(3*time.Second, func() bool { _, err := os.Stat(ready); return err == nil || src.exited() }) == nil && !src.exited()
-	}); err != nil {
+		p.kill()
+		time.Sleep(50 * time.Millisecond)
+	}
+	if src == nil {
 		link.drained()
 		return vhostRow{}, fmt.Errorf("vhostprobe source did not attach (see %s)", logName)
 	}
