@@ -42,9 +42,10 @@
 //
 // source attaches as the host and sends numbered frames host → links at
 // RATE frames/s for DURATION, paced as the bench's vdeclient gen -r (what
-// is due every half interval), kicking after each lot only when the device
-// asks (EVENT_IDX), as Linux's virtio-net does with xmit_more; it prints "source sent=N start_ns=T end_ns=T". A paced
-// host, where testpmd's txonly has no rate: with -go it waits for FILE to
+// is due every half interval), kicking after each lot only when the
+// device asks (EVENT_IDX), as Linux's virtio-net does with xmit_more. It
+// prints "source sent=N start_ns=T end_ns=T". It is the bench's paced
+// host, as testpmd's txonly has no rate: with -go it waits for FILE to
 // appear before it starts, so the caller can begin measuring first; with
 // -hold it stays attached (and idle) that long afterwards, so the caller
 // can read the host's counters.
@@ -82,7 +83,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: vhostprobe honest|hostile|cases ...")
+		fmt.Fprintln(os.Stderr, "usage: vhostprobe honest|hostile|loop|sink|source|cases ...")
 		os.Exit(2)
 	}
 	var err error
