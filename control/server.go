@@ -140,7 +140,7 @@ func (s *Server) Listen() error {
 func (s *Server) Serve() {
 	for i, l := range s.listeners {
 		s.wg.Add(1)
-		go s.acceptLoop(l, i == 1)
+		go s.acceptLoop(l, s.joinAside(i == 1))
 	}
 	for i, l := range s.seqListeners {
 		s.wg.Add(1)
@@ -148,7 +148,9 @@ func (s *Server) Serve() {
 	}
 	s.serveStream()
 	s.wg.Add(1)
-	go s.acceptVhostUserLoop(s.vhostListener)
+	// Nothing is read before a frontend is admitted: no goroutine needed
+	// until then.
+	go s.acceptLoop(s.vhostListener, s.joinVhostUser)
 }
 
 // Close stops accepting. Peers already joined belong to the multilink.
@@ -172,7 +174,22 @@ func (s *Server) closeListeners() {
 	}
 }
 
-func (s *Server) acceptLoop(l *net.UnixListener, isHost bool) {
+// joinAside is join for a vde-2 entry's accept loop: a vde-2 join reads
+// the peer's request, so it runs in a goroutine of its own, and a client
+// that stalls blocks nobody.
+func (s *Server) joinAside(isHost bool) func(c *net.UnixConn) {
+	return func(c *net.UnixConn) {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.join(c, isHost)
+		}()
+	}
+}
+
+// acceptLoop accepts on a vde-2 or vhost-user entry and hands each
+// connection to join.
+func (s *Server) acceptLoop(l *net.UnixListener, join func(c *net.UnixConn)) {
 	defer s.wg.Done()
 	for {
 		c, err := l.AcceptUnix()
@@ -182,11 +199,7 @@ func (s *Server) acceptLoop(l *net.UnixListener, isHost bool) {
 			}
 			continue
 		}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.join(c, isHost)
-		}()
+		join(c)
 	}
 }
 

@@ -36,22 +36,6 @@ func (s *Server) listenVhostUser() error {
 	return s.apply(HostVhostUserName)
 }
 
-func (s *Server) acceptVhostUserLoop(l *net.UnixListener) {
-	defer s.wg.Done()
-	for {
-		c, err := l.AcceptUnix()
-		if err != nil {
-			if s.acceptFailed(err) {
-				return
-			}
-			continue
-		}
-		// Nothing is read before the frontend is admitted: no goroutine
-		// needed until then.
-		s.joinVhostUser(c)
-	}
-}
-
 // joinVhostUser admits a frontend as the host, then serves its requests
 // until it goes, which ends the host.
 func (s *Server) joinVhostUser(c *net.UnixConn) {
