@@ -583,17 +583,13 @@ func hostRx(d *daemon) uint64 {
 	return n
 }
 
+// statKey is key's value in the stats file ("" if absent or unreadable).
 func statKey(file, key string) string {
-	data, err := os.ReadFile(file)
+	st, err := readStats(file)
 	if err != nil {
 		return ""
 	}
-	for _, l := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(l, key+": "); ok {
-			return v
-		}
-	}
-	return ""
+	return st[key]
 }
 
 // vhostRun: testpmd as the vhost-user host of d, one direction, one size.
