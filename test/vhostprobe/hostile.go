@@ -8,15 +8,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"time"
-
 	"os"
 	"path/filepath"
-	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"multifs/control/client"
+	"multifs/fsys/treeclient"
 	"multifs/test/probeframe"
 )
 
@@ -638,19 +637,12 @@ func goodAfter(f *frontend, link *client.Client, n int) int {
 // build on the transmit ring, kicking after each, and reports whether the
 // backend closed the connection and whether good frames still pass.
 func badChain(path string, build func(f *frontend, slot int) uint16, times int) (string, string, error) {
-	f, err := attach(sockPath(path), feOpts{})
+	f, link, err := hostWithLink(path, feOpts{}, "vhostprobe hostile link")
 	if err != nil {
-		return "", "", fmt.Errorf("honest attach: %w", err)
+		return "", "", err
 	}
 	defer f.close()
-	link, err := client.Dial(path, "vhostprobe hostile link")
-	if err != nil {
-		return "", "", err
-	}
 	defer link.Close()
-	if err := attachedHere(path); err != nil {
-		return "", "", err
-	}
 	if err := warmUp(f, link); err != nil {
 		return "", "", err
 	}
@@ -711,16 +703,22 @@ func badChain(path string, build func(f *frontend, slot int) uint16, times int) 
 
 // hostStat reads KEY from PATH/host/stats ("" if absent).
 func hostStat(path, key string) string {
-	data, err := os.ReadFile(filepath.Join(path, "host", "stats"))
+	return fileStat(filepath.Join(path, "host", "stats"), key)
+}
+
+// fileStat reads KEY from a stats file, with the daemon's clients' parser
+// ("" if absent, or the file unreadable or not stats).
+func fileStat(file, key string) string {
+	f, err := os.Open(file)
 	if err != nil {
 		return ""
 	}
-	for _, l := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(l, key+": "); ok {
-			return v
-		}
+	defer f.Close()
+	st, err := treeclient.ReadStats(f)
+	if err != nil {
+		return ""
 	}
-	return ""
+	return st[key]
 }
 
 func waitUntil(d time.Duration, cond func() bool) bool {
@@ -858,19 +856,12 @@ func beyondRings(path string) (string, string, error) {
 // mapping; transmit chains posted before (not kicked), kicked after, and
 // frames sent to the host.
 func shrink(path string) (string, string, error) {
-	f, err := attach(sockPath(path), feOpts{})
+	f, link, err := hostWithLink(path, feOpts{}, "vhostprobe hostile link")
 	if err != nil {
-		return "", "", fmt.Errorf("honest attach: %w", err)
+		return "", "", err
 	}
 	defer f.close()
-	link, err := client.Dial(path, "vhostprobe hostile link")
-	if err != nil {
-		return "", "", err
-	}
 	defer link.Close()
-	if err := attachedHere(path); err != nil {
-		return "", "", err
-	}
 	if err := warmUp(f, link); err != nil {
 		return "", "", err
 	}
@@ -904,11 +895,12 @@ func shrink(path string) (string, string, error) {
 // rxBad: receive buffers the backend must not use, then frames to it:
 // they must be dropped and counted (tx_dropped).
 func rxBad(path, kind string) (string, string, error) {
-	f, err := attach(sockPath(path), feOpts{})
+	f, link, err := hostWithLink(path, feOpts{}, "vhostprobe hostile link")
 	if err != nil {
-		return "", "", fmt.Errorf("honest attach: %w", err)
+		return "", "", err
 	}
 	defer f.close()
+	defer link.Close()
 	// The receive ring was posted full at attach: rewrite those
 	// descriptors under the backend (as a guest may).
 	for i := 0; i < queueSize; i++ {
@@ -931,14 +923,6 @@ func rxBad(path, kind string) (string, string, error) {
 		case 3:
 			f.g.putDesc(q0Desc, i, gpa(rxBufs+i*rxBufSize), 4, descWrite, 0) // shorter than the header
 		}
-	}
-	link, err := client.Dial(path, "vhostprobe hostile link")
-	if err != nil {
-		return "", "", err
-	}
-	defer link.Close()
-	if err := attachedHere(path); err != nil {
-		return "", "", err
 	}
 	buf := make([]byte, 100)
 	for i := 0; i < 64; i++ {
@@ -967,19 +951,12 @@ func rxBad(path, kind string) (string, string, error) {
 // kickStorm: kicks as fast as eventfd writes go, for 2 s, then honest
 // frames both ways must pass.
 func kickStorm(path string) (string, string, error) {
-	f, err := attach(sockPath(path), feOpts{})
+	f, link, err := hostWithLink(path, feOpts{}, "vhostprobe hostile link")
 	if err != nil {
-		return "", "", fmt.Errorf("honest attach: %w", err)
+		return "", "", err
 	}
 	defer f.close()
-	link, err := client.Dial(path, "vhostprobe hostile link")
-	if err != nil {
-		return "", "", err
-	}
 	defer link.Close()
-	if err := attachedHere(path); err != nil {
-		return "", "", err
-	}
 	n := 0
 	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); n++ {
 		f.tx.doKick()
@@ -1001,19 +978,12 @@ func kickStorm(path string) (string, string, error) {
 // for its features: it must be refused (the connection ends), and the
 // first still moves frames.
 func secondFrontend(path string) (string, string, error) {
-	f, err := attach(sockPath(path), feOpts{})
+	f, link, err := hostWithLink(path, feOpts{}, "vhostprobe hostile link")
 	if err != nil {
-		return "", "", fmt.Errorf("honest attach: %w", err)
+		return "", "", err
 	}
 	defer f.close()
-	link, err := client.Dial(path, "vhostprobe hostile link")
-	if err != nil {
-		return "", "", err
-	}
 	defer link.Close()
-	if err := attachedHere(path); err != nil {
-		return "", "", err
-	}
 	if err := warmUp(f, link); err != nil {
 		return "", "", err
 	}

@@ -72,7 +72,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -148,19 +147,12 @@ func honest(args []string) error {
 	if *path == "" || *size < probeframe.MinSize || *size > 9000 || *count < 1 {
 		return fmt.Errorf("honest: bad arguments")
 	}
-	f, err := attach(sockPath(*path), feOpts{noEventIdx: *noEvent, layout: *layout})
+	f, link, err := hostWithLink(*path, feOpts{noEventIdx: *noEvent, layout: *layout}, "vhostprobe link")
 	if err != nil {
-		return fmt.Errorf("attach: %w", err)
-	}
-	defer f.close()
-	link, err := client.Dial(*path, "vhostprobe link")
-	if err != nil {
-		return fmt.Errorf("join as a link: %w", err)
-	}
-	defer link.Close()
-	if err := attachedHere(*path); err != nil {
 		return err
 	}
+	defer f.close()
+	defer link.Close()
 	if err := warmUp(f, link); err != nil {
 		return err
 	}
@@ -312,16 +304,8 @@ func linksTxDropped(path string) int {
 	files, _ := filepath.Glob(filepath.Join(path, "links", "*", "stats"))
 	n := 0
 	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		for _, l := range strings.Split(string(data), "\n") {
-			if v, ok := strings.CutPrefix(l, "tx_dropped: "); ok {
-				k, _ := strconv.Atoi(v)
-				n += k
-			}
-		}
+		k, _ := strconv.Atoi(fileStat(f, "tx_dropped"))
+		n += k
 	}
 	return n
 }
@@ -432,6 +416,22 @@ func attachHost(path string, o feOpts, ready string) (*frontend, error) {
 		}
 	}
 	return f, nil
+}
+
+// hostWithLink is attachHost (no ready file) and a link of PATH joined
+// through multifs's Go client, to send and receive the other side; on an
+// error, neither is left open.
+func hostWithLink(path string, o feOpts, linkName string) (*frontend, *client.Client, error) {
+	f, err := attachHost(path, o, "")
+	if err != nil {
+		return nil, nil, err
+	}
+	link, err := client.Dial(path, linkName)
+	if err != nil {
+		f.close()
+		return nil, nil, fmt.Errorf("join as a link: %w", err)
+	}
+	return f, link, nil
 }
 
 // sinkCount takes frames until the count numbered ones (test/probeframe)
