@@ -209,7 +209,11 @@ func dial(t *testing.T, dir string) *client.Client {
 	return c
 }
 
-func recvFrame(t *testing.T, c *client.Client) []byte {
+// recvFrame is the next frame c receives within 2 s, whatever its
+// transport (a vde-2 or seqpacket Client, a Stream).
+func recvFrame(t *testing.T, c interface {
+	Recv(buf []byte, timeout time.Duration) (int, error)
+}) []byte {
 	t.Helper()
 	buf := make([]byte, 16384)
 	n, err := c.Recv(buf, 2*time.Second)

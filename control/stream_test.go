@@ -23,16 +23,6 @@ func dialStream(t *testing.T, path string) *client.Stream {
 	return c
 }
 
-func recvStream(t *testing.T, c *client.Stream) []byte {
-	t.Helper()
-	buf := make([]byte, 16384)
-	n, err := c.Recv(buf, 2*time.Second)
-	if err != nil {
-		t.Fatalf("recv: %v", err)
-	}
-	return buf[:n]
-}
-
 // endsSoon asserts that c's stream ends within 2 s, nothing on it.
 func endsSoon(t *testing.T, c *client.Stream, what string) {
 	t.Helper()
@@ -55,14 +45,14 @@ func TestStreamJoin(t *testing.T) {
 	if err := host.Send(out); err != nil {
 		t.Fatal(err)
 	}
-	if got := recvStream(t, link); !bytes.Equal(got, out) {
+	if got := recvFrame(t, link); !bytes.Equal(got, out) {
 		t.Fatalf("link got %d bytes", len(got))
 	}
 	back := bytes.Repeat([]byte{4}, 64)
 	if err := link.Send(back); err != nil {
 		t.Fatal(err)
 	}
-	if got := recvStream(t, host); !bytes.Equal(got, back) {
+	if got := recvFrame(t, host); !bytes.Equal(got, back) {
 		t.Fatalf("host got %d bytes", len(got))
 	}
 	// A second host is closed at once; the first stays.
@@ -95,7 +85,7 @@ func TestStreamBadLengths(t *testing.T) {
 	if _, err := link.Conn().Write(raw); err != nil {
 		t.Fatal(err)
 	}
-	if got := recvStream(t, host); !bytes.Equal(got, good) {
+	if got := recvFrame(t, host); !bytes.Equal(got, good) {
 		t.Fatalf("host got %d bytes, want only the good frame", len(got))
 	}
 	if c := p.Counters(); c.RxDropped != 3 || c.RxPackets != 1 {
