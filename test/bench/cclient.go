@@ -33,6 +33,21 @@ func (b *bench) buildCClient() {
 	b.cclient = out
 }
 
+// startCRetry is startC tried again, 20 times 50 ms apart, while it
+// fails: a host that just left may still hold multifs's host entry for a
+// moment, and a second host is refused.
+func (b *bench) startCRetry(name, mode, url string, args ...string) (*cproc, error) {
+	var err error
+	for try := 0; try < 20; try++ {
+		var c *cproc
+		if c, err = b.startC(name, mode, url, args...); err == nil {
+			return c, nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return nil, err
+}
+
 // cproc is one running vdeclient.
 type cproc struct {
 	*proc

@@ -161,16 +161,7 @@ func (b *bench) realRun(s *realSys, o realOpts) (realResult, error) {
 		}
 	}()
 	for i := 0; i < o.k; i++ {
-		// A host that just left may still hold multifs's host entry
-		// for a moment (a second host is refused): retry briefly.
-		var c *cproc
-		var err error
-		for try := 0; try < 20; try++ {
-			if c, err = b.startC(fmt.Sprintf("%s-sink%d-%d", s.name, id, i), "sink", sinkURL, sinkArgs...); err == nil {
-				break
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		c, err := b.startCRetry(fmt.Sprintf("%s-sink%d-%d", s.name, id, i), "sink", sinkURL, sinkArgs...)
 		if err != nil {
 			return realResult{}, err
 		}

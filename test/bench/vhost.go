@@ -707,15 +707,8 @@ func (b *bench) vde2HostRun(d *daemon, dir string, size, rate int) (vhostRow, er
 		}
 		id := nextRun()
 		maxN := strconv.FormatUint(min(uint64(b.dur.Seconds()*maxPerSecond)+1, 1<<32), 10)
-		var gen *cproc
-		for try := 0; try < 20; try++ {
-			// The previous host may still hold the slot for a moment.
-			if gen, err = b.startC(fmt.Sprintf("vhost-hostgen%d", id), "gen", "vde://"+filepath.Join(d.path, "host"),
-				"-i", fmt.Sprint(id), "-s", fmt.Sprint(size), "-t", fmt.Sprint(b.dur.Seconds()), "-n", maxN, "-r", fmt.Sprint(rate)); err == nil {
-				break
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		gen, err := b.startCRetry(fmt.Sprintf("vhost-hostgen%d", id), "gen", "vde://"+filepath.Join(d.path, "host"),
+			"-i", fmt.Sprint(id), "-s", fmt.Sprint(size), "-t", fmt.Sprint(b.dur.Seconds()), "-n", maxN, "-r", fmt.Sprint(rate))
 		if err != nil {
 			link.drained()
 			return vhostRow{}, err
@@ -750,16 +743,8 @@ func (b *bench) vde2HostRun(d *daemon, dir string, size, rate int) (vhostRow, er
 	// vhost-user row's.
 	id := nextRun()
 	maxN := strconv.FormatUint(min(uint64(b.dur.Seconds()*maxPerSecond)+1, 1<<32), 10)
-	var sink *cproc
-	var err error
-	for try := 0; try < 20; try++ {
-		// The previous host may still hold the slot for a moment.
-		if sink, err = b.startC(fmt.Sprintf("vhost-hostsink%d", id), "sink", "vde://"+filepath.Join(d.path, "host"),
-			"-i", fmt.Sprint(id), "-n", maxN, "-w", fmt.Sprint(idleAfterGen.Milliseconds()), "-T", fmt.Sprint((b.dur + 10*time.Second).Seconds())); err == nil {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	sink, err := b.startCRetry(fmt.Sprintf("vhost-hostsink%d", id), "sink", "vde://"+filepath.Join(d.path, "host"),
+		"-i", fmt.Sprint(id), "-n", maxN, "-w", fmt.Sprint(idleAfterGen.Milliseconds()), "-T", fmt.Sprint((b.dur + 10*time.Second).Seconds()))
 	if err != nil {
 		return vhostRow{}, err
 	}
