@@ -223,15 +223,18 @@ func TestStatsAreCurrentAndReadOnly(t *testing.T) {
 	if after := statKey(t, stats, "links"); before != "0" || after != "1" {
 		t.Fatalf("links %s then %s: stale read", before, after)
 	}
-	// A link without traffic has stable stats, so its size must be true.
+	// The size is the length of a rendering at stat time. Only idle_ms moves
+	// on a link without traffic, and it only grows, so a read before and a
+	// read after the stat bracket the size (9 ms to 10 ms adds a byte).
 	linkStats := filepath.Join(dir, "links", "1", "stats")
+	first, _ := os.ReadFile(linkStats)
 	fi, err := os.Stat(linkStats)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := os.ReadFile(linkStats)
-	if fi.Size() != int64(len(b)) {
-		t.Fatalf("size %d, content %d bytes", fi.Size(), len(b))
+	second, _ := os.ReadFile(linkStats)
+	if fi.Size() < int64(len(first)) || fi.Size() > int64(len(second)) {
+		t.Fatalf("size %d, content %d then %d bytes", fi.Size(), len(first), len(second))
 	}
 	for _, path := range []string{stats, filepath.Join(dir, "host", "stats"), filepath.Join(dir, "links", "1", "stats")} {
 		if err := os.WriteFile(path, []byte("x"), 0); !errors.Is(err, syscall.EACCES) {
