@@ -5,7 +5,7 @@
 # console, and check its ping summary.
 #
 # Out: QEMU, QDIR; the functions below. start_vm sets VM_WRAP and VM_T0,
-# vm_ready VM_PID, check_summary SUM_DUPS.
+# vm_ready VM_PID, check_summary SUM_DUPS; stat_ge checks a stats key's floor.
 
 QEMU=$(command -v qemu-system-x86_64) ||
 	{ fail "qemu-system-x86_64 installed" "apt-get install qemu-system-x86"; finish; }
@@ -101,6 +101,13 @@ vm_done() {
 
 # ping_summary NAME: the guest's ping summary line.
 ping_summary() { console "$1" | sed -n 's/^MFS-PING: \(.*packets transmitted.*\)/\1/p' | head -n 1; }
+
+# stat_ge NAME FILE KEY MIN: the numeric KEY in FILE is at least MIN.
+stat_ge() {
+	local v
+	v=$(stat_key "$2" "$3")
+	if [ "${v:-0}" -ge "$4" ]; then pass "$1 ($3 $v >= $4)"; else fail "$1" "$3 ${v:-?} < $4"; fi
+}
 
 # check_summary NAME COUNT DUPS [MINRATE]: the guest's summary says COUNT
 # sent, COUNT received, 0% loss; DUPS is "some" (duplicates needed) or

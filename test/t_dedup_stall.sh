@@ -65,6 +65,16 @@ field() { printf '%s\n' "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
 # in RECV (the test waits for it to exit). host_stall_T makes that host
 # stop accepting frames, host_resume_T lets it accept them again.
 
+# host_started WHAT OUT: the host just started in the background ($!) is
+# RECV, tracked, and let run again on exit should a check leave it stopped;
+# the check WHAT waits for its ready file, OUT.ready.
+host_started() {
+	RECV=$!
+	track "$RECV"
+	at_exit "kill -CONT $RECV"
+	check_within "$1" 5 "[ -e '$2.ready' ]" cat "$2"
+}
+
 # host_start_sock T PATH OUT: a vdeprobe recv host over vde-2 or seqpacket,
 # in a network namespace of its own for its datagram queue (see above).
 host_start_sock() {
@@ -73,10 +83,7 @@ host_start_sock() {
 	rm -f "$out.ready"
 	unshare -n sh -c 'echo 256 >/proc/sys/net/unix/max_dgram_qlen && exec "$@"' sh \
 		"$VDEPROBE" recv -dir "$p/host" -transport "$t" -count "$N" -idle 5s -max 60s -ready "$out.ready" >"$out" 2>&1 &
-	RECV=$!
-	track "$RECV"
-	at_exit "kill -CONT $RECV"
-	check_within "$t: the host (vdeprobe recv) joins" 5 "[ -e '$out.ready' ]" cat "$out"
+	host_started "$t: the host (vdeprobe recv) joins" "$out"
 }
 # host_start_stream PATH OUT: a vdeprobe recv host on PATH/host/stream
 # (QEMU's framing). A stream holds far more than a datagram queue (the
@@ -87,10 +94,7 @@ host_start_stream() {
 	start_multifs "$p" -o mode=0666 || return 1
 	rm -f "$out.ready"
 	"$VDEPROBE" recv -dir "$p/host" -transport stream -count "$N" -idle 5s -max 60s -ready "$out.ready" >"$out" 2>&1 &
-	RECV=$!
-	track "$RECV"
-	at_exit "kill -CONT $RECV"
-	check_within "stream: the host (vdeprobe recv) joins" 5 "[ -e '$out.ready' ]" cat "$out"
+	host_started "stream: the host (vdeprobe recv) joins" "$out"
 }
 host_stall_stream() { kill -STOP "$RECV"; }
 host_resume_stream() { kill -CONT "$RECV"; }
@@ -110,10 +114,7 @@ host_start_vhost() {
 	start_multifs "$p" -o mode=0666 || return 1
 	rm -f "$out.ready"
 	"$VHOSTPROBE" sink -path "$p" -count "$N" -idle 5s -for 60s -ready "$out.ready" >"$out" 2>&1 &
-	RECV=$!
-	track "$RECV"
-	at_exit "kill -CONT $RECV"
-	check_within "vhost: the host (vhostprobe sink) attaches" 5 "[ -e '$out.ready' ]" cat "$out"
+	host_started "vhost: the host (vhostprobe sink) attaches" "$out"
 }
 host_stall_vhost() { kill -STOP "$RECV"; }
 host_resume_vhost() { kill -CONT "$RECV"; }
@@ -138,9 +139,7 @@ host_start_tap() {
 	fi
 	rm -f "$out.ready"
 	ip netns exec "$TAPNS" "$VDEPROBE" taprecv -if "$TAP" -count "$N" -idle 5s -max 60s -ready "$out.ready" >"$out" 2>&1 &
-	RECV=$!
-	track "$RECV"
-	check_within "tap: the receiver on $TAP is bound" 5 "[ -e '$out.ready' ]" cat "$out"
+	host_started "tap: the receiver on $TAP is bound" "$out"
 }
 host_stall_tap() { ip -n "$TAPNS" link set "$TAP" down; }
 host_resume_tap() { ip -n "$TAPNS" link set "$TAP" up; }

@@ -24,13 +24,6 @@
 T_START=$(now_ms)
 . "$(dirname "$0")/qemu_vm.sh"
 
-# stat_ge NAME FILE KEY MIN: the numeric KEY in FILE is at least MIN.
-stat_ge() {
-	local v
-	v=$(stat_key "$2" "$3")
-	if [ "${v:-0}" -ge "$4" ]; then pass "$1 ($3 $v >= $4)"; else fail "$1" "$3 ${v:-?} < $4"; fi
-}
-
 # ================================================================================
 # A. The VM as the host, across a hand-off through the close file
 A=$SCRATCH/A

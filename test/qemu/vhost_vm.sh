@@ -6,7 +6,7 @@
 #
 #	vhost_vm_setup                      test/qemu_vm.sh: qemu, the initramfs (cached), the
 #	                                    VM helpers (vm_ready, vm_pinged, vm_done,
-#	                                    check_summary ...), or finish
+#	                                    check_summary, stat_ge ...), or finish
 #	start_vhost_vm NAME COUNT INTERVAL IP/LEN PEER MAC SOCKET [CHARDEV-OPTIONS]
 #	check_vhost_summary NAME COUNT      COUNT sent and answered, 0 loss, no duplicates
 #
@@ -42,28 +42,6 @@ check_vhost_summary() { check_summary "$1" "$2" none 0; }
 
 # ping_received NAME: how many replies the guest's summary counts.
 ping_received() { ping_summary "$1" | sed -n 's/.* \([0-9]*\) packets received.*/\1/p'; }
-
-# check_summary NAME COUNT: COUNT sent, COUNT answered, 0% loss, no
-# duplicates.
-check_summary() {
-	local name=$1 count=$2 s d
-	s=$(ping_summary "$name")
-	note "VM $name ping: $s; $(marker "$name" LOST); $(marker "$name" DUPS); $(marker "$name" ICMP)"
-	if [[ $s =~ ^$count\ packets\ transmitted,\ $count\ packets\ received,\ ([0-9]+\ duplicates,\ )?0%\ packet\ loss ]]; then
-		pass "VM $name: $count pings, $count answered, 0 lost"
-	else
-		fail "VM $name: $count pings, 0 lost" "summary '$s'; $(marker "$name" LOST); guest kernel: $(marker "$name" ICMP)"
-	fi
-	d=$(sed -n 's/.* \([0-9]*\) duplicates.*/\1/p' <<<"$s")
-	check_eq "VM $name: 0 duplicates" 0 "${d:-0}"
-}
-
-# stat_ge NAME FILE KEY MIN: the numeric KEY in FILE is at least MIN.
-stat_ge() {
-	local v
-	v=$(stat_key "$2" "$3")
-	if [ "${v:-0}" -ge "$4" ]; then pass "$1 ($3 $v >= $4)"; else fail "$1" "$3 ${v:-?} < $4"; fi
-}
 
 # join_ns NS TAP ENTRY ADDR: (again) a vde_plug inside the existing
 # namespace NS joins ENTRY with the tap TAP, ADDR/24 on it; NSPID its pid.
