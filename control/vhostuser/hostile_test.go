@@ -432,6 +432,22 @@ func TestBlockingDescriptors(t *testing.T) {
 	}
 }
 
+// startUntilCallStuck starts fe and passes one frame from its guest; the
+// call that tells the guest so is the write the test's signalWrite holds,
+// and this returns once that write has begun (stuck).
+func startUntilCallStuck(t *testing.T, fe *frontend, stuck <-chan struct{}) {
+	t.Helper()
+	fe.start(stdFeatures)
+	r := fe.receive()
+	fe.transmit(0, frame(60, 1), true)
+	r.waitFrames(t, 1)
+	select {
+	case <-stuck:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no call signalled")
+	}
+}
+
 // A frontend can fill its call eventfd between the notifier's poll and
 // its write, which then blocks until someone reads the eventfd. While it
 // is stuck, the call descriptors the frontend keeps replacing must not
@@ -455,15 +471,7 @@ func TestStuckNotifierHoldsNoReplacedCalls(t *testing.T) {
 			close(release)
 		}
 	}()
-	fe.start(stdFeatures)
-	r := fe.receive()
-	fe.transmit(0, frame(60, 1), true)
-	r.waitFrames(t, 1)
-	select {
-	case <-stuck:
-	case <-time.After(5 * time.Second):
-		t.Fatal("no call signalled")
-	}
+	startUntilCallStuck(t, fe, stuck)
 	const swaps = 50
 	before := openFDs(t)
 	for i := 0; i < swaps; i++ {
@@ -756,15 +764,7 @@ func TestStuckSignalFreedAfterClose(t *testing.T) {
 	}
 	fe := newFrontend(t)
 	signalWrite = realSignalWrite
-	fe.start(stdFeatures)
-	r := fe.receive()
-	fe.transmit(0, frame(60, 1), true)
-	r.waitFrames(t, 1)
-	select {
-	case <-stuck:
-	case <-time.After(5 * time.Second):
-		t.Fatal("no call signalled")
-	}
+	startUntilCallStuck(t, fe, stuck)
 	waitFor(t, "the write under way", func() bool { return blockedSignals.Load() == 1 })
 	before := openFDs(t)
 	fe.c.Close()
